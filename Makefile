@@ -1,0 +1,31 @@
+# Set-up is part of every target: the first run creates .venv/ and installs into it.
+# torch is pinned to the build that ships with torchvision on this project's machines
+# (transformers' InternVLProcessor imports torchvision); pip takes both from local disk there.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH  := torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(STAMP)          ## the main job on the embedded default
+	$(VENV)/bin/r1v demo
+
+test: $(STAMP)          ## the test suite (CI runs this)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)     ## the slow tests only
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)         ## speed benchmarks, each printed beside its baseline
+	$(PY) bench/chat_speed.py
+	$(PY) bench/tiling_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,228 @@
+"""Chat with an R1V model: one image, several, multi-turn, streaming, batched.
+
+    from r1v.chat import Chat
+    chat = Chat.from_pretrained("path/to/model")            # either checkpoint layout
+    reply = chat.ask("How many red circles?", images=["scene.png"])
+    print(reply.reasoning, reply.answer)
+
+    conv = chat.conversation()                               # multi-turn
+    conv.ask("Describe the chart.", images=["chart.png"]); conv.ask("Which bar is tallest?")
+
+    chat.ask_batch([("Q1", ["a.png"]), ("Q2", ["b.png", "c.png"])], temperature=0)  # batched
+
+CLI: `r1v chat --model PATH --image a.png "question"` (no question: interactive).
+
+Generation is transformers' `generate`; this module builds prompts (template, `<image>`
+placeholders, tiling), checks the inputs, streams with reasoning and answer told apart,
+and splits every output into reasoning and answer. Sampling defaults are the model card's:
+temperature 0.6, top_p 0.95, repetition_penalty 1.05 (temperature 0 means greedy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from r1v.errors import R1VError
+from r1v.model import templates as T
+from r1v.model.processor import ImageLike, load_image, place_images, processor_for_model
+
+
+@dataclass
+class GenerationOptions:
+    max_new_tokens: int = field(default=2048, metadata={"help": "most tokens to generate per reply"})
+    temperature: float = field(default=0.6, metadata={"help": "sampling temperature; 0 = greedy"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass"})
+    repetition_penalty: float = field(default=1.05, metadata={"help": "penalty on repeated tokens (1 = none)"})
+    seed: int | None = field(default=None, metadata={"help": "seed for sampling, for repeatable replies"})
+
+    def generate_kwargs(self) -> dict:
+        if self.max_new_tokens < 1:
+            raise R1VError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        greedy = self.temperature <= 0
+        kw = dict(max_new_tokens=self.max_new_tokens, repetition_penalty=self.repetition_penalty,
+                  do_sample=not greedy)
+        if greedy:  # unset the sampling knobs so transformers does not warn about them
+            kw.update(temperature=None, top_p=None, top_k=None)
+        else:
+            kw.update(temperature=self.temperature, top_p=self.top_p, top_k=None)
+        return kw
+
+
+@dataclass
+class Reply:
+    text: str  # the raw generated text (after the prompt's opening `<think>`)
+    reasoning: str
+    answer: str | None  # None: the output never closed its reasoning (`</think>`)
+    new_tokens: int
+    stopped: bool  # True when the model ended its turn, False when max_new_tokens cut it
+
+
+@dataclass
+class Conversation:
+    """Multi-turn state: messages (user text keeps its `<image>` placeholders) and all images."""
+
+    chat: "Chat"
+    messages: list[dict] = field(default_factory=list)
+    images: list = field(default_factory=list)
+
+    def ask(self, question: str, images: Sequence[ImageLike] = (), stream=None, **options) -> Reply:
+        reply = self.chat.ask(question, images=images, history=self, stream=stream, **options)
+        # Past turns keep only their answer, as DeepSeek-R1's template drops past reasoning.
+        self.messages += [{"role": "user", "content": place_images(question, len(images))},
+                          {"role": "assistant", "content": reply.answer if reply.answer is not None else ""}]
+        self.images += [load_image(i) for i in images]
+        return reply
+
+
+class ReasoningStreamer(BaseStreamer):
+    """Decodes tokens as they come and calls `callback(kind, text)`, kind "reasoning" / "answer".
+
+    The switch happens at `</think>`; text that might be the start of a `</think>` split
+    over several tokens is held back until it is known.
+    """
+
+    def __init__(self, tokenizer, callback: Callable[[str, str], None]):
+        self.tokenizer, self.callback = tokenizer, callback
+        self.ids: list[int] = []
+        self.prompt_seen = False
+        self.sent = 0  # characters of the decoded text already passed on
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate() first hands over the prompt
+            self.prompt_seen = True
+            return
+        self.ids += value.flatten().tolist()
+        self._emit(final=False)
+
+    def end(self) -> None:
+        self._emit(final=True)
+
+    def _emit(self, final: bool) -> None:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if not final and text.endswith("\ufffd"):  # an unfinished multi-byte character
+            return
+        cut = text.find(T.THINK_CLOSE)
+        if cut < 0:
+            hold = 0 if final else _partial_suffix(text, T.THINK_CLOSE)
+            self._send("reasoning", text, len(text) - hold)
+            return
+        self._send("reasoning", text, cut)
+        self.sent = max(self.sent, cut + len(T.THINK_CLOSE))
+        self._send("answer", text, len(text))
+
+    def _send(self, kind: str, text: str, upto: int) -> None:
+        if upto > self.sent:
+            self.callback(kind, text[self.sent:upto])
+            self.sent = upto
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest end of `text` that is a proper start of `marker`."""
+    for n in range(min(len(marker) - 1, len(text)), 0, -1):
+        if marker.startswith(text[-n:]):
+            return n
+    return 0
+
+
+class Chat:
+    """An R1V model with its tokenizer, processor and template, ready to answer."""
+
+    def __init__(self, model, tokenizer, *, template: str | None = None, max_tiles: int = 12,
+                 min_tiles: int = 1, use_thumbnail: bool = True):
+        self.model, self.tokenizer = model, tokenizer
+        self.template = T.get_template(template or getattr(model.config, "template", "r1v"))
+        self.processor = processor_for_model(model, tokenizer, max_tiles=max_tiles, min_tiles=min_tiles,
+                                             use_thumbnail=use_thumbnail)
+        stop_ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(self.template.stop)}
+        self.stop_ids = sorted(i for i in stop_ids if i is not None and i != tokenizer.unk_token_id)
+        text_cfg = model.config.text_config
+        self.context = getattr(text_cfg, "max_position_embeddings", None)
+
+    @classmethod
+    def from_pretrained(cls, path: str, *, dtype="auto", device: str = "cpu", device_map=None,
+                        quantization: str | None = None, template: str | None = None,
+                        max_tiles: int | None = None, use_thumbnail: bool | None = None,
+                        allow_pickle: bool = False) -> "Chat":
+        from r1v.model.checkpoint import load_model
+
+        model, tok, tiles = load_model(path, dtype=dtype, device=device, device_map=device_map,
+                                       quantization=quantization, allow_pickle=allow_pickle)
+        if max_tiles is not None:
+            tiles["max_tiles"] = max_tiles
+            tiles["min_tiles"] = min(tiles["min_tiles"], max_tiles)
+        if use_thumbnail is not None:
+            tiles["use_thumbnail"] = use_thumbnail
+        return cls(model, tok, template=template, **tiles)
+
+    def conversation(self) -> Conversation:
+        return Conversation(self)
+
+    # ---------------------------------------------------------------- prompts
+    def prompt(self, question: str, images: Sequence = (), history: Conversation | None = None):
+        """(prompt text with the processor's image token, decoded images) for one request."""
+        if not isinstance(question, str) or not question.strip():
+            raise R1VError("the prompt is empty; ask a question")
+        loaded = [load_image(i) for i in images]
+        messages = list(history.messages) if history else []
+        messages.append({"role": "user", "content": place_images(question, len(loaded))})
+        all_images = (list(history.images) if history else []) + loaded
+        text = T.render(self.template, messages, bos_token=self.tokenizer.bos_token or "")
+        return text.replace(T.IMAGE_PLACEHOLDER, self.processor.image_token), all_images
+
+    def _inputs(self, prompts: list[str], images: list):
+        inputs = self.processor(text=prompts, images=images or None, return_tensors="pt", padding=True,
+                                add_special_tokens=False)
+        n = inputs["input_ids"].shape[1]
+        if self.context and n >= self.context:
+            raise R1VError(f"the prompt is {n} tokens but the model's context holds {self.context}; "
+                           f"shorten it or lower --max-tiles")
+        device = self.model.device
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs.to(device)
+
+    # ---------------------------------------------------------------- generation
+    def ask(self, question: str, images: Sequence[ImageLike] = (), *, history: Conversation | None = None,
+            stream: Callable[[str, str], None] | None = None, **options) -> Reply:
+        """Answer one question about zero or more images; `stream(kind, text)` gets the text live."""
+        text, imgs = self.prompt(question, images, history)
+        return self._generate([text], imgs, GenerationOptions(**options), stream)[0]
+
+    def ask_batch(self, requests: Sequence[tuple[str, Sequence[ImageLike]]], **options) -> list[Reply]:
+        """Answer several independent requests in one batch (left-padded)."""
+        if not requests:
+            return []
+        prompts, images = [], []
+        for question, imgs in requests:
+            text, loaded = self.prompt(question, imgs)
+            prompts.append(text)
+            images += loaded
+        return self._generate(prompts, images, GenerationOptions(**options), None)
+
+    @torch.inference_mode()
+    def _generate(self, prompts: list[str], images: list, opts: GenerationOptions, stream) -> list[Reply]:
+        inputs = self._inputs(prompts, images)
+        kw = opts.generate_kwargs()
+        prompt_len = inputs["input_ids"].shape[1]
+        if self.context:
+            kw["max_new_tokens"] = min(kw["max_new_tokens"], self.context - prompt_len)
+        if opts.seed is not None:
+            torch.manual_seed(opts.seed)
+        streamer = ReasoningStreamer(self.tokenizer, stream) if stream else None
+        out = self.model.generate(**inputs, **kw, eos_token_id=self.stop_ids,
+                                  pad_token_id=self.tokenizer.pad_token_id, streamer=streamer)
+        replies = []
+        for row in out[:, prompt_len:].tolist():
+            stopped = False
+            for j, tok in enumerate(row):
+                if tok in self.stop_ids:
+                    row, stopped = row[:j], True
+                    break
+            text = self.tokenizer.decode(row, skip_special_tokens=True)
+            split = T.split_reasoning(text)
+            replies.append(Reply(text, split.reasoning, split.answer, len(row), stopped))
+        return replies

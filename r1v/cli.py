@@ -1,0 +1,243 @@
+"""The `r1v` command line. Every subcommand has --help.
+
+    r1v demo                                   # the embedded default, end to end on the CPU
+    r1v build --preset tiny --out DIR [--layout skywork]
+    r1v convert SRC DST --to hf|skywork [--dtype bf16]
+    r1v chat --model DIR --image a.png [--image b.png] "question"   # no question: interactive
+
+User mistakes end with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from r1v.errors import R1VError
+
+DIM, BOLD, RESET = "\033[2m", "\033[1m", "\033[0m"
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here ever downloads
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+# ------------------------------------------------------------------ chat
+def _add_load_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory, official Skywork or transformers layout")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="weights dtype (auto: as stored)")
+    p.add_argument("--device-map", default=None, help="'auto' to spread the model over all GPUs (accelerate)")
+    p.add_argument("--load-in", default=None, choices=["8bit", "4bit"], help="quantize with bitsandbytes")
+    p.add_argument("--template", default=None, choices=["r1v", "r1v3"], help="chat template (default: the model's)")
+    p.add_argument("--max-tiles", type=int, default=None, help="most 448px tiles per image (default: model's, 12)")
+    p.add_argument("--no-thumbnail", action="store_true", help="do not add the whole-image thumbnail tile")
+    p.add_argument("--allow-pickle", action="store_true", help="allow .bin (pickle) weights you trust")
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    from r1v.chat import GenerationOptions
+
+    d = GenerationOptions()
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help=f"default {d.max_new_tokens}")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy (default 0.6)")
+    p.add_argument("--top-p", type=float, default=d.top_p, help="default 0.95")
+    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help="default 1.05")
+    p.add_argument("--seed", type=int, default=None, help="seed for repeatable sampling")
+
+
+def _gen_options(a) -> dict:
+    return dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
+                repetition_penalty=a.repetition_penalty, seed=a.seed)
+
+
+class TerminalPrinter:
+    """Streams a reply: reasoning dimmed under a 'thinking' header, then the answer."""
+
+    def __init__(self, show_reasoning: bool = True, out=sys.stdout):
+        self.out, self.show = out, show_reasoning
+        self.color = out.isatty()
+        self.kind = None
+
+    def __call__(self, kind: str, text: str) -> None:
+        if kind == "reasoning" and not self.show:
+            return
+        if kind != self.kind:
+            if self.kind is not None:
+                self.out.write(RESET if self.color else "")
+                self.out.write("\n")
+            header = "thinking" if kind == "reasoning" else "answer"
+            self.out.write(f"{BOLD}[{header}]{RESET}\n" if self.color else f"[{header}]\n")
+            if kind == "reasoning" and self.color:
+                self.out.write(DIM)
+            self.kind = kind
+            text = text.lstrip("\n")
+        self.out.write(text)
+        self.out.flush()
+
+    def finish(self, reply) -> None:
+        if self.color:
+            self.out.write(RESET)
+        if reply.answer is None:
+            self.out.write(f"\n[no answer: the reasoning was cut off after {reply.new_tokens} tokens; "
+                           f"raise --max-new-tokens]" if reply.new_tokens else "\n[no answer]")
+        self.out.write("\n")
+        self.out.flush()
+        self.kind = None
+
+
+def cmd_chat(a) -> int:
+    import torch
+
+    from r1v.chat import Chat
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    chat = Chat.from_pretrained(a.model, dtype=a.dtype, device=device, device_map=a.device_map,
+                                quantization=a.load_in, template=a.template, max_tiles=a.max_tiles,
+                                use_thumbnail=False if a.no_thumbnail else None, allow_pickle=a.allow_pickle)
+    printer = TerminalPrinter(show_reasoning=not a.hide_reasoning)
+    opts = _gen_options(a)
+    if a.question is not None:
+        reply = chat.ask(a.question, images=a.image, stream=printer, **opts)
+        printer.finish(reply)
+        return 0
+    return _interactive(chat, a.image, printer, opts)
+
+
+def _interactive(chat, images, printer, opts) -> int:
+    conv = chat.conversation()
+    pending = list(images)
+    print("r1v chat: type a question. /image PATH attaches an image to the next question, "
+          "/reset starts over, /quit leaves.")
+    while True:
+        try:
+            line = input(">>> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            return 0
+        if line == "/reset":
+            conv, pending = chat.conversation(), []
+            print("(new conversation)")
+            continue
+        if line.startswith("/image"):
+            path = line[len("/image"):].strip()
+            try:
+                from r1v.model.processor import load_image
+
+                load_image(path)
+                pending.append(path)
+                print(f"(attached {path}; {len(pending)} image(s) for the next question)")
+            except R1VError as e:
+                print(f"error: {e}")
+            continue
+        try:
+            reply = conv.ask(line, images=pending, stream=printer, **opts)
+            printer.finish(reply)
+            pending = []
+        except R1VError as e:
+            print(f"error: {e}")
+
+
+# ------------------------------------------------------------------ convert / build / demo
+def cmd_convert(a) -> int:
+    from r1v.model.checkpoint import convert
+
+    out = convert(a.src, a.dst, to=a.to, dtype=a.dtype, max_shard_size=a.max_shard_size,
+                  allow_pickle=a.allow_pickle, overwrite=a.overwrite)
+    print(f"wrote {out} ({a.to} layout)")
+    return 0
+
+
+def cmd_build(a) -> int:
+    from r1v.model.builder import preset
+    from r1v.model.checkpoint import save_model
+
+    model, tok = preset(a.preset, template=a.template, ps_version=a.ps_version, seed=a.seed)
+    out = save_model(model, tok, a.out, layout=a.layout, overwrite=a.overwrite)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out}: {a.preset} preset, {n:,} parameters, {a.layout} layout")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from r1v.demo import run
+
+    run(a.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="r1v", description="Build, convert and chat with Skywork-R1V-style "
+                                 "multimodal reasoning models.", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n")[1])
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("chat", help="ask a model about images (streaming; interactive without a question)",
+                       description="Ask an R1V model about zero or more images. The reasoning streams dimmed, "
+                                   "then the answer. Without a question: an interactive multi-turn session.")
+    _add_load_args(p)
+    p.add_argument("--image", action="append", default=[], help="an image file; repeat for several")
+    p.add_argument("--hide-reasoning", action="store_true", help="print only the answer")
+    _add_generation_args(p)
+    p.add_argument("question", nargs="?", help="the question; `<image>` marks where each image goes")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("convert", help="convert between the official Skywork layout and transformers'",
+                       description="Convert a checkpoint, shard by shard (never two copies in memory). "
+                                   "--to hf: loads with AutoModelForImageTextToText / AutoProcessor. "
+                                   "--to skywork: the official layout, servable with `vllm serve`.")
+    p.add_argument("src", help="source model directory (either layout)")
+    p.add_argument("dst", help="destination directory")
+    p.add_argument("--to", required=True, choices=["hf", "skywork"], help="target layout")
+    p.add_argument("--dtype", default="keep", choices=["keep", "bf16", "fp16", "fp32"], help="cast weights")
+    p.add_argument("--max-shard-size", default="5GB", help="largest output shard (default 5GB)")
+    p.add_argument("--allow-pickle", action="store_true", help="read .bin (pickle) weights you trust")
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("build", help="build a model from a preset and save it",
+                       description="Build an R1V model (random weights) from a preset and write it.")
+    p.add_argument("--preset", default="tiny", choices=["tiny"], help="model preset")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--layout", default="hf", choices=["hf", "skywork"], help="checkpoint layout")
+    p.add_argument("--template", default="r1v", choices=["r1v", "r1v3"], help="chat template")
+    p.add_argument("--ps-version", default="v2", choices=["v1", "v2"], help="pixel-shuffle version")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("demo", help="the embedded default: build, save, reload, chat (CPU, offline)",
+                       description="Build a tiny R1V, write it in the official layout, load it back and "
+                                   "ask it about a generated image.")
+    p.add_argument("--out", default="runs/demo", help="where to write the model and image")
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_transformers()
+    try:
+        return args.func(args)
+    except R1VError as e:
+        print(f"r1v: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Chat templates of the R1V family and the reasoning/answer split.
+
+Two templates, both ending the generation prompt with an opened ``<think>`` block
+(`../shared/docs/formats.md`):
+
+* ``r1v``  (Skywork-R1V, R1V2; DeepSeek-R1 style)::
+
+      <｜begin▁of▁sentence｜><｜User｜>\\n{question}<｜Assistant｜><think>\\n
+
+* ``r1v3`` (Skywork-R1V3; ChatML)::
+
+      <|im_start|>user\\n{question}<|im_end|>\\n<|im_start|>assistant\\n<think>\\n
+
+Templates are Jinja strings so they travel inside the tokenizer/processor files and
+work with ``apply_chat_template`` and ``vllm serve``. Earlier assistant turns keep only
+their answer: like DeepSeek-R1's own template, the reasoning of a past turn is dropped.
+
+Run ``python -m r1v.model.templates`` to print both templates on a two-turn example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BOS = "<｜begin▁of▁sentence｜>"
+EOS = "<｜end▁of▁sentence｜>"
+USER = "<｜User｜>"
+ASSISTANT = "<｜Assistant｜>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+IMAGE_PLACEHOLDER = "<image>"
+
+# Message contents are plain strings; images are written in them as `<image>` placeholders
+# (see r1v.model.processor.place_images), so the template itself never sees pixels.
+_R1V = (
+    "{{ bos_token }}"
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}"
+    "{% elif m['role'] == 'user' %}" + USER + "\n{{ m['content'] }}"
+    "{% elif m['role'] == 'assistant' %}" + ASSISTANT + "{{ m['content'] }}" + EOS + "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}" + ASSISTANT + THINK_OPEN + "\n{% endif %}"
+)
+_R1V3 = (
+    "{% for m in messages %}"
+    + IM_START + "{{ m['role'] }}\n{{ m['content'] }}" + IM_END + "\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}" + IM_START + "assistant\n" + THINK_OPEN + "\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    jinja: str
+    stop: str  # the end-of-turn string that stops generation
+
+
+TEMPLATES = {
+    "r1v": Template("r1v", _R1V, EOS),
+    "r1v3": Template("r1v3", _R1V3, IM_END),
+}
+
+
+def get_template(name: str) -> Template:
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown chat template {name!r}; choose one of {sorted(TEMPLATES)}")
+    return TEMPLATES[name]
+
+
+def render(template: str | Template, messages: list[dict], bos_token: str = BOS) -> str:
+    """The prompt text for `messages`, ending with the generation prompt (`<think>\\n`)."""
+    import jinja2
+
+    t = get_template(template) if isinstance(template, str) else template
+    env = jinja2.Environment(keep_trailing_newline=True)
+    return env.from_string(t.jinja).render(messages=messages, add_generation_prompt=True, bos_token=bos_token)
+
+
+@dataclass(frozen=True)
+class Split:
+    reasoning: str
+    answer: str | None  # None: no `</think>`, the output was cut off inside its reasoning
+
+
+def split_reasoning(output: str) -> Split:
+    """Split a generated output into reasoning and answer (formats.md).
+
+    The prompt already opened `<think>`, so the output normally holds only `</think>`; a
+    leading `<think>` the model repeated is dropped. Reasoning is the text before the first
+    `</think>`, the answer the text after it. Without `</think>` the output is all reasoning
+    and there is no answer: nothing is fished out of unfinished reasoning.
+    """
+    text = output.removeprefix(THINK_OPEN).lstrip("\n") if output.startswith(THINK_OPEN) else output
+    head, sep, tail = text.partition(THINK_CLOSE)
+    if not sep:
+        return Split(reasoning=text.strip(), answer=None)
+    return Split(reasoning=head.strip(), answer=tail.strip())
+
+
+if __name__ == "__main__":
+    demo = [
+        {"role": "user", "content": "<image>\nHow many circles?"},
+        {"role": "assistant", "content": "3"},
+        {"role": "user", "content": "And squares?"},
+    ]
+    for name in TEMPLATES:
+        print(f"--- {name}\n{render(name, demo)}")

@@ -1,0 +1,78 @@
+"""Tokenizers: the special tokens an R1V model needs, on any tokenizer, and a tiny one.
+
+An R1V tokenizer carries the image tokens (`<img>`, `</img>`, `<IMG_CONTEXT>`), the chat
+template's turn markers and `<think>` / `</think>`. transformers' InternVLProcessor reads
+the image tokens from named attributes (`start_image_token`, `end_image_token`,
+`context_image_token`, `video_token`), which `add_r1v_tokens` sets, so an official
+Skywork tokenizer (which has the tokens but not the names) works unchanged.
+
+`tiny_tokenizer()` is a byte-level BPE with no merges (256 byte symbols + the specials):
+it round-trips any text, needs no training and no download, and is what the `tiny`
+preset and the tests use.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from r1v.model import templates as T
+
+IMAGE_TOKENS = {
+    "start_image_token": "<img>",
+    "end_image_token": "</img>",
+    "context_image_token": "<IMG_CONTEXT>",
+    "video_token": "<video>",
+}
+PAD = "<｜▁pad▁｜>"
+# Specials of both templates, so one tokenizer can serve either.
+TEMPLATE_TOKENS = [T.BOS, T.EOS, T.USER, T.ASSISTANT, T.IM_START, T.IM_END]
+THINK_TOKENS = [T.THINK_OPEN, T.THINK_CLOSE]
+
+
+def add_r1v_tokens(tokenizer: PreTrainedTokenizerBase) -> int:
+    """Add the R1V tokens `tokenizer` lacks to its vocabulary; returns how many were new."""
+    before = len(tokenizer)
+    vocab = tokenizer.get_vocab()
+    specials = [t for t in [*TEMPLATE_TOKENS, *IMAGE_TOKENS.values(), PAD] if t not in vocab]
+    if specials:
+        tokenizer.add_special_tokens({"extra_special_tokens": specials}, replace_extra_special_tokens=False)
+    # `<think>` stays a normal token, so it survives skip_special_tokens decoding.
+    tokenizer.add_tokens([t for t in THINK_TOKENS if t not in vocab])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = PAD
+    return len(tokenizer) - before
+
+
+def load_tokenizer(path: str, **kwargs) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from `path` with the R1V tokens and their InternVLProcessor names."""
+    from transformers import AutoTokenizer
+
+    # Named tokens given at load time become "model-specific special tokens" in transformers
+    # v5: attributes (`tok.context_image_token`, `..._id`) that are saved with the tokenizer.
+    tok = AutoTokenizer.from_pretrained(path, **{**IMAGE_TOKENS, **kwargs})
+    add_r1v_tokens(tok)
+    return tok
+
+
+def tiny_tokenizer(template: str = "r1v") -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (no merges) with the R1V specials, for tiny models and tests."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    byte_symbols = list(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {s: i for i, s in enumerate(sorted(byte_symbols))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tmpl = T.get_template(template)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=T.BOS if template == "r1v" else None,
+        eos_token=tmpl.stop,
+        pad_token=PAD,
+        model_max_length=32768,
+        clean_up_tokenization_spaces=False,
+        **IMAGE_TOKENS,
+    )
+    add_r1v_tokens(tok)
+    tok.chat_template = tmpl.jinja
+    return tok
