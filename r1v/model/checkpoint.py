@@ -98,15 +98,19 @@ class TensorMapper:
     then fused. `finish()` raises if a piece never came.
     """
 
-    def __init__(self, to: str, dtype: torch.dtype | None = None):
+    def __init__(self, to: str, dtype: torch.dtype | None = None, source: str | None = None):
         if to not in ("hf", "skywork"):
             raise R1VError(f"--to must be 'hf' or 'skywork', not {to!r}")
         self.to, self.dtype, self.pending = to, dtype, {}
+        self.same = source == to  # same layout: only re-shard and cast
 
     def _cast(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.dtype) if self.dtype is not None and t.is_floating_point() else t
 
     def feed(self, key: str, tensor: torch.Tensor):
+        if self.same:
+            yield key, self._cast(tensor)
+            return
         src_layer = _VISION_LAYER["skywork" if self.to == "hf" else "hf"]
         rest = key[len(src_layer):] if key.startswith(src_layer) else None
         if self.to == "hf" and rest and (m := _QKV.match(rest)):
@@ -405,7 +409,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str, dtype: s
     tmp.mkdir(parents=True)
     stored_dtype = None
     seen: dict[str, tuple] = {}  # hf name -> shape, to check the checkpoint is complete
-    mapper = TensorMapper(to, target_dtype)
+    mapper = TensorMapper(to, target_dtype, source=source.layout)
     writer = ShardWriter(tmp, parse_size(max_shard_size))
     bar = tqdm(total=len(expected), desc=f"converting to {to}", unit="tensor", disable=not progress)
     for key, tensor in iter_tensors(source.weight_files):

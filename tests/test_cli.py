@@ -1,0 +1,106 @@
+"""The `r1v` command as a user meets it: --help everywhere, end-to-end runs, and one clear
+line with exit status 2 (never a traceback) for every bad input."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from r1v.cli import build_parser, main
+
+SUBCOMMANDS = ["chat", "convert", "build", "demo"]
+
+
+def run(*args, **kw):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "r1v", *args], capture_output=True, text=True, env=env,
+                          timeout=300, **kw)
+
+
+@pytest.mark.parametrize("sub", [None, *SUBCOMMANDS])
+def test_help(sub, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([sub, "--help"] if sub else ["--help"])
+    assert e.value.code == 0
+    assert "usage: r1v" in capsys.readouterr().out
+
+
+def test_build_convert_chat_through_the_real_entry_point(tmp_path, images):
+    sky = tmp_path / "sky"
+    r = run("build", "--preset", "tiny", "--out", str(sky), "--layout", "skywork")
+    assert r.returncode == 0, r.stderr
+    r = run("convert", str(sky), str(tmp_path / "hf"), "--to", "hf", "--dtype", "bf16")
+    assert r.returncode == 0, r.stderr
+    r = run("chat", "--model", str(tmp_path / "hf"), "--image", str(images[0]), "--image", str(images[1]),
+            "--max-new-tokens", "5", "--temperature", "0", "--max-tiles", "2", "Compare them.")
+    assert r.returncode == 0, r.stderr
+    assert "[thinking]" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_interactive_multi_turn(tmp_path, images):
+    model = tmp_path / "m"
+    assert main(["build", "--out", str(model)]) == 0
+    script = f"/image {images[0]}\nWhat is it?\n/image /no/such.png\nAnd again?\n/reset\n/quit\n"
+    r = run("chat", "--model", str(model), "--max-new-tokens", "3", "--max-tiles", "1", input=script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("[thinking]") == 2
+    assert "error: image not found" in r.stdout and "(new conversation)" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli") / "model"
+    assert main(["build", "--out", str(d), "--layout", "skywork"]) == 0
+    return d
+
+
+def bad_inputs(model_dir, images, tmp_path):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(images[0].read_bytes()[:500])
+    notimg = tmp_path / "notes.png"
+    notimg.write_text("not a picture")
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 10)
+    m, img = str(model_dir), str(images[0])
+    return {
+        "missing model": (["chat", "--model", str(tmp_path / "nope"), "Q"], "model directory not found"),
+        "missing image": (["chat", "--model", m, "--image", str(tmp_path / "x.png"), "Q"], "image not found"),
+        "corrupt image": (["chat", "--model", m, "--image", str(corrupt), "Q"], "corrupt or truncated"),
+        "not an image": (["chat", "--model", m, "--image", str(notimg), "Q"], "not an image"),
+        "placeholders": (["chat", "--model", m, "--image", img, "<image> vs <image>"], "placeholder"),
+        "empty prompt": (["chat", "--model", m, "--image", img, " "], "empty"),
+        "broken shard": (["chat", "--model", str(broken), "Q"], "corrupt or truncated"),
+        "convert to existing": (["convert", m, m, "--to", "hf"], "exists"),
+        "bad shard size": (["convert", m, str(tmp_path / "o"), "--to", "hf", "--max-shard-size", "lots"],
+                           "size"),
+    }
+
+
+CASES = ["missing model", "missing image", "corrupt image", "not an image", "placeholders", "empty prompt",
+         "broken shard", "convert to existing", "bad shard size"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gives_one_clear_line(case, model_dir, images, tmp_path, capsys):
+    args, msg = bad_inputs(model_dir, images, tmp_path)[case]
+    assert main(args + (["--max-new-tokens", "2"] if args[0] == "chat" else [])) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("r1v: error:") and msg in err, err
+
+
+def test_bad_input_through_the_process_has_no_traceback(model_dir, tmp_path):
+    r = run("chat", "--model", str(model_dir), "--image", str(tmp_path / "gone.png"), "Q")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stderr.strip().startswith("r1v: error: image not found")
+
+
+def test_demo_runs(tmp_path):
+    r = run("demo", "--out", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr
+    assert "bit-identical: True" in r.stdout and "[thinking]" in r.stdout
+    diff = float(re.search(r"logit difference\| with image = (\S+)", r.stdout)[1])
+    assert diff <= 1e-5
