@@ -38,6 +38,7 @@ class GenerationOptions:
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass"})
     repetition_penalty: float = field(default=1.05, metadata={"help": "penalty on repeated tokens (1 = none)"})
     seed: int | None = field(default=None, metadata={"help": "seed for sampling, for repeatable replies"})
+    min_new_tokens: int = field(default=0, metadata={"help": "generate at least this many tokens"})
 
     def generate_kwargs(self) -> dict:
         if self.max_new_tokens < 1:
@@ -45,6 +46,8 @@ class GenerationOptions:
         greedy = self.temperature <= 0
         kw = dict(max_new_tokens=self.max_new_tokens, repetition_penalty=self.repetition_penalty,
                   do_sample=not greedy)
+        if self.min_new_tokens:
+            kw["min_new_tokens"] = self.min_new_tokens
         if greedy:  # unset the sampling knobs so transformers does not warn about them
             kw.update(temperature=None, top_p=None, top_k=None)
         else:
