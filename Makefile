@@ -26,6 +26,7 @@ test-slow: $(STAMP)     ## the slow tests only
 bench: $(STAMP)         ## speed benchmarks, each printed beside its baseline
 	$(PY) bench/chat_speed.py
 	$(PY) bench/tiling_speed.py
+	$(PY) bench/convert_memory.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

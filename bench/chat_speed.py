@@ -41,7 +41,7 @@ def main() -> None:
     Image.effect_mandelbrot((900, 600), (-2, -1, 1, 1), 100).convert("RGB").save(img)
     question = "How many regions are there?"
     text, imgs = chat.prompt(question, [img])
-    inputs = chat._inputs([text], imgs)
+    inputs = chat.encode([text], imgs)
     gen = dict(max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, do_sample=False,
                repetition_penalty=1.0, pad_token_id=tok.pad_token_id, eos_token_id=chat.stop_ids,
                temperature=None, top_p=None, top_k=None)

@@ -2,8 +2,8 @@
 
     python bench/tiling_speed.py [--images 40]
 
-The reference is the R1V / InternVL `dynamic_preprocess` + torchvision transform
-(Resize bicubic, ToTensor, Normalize) as the official chat code runs it, one tile at a time.
+The reference is the R1V / InternVL `dynamic_preprocess` (tests/reference_tiling.py) with the
+torchvision transform of the official chat code (Resize bicubic, ToTensor, Normalize), tile by tile.
 Both produce the same tensors (tests/test_processor.py checks against an independent
 implementation); this prints images/s for each on a mix of sizes, and the ratio.
 """
@@ -21,6 +21,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from r1v.model.processor import IMAGENET_MEAN, IMAGENET_STD, build_image_processor  # noqa: E402
+from tests.reference_tiling import reference_crops, reference_grid  # noqa: E402
 
 
 def reference(image: Image.Image, max_num: int = 12, size: int = 448) -> torch.Tensor:
@@ -29,23 +30,8 @@ def reference(image: Image.Image, max_num: int = 12, size: int = 448) -> torch.T
 
     transform = T.Compose([T.Resize((size, size), interpolation=InterpolationMode.BICUBIC), T.ToTensor(),
                            T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    w, h = image.size
-    aspect = w / h
-    grids = sorted({(i, j) for n in range(1, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
-                    if 1 <= i * j <= max_num}, key=lambda g: g[0] * g[1])
-    best, best_diff = (1, 1), float("inf")
-    for g in grids:
-        d = abs(aspect - g[0] / g[1])
-        if d < best_diff:
-            best, best_diff = g, d
-        elif d == best_diff and w * h > 0.5 * size * size * g[0] * g[1]:
-            best = g
-    cols, rows = best
-    resized = image.resize((cols * size, rows * size))
-    tiles = [resized.crop(((k % cols) * size, (k // cols) * size, (k % cols + 1) * size, (k // cols + 1) * size))
-             for k in range(cols * rows)]
-    if len(tiles) != 1:
-        tiles.append(image.resize((size, size)))
+    cols, rows = reference_grid(*image.size, max_num=max_num, size=size)
+    tiles = reference_crops(image, cols, rows, size)
     return torch.stack([transform(t) for t in tiles])
 
 

@@ -176,7 +176,8 @@ class Chat:
         text = T.render(self.template, messages, bos_token=self.tokenizer.bos_token or "")
         return text.replace(T.IMAGE_PLACEHOLDER, self.processor.image_token), all_images
 
-    def _inputs(self, prompts: list[str], images: list):
+    def encode(self, prompts: list[str], images: list):
+        """Model inputs (left-padded batch) for prompts from `prompt()` and their images, in order."""
         inputs = self.processor(text=prompts, images=images or None, return_tensors="pt", padding=True,
                                 add_special_tokens=False)
         n = inputs["input_ids"].shape[1]
@@ -208,7 +209,7 @@ class Chat:
 
     @torch.inference_mode()
     def _generate(self, prompts: list[str], images: list, opts: GenerationOptions, stream) -> list[Reply]:
-        inputs = self._inputs(prompts, images)
+        inputs = self.encode(prompts, images)
         kw = opts.generate_kwargs()
         prompt_len = inputs["input_ids"].shape[1]
         if self.context:

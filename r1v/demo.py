@@ -62,7 +62,7 @@ def run(out: str = "runs/demo") -> None:
     image = draw_scene(root / "scene.png")
     chat = Chat(loaded, tok, max_tiles=4)
     text, imgs = chat.prompt("How many red circles are there?", [image])
-    inputs = chat._inputs([text], imgs)
+    inputs = chat.encode([text], imgs)
     with torch.no_grad():
         diff = (loaded(**inputs).logits - model(**inputs).logits).abs().max().item()
     step(f"loaded it back natively: max |logit difference| with image = {diff:.2e}")

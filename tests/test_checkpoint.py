@@ -16,7 +16,7 @@ from tests.conftest import write_official
 def logits_with_image(model, tok, images):
     chat = Chat(model, tok, max_tiles=2)
     text, imgs = chat.prompt("What is in <image> and <image>?", images[:2])
-    inputs = chat._inputs([text], imgs)
+    inputs = chat.encode([text], imgs)
     with torch.no_grad():
         return model(**inputs).logits
 

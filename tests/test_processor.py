@@ -7,35 +7,7 @@ from PIL import Image
 
 from r1v.errors import R1VError
 from r1v.model.processor import build_image_processor, build_processor, load_image, place_images
-
-MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-
-
-def reference_tiles(image: Image.Image, max_num=12, min_num=1, size=448, use_thumbnail=True) -> np.ndarray:
-    """The InternVL / R1V `dynamic_preprocess` + transform, written from formats.md with PIL + numpy."""
-    w, h = image.size
-    aspect = w / h
-    ratios = sorted({(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1)
-                     for j in range(1, n + 1) if min_num <= i * j <= max_num}, key=lambda r: r[0] * r[1])
-    best, best_diff = (1, 1), float("inf")
-    for r in ratios:
-        diff = abs(aspect - r[0] / r[1])
-        if diff < best_diff:
-            best, best_diff = r, diff
-        elif diff == best_diff and w * h > 0.5 * size * size * r[0] * r[1]:
-            best = r
-    cols, rows = best
-    resized = image.resize((size * cols, size * rows))
-    tiles = [resized.crop(((k % cols) * size, (k // cols) * size, (k % cols + 1) * size, (k // cols + 1) * size))
-             for k in range(cols * rows)]
-    if use_thumbnail and len(tiles) != 1:
-        tiles.append(image.resize((size, size)))
-    out = []
-    for t in tiles:
-        arr = np.asarray(t.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float64) / 255.0
-        out.append(((arr - MEAN) / STD).transpose(2, 0, 1))
-    return np.stack(out).astype(np.float32)
-
+from tests.reference_tiling import reference_tiles
 
 SIZES = [(1, 1), (1, 10000), (10000, 1), (448, 448), (449, 447), (896, 448), (448, 896), (1000, 1000),
          (1920, 1080), (1080, 1920), (300, 200), (200, 300), (5000, 100), (100, 5000), (1344, 448),

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import (
-    AutoConfig,
     InternVLConfig,
     InternVLForConditionalGeneration,
     InternVLVisionConfig,
@@ -203,10 +202,6 @@ def preset(name: str, *, template: str = "r1v", ps_version: str = "v2", seed: in
         template=template, ps_version=ps_version, seed=seed,
     )
     return model, tok
-
-
-def load_config(path: str) -> PretrainedConfig:
-    return AutoConfig.from_pretrained(path)
 
 
 if __name__ == "__main__":
