@@ -24,7 +24,11 @@ import resource, sys, torch
 sys.path.insert(0, {root!r})
 from r1v.model import checkpoint as C
 from safetensors.torch import save_file
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def rss_kb():
+    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() // 1024
+import transformers.models.internvl.modeling_internvl, transformers.models.qwen2.modeling_qwen2  # noqa
+from r1v.model import tokenizer, processor  # noqa: F401
+base = rss_kb()  # after imports: the peak below counts only what the conversion adds
 src, dst, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 if mode == "stream":
     C.convert(src, dst, to="hf", max_shard_size="32MB", progress=False)
@@ -35,14 +39,16 @@ else:
     for k, t in C.iter_tensors(s.weight_files):
         state.update(mapper.feed(k, t))
     save_file(state, dst)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+# VmHWM, not ru_maxrss: the latter survives exec and would report the parent's peak.
+hwm = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+print((hwm - base) / 1024)
 """
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hidden", type=int, default=768)
-    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=12)
     a = ap.parse_args()
     from r1v.model.builder import build_r1v, tiny_language_config, tiny_vision_config
     from r1v.model.checkpoint import save_model
@@ -50,7 +56,7 @@ def main() -> None:
 
     tok = tiny_tokenizer()
     lm = tiny_language_config(32000, hidden_size=a.hidden, intermediate_size=4 * a.hidden,
-                              num_hidden_layers=a.layers, num_attention_heads=12, num_key_value_heads=4)
+                              num_hidden_layers=a.layers, num_attention_heads=16, num_key_value_heads=4)
     model = build_r1v(vision=tiny_vision_config(hidden_size=256, num_hidden_layers=4, intermediate_size=1024,
                                                 num_attention_heads=4), language=lm, tokenizer=tok)
     size_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
