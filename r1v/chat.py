@@ -73,11 +73,12 @@ class Conversation:
     images: list = field(default_factory=list)
 
     def ask(self, question: str, images: Sequence[ImageLike] = (), stream=None, **options) -> Reply:
-        reply = self.chat.ask(question, images=images, history=self, stream=stream, **options)
+        loaded = [load_image(i) for i in images]  # decoded once, kept for later turns
+        reply = self.chat.ask(question, images=loaded, history=self, stream=stream, **options)
         # Past turns keep only their answer, as DeepSeek-R1's template drops past reasoning.
-        self.messages += [{"role": "user", "content": place_images(question, len(images))},
+        self.messages += [{"role": "user", "content": place_images(question, len(loaded))},
                           {"role": "assistant", "content": reply.answer if reply.answer is not None else ""}]
-        self.images += [load_image(i) for i in images]
+        self.images += loaded
         return reply
 
 

@@ -53,9 +53,8 @@ def test_ps_version_v1_is_v2_with_the_token_grid_transposed():
 
 def test_v1_and_v2_models_give_different_logits(tiny, images, tmp_path):
     model, tok = tiny
-    cfg = json.loads
     src = write_official(model, tok, tmp_path / "v2")
-    conf = cfg((src / "config.json").read_text())
+    conf = json.loads((src / "config.json").read_text())
     conf["ps_version"] = "v1"
     (src / "config.json").write_text(json.dumps(conf))
     as_v1, _, _ = load_model(src)
