@@ -27,6 +27,7 @@ bench: $(STAMP)         ## speed benchmarks, each printed beside its baseline
 	$(PY) bench/chat_speed.py
 	$(PY) bench/tiling_speed.py
 	$(PY) bench/convert_memory.py
+	$(PY) bench/scoring_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

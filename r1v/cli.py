@@ -4,6 +4,7 @@
     r1v build --preset tiny --out DIR [--layout skywork]
     r1v convert SRC DST --to hf|skywork [--dtype bf16]
     r1v chat --model DIR --image a.png [--image b.png] "question"   # no question: interactive
+    r1v eval run|score|report|leakage ...     # benchmarks with their official scoring rules
 
 User mistakes end with one line on stderr and exit status 2, never a traceback.
 """
@@ -223,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ask it about a generated image.")
     p.add_argument("--out", default="runs/demo", help="where to write the model and image")
     p.set_defaults(func=cmd_demo)
+
+    from r1v.evaluate.cli import add_parser as add_eval
+
+    add_eval(sub)
     return ap
 
 

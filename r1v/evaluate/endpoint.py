@@ -1,0 +1,108 @@
+"""An OpenAI-compatible chat endpoint (vLLM, SGLang, a hosted API) for generation and judging.
+
+    ep = Endpoint("http://localhost:8000/v1")          # the model: --served-model, else the only one served
+    out = ep.chat("What is 2+2?", images=[png_bytes], max_tokens=512, temperature=0.6)
+    out.text, out.finished
+
+The `openai` client does the HTTP work, its retries with backoff (429, 5xx, dropped
+connections) and timeouts. Images go as base64 data URLs in the message's content parts, at
+the places of the prompt's `<image>` placeholders (in front when it has none). A server that
+splits reasoning off (vLLM's `--reasoning-parser`) returns it as `reasoning_content`; it is put
+back as `reasoning</think>answer`, so the think rules see what the model wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+
+from r1v.errors import R1VError
+from r1v.model.templates import IMAGE_PLACEHOLDER, THINK_CLOSE
+
+
+@dataclass
+class Completion:
+    text: str
+    finished: bool  # False when the server stopped it at max_tokens
+    new_tokens: int | None = None
+
+
+def is_url(s: str) -> bool:
+    return s.startswith(("http://", "https://"))
+
+
+def _mime(data: bytes) -> str:
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:3] == b"GIF":
+        return "image/gif"
+    return "image/png"
+
+
+def content_parts(prompt: str, images: list[bytes]) -> list[dict] | str:
+    """The prompt as OpenAI content parts, images at their `<image>` places (or in front)."""
+    if not images:
+        return prompt
+    pieces = prompt.split(IMAGE_PLACEHOLDER)
+    if len(pieces) - 1 != len(images):
+        if len(pieces) > 1:
+            raise R1VError(f"the prompt has {len(pieces) - 1} {IMAGE_PLACEHOLDER} placeholders for "
+                           f"{len(images)} images")
+        pieces = [""] * len(images) + [prompt]
+    parts: list[dict] = []
+    for i, text in enumerate(pieces):
+        if text:
+            parts.append({"type": "text", "text": text})
+        if i < len(images):
+            url = f"data:{_mime(images[i])};base64,{base64.b64encode(images[i]).decode()}"
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+    return parts
+
+
+class Endpoint:
+    def __init__(self, url: str, model: str | None = None, *, api_key_env: str = "OPENAI_API_KEY",
+                 timeout: float = 600.0, retries: int = 5):
+        try:
+            import openai
+        except ImportError:
+            raise R1VError("an endpoint needs the `openai` package: pip install openai") from None
+        self._openai = openai
+        self.url = url.rstrip("/")
+        self.client = openai.OpenAI(base_url=self.url, api_key=os.environ.get(api_key_env) or "EMPTY",
+                                    timeout=timeout, max_retries=retries)
+        self.model = model or self._only_model()
+
+    def _only_model(self) -> str:
+        try:
+            served = [m.id for m in self.client.models.list()]
+        except self._openai.OpenAIError as e:
+            raise R1VError(f"cannot reach {self.url}: {e}") from None
+        if len(served) != 1:
+            raise R1VError(f"{self.url} serves {len(served)} models ({', '.join(served) or 'none'}); "
+                           f"name one with --served-model")
+        return served[0]
+
+    def chat(self, prompt: str, images: list[bytes] = (), *, system: str | None = None, **params) -> Completion:
+        """One completion; raises R1VError when the endpoint fails after its retries."""
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": content_parts(prompt, list(images))})
+        try:
+            r = self.client.chat.completions.create(model=self.model, messages=messages, **params)
+        except self._openai.OpenAIError as e:
+            raise R1VError(f"{self.url}: {type(e).__name__}: {e}") from None
+        if not r.choices:
+            raise R1VError(f"{self.url}: a reply with no choices")
+        choice = r.choices[0]
+        msg = choice.message
+        text = msg.content or ""
+        reasoning = getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)
+        if reasoning and THINK_CLOSE not in text:
+            # No content at all means the reasoning never closed (vLLM's parser): no `</think>`.
+            text = reasoning + (THINK_CLOSE + text if msg.content is not None else "")
+        tokens = r.usage.completion_tokens if r.usage else None
+        return Completion(text, choice.finish_reason != "length", tokens)

@@ -1,0 +1,229 @@
+"""`r1v eval run` / `r1v eval score`: generate (or read) outputs, score them, summarise.
+
+    r1v eval run --model DIR_OR_URL --bench math500 --data MATH-500/test.jsonl --samples 4 --out runs/eval/m500
+    r1v eval score --bench gpqa --data gpqa_diamond.csv --responses outputs.jsonl --out runs/eval/gpqa
+
+Every run directory holds:
+- `run.json`: what was run (model, benchmark, data, sampling, scoring) — a resumed run must match it;
+- `items.jsonl`: one record per (item, sample): id, sample, prompt, output, reasoning, answer,
+  extracted, gold, correct, scorer (the path that scored it), groups, tokens, finished;
+- `summary.json`: pass@1 (mean over items of the mean over samples), its 95% confidence
+  interval, the breakdown per subject / level / ..., and counts per scoring path.
+
+Records are appended and flushed one by one, so an interrupted run loses at most the
+generations in flight; run the same command again and it continues: records already on disk
+are kept, a torn last line is dropped, and no (item, sample) is ever counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from r1v.errors import R1VError
+from r1v.evaluate.answers import extract
+from r1v.evaluate.tasks import Item, Task
+
+Z95 = 1.959964
+RUN_KEYS = ("bench", "model", "data", "samples", "think", "sampling", "extraction")  # must match to resume
+
+
+# ---------------------------------------------------------------- the run directory
+class RunDir:
+    def __init__(self, out: str | Path, settings: dict, *, overwrite: bool = False):
+        self.path = Path(out)
+        self.items_path = self.path / "items.jsonl"
+        run_json = self.path / "run.json"
+        if overwrite and self.path.exists():
+            for f in (run_json, self.items_path, self.path / "summary.json"):
+                f.unlink(missing_ok=True)
+        if run_json.exists():
+            old = json.loads(run_json.read_text())
+            diff = [k for k in RUN_KEYS if old.get(k) != settings.get(k)]
+            if diff:
+                raise R1VError(f"{self.path} holds a different run ({', '.join(diff)} differ); "
+                               f"use another --out, or --overwrite to start again")
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_atomic(run_json, json.dumps(settings, indent=2))
+        self.records = self._load()
+
+    def _load(self) -> dict[tuple[str, int], dict]:
+        """Records on disk, keyed (id, sample); a torn last line (a crash mid-write) is cut off."""
+        records: dict[tuple[str, int], dict] = {}
+        if not self.items_path.exists():
+            return records
+        good = 0
+        with open(self.items_path, "rb") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    break
+                if not line.endswith(b"\n"):
+                    break
+                records.setdefault((str(rec["id"]), int(rec["sample"])), rec)
+                good += len(line)
+        if good != self.items_path.stat().st_size:
+            with open(self.items_path, "r+b") as f:
+                f.truncate(good)
+        return records
+
+    def add(self, rec: dict) -> None:
+        key = (str(rec["id"]), int(rec["sample"]))
+        if key in self.records:
+            return
+        self.records[key] = rec
+        with open(self.items_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_summary(self, summary: dict) -> None:
+        _write_atomic(self.path / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- scoring one output
+def record(task: Task, item: Item, sample: int, output: str, *, think: bool, verifier, judge,
+           finished: bool | None = None, new_tokens: int | None = None) -> dict:
+    score = task.score(item, output, think=think, verifier=verifier, judge=judge)
+    ans = extract(output, think=think)
+    return {
+        "id": item.id, "sample": sample, "prompt": task.prompt(item), "images": len(item.images),
+        "output": output, "reasoning": ans.reasoning, "answer": ans.text, "extracted": score.extracted,
+        "gold": item.answer, "correct": score.correct, "scorer": score.scorer, "groups": item.groups,
+        "new_tokens": new_tokens, "finished": finished,
+    }
+
+
+# ---------------------------------------------------------------- runs
+def evaluate(task: Task, items: list[Item], generator, sampling, run: RunDir, *, samples: int = 1,
+             think: bool = True, verifier=None, judge=None) -> dict:
+    """Generate what is missing from `run`, score it, write the summary; returns the summary."""
+    if samples < 1:
+        raise R1VError(f"--samples must be at least 1, got {samples}")
+    by_id = {it.id: it for it in items}
+    jobs = [((it.id, k), task.prompt(it), it.images) for it in items for k in range(samples)
+            if (it.id, k) not in run.records]
+    if len(jobs) < len(items) * samples:
+        print(f"resuming: {len(items) * samples - len(jobs)} of {len(items) * samples} outputs already in "
+              f"{run.items_path}")
+    with tqdm(total=len(jobs), desc=f"{task.name}: generating", unit="output", disable=not jobs) as bar:
+        for (iid, k), comp in generator.run(jobs, sampling):
+            run.add(record(task, by_id[iid], k, comp.text, think=think, verifier=verifier, judge=judge,
+                           finished=comp.finished, new_tokens=comp.new_tokens))
+            bar.update()
+    return finish(task, items, run, samples)
+
+
+def score_responses(task: Task, items: list[Item], responses: str | Path, run: RunDir, *, think: bool = True,
+                    verifier=None, judge=None) -> dict:
+    """Score outputs produced elsewhere: JSONL lines {"id": ..., "output": "..."}; repeated ids
+    are further samples of the same item."""
+    path = Path(responses)
+    if not path.is_file():
+        raise R1VError(f"responses not found: {path}")
+    by_id = {it.id: it for it in items}
+    seen: Counter = Counter()
+    outputs = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            iid, out = str(row["id"]), row["output"]
+        except (ValueError, KeyError, TypeError):
+            raise R1VError(f"{path}:{n}: expected {{\"id\": ..., \"output\": \"...\"}}") from None
+        if not isinstance(out, str):
+            raise R1VError(f"{path}:{n}: output must be a string")
+        if iid not in by_id:
+            raise R1VError(f"{path}:{n}: id {iid!r} is not in the {task.name} data "
+                           f"(ids look like {next(iter(by_id))!r})")
+        outputs.append((iid, seen[iid], out))
+        seen[iid] += 1
+    if not outputs:
+        raise R1VError(f"{path}: no responses")
+    samples = max(seen.values())
+    scored_items = [it for it in items if it.id in seen]
+    for iid, k, out in tqdm(outputs, desc=f"{task.name}: scoring", unit="output"):
+        if (iid, k) not in run.records:
+            run.add(record(task, by_id[iid], k, out, think=think, verifier=verifier, judge=judge))
+    return finish(task, scored_items, run, samples)
+
+
+def finish(task: Task, items: list[Item], run: RunDir, samples: int) -> dict:
+    settings = json.loads((run.path / "run.json").read_text())
+    summary = summarize(task, items, list(run.records.values()), samples)
+    summary.update(model=settings.get("model"), name=settings.get("name"), data=settings.get("data"),
+                   extraction=settings.get("extraction"), think=settings.get("think"))
+    run.write_summary(summary)
+    return summary
+
+
+# ---------------------------------------------------------------- summary
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% interval of per-item scores, in percent: the CLT over questions (Miller
+    2024, "Adding error bars to evals"), each item's score being its mean over samples. When
+    every item scores the same the CLT interval collapses to a point; the Wilson interval over
+    the items is used then (4 items all wrong: 0-49%, not 0-0%)."""
+    n = len(values)
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    m = sum(values) / n
+    se = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n) if n > 1 else 0.0
+    if se == 0:
+        z2 = Z95 ** 2
+        centre = (m + z2 / (2 * n)) / (1 + z2 / n)
+        half = Z95 * math.sqrt(m * (1 - m) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+        return 100 * m, 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
+    return 100 * m, 100 * max(0.0, m - Z95 * se), 100 * min(1.0, m + Z95 * se)
+
+
+def summarize(task: Task, items: list[Item], records: list[dict], samples: int) -> dict:
+    per_item: dict[str, list[bool]] = defaultdict(list)
+    for r in records:
+        per_item[str(r["id"])].append(bool(r["correct"]))
+    wanted = [it for it in items if it.id in per_item]
+    scores = {it.id: sum(per_item[it.id]) / len(per_item[it.id]) for it in wanted}
+    acc, lo, hi = mean_ci(list(scores.values()))
+    groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for it in wanted:
+        for key, value in it.groups.items():
+            groups[key][value].append(scores[it.id])
+    breakdown = {key: {v: {"n": len(s), "accuracy": round(100 * sum(s) / len(s), 2)} for v, s in sorted(vals.items())}
+                 for key, vals in groups.items()}
+    mine = [r for r in records if str(r["id"]) in scores]
+    tokens = [r["new_tokens"] for r in mine if r.get("new_tokens") is not None]
+    return {
+        "bench": task.name, "title": task.title, "items": len(wanted), "items_in_data": len(items),
+        "samples": samples, "outputs": len(mine), "complete": len(mine) == len(items) * samples,
+        "accuracy": round(acc, 2), "ci95": [round(lo, 2), round(hi, 2)],
+        "answered": round(100 * sum(not r["scorer"].startswith("none") for r in mine) / max(1, len(mine)), 2),
+        "unfinished": sum(r["finished"] is False for r in mine),
+        "scorers": dict(Counter(r["scorer"] for r in mine).most_common()),
+        "mean_new_tokens": round(sum(tokens) / len(tokens), 1) if tokens else None,
+        "groups": breakdown,
+    }
+
+
+def print_summary(summary: dict, out: Path) -> None:
+    print(f"\n{summary['title']}: {summary['accuracy']:.1f}% pass@1 "
+          f"(95% CI {summary['ci95'][0]:.1f}-{summary['ci95'][1]:.1f}), {summary['items']} items x "
+          f"{summary['samples']} sample(s); answered {summary['answered']:.1f}%; scored by "
+          + ", ".join(f"{k} {v}" for k, v in summary["scorers"].items()))
+    for key, vals in summary["groups"].items():
+        if 1 < len(vals) <= 40:
+            print(f"  by {key}: " + ", ".join(f"{v} {s['accuracy']:.0f}% ({s['n']})" for v, s in vals.items()))
+    if not summary["complete"]:
+        print("  incomplete: run the same command again to finish")
+    print(f"records: {out / 'items.jsonl'}  summary: {out / 'summary.json'}")

@@ -1,0 +1,111 @@
+"""Benchmarks: each module reads its published format, writes its prompt and owns its scorer.
+
+    from r1v.evaluate.tasks import get_task
+    task = get_task("math500")
+    items = task.read("MATH-500/test.jsonl")
+    score = task.score(items[0], "<think>...</think> The answer is \\boxed{5}.")
+
+A scorer is a pure function of (item, raw output): the think rules and `\\boxed{}` extraction
+(`r1v/evaluate/answers.py`) pick the text, then the benchmark's official rules parse it
+(`../shared/docs/scoring.md`). Every score records which path produced it (`Score.scorer`),
+so a report can say how many answers were rule-extracted, judged, guessed or missing.
+The GRPO accuracy reward calls the same `score`, and gives nothing for a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from r1v.errors import R1VError
+from r1v.evaluate.answers import extract
+
+BOXED_HINT = "put your final answer within \\boxed{}"
+
+
+@dataclass
+class Item:
+    id: str
+    question: str  # the prompt body; images go in front unless it holds one `<image>` per image
+    answer: Any  # gold, as the benchmark states it
+    images: list = field(default_factory=list)  # encoded image bytes, in prompt order
+    choices: list[str] | None = None
+    groups: dict[str, str] = field(default_factory=dict)  # breakdown keys: subject, level, ...
+    info: dict = field(default_factory=dict)  # benchmark-specific fields the scorer needs
+
+
+@dataclass(frozen=True)
+class Score:
+    correct: bool
+    extracted: str | None  # what the rules (or the judge) took as the answer
+    scorer: str  # the path: "rules", "rules:guess", "judge", "none:unfinished", ... (see Task.score)
+
+    @property
+    def guessed(self) -> bool:
+        """The official rules guessed (MMMU picks a seeded random option when none is found)."""
+        return self.scorer.endswith(":guess")
+
+    @property
+    def answered(self) -> bool:
+        return not self.scorer.startswith("none")
+
+
+class JudgeError(Exception):
+    """The LLM judge could not give an extraction; scoring falls back to the rules."""
+
+
+class Task:
+    name = ""
+    title = ""  # the column heading in `r1v eval report`
+    prefer_files: str | None = None  # which files under a folder hold the split
+
+    def read(self, path, *, seed: int = 0) -> list[Item]:
+        raise NotImplementedError
+
+    def prompt(self, item: Item) -> str:
+        raise NotImplementedError
+
+    def rules(self, item: Item, text: str, *, boxed: bool, verifier) -> tuple[bool, str | None, str]:
+        """(correct, extracted, path detail) by the benchmark's official rules, on non-empty text."""
+        raise NotImplementedError
+
+    def score(self, item: Item, output: str, *, think: bool = True, verifier=None, judge=None) -> Score:
+        """Score one raw output.
+
+        Paths: `none:unfinished` (no `</think>`), `none:empty` (nothing to parse),
+        `rules[:detail]`, `judge[:detail]` (the judge extracted, the rules compared), and
+        `rules-after-judge-error[:detail]`."""
+        ans = extract(output, think=think)
+        if ans.text is None:
+            return Score(False, None, "none:unfinished")
+        text, path, boxed = ans.parsed, "rules", ans.boxed
+        if judge is not None and ans.text.strip():
+            try:
+                text, path, boxed = judge.extract(self.prompt(item), ans.text), "judge", True
+            except JudgeError:
+                path = "rules-after-judge-error"
+        if not text or not text.strip():
+            return Score(False, None, "none:empty")
+        correct, extracted, detail = self.rules(item, text.strip(), boxed=boxed, verifier=verifier)
+        return Score(bool(correct), extracted, f"{path}:{detail}" if detail else path)
+
+
+def _registry() -> dict[str, type[Task]]:
+    from r1v.evaluate.tasks.aime import AIME24
+    from r1v.evaluate.tasks.gpqa import GPQA
+    from r1v.evaluate.tasks.math500 import MATH500
+    from r1v.evaluate.tasks.mathvista import MathVista
+    from r1v.evaluate.tasks.mmmu import MMMU
+
+    return {t.name: t for t in (MATH500, AIME24, GPQA, MathVista, MMMU)}
+
+
+def names() -> list[str]:
+    return list(_registry())
+
+
+def get_task(name: str) -> Task:
+    reg = _registry()
+    if name not in reg:
+        raise R1VError(f"unknown benchmark {name!r}; choose from {', '.join(reg)}")
+    return reg[name]()

@@ -1,0 +1,108 @@
+"""MathVista testmini (AI4Math/MathVista, testmini parquet): 1,000 visual maths questions.
+
+Reading: the image is `decoded_image` (parquet image struct) or `image` (a path relative to
+the data folder, as in the GitHub release); the prompt is the published `query` (it carries
+the answer-format hint) with the `\\boxed{}` instruction added; `choices`, `unit`,
+`precision`, `answer_type` drive scoring.
+
+Scoring follows MathVista's `normalize_extracted_answer` + exact match (scoring.md):
+multiple choice maps a letter (or "(B) ...") to its option, else takes the closest option by
+edit distance; integer answers compare as str(int(float(x))), floats rounded to the row's
+`precision`, lists as strings. The official pipeline extracts the answer with an LLM; without
+`--judge-url` this runs rule-only, and says so (`rules` in every record and the summary).
+Rule-only adds one documented step: a numeric answer that is not a bare number (for example
+"The area is 12 cm^2.") is read as its last number (`rules:last-number`). An empty answer
+is never mapped to the closest option.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from r1v.evaluate.data import image_bytes, need, read_rows
+from r1v.evaluate.tasks import BOXED_HINT, Item, Task
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def levenshtein(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def normalize_extracted(extraction: str, choices: list[str] | None, question_type: str, answer_type: str,
+                        precision) -> tuple[str | None, str]:
+    """(normalised answer or None, rule detail), as MathVista's normalize_extracted_answer."""
+    extraction = extraction.strip()
+    if question_type == "multi_choice":
+        letter = re.findall(r"\(([a-zA-Z])\)", extraction)
+        if letter:
+            extraction = letter[0].upper()
+        extraction = extraction.rstrip(".").strip()
+        letters = [chr(ord("A") + i) for i in range(len(choices))]
+        if extraction in letters:
+            return choices[letters.index(extraction)], ""
+        return min(choices, key=lambda c: levenshtein(extraction, str(c))), "closest-option"
+    if answer_type in ("integer", "float"):
+        detail = ""
+        try:
+            value = float(extraction)
+        except ValueError:
+            found = _NUMBER.findall(extraction)
+            if not found:
+                return None, ""
+            value, detail = float(found[-1].replace(",", "")), "last-number"
+        if answer_type == "integer":
+            return str(int(value)), detail
+        return str(round(value, int(precision))), detail
+    return str(extraction), ""
+
+
+def _precision(value) -> float | None:
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(p) else p
+
+
+class MathVista(Task):
+    name, title = "mathvista", "MathVista(mini)"
+    prefer_files = "testmini"
+
+    def read(self, path, *, seed: int = 0) -> list[Item]:
+        rows = read_rows(path, prefer=self.prefer_files)
+        need(rows[0], ("pid", "question", "answer", "question_type", "answer_type"), "MathVista")
+        base = Path(path) if Path(path).is_dir() else Path(path).parent
+        items = []
+        for r in rows:
+            img = image_bytes(r.get("decoded_image")) or image_bytes(r.get("image"))
+            if img is None and isinstance(r.get("image"), str) and (base / r["image"]).is_file():
+                img = (base / r["image"]).read_bytes()
+            meta = r.get("metadata") or {}
+            groups = {k: str(meta[k]) for k in ("task", "category") if meta.get(k)}
+            choices = list(r["choices"]) if r.get("choices") is not None and len(r["choices"]) else None
+            items.append(Item(
+                id=str(r["pid"]), question=r.get("query") or r["question"], answer=str(r["answer"]),
+                images=[img] if img else [], choices=choices, groups=groups,
+                info={"question_type": r["question_type"], "answer_type": r["answer_type"],
+                      "precision": _precision(r.get("precision")), "unit": r.get("unit")}))
+        return items
+
+    def prompt(self, item: Item) -> str:
+        return f"{item.question}\nPlease {BOXED_HINT}."
+
+    def rules(self, item, text, *, boxed, verifier):
+        info = item.info
+        if info["question_type"] == "multi_choice" and not item.choices:
+            return False, None, "no-choices"
+        norm, detail = normalize_extracted(text, item.choices, info["question_type"], info["answer_type"],
+                                           info["precision"] if info["precision"] is not None else 0)
+        return norm is not None and norm == item.answer, norm, detail

@@ -1,0 +1,298 @@
+"""`r1v eval run|score|report|leakage` end to end: every published format, an OpenAI-compatible
+server on loopback, the tiny model in-process, resumption after a crash, reports, leakage."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from r1v.cli import main
+from r1v.evaluate.endpoint import Completion
+from r1v.evaluate.examples import GPQA_ROWS, MATH500_ROWS, MMMU_ROWS, write_examples
+from r1v.evaluate.generate import Sampling
+from r1v.evaluate.run import RunDir, evaluate, mean_ci
+from r1v.evaluate.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_examples(tmp_path_factory.mktemp("benchdata"))
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- eval score, every format
+def right_and_wrong(bench, data):
+    """One correct and one wrong output for the first two items of each benchmark."""
+    task = get_task(bench)
+    items = task.read(data[bench])
+    good = {"math500": "\\boxed{2}", "aime24": "\\boxed{24}", "mathvista": "\\boxed{B}",
+            "mmmu": "\\boxed{B}", "gpqa": f"\\boxed{{{items[0].answer}}}"}[bench]
+    return [{"id": items[0].id, "output": f"thinking...</think>{good}"},
+            {"id": items[1].id, "output": "thinking...</think>\\boxed{999}"}]
+
+
+@pytest.mark.parametrize("bench", ["math500", "aime24", "gpqa", "mathvista", "mmmu"])
+def test_score_every_benchmark_format(bench, data, tmp_path, capsys):
+    resp = tmp_path / "resp.jsonl"
+    resp.write_text("".join(json.dumps(r) + "\n" for r in right_and_wrong(bench, data)))
+    out = tmp_path / "run"
+    assert main(["eval", "score", "--bench", bench, "--data", str(data[bench]), "--responses", str(resp),
+                 "--out", str(out)]) == 0
+    records = read_jsonl(out / "items.jsonl")
+    assert [r["correct"] for r in records] == [True, False]
+    for key in ("id", "prompt", "output", "reasoning", "answer", "extracted", "correct", "scorer"):
+        assert key in records[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["accuracy"] == 50.0 and summary["items"] == 2 and summary["complete"]
+    assert "50.0% pass@1" in capsys.readouterr().out
+
+
+def test_mmmu_reads_validation_only_with_images_and_subjects(data):
+    items = get_task("mmmu").read(data["mmmu"])
+    assert [it.id for it in items] == [r["id"] for r in MMMU_ROWS]  # dev files skipped
+    assert [len(it.images) for it in items] == [r["n_images"] for r in MMMU_ROWS]
+    assert items[0].choices == ["square", "circle", "triangle", "line"] and items[1].choices is None
+    assert {it.groups["subject"] for it in items} == {"Art", "Math"}
+
+
+def test_gpqa_shuffle_is_fixed_per_seed_and_tracks_the_answer(data):
+    task = get_task("gpqa")
+    a, b, c = task.read(data["gpqa"]), task.read(data["gpqa"]), task.read(data["gpqa"], seed=1)
+    assert [i.choices for i in a] == [i.choices for i in b]
+    assert [i.choices for i in a] != [i.choices for i in c]
+    for item, row in zip(a + c, GPQA_ROWS + GPQA_ROWS):
+        assert item.choices["ABCD".index(item.answer)] == row["Correct Answer"]
+
+
+def test_math500_gold_comes_from_the_solution(data):
+    items = get_task("math500").read(data["math500"])
+    assert [i.answer for i in items] == ["2", "\\frac{1}{2}", "3"]
+    assert [i.id for i in items] == [r["unique_id"] for r in MATH500_ROWS]
+
+
+# ---------------------------------------------------------------- resumption
+class Crashing:
+    """Yields `ok` completions, then dies the way a killed job does."""
+
+    def __init__(self, ok: int | None):
+        self.ok, self.asked = ok, []
+
+    def run(self, jobs, sampling):
+        for n, (key, prompt, images) in enumerate(jobs):
+            self.asked.append(key)
+            if self.ok is not None and n == self.ok:
+                raise KeyboardInterrupt
+            yield key, Completion(f"...</think>\\boxed{{{2 if key[1] == 0 else 3}}}", True, 5)
+
+
+def test_an_interrupted_run_resumes_without_loss_or_double_counting(data, tmp_path):
+    task = get_task("math500")
+    items = task.read(data["math500"])
+    settings = {"bench": "math500", "model": "m", "data": "d", "samples": 2, "think": True,
+                "sampling": {}, "extraction": "rules"}
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(task, items, Crashing(ok=3), Sampling(), RunDir(tmp_path, settings), samples=2)
+    path = tmp_path / "items.jsonl"
+    assert len(read_jsonl(path)) == 3
+    with open(path, "a") as f:  # a crash in the middle of a write
+        f.write('{"id": "test/algebra/3.json", "sam')
+    again = Crashing(ok=None)
+    summary = evaluate(task, items, again, Sampling(), RunDir(tmp_path, settings), samples=2)
+    assert len(again.asked) == 3  # only what was missing
+    records = read_jsonl(path)
+    keys = [(r["id"], r["sample"]) for r in records]
+    assert len(keys) == len(set(keys)) == 6
+    assert summary["complete"] and summary["outputs"] == 6
+    # item 1 (gold 2): samples 2, 3 -> 0.5; item 2 (gold 1/2): 0; item 3 (gold 3): 0.5
+    assert summary["accuracy"] == pytest.approx(100 / 3, abs=0.01)
+
+
+def test_resuming_a_different_run_is_refused(data, tmp_path, capsys):
+    resp = tmp_path / "r.jsonl"
+    resp.write_text(json.dumps({"id": "recA", "output": "</think>A"}) + "\n")
+    args = ["eval", "score", "--bench", "gpqa", "--data", str(data["gpqa"]), "--responses", str(resp),
+            "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    assert main(args + ["--no-think"]) == 2
+    assert "holds a different run" in capsys.readouterr().err
+    assert main(args + ["--no-think", "--overwrite"]) == 0
+
+
+# ---------------------------------------------------------------- an OpenAI-compatible server
+class FakeServer:
+    """/v1/models and /v1/chat/completions. Answers generation requests from a table (the
+    reasoning split off as vLLM's reasoning parser does), judge requests with the response's
+    last word, and fails the first request with a 500 to exercise the client's retries."""
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers, self.requests, self.failed_once = answers, [], False
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _send(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200, {"object": "list", "data": [{"id": "fake-r1v", "object": "model", "created": 0,
+                                                              "owned_by": "me"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if not server.failed_once:
+                    server.failed_once = True
+                    return self._send(500, {"error": {"message": "boom"}})
+                server.requests.append(body)
+                self._send(200, server.reply(body))
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def reply(self, body):
+        msgs = body["messages"]
+        content = msgs[-1]["content"]
+        text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)
+        if msgs[0]["role"] == "system":  # a judge request
+            response = text.split("Response:\n", 1)[1].split("\n\nThe final answer", 1)[0]
+            message = {"role": "assistant", "content": re.findall(r"\w+", response)[-1]}
+        else:
+            answer = next(a for q, a in self.answers.items() if q in text)
+            message = {"role": "assistant", "content": f"So it is \\boxed{{{answer}}}.",
+                       "reasoning_content": "Let me look at the image."}
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 7, "total_tokens": 8}}
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def test_run_through_an_openai_compatible_endpoint(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    golds = {r["question"].split(":")[-1].strip(): r["answer"] for r in MMMU_ROWS}
+    server = FakeServer(golds)
+    try:
+        out = tmp_path / "run"
+        assert main(["eval", "run", "--model", server.url, "--bench", "mmmu", "--data", str(data["mmmu"]),
+                     "--out", str(out), "--samples", "2", "--concurrency", "3"]) == 0
+    finally:
+        server.close()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["accuracy"] == 100.0 and summary["outputs"] == 8
+    assert summary["groups"]["subject"] == {"Art": {"n": 2, "accuracy": 100.0}, "Math": {"n": 2, "accuracy": 100.0}}
+    gen = [r for r in server.requests if r["messages"][0]["role"] == "user"]
+    n_images = sorted(sum(p["type"] == "image_url" for p in r["messages"][0]["content"]) for r in gen)
+    assert n_images == sorted([r["n_images"] for r in MMMU_ROWS] * 2)
+    rec = read_jsonl(out / "items.jsonl")[0]
+    assert rec["reasoning"] == "Let me look at the image." and rec["new_tokens"] == 7
+
+
+def test_judge_extraction_through_an_endpoint(data, tmp_path):
+    server = FakeServer({})
+    resp = tmp_path / "r.jsonl"
+    resp.write_text(json.dumps({"id": "test/prealgebra/1.json", "output": "</think>I counted, and it is 2"}) + "\n"
+                    + json.dumps({"id": "test/algebra/3.json", "output": "</think>x equals 4"}) + "\n")
+    try:
+        out = tmp_path / "run"
+        assert main(["eval", "score", "--bench", "math500", "--data", str(data["math500"]), "--responses",
+                     str(resp), "--out", str(out), "--judge-url", server.url]) == 0
+    finally:
+        server.close()
+    records = read_jsonl(out / "items.jsonl")
+    assert [(r["correct"], r["scorer"].split(":")[0], r["extracted"]) for r in records] == \
+        [(True, "judge", "2"), (False, "judge", "4")]
+    assert json.loads((out / "summary.json").read_text())["extraction"] == "judge:fake-r1v"
+
+
+# ---------------------------------------------------------------- in-process generation
+def test_run_in_process_with_the_tiny_model(data, tmp_path):
+    model = tmp_path / "tiny"
+    assert main(["build", "--out", str(model)]) == 0
+    out = tmp_path / "run"
+    args = ["eval", "run", "--model", str(model), "--bench", "mathvista", "--data", str(data["mathvista"]),
+            "--out", str(out), "--limit", "3", "--max-new-tokens", "4", "--batch-size", "2", "--max-tiles", "1"]
+    assert main(args) == 0
+    records = read_jsonl(out / "items.jsonl")
+    assert len(records) == 3 and all(r["images"] == 1 and r["new_tokens"] <= 4 for r in records)
+    assert json.loads((out / "summary.json").read_text())["complete"]
+    assert main(args) == 0  # a finished run resumes to the same summary without generating
+    assert len(read_jsonl(out / "items.jsonl")) == 3
+
+
+# ---------------------------------------------------------------- report
+def test_report_table_and_chart(data, tmp_path, capsys):
+    runs = []
+    for name, bench in [("m1", "math500"), ("m1", "gpqa"), ("m2", "math500")]:
+        resp = tmp_path / f"{name}-{bench}.jsonl"
+        resp.write_text("".join(json.dumps(r) + "\n" for r in right_and_wrong(bench, data)))
+        out = tmp_path / "runs" / f"{name}-{bench}"
+        assert main(["eval", "score", "--bench", bench, "--data", str(data[bench]), "--responses", str(resp),
+                     "--out", str(out), "--name", name]) == 0
+        runs.append(str(out))
+    assert main(["eval", "report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    lines = md.splitlines()
+    assert lines[0] == "| Model | MATH-500 | GPQA |"
+    assert lines[2].startswith("| m1 | 50.0 (0.0–") and lines[3].startswith("| m2 | 50.0 (0.0–")
+    assert lines[3].endswith("| – |")
+    assert (tmp_path / "rep" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["eval", "report", runs[0], runs[0], "--out", str(tmp_path / "rep2")]) == 2
+    assert "two runs of m1 on math500" in capsys.readouterr().err
+
+
+def test_confidence_interval():
+    m, lo, hi = mean_ci([1.0, 0.0] * 50)  # CLT over items: sd with ddof=1
+    assert m == 50.0 and lo == pytest.approx(50 - 1.959964 * 100 * (0.25 * 100 / 99) ** 0.5 / 10, abs=1e-6)
+    assert hi == pytest.approx(100 - lo)
+    m, lo, hi = mean_ci([0.0] * 4)  # all alike: Wilson over the items, not a zero-width interval
+    assert (m, lo) == (0.0, 0.0) and hi == pytest.approx(100 * 3.8415 / (4 + 3.8415), abs=0.01)
+    assert mean_ci([1.0] * 10)[1] == pytest.approx(100 * 10 / (10 + 3.8415), abs=0.01)
+
+
+# ---------------------------------------------------------------- leakage
+def test_leakage_finds_test_items_in_training_data(data, tmp_path, capsys):
+    train = tmp_path / "train.jsonl"
+    rows = [{"messages": [{"role": "user", "content": "Q: Which particle carries a NEGATIVE charge? (A) ..."},
+                          {"role": "assistant", "content": "electron"}]},
+            {"messages": [{"role": "user", "content": "Which organelle makes DNA"}]},  # a near miss
+            {"question": "which molecule is water"}]  # an exact short question
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "leak.json"
+    assert main(["eval", "leakage", "--train", str(train), "--bench", "gpqa", "--data", str(data["gpqa"]),
+                 "--n", "4", "--out", str(out)]) == 0
+    flagged = json.loads(out.read_text())["flagged"]
+    assert sorted(f["id"] for f in flagged) == ["recA", "recB"]
+    assert "2 of 3 gpqa items" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- user mistakes: one line, exit 2
+@pytest.mark.parametrize("case", ["no-data", "wrong-bench", "bad-id", "bad-json", "no-model"])
+def test_eval_mistakes_give_one_clear_line(case, data, tmp_path, capsys):
+    resp = tmp_path / "r.jsonl"
+    resp.write_text(json.dumps({"id": "nope", "output": "x"}) + "\n" if case == "bad-id" else "{not json\n")
+    args = {
+        "no-data": ["score", "--bench", "gpqa", "--data", str(tmp_path / "missing.csv"), "--responses", str(resp)],
+        "wrong-bench": ["score", "--bench", "gpqa", "--data", str(data["math500"]), "--responses", str(resp)],
+        "bad-id": ["score", "--bench", "gpqa", "--data", str(data["gpqa"]), "--responses", str(resp)],
+        "bad-json": ["score", "--bench", "gpqa", "--data", str(data["gpqa"]), "--responses", str(resp)],
+        "no-model": ["run", "--bench", "gpqa", "--data", str(data["gpqa"]), "--model", str(tmp_path / "none")],
+    }[case]
+    assert main(["eval", *args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("r1v: error: ") and len(err.splitlines()) == 1, err
