@@ -81,9 +81,9 @@ def baseline(rows) -> float:
     return time.perf_counter() - t
 
 
-def ours(rows, timeout: float) -> tuple[float, dict]:
+def ours(rows, timeout: float, workers: int) -> tuple[float, dict]:
     task = get_task("math500")
-    with MathVerifier(timeout=timeout, workers=default_workers()) as v:
+    with MathVerifier(timeout=timeout, workers=workers) as v:
         v("1", "\\frac{2}{2}")  # start the workers outside the timer
         t = time.perf_counter()
         items = [Item(id=str(i), question="", answer=g) for i, (g, _, _) in enumerate(rows)]
@@ -108,13 +108,16 @@ def main() -> None:
     rows = synthetic(a.n)
     clean = [r for r in rows if not r[2]]
     print(f"{len(rows)} outputs ({len(rows) - len(clean)} pathological), {default_workers()} verifier workers")
-    t_all, paths = ours(rows, a.timeout)
-    t_ours, _ = ours(clean, a.timeout)
+    n = default_workers()
+    t_all, paths = ours(rows, a.timeout, n)
+    t_ours, _ = ours(clean, a.timeout, n)
+    t_one, _ = ours(clean, a.timeout, 1)
     t_base = baseline(clean)
-    print(f"r1v, all outputs, hard bound {a.timeout:g}s : {len(rows) / t_all:8.0f} items/s  ({t_all:.1f} s)")
-    print(f"r1v, without pathological       : {len(clean) / t_ours:8.0f} items/s  ({t_ours:.1f} s)")
-    print(f"math-verify direct (baseline)   : {len(clean) / t_base:8.0f} items/s  ({t_base:.1f} s)")
-    print(f"ratio r1v / baseline            : {t_base / t_ours:8.2f}x")
+    print(f"r1v, all outputs, {n} workers, bound {a.timeout:g}s : {len(rows) / t_all:6.0f} items/s  ({t_all:.1f} s)")
+    print(f"r1v, without pathological, {n} workers  : {len(clean) / t_ours:6.0f} items/s  ({t_ours:.1f} s)")
+    print(f"r1v, without pathological, 1 worker   : {len(clean) / t_one:6.0f} items/s  ({t_one:.1f} s)")
+    print(f"math-verify direct, 1 thread (baseline): {len(clean) / t_base:6.0f} items/s  ({t_base:.1f} s)")
+    print(f"ratio r1v / baseline: {t_base / t_ours:.2f}x with {n} workers, {t_base / t_one:.2f}x with 1")
     print("scoring paths (all outputs): " + ", ".join(f"{k} {v}" for k, v in sorted(paths.items())))
 
 

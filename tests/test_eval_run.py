@@ -71,6 +71,17 @@ def test_gpqa_shuffle_is_fixed_per_seed_and_tracks_the_answer(data):
         assert item.choices["ABCD".index(item.answer)] == row["Correct Answer"]
 
 
+def test_mathvista_github_release_json(tmp_path):
+    rows = {"7": {"pid": "7", "question": "How many?", "query": "Question: How many?", "image": "images/7.png",
+                  "choices": None, "unit": None, "precision": None, "answer": "3", "question_type": "free_form",
+                  "answer_type": "integer", "metadata": {"task": "tq"}}}
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "7.png").write_bytes(b"\x89PNG fake")
+    (tmp_path / "testmini.json").write_text(json.dumps(rows, indent=2))
+    [item] = get_task("mathvista").read(tmp_path / "testmini.json")
+    assert (item.id, item.answer, item.images) == ("7", "3", [b"\x89PNG fake"])
+
+
 def test_math500_gold_comes_from_the_solution(data):
     items = get_task("math500").read(data["math500"])
     assert [i.answer for i in items] == ["2", "\\frac{1}{2}", "3"]

@@ -62,9 +62,11 @@ def test_no_think_mode_scores_the_whole_output():
 
 # ---------------------------------------------------------------- math equivalence
 @pytest.mark.parametrize("gold, pred, equal", [
-    ("2", "2", True), ("24", "024", True), ("5", "5.0", True), ("1/3", "0.333333", False),
+    ("2", "2", True), ("24", "024", True), ("5", "5.0", True),
     ("\\frac{1}{2}", "0.5", True), ("\\frac{\\sqrt{3}}{2}", "\\frac{\\sqrt3}2", True),
     ("x=5", "5-x=0", True), ("3", "4", False), ("\\frac{14}{3}", "\\dfrac{14}{3}", True),
+    ("\\frac{1}{3}", "0.333333", True), ("1/3", "0.333333", True),  # a rounded decimal, either notation
+    ("1/3", "0.33", False), ("3/4", "6/8", True), ("3/4", "3/5", False),
     # math-verify false positives reported by users; vetoed here
     ("\\frac{1}{2^{99}}", "\\frac{1}{2^{98}}", False),
     ("10^{-7}", "2\\cdot 10^{-7}", False),
@@ -182,6 +184,22 @@ def test_mmmu_open(gold, response, correct):
     assert eval_open(gold, parse_open(response)) is correct
 
 
+def test_mmmu_open_rules_match_the_official_quirks():
+    from r1v.evaluate.tasks.mmmu import extract_numbers
+
+    assert extract_numbers("12kg and 3.5 m") == ["3.5"]  # a number glued to a unit is not one
+    assert not eval_open("42", parse_open("final answer is \n42"))  # official: "" tail counts as unset
+
+
+def test_text_wrapped_letters_reach_the_letter_rules(verifier):
+    mmmu = _item(answer="B", choices=["p", "q", "r", "s"], info={"question_type": "multiple-choice"})
+    s = get_task("mmmu").score(mmmu, "</think>\\boxed{\\text{B}}", verifier=verifier)
+    assert s.correct and s.scorer == "rules"
+    vista = _item(answer="q", choices=["p", "q"], info={"question_type": "multi_choice", "answer_type": "text",
+                                                        "precision": None})
+    assert get_task("mathvista").score(vista, "</think>\\boxed{\\textbf{B}}", verifier=verifier).correct
+
+
 def test_mmmu_open_question_is_never_rewritten_as_a_choice(verifier):
     task = get_task("mmmu")
     item = _item(answer="4", info={"question_type": "open"})
@@ -193,11 +211,17 @@ def test_mmmu_open_question_is_never_rewritten_as_a_choice(verifier):
 @pytest.mark.parametrize("extraction, qtype, atype, precision, choices, want", [
     ("B", "multi_choice", "text", None, ["red", "blue"], "blue"),
     ("(B) blue", "multi_choice", "text", None, ["red", "blue"], "blue"),
-    ("B.", "multi_choice", "text", None, ["red", "blue"], "blue"),
     ("bleu", "multi_choice", "text", None, ["red", "blue"], "blue"),  # closest by edit distance
     ("3.0", "free_form", "integer", None, None, "3"),
     ("1.4512", "free_form", "float", 2, None, "1.45"),
-    ("The ratio is 1.449 or so", "free_form", "float", 2, None, "1.45"),  # rule-only: last number
+    ("1.449 or so", "free_form", "float", 2, None, "1.45"),  # rule-only: a leading number
+    ("12 cm^2", "free_form", "integer", None, None, "12"),
+    ("The area is 12 cm^2.", "free_form", "integer", None, None, None),  # prose: not guessed at
+    ("\\frac{3}{2}", "free_form", "float", 1, None, None),
+    ("(3,4)", "free_form", "integer", None, None, None),
+    ("inf", "free_form", "integer", None, None, None),  # no crash
+    ("1.45", "free_form", "float", None, None, None),  # a float row without precision, as official
+    ("B.", "multi_choice", "text", None, ["3", "4", "5"], "3"),  # as official: closest option, not B
     ("[2007, 2008]", "free_form", "list", None, None, "[2007, 2008]"),
     ("no number", "free_form", "integer", None, None, None),
 ])
@@ -218,6 +242,14 @@ def test_mathvista_normalisation(extraction, qtype, atype, precision, choices, w
 ])
 def test_gpqa_letter_rules(text, letter, rule):
     assert extract_letter(text) == (letter, rule)
+
+
+@pytest.mark.parametrize("text, letter", [
+    ("My final answer is a decrease in entropy, option (C).", "C"),  # the article "a" is no letter
+    ("A catalyst lowers the barrier.\nSo the option is C.", "C"),  # nor is a sentence's "A"
+])
+def test_gpqa_articles_are_not_answers(text, letter):
+    assert extract_letter(text)[0] == letter
 
 
 def test_gpqa_rule_order_prefers_the_explicit_statement():

@@ -7,15 +7,21 @@ Rules (`../shared/docs/scoring.md`), shared by every benchmark and by the RL rew
 - when the answer text holds a `\\boxed{}`, the content of the rightmost one is what the
   benchmark's official rules parse; otherwise they parse the whole answer text;
 - an empty answer (or an empty `\\boxed{}`) never scores.
+
+One normalisation is added at this level: `\\text{...}` (and `\\textbf`, `\\mathrm`, `\\mbox`)
+around boxed content is unwrapped, so `\\boxed{\\text{B}}` reaches MMMU's and MathVista's
+letter rules as `B` (they would otherwise guess, or take the closest option).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from r1v.model.templates import split_reasoning
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
 
 
 @dataclass(frozen=True)
@@ -66,5 +72,5 @@ def extract(output: str, *, think: bool = True) -> Answer:
         return Answer(reasoning, None, None, False)
     boxed = last_boxed(text)
     if boxed is not None:
-        return Answer(reasoning, text, boxed.strip(), True)
+        return Answer(reasoning, text, _TEXT_WRAPPER.sub(r"\1", boxed).strip(), True)
     return Answer(reasoning, text, text.strip(), False)

@@ -60,8 +60,15 @@ def _read_one(f: Path) -> list[dict]:
         with open(f, newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh))
     text = f.read_text(encoding="utf-8")
-    if f.suffix == ".json" and text.lstrip().startswith("["):
-        return json.loads(text)
+    if f.suffix == ".json" and text.lstrip()[:1] in "[{":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None  # JSON lines in a .json file
+        if isinstance(data, list):
+            return data
+        if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
+            return list(data.values())  # {id: row} (MathVista's GitHub release)
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():

@@ -13,10 +13,13 @@ reward functions, thread pools) and in worker processes alike. A replacement wor
 in about half a second (importing SymPy), outside the caller's time bound.
 
 Two cheap paths never leave the process: identical normalised strings, and two plain
-numbers (compared exactly as fractions). Two vetoes fix math-verify false positives
-reported by users (`../shared/docs/scoring.md`): real numbers must agree to a relative 1e-6
-(it rounds to 6 decimal places, so 1/2^99 == 1/2^98), and an identity such as `x = x` does not match
-a different equation merely because both normalise to 0 = 0.
+integers or fractions (compared exactly). A decimal that differs goes to math-verify, which
+accepts a value rounded to 6 places (0.333333 for 1/3) whatever the gold's notation.
+
+Two vetoes fix math-verify false positives reported by users (`../shared/docs/scoring.md`):
+real numbers must agree to a relative 1e-6 (it rounds to 6 decimal places, so 1/2^99 ==
+1/2^98), and an identity such as `x = x` does not match a different equation merely because
+both normalise to 0 = 0.
 """
 
 from __future__ import annotations
@@ -72,9 +75,13 @@ def quick(gold: str, pred: str) -> Verdict | None:
         return Verdict(True, "exact")
     if _PLAIN_NUMBER.fullmatch(g) and _PLAIN_NUMBER.fullmatch(p):
         try:
-            return Verdict(Fraction(g) == Fraction(p), "number")
+            if Fraction(g) == Fraction(p):
+                return Verdict(True, "number")
         except (ValueError, ZeroDivisionError):
             return Verdict(False, "number")
+        if "." not in g + p:  # integers and fractions: exactly different
+            return Verdict(False, "number")
+        # a decimal may be a rounded value (0.333333 for 1/3): math-verify's rounding decides
     return None
 
 

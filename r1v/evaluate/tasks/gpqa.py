@@ -7,6 +7,10 @@ id is the csv's `Record ID`, or the row number when the column is absent.
 Scoring (scoring.md): the letter is taken, in order, from "final answer is X", "answer: X",
 a line starting with X, a lone X, then any standalone A-D (the last match of the first rule
 that matches), in the rightmost `\\boxed{}` after `</think>` if there is one, else the answer text.
+The prompt asks for the letter in `\\boxed{}` (as the papers' prompts do); an output that ends
+"Answer: X" instead (simple-evals' format) is read by the second rule. The last resort, any
+standalone capital A-D, can misread prose ("option C: vitamin D" -> D); the path is recorded
+(`rules:any`) so such answers can be counted.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from r1v.evaluate.tasks import Item, Task
 
 LETTERS = "ABCD"
 _TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+# The phrases match in any case, the letter only in capitals: "the final answer is a
+# decrease..." must not read as A. A line "starts with X" only as "X)", "X.", "X:" or a lone
+# X, so a sentence opening with the article "A" is not an answer.
 LETTER_RULES = (
-    ("final-answer-is", re.compile(r"final answer is\s*:?\s*[\*\(\[]*([A-D])\b", re.IGNORECASE)),
-    ("answer-colon", re.compile(r"answer\s*:\s*[\*\(\[]*([A-D])\b", re.IGNORECASE)),
-    ("line-start", re.compile(r"^\s*[\*\(\[]*([A-D])(?:[\)\]\.:]|\s|$)", re.MULTILINE)),
+    ("final-answer-is", re.compile(r"(?i:final answer is)\s*:?\s*[\*\(\[]*([A-D])\b")),
+    ("answer-colon", re.compile(r"(?i:answer)\s*:\s*[\*\(\[]*([A-D])\b")),
+    ("line-start", re.compile(r"^\s*[\*\(\[]*([A-D])(?:[\)\]\.:]|\s*$)", re.MULTILINE)),
     ("lone", re.compile(r"^\s*[\*\(\[]*([A-D])[\)\]\.\*]*\s*$")),
     ("any", re.compile(r"\b([A-D])\b")),
 )
@@ -34,7 +41,7 @@ def extract_letter(text: str) -> tuple[str | None, str]:
     for rule, pattern in LETTER_RULES:
         found = pattern.findall(text)
         if found:
-            return found[-1].upper(), rule
+            return found[-1], rule
     return None, "none"
 
 

@@ -1,18 +1,20 @@
 """MathVista testmini (AI4Math/MathVista, testmini parquet): 1,000 visual maths questions.
 
 Reading: the image is `decoded_image` (parquet image struct) or `image` (a path relative to
-the data folder, as in the GitHub release); the prompt is the published `query` (it carries
-the answer-format hint) with the `\\boxed{}` instruction added; `choices`, `unit`,
-`precision`, `answer_type` drive scoring.
+the data folder, as in the GitHub release, whose `testmini.json` maps pid -> row); the prompt
+is the published `query` (it carries the answer-format hint) with the `\\boxed{}` instruction
+added; `choices`, `unit`, `precision`, `answer_type` drive scoring.
 
 Scoring follows MathVista's `normalize_extracted_answer` + exact match (scoring.md):
 multiple choice maps a letter (or "(B) ...") to its option, else takes the closest option by
 edit distance; integer answers compare as str(int(float(x))), floats rounded to the row's
 `precision`, lists as strings. The official pipeline extracts the answer with an LLM; without
 `--judge-url` this runs rule-only, and says so (`rules` in every record and the summary).
-Rule-only adds one documented step: a numeric answer that is not a bare number (for example
-"The area is 12 cm^2.") is read as its last number (`rules:last-number`). An empty answer
-is never mapped to the closest option.
+Departures, each recorded in the scorer path: a numeric answer that is not a bare number but
+starts with one ("12 cm^2", "$3.5") is read as that number (`:leading-number`; the official
+pipeline leaves such cases to its LLM); an empty answer is never mapped to the closest option
+(the official `--ignore_empty_extractions`). `\\boxed{\\text{B}}` reaches the rules as `B`
+(`answers.py`). A float row without `precision` has no readable answer, as officially.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from r1v.evaluate.data import image_bytes, need, read_rows
 from r1v.evaluate.tasks import BOXED_HINT, Item, Task
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_LEADING_NUMBER = re.compile(r"\$?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(?![\d/^.,])")
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -45,7 +47,6 @@ def normalize_extracted(extraction: str, choices: list[str] | None, question_typ
         letter = re.findall(r"\(([a-zA-Z])\)", extraction)
         if letter:
             extraction = letter[0].upper()
-        extraction = extraction.rstrip(".").strip()
         letters = [chr(ord("A") + i) for i in range(len(choices))]
         if extraction in letters:
             return choices[letters.index(extraction)], ""
@@ -55,13 +56,20 @@ def normalize_extracted(extraction: str, choices: list[str] | None, question_typ
         try:
             value = float(extraction)
         except ValueError:
-            found = _NUMBER.findall(extraction)
-            if not found:
+            # Rule-only departure: "12 cm^2" -> 12. Only a *leading* number is read; prose,
+            # fractions and tuples stay unreadable (None), as the official rules leave them.
+            m = _LEADING_NUMBER.match(extraction)
+            if not m:
                 return None, ""
-            value, detail = float(found[-1].replace(",", "")), "last-number"
-        if answer_type == "integer":
-            return str(int(value)), detail
-        return str(round(value, int(precision))), detail
+            value, detail = float(m[1].replace(",", "")), "leading-number"
+        try:
+            if answer_type == "integer":
+                return str(int(value)), detail
+            if precision is None:  # as official: int(None) fails, no answer
+                return None, "no-precision"
+            return str(round(value, int(precision))), detail
+        except (OverflowError, ValueError):  # inf, nan
+            return None, ""
     return str(extraction), ""
 
 
@@ -104,5 +112,5 @@ class MathVista(Task):
         if info["question_type"] == "multi_choice" and not item.choices:
             return False, None, "no-choices"
         norm, detail = normalize_extracted(text, item.choices, info["question_type"], info["answer_type"],
-                                           info["precision"] if info["precision"] is not None else 0)
+                                           info["precision"])
         return norm is not None and norm == item.answer, norm, detail

@@ -6,10 +6,15 @@ the images go in front of the question as "Image-k: <image>" and the question ke
 `<image n>` references as text (the R1V / InternVL convention). Subject = the id without its
 split prefix and number ("validation_Art_Theory_3" -> "Art_Theory").
 
-Scoring follows MMMU's official `eval_utils.py` (scoring.md), ported rule for rule, with one
-departure: an empty answer is not given a random option (it never scores). A non-empty
-answer with no option found does get the official seeded random choice, recorded as a guess
-(`rules:guess`), and seeded per question so it does not depend on the order of scoring.
+Scoring follows MMMU's official `eval_utils.py` (scoring.md), ported rule for rule, applied to
+what the harness hands it: the content of the last `\\boxed{}` after `</think>`, else the
+answer text (`r1v/evaluate/answers.py`). Departures:
+- an empty answer is not given a random option (it never scores);
+- the random choice for a non-empty answer with no option found is seeded per question (the
+  official code seeds once, so its guesses depend on the order of scoring) and recorded as a
+  guess (`rules:guess`);
+- a gold answer stored as a Python-list string ("['24', '24.0']") is read as that list, so
+  any element matches (the official code would compare against the string itself).
 Open questions are scored with the official open rules; they are never rewritten as a choice.
 """
 
@@ -74,7 +79,7 @@ def normalize_str(s: str) -> list:
 def extract_numbers(s: str) -> list[str]:
     commas = re.findall(r"-?\b\d{1,3}(?:,\d{3})+\b", s)
     scientific = re.findall(r"-?\d+(?:\.\d+)?[eE][+-]?\d+", s)
-    simple = re.findall(r"-?(?:\d+\.\d+|\.\d+|\d+)(?![eE][+-]?\d+)(?![,\d])", s)
+    simple = re.findall(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])", s)
     return commas + scientific + simple
 
 
@@ -93,7 +98,7 @@ def parse_open(response: str) -> list:
             for ind in indicators:
                 if ind in sub:
                     tail = sub.split(ind)[-1].strip()
-                    if shortest is None or len(tail) < len(shortest):
+                    if not shortest or len(tail) < len(shortest):  # as official: "" counts as unset
                         shortest = tail
             if shortest and shortest.strip() not in [":", ",", ".", "!", "?", ";", ":", "'"]:
                 keys.append(shortest)
