@@ -209,6 +209,9 @@ def test_run_through_an_openai_compatible_endpoint(data, tmp_path, monkeypatch):
     gen = [r for r in server.requests if r["messages"][0]["role"] == "user"]
     n_images = sorted(sum(p["type"] == "image_url" for p in r["messages"][0]["content"]) for r in gen)
     assert n_images == sorted([r["n_images"] for r in MMMU_ROWS] * 2)
+    two = next(r["messages"][0]["content"] for r in gen if len(r["messages"][0]["content"]) == 5)
+    assert [p["type"] for p in two] == ["text", "image_url", "text", "image_url", "text"]
+    assert two[0]["text"] == "Image-1: " and two[2]["text"] == "\nImage-2: "  # as in-process prompts
     rec = read_jsonl(out / "items.jsonl")[0]
     assert rec["reasoning"] == "Let me look at the image." and rec["new_tokens"] == 7
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from r1v.errors import R1VError
@@ -150,6 +151,8 @@ def cmd_run(a) -> int:
 
     if a.samples < 1 or a.max_new_tokens < 1 or a.batch_size < 1 or a.concurrency < 1:
         raise R1VError("--samples, --max-new-tokens, --batch-size and --concurrency must be at least 1")
+    if a.samples > 1 and a.temperature <= 0:
+        print("note: --temperature 0 is greedy, so the samples will be identical", file=sys.stderr)
     task, items = _items(a)
     verifier, judge = _scoring(a)
     sampling = Sampling(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed)

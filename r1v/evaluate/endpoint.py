@@ -6,7 +6,8 @@
 
 The `openai` client does the HTTP work, its retries with backoff (429, 5xx, dropped
 connections) and timeouts. Images go as base64 data URLs in the message's content parts, at
-the places of the prompt's `<image>` placeholders (in front when it has none). A server that
+the places of the prompt's `<image>` placeholders (in front when it has none, labelled
+"Image-k:" when there are several, as the in-process prompt is). A server that
 splits reasoning off (vLLM's `--reasoning-parser`) returns it as `reasoning_content`; it is put
 back as `reasoning</think>answer`, so the think rules see what the model wrote.
 """
@@ -53,7 +54,11 @@ def content_parts(prompt: str, images: list[bytes]) -> list[dict] | str:
         if len(pieces) > 1:
             raise R1VError(f"the prompt has {len(pieces) - 1} {IMAGE_PLACEHOLDER} placeholders for "
                            f"{len(images)} images")
-        pieces = [""] * len(images) + [prompt]
+        # Images in front, labelled as the in-process prompt labels them (processor.place_images).
+        if len(images) == 1:
+            pieces = ["", "\n" + prompt]
+        else:
+            pieces = ["Image-1: "] + [f"\nImage-{k + 1}: " for k in range(1, len(images))] + ["\n" + prompt]
     parts: list[dict] = []
     for i, text in enumerate(pieces):
         if text:

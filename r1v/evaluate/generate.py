@@ -55,7 +55,8 @@ class EndpointGenerator:
                                            seed=sampling.seed + n)
 
         jobs = list(jobs)
-        with ThreadPoolExecutor(self.concurrency) as pool:
+        pool = ThreadPoolExecutor(self.concurrency)
+        try:
             pending, queue = set(), iter(enumerate(jobs))
             for n, job in queue:  # keep at most 2x concurrency submitted: memory stays flat
                 pending.add(pool.submit(one, job, n))
@@ -68,3 +69,5 @@ class EndpointGenerator:
                     nxt = next(queue, None)
                     if nxt is not None:
                         pending.add(pool.submit(one, nxt[1], nxt[0]))
+        finally:  # on an error or Ctrl-C, drop queued requests instead of sending them
+            pool.shutdown(wait=False, cancel_futures=True)
