@@ -125,6 +125,18 @@ def test_an_interrupted_run_resumes_without_loss_or_double_counting(data, tmp_pa
     assert summary["accuracy"] == pytest.approx(100 / 3, abs=0.01)
 
 
+def test_gpqa_responses_may_use_row_numbers(data, tmp_path):
+    items = get_task("gpqa").read(data["gpqa"])
+    resp = tmp_path / "r.jsonl"
+    resp.write_text("".join(json.dumps({"id": n, "output": f"</think>\\boxed{{{it.answer}}}"}) + "\n"
+                            for n, it in enumerate(items)))
+    out = tmp_path / "o"
+    assert main(["eval", "score", "--bench", "gpqa", "--data", str(data["gpqa"]), "--responses", str(resp),
+                 "--out", str(out)]) == 0
+    assert [r["id"] for r in read_jsonl(out / "items.jsonl")] == ["recA", "recB", "recC"]
+    assert json.loads((out / "summary.json").read_text())["accuracy"] == 100.0
+
+
 def test_resuming_a_different_run_is_refused(data, tmp_path, capsys):
     resp = tmp_path / "r.jsonl"
     resp.write_text(json.dumps({"id": "recA", "output": "</think>A"}) + "\n")

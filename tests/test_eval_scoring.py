@@ -197,7 +197,10 @@ def test_text_wrapped_letters_reach_the_letter_rules(verifier):
     assert s.correct and s.scorer == "rules"
     vista = _item(answer="q", choices=["p", "q"], info={"question_type": "multi_choice", "answer_type": "text",
                                                         "precision": None})
-    assert get_task("mathvista").score(vista, "</think>\\boxed{\\textbf{B}}", verifier=verifier).correct
+    s = get_task("mathvista").score(vista, "</think>\\boxed{\\textbf{B}}", verifier=verifier)
+    assert s.correct and s.extracted == "B"  # multiple choice records the letter
+    s = get_task("mathvista").score(vista, "</think>the answer is q", verifier=verifier)
+    assert s.correct and s.extracted == "B" and s.scorer == "rules:closest-option"
 
 
 def test_mmmu_open_question_is_never_rewritten_as_a_choice(verifier):

@@ -134,6 +134,7 @@ def score_responses(task: Task, items: list[Item], responses: str | Path, run: R
     if not path.is_file():
         raise R1VError(f"responses not found: {path}")
     by_id = {it.id: it for it in items}
+    rows = {str(it.info["row"]): it.id for it in items if "row" in it.info}  # GPQA: row numbers work too
     seen: Counter = Counter()
     outputs = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -146,6 +147,7 @@ def score_responses(task: Task, items: list[Item], responses: str | Path, run: R
             raise R1VError(f"{path}:{n}: expected {{\"id\": ..., \"output\": \"...\"}}") from None
         if not isinstance(out, str):
             raise R1VError(f"{path}:{n}: output must be a string")
+        iid = iid if iid in by_id else rows.get(iid, iid)
         if iid not in by_id:
             raise R1VError(f"{path}:{n}: id {iid!r} is not in the {task.name} data "
                            f"(ids look like {next(iter(by_id))!r})")

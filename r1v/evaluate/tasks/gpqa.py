@@ -2,7 +2,8 @@
 
 The csv stores the correct answer and three wrong ones; the options are shuffled here with a
 fixed seed, per question (a question's order does not depend on which others are read). The
-id is the csv's `Record ID`, or the row number when the column is absent.
+id is the csv's `Record ID`, or the row number (from 0) when the column is absent; `r1v eval
+score` also accepts the row number for a csv that has Record IDs.
 
 Scoring (scoring.md): the letter is taken, in order, from "final answer is X", "answer: X",
 a line starting with X, a lone X, then any standalone A-D (the last match of the first rule
@@ -61,7 +62,7 @@ class GPQA(Task):
             choices = [options[i] for i in order]
             groups = {"domain": r["High-level domain"]} if r.get("High-level domain") else {}
             items.append(Item(id=rid, question=r["Question"].strip(), answer=LETTERS[order.index(0)],
-                              choices=choices, groups=groups))
+                              choices=choices, groups=groups, info={"row": n}))
         return items
 
     def prompt(self, item: Item) -> str:

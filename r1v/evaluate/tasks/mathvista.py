@@ -113,4 +113,7 @@ class MathVista(Task):
             return False, None, "no-choices"
         norm, detail = normalize_extracted(text, item.choices, info["question_type"], info["answer_type"],
                                            info["precision"])
-        return norm is not None and norm == item.answer, norm, detail
+        correct = norm is not None and norm == item.answer  # official: the option text against the answer
+        if info["question_type"] == "multi_choice" and norm is not None:
+            norm = chr(ord("A") + item.choices.index(norm))  # multiple choice records the letter
+        return correct, norm, detail
