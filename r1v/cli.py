@@ -95,11 +95,10 @@ class TerminalPrinter:
 
 
 def cmd_chat(a) -> int:
-    import torch
-
     from r1v.chat import Chat
+    from r1v.model.checkpoint import resolve_device
 
-    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(a.device)
     chat = Chat.from_pretrained(a.model, dtype=a.dtype, device=device, device_map=a.device_map,
                                 quantization=a.load_in, template=a.template, max_tiles=a.max_tiles,
                                 use_thumbnail=False if a.no_thumbnail else None, allow_pickle=a.allow_pickle)

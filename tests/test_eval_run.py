@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from r1v.cli import main
+from r1v.errors import R1VError
 from r1v.evaluate.endpoint import Completion
 from r1v.evaluate.examples import GPQA_ROWS, MATH500_ROWS, MMMU_ROWS, write_examples
 from r1v.evaluate.generate import Sampling
@@ -50,8 +51,10 @@ def test_score_every_benchmark_format(bench, data, tmp_path, capsys):
     for key in ("id", "prompt", "output", "reasoning", "answer", "extracted", "correct", "scorer"):
         assert key in records[0]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["accuracy"] == 50.0 and summary["items"] == 2 and summary["complete"]
-    assert "50.0% pass@1" in capsys.readouterr().out
+    assert summary["accuracy"] == 50.0 and summary["items"] == 2
+    assert summary["complete"] == (summary["items_in_data"] == 2)  # responses for only some items: partial
+    out = capsys.readouterr().out
+    assert "50.0% pass@1" in out and ("partial" in out) != summary["complete"]
 
 
 def test_mmmu_reads_validation_only_with_images_and_subjects(data):
@@ -144,7 +147,11 @@ def test_resuming_a_different_run_is_refused(data, tmp_path, capsys):
             "--out", str(tmp_path / "o")]
     assert main(args) == 0
     assert main(args + ["--no-think"]) == 2
-    assert "holds a different run" in capsys.readouterr().err
+    assert "holds a different run (think differ)" in capsys.readouterr().err
+    other = tmp_path / "r2.jsonl"
+    other.write_text(resp.read_text())
+    assert main([*args[:-4], "--responses", str(other), "--out", str(tmp_path / "o")]) == 2
+    assert "responses differ" in capsys.readouterr().err
     assert main(args + ["--no-think", "--overwrite"]) == 0
 
 
@@ -226,6 +233,7 @@ def test_run_through_an_openai_compatible_endpoint(data, tmp_path, monkeypatch):
     assert two[0]["text"] == "Image-1: " and two[2]["text"] == "\nImage-2: "  # as in-process prompts
     rec = read_jsonl(out / "items.jsonl")[0]
     assert rec["reasoning"] == "Let me look at the image." and rec["new_tokens"] == 7
+    assert len({r["seed"] for r in gen}) == 8  # one seed per (item, sample), never reused
 
 
 def test_judge_extraction_through_an_endpoint(data, tmp_path):
@@ -307,18 +315,79 @@ def test_leakage_finds_test_items_in_training_data(data, tmp_path, capsys):
     assert "2 of 3 gpqa items" in capsys.readouterr().out
 
 
+def test_run_dir_is_locked_and_survives_a_damaged_line(tmp_path, capsys):
+    settings = {"bench": "gpqa", "model": "m"}
+    run = RunDir(tmp_path, settings)
+    with pytest.raises(R1VError, match="another r1v eval is writing"):
+        RunDir(tmp_path, settings)
+    for k in range(3):
+        run.add({"id": "a", "sample": k, "correct": True, "scorer": "rules"})
+    del run
+    lines = (tmp_path / "items.jsonl").read_text().splitlines()
+    (tmp_path / "items.jsonl").write_text("\n".join([lines[0], "#garbage", lines[1], '{"no": "id"}', lines[2]])
+                                          + "\n")
+    again = RunDir(tmp_path, settings)
+    assert sorted(again.records) == [("a", 0), ("a", 1), ("a", 2)]  # records after the damage are kept
+    assert "dropped 2 unreadable line(s)" in capsys.readouterr().err
+    assert len(read_jsonl(tmp_path / "items.jsonl")) == 3
+
+
+def test_an_item_that_cannot_be_generated_is_recorded_and_the_run_goes_on(tmp_path):
+    model = tmp_path / "tiny"
+    assert main(["build", "--out", str(model)]) == 0
+    rows = [dict(problem="Compute 1+1. " * 3000, solution="\\boxed{2}", answer="2", unique_id="long"),
+            dict(problem="Compute 2+2.", solution="\\boxed{4}", answer="4", unique_id="short")]
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    assert main(["eval", "run", "--model", str(model), "--bench", "math500", "--data", str(data), "--out", str(out),
+                 "--max-new-tokens", "2"]) == 0
+    long, short = read_jsonl(out / "items.jsonl")
+    assert long["scorer"] == "none:generation-failed" and "context" in long["error"]
+    assert short["id"] == "short" and short["new_tokens"] > 0
+    assert json.loads((out / "summary.json").read_text())["generation_failed"] == 1
+
+
+def test_mathvista_leakage_ignores_the_shared_hints(data, tmp_path):
+    train = tmp_path / "train.txt"
+    train.write_text("Hint: answer with the option letter. Hint: answer with an integer. Hint: answer with a "
+                     "two-decimal float. Question: something else entirely\n")
+    assert main(["eval", "leakage", "--train", str(train), "--bench", "mathvista", "--data", str(data["mathvista"]),
+                 "--n", "3", "--out", str(tmp_path / "l.json")]) == 0
+    assert json.loads((tmp_path / "l.json").read_text())["flagged"] == []
+
+
 # ---------------------------------------------------------------- user mistakes: one line, exit 2
-@pytest.mark.parametrize("case", ["no-data", "wrong-bench", "bad-id", "bad-json", "no-model"])
+@pytest.mark.parametrize("case", ["no-data", "wrong-bench", "bad-id", "bad-json", "no-model", "mixed-folder",
+                                  "not-utf8", "nan-timeout", "bad-device", "bad-temperature", "out-is-a-file",
+                                  "math500-as-aime"])
 def test_eval_mistakes_give_one_clear_line(case, data, tmp_path, capsys):
     resp = tmp_path / "r.jsonl"
     resp.write_text(json.dumps({"id": "nope", "output": "x"}) + "\n" if case == "bad-id" else "{not json\n")
+    if case == "not-utf8":
+        resp.write_bytes(b'{"id": "recA", "output": "\xff\xfe"}\n')
+    model = tmp_path / "m"
+    model.mkdir()
+    (tmp_path / "afile").write_text("x")
+    gpqa = ["--bench", "gpqa", "--data", str(data["gpqa"])]
     args = {
+        "mixed-folder": ["score", "--bench", "math500", "--data", str(data["math500"].parent.parent),
+                         "--responses", str(resp)],
+        "not-utf8": ["score", *gpqa, "--responses", str(resp)],
+        "nan-timeout": ["score", *gpqa, "--responses", str(resp), "--verify-timeout", "nan"],
+        "bad-device": ["run", *gpqa, "--model", str(model), "--device", "foo"],
+        "bad-temperature": ["run", *gpqa, "--model", str(model), "--temperature", "-1"],
+        "math500-as-aime": ["score", "--bench", "aime24", "--data", str(data["math500"]), "--responses", str(resp)],
+        "out-is-a-file": ["score", *gpqa, "--responses", str(resp)],
         "no-data": ["score", "--bench", "gpqa", "--data", str(tmp_path / "missing.csv"), "--responses", str(resp)],
         "wrong-bench": ["score", "--bench", "gpqa", "--data", str(data["math500"]), "--responses", str(resp)],
         "bad-id": ["score", "--bench", "gpqa", "--data", str(data["gpqa"]), "--responses", str(resp)],
         "bad-json": ["score", "--bench", "gpqa", "--data", str(data["gpqa"]), "--responses", str(resp)],
         "no-model": ["run", "--bench", "gpqa", "--data", str(data["gpqa"]), "--model", str(tmp_path / "none")],
     }[case]
-    assert main(["eval", *args, "--out", str(tmp_path / "o")]) == 2
+    out = tmp_path / ("afile" if case == "out-is-a-file" else "o")
+    if case == "out-is-a-file":
+        resp.write_text(json.dumps({"id": "recA", "output": "x"}) + "\n")
+    assert main(["eval", *args, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("r1v: error: ") and len(err.splitlines()) == 1, err

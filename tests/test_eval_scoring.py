@@ -4,8 +4,11 @@ official rules (scoring.md), including the pitfalls other harnesses fell into.""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -305,3 +308,46 @@ def test_the_time_bound_holds_in_worker_processes():
         results = list(pool.map(_verify_in_a_worker_process, [("3", HANG), ("\\frac12", "0.5")]))
     assert results[0][0] == "timeout" and results[0][1] < 2.5
     assert results[1][0] == "math-verify"
+
+
+def test_an_interrupted_comparison_does_not_shift_later_verdicts():
+    import _thread
+
+    with MathVerifier(timeout=5.0) as v:
+        v("\\frac12", "0.5")
+        threading.Timer(0.3, _thread.interrupt_main).start()
+        with pytest.raises(KeyboardInterrupt):
+            v("1", "\\sum_{k=1}^{3000} \\frac{1}{k^2}")  # about 1 s of SymPy, then "not equal"
+        # the interrupted comparison's late reply must not answer the next question
+        assert v("\\frac{1}{4}", "0.25").equal is True
+        assert v("\\frac{1}{3}", "0.25").equal is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_a_worker_dies_with_its_killed_parent(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import threading, time\n"
+        "from r1v.evaluate.verify import MathVerifier\n"
+        "v = MathVerifier(timeout=600)\n"
+        f"threading.Thread(target=v, args=('3', {HANG!r}), daemon=True).start()\n"
+        "time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 30
+        workers = []
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+        assert workers, "the verifier worker did not start"
+        time.sleep(1.0)  # it is now busy with the pathological power
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{workers[0]}").exists():
+        status = Path(f"/proc/{workers[0]}/status").read_text() if Path(f"/proc/{workers[0]}").exists() else ""
+        if "State:\tZ" in status:
+            break
+        time.sleep(0.2)
+    assert not Path(f"/proc/{workers[0]}").exists() or "State:\tZ" in Path(f"/proc/{workers[0]}/status").read_text()

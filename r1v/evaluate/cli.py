@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -122,8 +124,8 @@ def _items(a):
 def _scoring(a):
     from r1v.evaluate.verify import MathVerifier, default_workers
 
-    if a.verify_timeout <= 0:
-        raise R1VError("--verify-timeout must be positive")
+    if not (math.isfinite(a.verify_timeout) and a.verify_timeout > 0):
+        raise R1VError("--verify-timeout must be a positive number of seconds")
     judge = None
     if a.judge_url:
         from r1v.evaluate.judge import Judge
@@ -151,6 +153,8 @@ def cmd_run(a) -> int:
 
     if a.samples < 1 or a.max_new_tokens < 1 or a.batch_size < 1 or a.concurrency < 1:
         raise R1VError("--samples, --max-new-tokens, --batch-size and --concurrency must be at least 1")
+    if not a.temperature >= 0 or not 0 < a.top_p <= 1:
+        raise R1VError("--temperature must be >= 0 and --top-p in (0, 1]")
     if a.samples > 1 and a.temperature <= 0:
         print("note: --temperature 0 is greedy, so the samples will be identical", file=sys.stderr)
     task, items = _items(a)
@@ -165,21 +169,28 @@ def cmd_run(a) -> int:
         model, stem = str(Path(a.model).resolve()), a.model
     settings = _settings(a, model, {
         "samples": a.samples, "sampling": sampling.__dict__,
+        "load": None if is_url(a.model) else {"dtype": a.dtype, "max_tiles": a.max_tiles},
         "extraction": f"judge:{judge.name}" if judge else "rules"})
     out = _out(a, stem)
     run = RunDir(out, settings, overwrite=a.overwrite)  # before loading: a clash is reported at once
     if not is_url(a.model):
-        import torch
-
         from r1v.chat import Chat
+        from r1v.model.checkpoint import resolve_device
 
-        device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(a.device)
         chat = Chat.from_pretrained(a.model, dtype=a.dtype, device=device, device_map=a.device_map,
                                     max_tiles=a.max_tiles)
         generator = LocalGenerator(chat, a.batch_size)
     try:
         summary = evaluate(task, items, generator, sampling, run, samples=a.samples, think=not a.no_think,
                            verifier=verifier, judge=judge)
+    except KeyboardInterrupt:
+        verifier.close()
+        if is_url(a.model):  # do not wait for the requests in flight: their records are not needed
+            print(f"\ninterrupted; records so far are in {run.items_path}; the same command resumes",
+                  file=sys.stderr, flush=True)
+            os._exit(130)
+        raise
     finally:
         verifier.close()
     print_summary(summary, out)
@@ -201,7 +212,7 @@ def cmd_score(a) -> int:
                                   judge=judge)
     finally:
         verifier.close()
-    print_summary(summary, out)
+    print_summary(summary, out, resumable=False)
     return 0
 
 

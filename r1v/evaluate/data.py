@@ -44,6 +44,8 @@ def read_rows(path: str | Path, *, prefer: str | None = None) -> list[dict]:
             rows += _read_one(f)
         except R1VError:
             raise
+        except UnicodeDecodeError:
+            raise R1VError(f"{f} is not UTF-8 text") from None
         except Exception as e:  # a corrupt or foreign file: say which, not a traceback
             raise R1VError(f"cannot read {f}: {type(e).__name__}: {e}") from None
     if not rows:
@@ -90,8 +92,11 @@ def image_bytes(cell) -> bytes | None:
     return None
 
 
-def need(row: dict, fields: tuple[str, ...], where: str) -> None:
-    missing = [f for f in fields if f not in row]
-    if missing:
-        raise R1VError(f"{where}: rows lack field(s) {', '.join(missing)} (has: {', '.join(sorted(row))}); "
-                       f"is this the right --bench?")
+def need(rows: list[dict], fields: tuple[str, ...], where: str) -> None:
+    """Every row has every field, or one clear error (the wrong --bench, or a folder of mixed files)."""
+    for n, row in enumerate(rows):
+        missing = [f for f in fields if not isinstance(row, dict) or f not in row]
+        if missing:
+            has = ", ".join(sorted(row)) if isinstance(row, dict) else type(row).__name__
+            raise R1VError(f"{where}: row {n} lacks field(s) {', '.join(missing)} (has: {has}); "
+                           f"is this the right --bench and --data?")

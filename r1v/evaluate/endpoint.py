@@ -27,6 +27,11 @@ class Completion:
     text: str
     finished: bool  # False when the server stopped it at max_tokens
     new_tokens: int | None = None
+    error: str | None = None  # this item alone could not be generated (it is recorded, the run goes on)
+
+
+class Rejected(R1VError):
+    """The server refused this request (400/413/422: too long, bad image...): the item fails, not the run."""
 
 
 def is_url(s: str) -> bool:
@@ -98,6 +103,12 @@ class Endpoint:
         messages.append({"role": "user", "content": content_parts(prompt, list(images))})
         try:
             r = self.client.chat.completions.create(model=self.model, messages=messages, **params)
+        except (self._openai.BadRequestError, self._openai.UnprocessableEntityError) as e:
+            raise Rejected(f"{self.url}: {type(e).__name__}: {e}") from None
+        except self._openai.APIStatusError as e:
+            if e.status_code == 413:
+                raise Rejected(f"{self.url}: request too large: {e}") from None
+            raise R1VError(f"{self.url}: {type(e).__name__}: {e}") from None
         except self._openai.OpenAIError as e:
             raise R1VError(f"{self.url}: {type(e).__name__}: {e}") from None
         if not r.choices:

@@ -6,11 +6,13 @@ the caller can write each record the moment it exists (nothing is lost on a cras
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from r1v.evaluate.endpoint import Completion, Endpoint
+from r1v.errors import R1VError
+from r1v.evaluate.endpoint import Completion, Endpoint, Rejected
 
 
 @dataclass
@@ -19,6 +21,12 @@ class Sampling:
     temperature: float = 0.6  # the R1V / DeepSeek-R1 evaluation setting
     top_p: float = 0.95
     seed: int = 0
+
+
+def seed_for(base: int, key) -> int:
+    """A sampling seed fixed by (base seed, item id, sample): a resumed run, which sends only
+    the missing samples, never repeats the seeds of samples it already has."""
+    return zlib.crc32(f"{base}:{key[0]}:{key[1]}".encode())
 
 
 class LocalGenerator:
@@ -32,12 +40,27 @@ class LocalGenerator:
         jobs = list(jobs)
         for start in range(0, len(jobs), self.batch_size):
             batch = jobs[start:start + self.batch_size]
-            replies = self.chat.ask_batch([(prompt, images) for _, prompt, images in batch],
-                                          max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                                          top_p=sampling.top_p,
-                                          seed=sampling.seed + start)
+            try:
+                replies = self._ask(batch, sampling)
+            except R1VError:  # a request in the batch cannot run (too long, bad image): find which
+                replies = []
+                for job in batch:
+                    try:
+                        replies += self._ask([job], sampling)
+                    except R1VError as e:
+                        replies.append(e)
             for (key, _, _), reply in zip(batch, replies):
-                yield key, Completion(reply.text, reply.stopped, reply.new_tokens)
+                if isinstance(reply, R1VError):
+                    yield key, Completion("", False, 0, error=str(reply))
+                else:
+                    yield key, Completion(reply.text, reply.stopped, reply.new_tokens)
+
+    def _ask(self, batch, sampling: Sampling):
+        # One seed per batch (generate samples a batch together), fixed by the batch's first
+        # (item, sample), so a resumed run does not replay the seeds of an earlier batch.
+        return self.chat.ask_batch([(prompt, images) for _, prompt, images in batch],
+                                   max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                                   top_p=sampling.top_p, seed=seed_for(sampling.seed, batch[0][0]))
 
 
 class EndpointGenerator:
@@ -48,26 +71,26 @@ class EndpointGenerator:
         self.name = endpoint.model
 
     def run(self, jobs: Iterable[tuple], sampling: Sampling) -> Iterator[tuple[object, Completion]]:
-        def one(job, n):
+        def one(job):
             key, prompt, images = job
-            return key, self.endpoint.chat(prompt, images, max_tokens=sampling.max_new_tokens,
-                                           temperature=sampling.temperature, top_p=sampling.top_p,
-                                           seed=sampling.seed + n)
+            try:
+                return key, self.endpoint.chat(prompt, images, max_tokens=sampling.max_new_tokens,
+                                               temperature=sampling.temperature, top_p=sampling.top_p,
+                                               seed=seed_for(sampling.seed, key))
+            except Rejected as e:
+                return key, Completion("", False, 0, error=str(e))
 
-        jobs = list(jobs)
+        jobs = iter(list(jobs))
         pool = ThreadPoolExecutor(self.concurrency)
         try:
-            pending, queue = set(), iter(enumerate(jobs))
-            for n, job in queue:  # keep at most 2x concurrency submitted: memory stays flat
-                pending.add(pool.submit(one, job, n))
-                if len(pending) >= 2 * self.concurrency:
-                    break
+            # at most 2x concurrency submitted at once: memory stays flat on big runs
+            pending = {pool.submit(one, job) for _, job in zip(range(2 * self.concurrency), jobs)}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     yield fut.result()
-                    nxt = next(queue, None)
+                    nxt = next(jobs, None)
                     if nxt is not None:
-                        pending.add(pool.submit(one, nxt[1], nxt[0]))
+                        pending.add(pool.submit(one, nxt))
         finally:  # on an error or Ctrl-C, drop queued requests instead of sending them
             pool.shutdown(wait=False, cancel_futures=True)

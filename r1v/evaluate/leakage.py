@@ -59,7 +59,10 @@ def training_texts(path: str | Path) -> list[str]:
         raise R1VError(f"training file not found: {path}")
     if path.suffix in (".jsonl", ".json", ".parquet", ".csv"):
         return [" ".join(_strings(row)) for row in read_rows(path)]
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise R1VError(f"{path} is not UTF-8 text") from None
 
 
 def check(items, texts: list[str], *, n: int = 8, threshold: float = 0.5) -> list[dict]:
@@ -93,5 +96,7 @@ def check(items, texts: list[str], *, n: int = 8, threshold: float = 0.5) -> lis
 
 
 def write(flagged: list[dict], out: str | Path, meta: dict) -> None:
+    if Path(out).is_dir():
+        raise R1VError(f"--out {out} is a directory; name a file")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps({**meta, "flagged": flagged}, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -42,8 +42,13 @@ def collect(paths: list[str]) -> dict[str, dict[str, dict]]:
     table: dict[str, dict[str, dict]] = {}
     where: dict[tuple[str, str], Path] = {}
     for f in find_runs(paths):
-        s = json.loads(f.read_text())
-        key = (model_name(s), s["bench"])
+        try:
+            s = json.loads(f.read_text(encoding="utf-8"))
+            key = (model_name(s), s["bench"])
+            if not {"accuracy", "ci95", "items", "samples"} <= set(s):
+                raise KeyError("fields")
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+            raise R1VError(f"{f} is not an r1v eval summary") from None
         if key in where:
             raise R1VError(f"two runs of {key[0]} on {key[1]}: {where[key].parent} and {f.parent}; "
                            f"pass one, or tell them apart with `eval run --name`")
@@ -109,6 +114,8 @@ def bar_chart(table: dict[str, dict[str, dict]], path: Path) -> None:
 def report(paths: list[str], out: str | Path) -> str:
     table = collect(paths)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise R1VError(f"--out {out} is a file; name a directory")
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(table)
     (out / "report.md").write_text(md, encoding="utf-8")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -30,47 +31,58 @@ from r1v.evaluate.answers import extract
 from r1v.evaluate.tasks import Item, Task
 
 Z95 = 1.959964
-RUN_KEYS = ("bench", "model", "data", "samples", "think", "sampling", "extraction")  # must match to resume
+# What a resumed run must share with the records already on disk.
+RUN_KEYS = ("bench", "model", "data", "samples", "think", "sampling", "load", "responses", "seed", "extraction")
 
 
 # ---------------------------------------------------------------- the run directory
 class RunDir:
     def __init__(self, out: str | Path, settings: dict, *, overwrite: bool = False):
         self.path = Path(out)
+        if self.path.exists() and not self.path.is_dir():
+            raise R1VError(f"--out {self.path} is a file; name a directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.path)
         self.items_path = self.path / "items.jsonl"
         run_json = self.path / "run.json"
-        if overwrite and self.path.exists():
+        if overwrite:
             for f in (run_json, self.items_path, self.path / "summary.json"):
                 f.unlink(missing_ok=True)
         if run_json.exists():
-            old = json.loads(run_json.read_text())
+            try:
+                old = json.loads(run_json.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                raise R1VError(f"{run_json} is not readable JSON; use another --out, or --overwrite") from None
             diff = [k for k in RUN_KEYS if old.get(k) != settings.get(k)]
             if diff:
                 raise R1VError(f"{self.path} holds a different run ({', '.join(diff)} differ); "
                                f"use another --out, or --overwrite to start again")
-        self.path.mkdir(parents=True, exist_ok=True)
         _write_atomic(run_json, json.dumps(settings, indent=2))
         self.records = self._load()
 
     def _load(self) -> dict[tuple[str, int], dict]:
-        """Records on disk, keyed (id, sample); a torn last line (a crash mid-write) is cut off."""
+        """Records on disk, keyed (id, sample). Unreadable lines (a torn last line after a
+        crash, or damage anywhere) are dropped and the file rewritten without them."""
         records: dict[tuple[str, int], dict] = {}
         if not self.items_path.exists():
             return records
-        good = 0
+        bad = 0
         with open(self.items_path, "rb") as f:
             for line in f:
                 try:
                     rec = json.loads(line)
-                except ValueError:
-                    break
-                if not line.endswith(b"\n"):
-                    break
-                records.setdefault((str(rec["id"]), int(rec["sample"])), rec)
-                good += len(line)
-        if good != self.items_path.stat().st_size:
-            with open(self.items_path, "r+b") as f:
-                f.truncate(good)
+                    key = (str(rec["id"]), int(rec["sample"]))
+                    if not line.endswith(b"\n"):
+                        raise ValueError("torn")
+                except (ValueError, KeyError, TypeError):
+                    bad += 1
+                    continue
+                records.setdefault(key, rec)
+        if bad:
+            print(f"note: dropped {bad} unreadable line(s) from {self.items_path}; they will be redone",
+                  file=sys.stderr)
+            _write_atomic(self.items_path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                   for r in records.values()))
         return records
 
     def add(self, rec: dict) -> None:
@@ -87,6 +99,22 @@ class RunDir:
         _write_atomic(self.path / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
 
 
+def _lock(path: Path):
+    """Hold an exclusive lock on the run directory for this process's lifetime: two runs
+    appending to one items.jsonl would duplicate records."""
+    f = open(path / ".lock", "w")
+    try:
+        import fcntl
+
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not POSIX: no lock
+        pass
+    except OSError:
+        f.close()
+        raise R1VError(f"another r1v eval is writing to {path}; wait for it, or use another --out") from None
+    return f
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -95,7 +123,14 @@ def _write_atomic(path: Path, text: str) -> None:
 
 # ---------------------------------------------------------------- scoring one output
 def record(task: Task, item: Item, sample: int, output: str, *, think: bool, verifier, judge,
-           finished: bool | None = None, new_tokens: int | None = None) -> dict:
+           finished: bool | None = None, new_tokens: int | None = None, error: str | None = None) -> dict:
+    """The record of one output. A generation that failed for this item alone (a prompt longer
+    than the context, a request the server rejects) is recorded as unanswered, with the error."""
+    if error is not None:
+        return {"id": item.id, "sample": sample, "prompt": task.prompt(item), "images": len(item.images),
+                "output": "", "reasoning": "", "answer": None, "extracted": None, "gold": item.answer,
+                "correct": False, "scorer": "none:generation-failed", "error": error, "groups": item.groups,
+                "new_tokens": 0, "finished": False}
     score = task.score(item, output, think=think, verifier=verifier, judge=judge)
     ans = extract(output, think=think)
     return {
@@ -121,7 +156,7 @@ def evaluate(task: Task, items: list[Item], generator, sampling, run: RunDir, *,
     with tqdm(total=len(jobs), desc=f"{task.name}: generating", unit="output", disable=not jobs) as bar:
         for (iid, k), comp in generator.run(jobs, sampling):
             run.add(record(task, by_id[iid], k, comp.text, think=think, verifier=verifier, judge=judge,
-                           finished=comp.finished, new_tokens=comp.new_tokens))
+                           finished=comp.finished, new_tokens=comp.new_tokens, error=comp.error))
             bar.update()
     return finish(task, items, run, samples)
 
@@ -137,7 +172,11 @@ def score_responses(task: Task, items: list[Item], responses: str | Path, run: R
     rows = {str(it.info["row"]): it.id for it in items if "row" in it.info}  # GPQA: row numbers work too
     seen: Counter = Counter()
     outputs = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise R1VError(f"{path} is not UTF-8 text") from None
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -149,18 +188,17 @@ def score_responses(task: Task, items: list[Item], responses: str | Path, run: R
             raise R1VError(f"{path}:{n}: output must be a string")
         iid = iid if iid in by_id else rows.get(iid, iid)
         if iid not in by_id:
-            raise R1VError(f"{path}:{n}: id {iid!r} is not in the {task.name} data "
-                           f"(ids look like {next(iter(by_id))!r})")
+            raise R1VError(f"{path}:{n}: id {iid!r} is not among the {len(by_id)} {task.name} items read "
+                           f"(ids look like {next(iter(by_id))!r}; --limit shortens the list)")
         outputs.append((iid, seen[iid], out))
         seen[iid] += 1
     if not outputs:
         raise R1VError(f"{path}: no responses")
     samples = max(seen.values())
-    scored_items = [it for it in items if it.id in seen]
     for iid, k, out in tqdm(outputs, desc=f"{task.name}: scoring", unit="output"):
         if (iid, k) not in run.records:
             run.add(record(task, by_id[iid], k, out, think=think, verifier=verifier, judge=judge))
-    return finish(task, scored_items, run, samples)
+    return finish(task, items, run, samples)
 
 
 def finish(task: Task, items: list[Item], run: RunDir, samples: int) -> dict:
@@ -209,6 +247,7 @@ def summarize(task: Task, items: list[Item], records: list[dict], samples: int) 
     return {
         "bench": task.name, "title": task.title, "items": len(wanted), "items_in_data": len(items),
         "samples": samples, "outputs": len(mine), "complete": len(mine) == len(items) * samples,
+        "generation_failed": sum(r["scorer"] == "none:generation-failed" for r in mine),
         "accuracy": round(acc, 2), "ci95": [round(lo, 2), round(hi, 2)],
         "answered": round(100 * sum(not r["scorer"].startswith("none") for r in mine) / max(1, len(mine)), 2),
         "unfinished": sum(r["finished"] is False for r in mine),
@@ -218,7 +257,7 @@ def summarize(task: Task, items: list[Item], records: list[dict], samples: int) 
     }
 
 
-def print_summary(summary: dict, out: Path) -> None:
+def print_summary(summary: dict, out: Path, *, resumable: bool = True) -> None:
     print(f"\n{summary['title']}: {summary['accuracy']:.1f}% pass@1 "
           f"(95% CI {summary['ci95'][0]:.1f}-{summary['ci95'][1]:.1f}), {summary['items']} items x "
           f"{summary['samples']} sample(s); answered {summary['answered']:.1f}%; scored by "
@@ -226,6 +265,9 @@ def print_summary(summary: dict, out: Path) -> None:
     for key, vals in summary["groups"].items():
         if 1 < len(vals) <= 40:
             print(f"  by {key}: " + ", ".join(f"{v} {s['accuracy']:.0f}% ({s['n']})" for v, s in vals.items()))
+    if summary["generation_failed"]:
+        print(f"  {summary['generation_failed']} output(s) could not be generated (see `error` in the records)")
     if not summary["complete"]:
-        print("  incomplete: run the same command again to finish")
+        print(f"  partial: {summary['items']} of {summary['items_in_data']} items"
+              + (" (run the same command again to finish)" if resumable else ""))
     print(f"records: {out / 'items.jsonl'}  summary: {out / 'summary.json'}")

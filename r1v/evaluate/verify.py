@@ -10,7 +10,9 @@ SymPy call stuck in C code (a huge integer power) is not interrupted at all. Her
 comparison that needs SymPy runs in a worker process; the caller waits at most `timeout`
 seconds, and a worker that overruns is killed and replaced. That bound holds in threads (TRL
 reward functions, thread pools) and in worker processes alike. A replacement worker starts
-in about half a second (importing SymPy), outside the caller's time bound.
+in about half a second (importing SymPy), outside the caller's time bound. Workers die with
+their parent (Linux) and have their address space capped (`R1V_VERIFY_MEMORY`, default 4 GiB),
+so a comparison that explodes ends as a wrong answer, not a swapping machine.
 
 Two cheap paths never leave the process: identical normalised strings, and two plain
 integers or fractions (compared exactly). A decimal that differs goes to math-verify, which
@@ -119,13 +121,35 @@ def check(gold: str, pred: str, pred_boxed: bool = True) -> Verdict:
     return Verdict(True, "math-verify")
 
 
+def _guard_worker(memory_bytes: int) -> None:
+    """Die with the parent, and cap memory: a runaway comparison must not outlive the caller
+    (it is busy in C and would never read the closed stdin) nor eat the machine."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+        if os.getppid() == 1:  # the parent is already gone
+            os._exit(0)
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def serve() -> None:
     """Worker loop: one JSON job per stdin line, one JSON verdict per stdout line."""
+    _guard_worker(int(os.environ.get("R1V_VERIFY_MEMORY", 4 << 30)))
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     for line in sys.stdin:
         try:
             verdict = check(*json.loads(line))
-        except Exception as e:  # a parse error is a wrong answer, never a crash
+        except Exception as e:  # a parse error, MemoryError, ...: a wrong answer, never a crash
             verdict = Verdict(False, f"error:{type(e).__name__}")
         sys.stdout.write(json.dumps([verdict.equal, verdict.how]) + "\n")
         sys.stdout.flush()
@@ -187,8 +211,8 @@ class MathVerifier:
     """`verifier(gold, pred)` -> Verdict, never taking longer than `timeout` seconds of SymPy."""
 
     def __init__(self, timeout: float = DEFAULT_TIMEOUT, workers: int = 1, cache_size: int = 100_000):
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
+        if not (0 < timeout < 86_400):  # also refuses nan and inf
+            raise R1VError(f"the verification timeout must be between 0 and 86400 seconds, got {timeout}")
         self.timeout, self.workers, self.cache_size = timeout, max(1, workers), cache_size
         self._slots: queue.Queue = queue.Queue()
         for _ in range(self.workers):
@@ -235,6 +259,11 @@ class MathVerifier:
         except (EOFError, OSError, BrokenPipeError):  # the worker died (e.g. out of memory)
             worker = None
             return Verdict(False, "error:worker-died")
+        except BaseException:  # interrupted (Ctrl-C) with a reply in flight: the worker is out of step
+            if worker is not None:
+                worker.kill()
+            worker = None
+            raise
         finally:
             self._slots.put(worker)
 

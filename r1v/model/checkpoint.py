@@ -545,6 +545,21 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
+def resolve_device(name: str | None) -> str:
+    """A checked device name: None -> cuda when there is a GPU, else cpu."""
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise R1VError(f"unknown device {name!r}; use cpu, cuda, cuda:1, ...") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise R1VError(f"--device {name}: no CUDA GPU is available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise R1VError(f"--device {name}: there are only {torch.cuda.device_count()} GPU(s)")
+    return name
+
+
 def load_model(path: str | os.PathLike, *, dtype: str | torch.dtype | None = "auto", device: str = "cpu",
                device_map: str | dict | None = None, quantization: str | None = None,
                allow_pickle: bool = False):

@@ -17,10 +17,10 @@ class AIME24(Task):
 
     def read(self, path, *, seed: int = 0) -> list[Item]:
         rows = read_rows(path)
-        need(rows[0], ("problem", "answer"), "AIME 2024")
-        return [Item(id=str(r.get("id", n)), question=r["problem"], answer=str(r["answer"]).strip(),
+        need(rows, ("id", "problem", "answer"), "AIME 2024")
+        return [Item(id=str(r["id"]), question=r["problem"], answer=str(r["answer"]).strip(),
                      groups={"year": str(r["year"])} if r.get("year") else {})
-                for n, r in enumerate(rows)]
+                for r in rows]
 
     def prompt(self, item: Item) -> str:
         return math_prompt(item.question)

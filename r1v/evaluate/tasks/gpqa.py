@@ -51,7 +51,7 @@ class GPQA(Task):
 
     def read(self, path, *, seed: int = 0) -> list[Item]:
         rows = read_rows(path)
-        need(rows[0], ("Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
+        need(rows, ("Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
                        "Incorrect Answer 3"), "GPQA")
         items = []
         for n, r in enumerate(rows):

@@ -44,12 +44,12 @@ class MATH500(Task):
 
     def read(self, path, *, seed: int = 0) -> list[Item]:
         rows = read_rows(path)
-        need(rows[0], ("problem", "answer"), "MATH-500")
+        need(rows, ("problem", "answer", "unique_id"), "MATH-500")
         items = []
-        for n, r in enumerate(rows):
+        for r in rows:
             gold = last_boxed(r.get("solution") or "") or str(r["answer"])
             groups = {k: str(r[k]) for k in ("subject", "level") if r.get(k) is not None}
-            items.append(Item(id=str(r.get("unique_id") or n), question=r["problem"], answer=gold, groups=groups))
+            items.append(Item(id=str(r["unique_id"]), question=r["problem"], answer=gold, groups=groups))
         return items
 
     def prompt(self, item: Item) -> str:

@@ -87,7 +87,7 @@ class MathVista(Task):
 
     def read(self, path, *, seed: int = 0) -> list[Item]:
         rows = read_rows(path, prefer=self.prefer_files)
-        need(rows[0], ("pid", "question", "answer", "question_type", "answer_type"), "MathVista")
+        need(rows, ("pid", "question", "answer", "question_type", "answer_type"), "MathVista")
         base = Path(path) if Path(path).is_dir() else Path(path).parent
         items = []
         for r in rows:
@@ -98,14 +98,17 @@ class MathVista(Task):
             groups = {k: str(meta[k]) for k in ("task", "category") if meta.get(k)}
             choices = list(r["choices"]) if r.get("choices") is not None and len(r["choices"]) else None
             items.append(Item(
-                id=str(r["pid"]), question=r.get("query") or r["question"], answer=str(r["answer"]),
+                id=str(r["pid"]), question=r["question"], answer=str(r["answer"]),
                 images=[img] if img else [], choices=choices, groups=groups,
                 info={"question_type": r["question_type"], "answer_type": r["answer_type"],
-                      "precision": _precision(r.get("precision")), "unit": r.get("unit")}))
+                      "precision": _precision(r.get("precision")), "unit": r.get("unit"),
+                      "query": r.get("query")}))
         return items
 
     def prompt(self, item: Item) -> str:
-        return f"{item.question}\nPlease {BOXED_HINT}."
+        # The published query carries the hint and the choices; `question` is the bare question
+        # (what `r1v eval leakage` compares: the hints are shared boilerplate).
+        return f"{item.info.get('query') or item.question}\nPlease {BOXED_HINT}."
 
     def rules(self, item, text, *, boxed, verifier):
         info = item.info

@@ -144,7 +144,7 @@ class MMMU(Task):
 
     def read(self, path, *, seed: int = 0) -> list[Item]:
         rows = read_rows(path, prefer=self.prefer_files)
-        need(rows[0], ("id", "question", "options", "answer"), "MMMU")
+        need(rows, ("id", "question", "options", "answer"), "MMMU")
         items = []
         for r in rows:
             options = _literal(r["options"]) or []
