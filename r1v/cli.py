@@ -21,12 +21,11 @@ DIM, BOLD, RESET = "\033[2m", "\033[1m", "\033[0m"
 
 
 def _quiet_transformers() -> None:
+    # Environment only: transformers reads these when (and if) a command imports it, so
+    # commands that never touch a model (eval score, report) do not pay for importing it.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here ever downloads
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
 
 
 # ------------------------------------------------------------------ chat
@@ -44,7 +43,7 @@ def _add_load_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    from r1v.chat import GenerationOptions
+    from r1v.generation import GenerationOptions
 
     d = GenerationOptions()
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help=f"default {d.max_new_tokens}")
@@ -231,9 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _quiet_transformers()
     try:
+        args = build_parser().parse_args(argv)
+        _quiet_transformers()
         return args.func(args)
     except R1VError as e:
         print(f"r1v: error: {e}", file=sys.stderr)
