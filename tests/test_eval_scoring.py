@@ -327,15 +327,20 @@ def test_an_interrupted_comparison_does_not_shift_later_verdicts():
     import os
     import signal
 
-    with MathVerifier(timeout=30.0) as v:
-        v("\\frac12", "0.5")
-        # a real SIGINT (as Ctrl-C sends), which also wakes the caller blocked in select()
-        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
-        with pytest.raises(KeyboardInterrupt):
-            v("1", "\\sum_{k=1}^{8000} \\frac{1}{k^2}")  # seconds of SymPy, then "not equal"
-        # the interrupted comparison's late reply must not answer the next question
-        assert v("\\frac{1}{4}", "0.25").equal is True
-        assert v("\\frac{1}{3}", "0.25").equal is False
+    # A real SIGINT (as Ctrl-C sends), which also wakes the caller blocked in select(); with
+    # Python's own handler, which a shell's background job would otherwise have ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with MathVerifier(timeout=30.0) as v:
+            v("\\frac12", "0.5")
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            with pytest.raises(KeyboardInterrupt):
+                v("1", "\\sum_{k=1}^{8000} \\frac{1}{k^2}")  # seconds of SymPy, then "not equal"
+            # the interrupted comparison's late reply must not answer the next question
+            assert v("\\frac{1}{4}", "0.25").equal is True
+            assert v("\\frac{1}{3}", "0.25").equal is False
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
