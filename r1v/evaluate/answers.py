@@ -24,6 +24,11 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
 
 
+def unwrap_text(s: str) -> str:
+    """`\\text{B}` -> `B` (also `\\textbf`, `\\mathrm`, `\\mbox`)."""
+    return _TEXT_WRAPPER.sub(r"\1", s)
+
+
 @dataclass(frozen=True)
 class Answer:
     reasoning: str
@@ -72,5 +77,5 @@ def extract(output: str, *, think: bool = True) -> Answer:
         return Answer(reasoning, None, None, False)
     boxed = last_boxed(text)
     if boxed is not None:
-        return Answer(reasoning, text, _TEXT_WRAPPER.sub(r"\1", boxed).strip(), True)
+        return Answer(reasoning, text, unwrap_text(boxed).strip(), True)
     return Answer(reasoning, text, text.strip(), False)

@@ -44,6 +44,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from r1v.errors import R1VError
+from r1v.evaluate.answers import unwrap_text
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -55,13 +56,12 @@ class Verdict:
 
 
 # ---------------------------------------------------------------- cheap paths (no SymPy)
-_WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
 _PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?")
 
 
 def normalise(s: str) -> str:
     """Whitespace, `$`, `\\!`, `\\left/\\right`, text wrappers and a final full stop removed."""
-    s = _WRAPPERS.sub(r"\1", s)
+    s = unwrap_text(s)
     for junk in ("$", "\\!", "\\,", "\\;", "\\left", "\\right"):
         s = s.replace(junk, "")
     s = "".join(s.split())

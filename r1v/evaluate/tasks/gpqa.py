@@ -19,11 +19,11 @@ from __future__ import annotations
 import random
 import re
 
+from r1v.evaluate.answers import unwrap_text
 from r1v.evaluate.data import need, read_rows
 from r1v.evaluate.tasks import Item, Task
 
 LETTERS = "ABCD"
-_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
 # The phrases match in any case, the letter only in capitals: "the final answer is a
 # decrease..." must not read as A. A line "starts with X" only as "X)", "X.", "X:" or a lone
 # X, so a sentence opening with the article "A" is not an answer.
@@ -38,7 +38,7 @@ LETTER_RULES = (
 
 def extract_letter(text: str) -> tuple[str | None, str]:
     """(letter, rule) by the ordered rules; (None, "none") when no rule matches."""
-    text = _TEXT.sub(r"\1", text)
+    text = unwrap_text(text)
     for rule, pattern in LETTER_RULES:
         found = pattern.findall(text)
         if found:
