@@ -5,6 +5,7 @@
     r1v convert SRC DST --to hf|skywork [--dtype bf16]
     r1v chat --model DIR --image a.png [--image b.png] "question"   # no question: interactive
     r1v eval run|score|report|leakage ...     # benchmarks with their official scoring rules
+    r1v world build|show                       # the mini-world: offline tasks and tiny trained backbones
 
 User mistakes end with one line on stderr and exit status 2, never a traceback.
 """
@@ -226,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     from r1v.evaluate.cli import add_parser as add_eval
 
     add_eval(sub)
+    from r1v.world.cli import add_parser as add_world
+
+    add_world(sub)
     return ap
 
 

@@ -8,7 +8,8 @@ Skywork tokenizer (which has the tokens but not the names) works unchanged.
 
 `tiny_tokenizer()` is a byte-level BPE with no merges (256 byte symbols + the specials):
 it round-trips any text, needs no training and no download, and is what the `tiny`
-preset and the tests use.
+preset and the tests use. `train_bpe_tokenizer(texts, vocab_size=...)` learns merges on a
+corpus (the mini-world's tokenizer), still byte-level, so it round-trips any text too.
 """
 
 from __future__ import annotations
@@ -56,13 +57,41 @@ def load_tokenizer(path: str, **kwargs) -> PreTrainedTokenizerBase:
 
 def tiny_tokenizer(template: str = "r1v") -> PreTrainedTokenizerFast:
     """A byte-level tokenizer (no merges) with the R1V specials, for tiny models and tests."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import pre_tokenizers
 
     byte_symbols = list(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {s: i for i, s in enumerate(sorted(byte_symbols))}
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    return _wrap(_byte_level({s: i for i, s in enumerate(sorted(byte_symbols))}, [], use_regex=False), template)
+
+
+def train_bpe_tokenizer(texts, *, vocab_size: int, template: str = "r1v") -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on `texts`, with the R1V specials.
+
+    Every byte is in the vocabulary, so any text round-trips; frequent words and numbers of
+    the corpus become single tokens (GPT-2's split: a number is never merged with a word).
+    Training is deterministic: the same texts give the same vocabulary and merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    core.train_from_iterator(texts, trainer=trainer)
+    return _wrap(core, template)
+
+
+def _byte_level(vocab: dict, merges: list, *, use_regex: bool):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    core = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=use_regex)
+    core.decoder = decoders.ByteLevel()
+    return core
+
+
+def _wrap(core, template: str) -> PreTrainedTokenizerFast:
     tmpl = T.get_template(template)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,

@@ -1,0 +1,365 @@
+"""Build the mini-world: data, tokenizer, base / substitute / reasoning LMs and the vision encoder.
+
+    r1v world build [--out DIR] [--preset default|small] [key=value ...]   # prints the table
+    python -m r1v.world.build --preset small --out /tmp/world               # the same
+
+Every stage saves into its own folder under DIR and is recorded in `DIR/world.json` (its time,
+the process's peak memory so far, and a hash of what it wrote). A build that stops half way
+resumes at the first missing stage; a finished build is reused as is (the recipe calls
+`ensure_world`). The same config and seed give the same hashes.
+
+Layout:
+    world.json              config, scores, hashes, timings
+    data/                   visual-{train,val,test}.jsonl (+ images/), text-{train,val,test}.jsonl
+    tokenizer/              byte-level BPE trained on the world's text, with R1V's special tokens
+    base/ substitute/ reasoning/    Qwen2ForCausalLM (+ tokenizer): transformers loads each directly
+    vision/                 InternVLVisionModel
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from r1v.errors import R1VError
+
+DEFAULT_DIR = Path(os.environ.get("R1V_CACHE", Path.home() / ".cache" / "r1v")) / "world"
+STAGES = ("data", "tokenizer", "base", "substitute", "reasoning", "vision", "scores")
+
+
+@dataclass
+class WorldConfig:
+    seed: int = field(default=0, metadata={"help": "one seed for the data, the weights and the batches"})
+    visual_train: int = field(default=4000, metadata={"help": "visual problems written to data/visual-train.jsonl"})
+    visual_eval: int = field(default=400, metadata={"help": "visual problems in each of val and test"})
+    text_train: int = field(default=4000, metadata={"help": "text-only problems written to data/text-train.jsonl"})
+    text_eval: int = field(default=400, metadata={"help": "text-only problems in each of val and test"})
+    vocab_size: int = field(default=512, metadata={"help": "BPE vocabulary (bytes + merges), before the specials"})
+    lm_hidden: int = field(default=128, metadata={"help": "LM width"})
+    lm_layers: int = field(default=3, metadata={"help": "LM depth"})
+    lm_intermediate: int = field(default=256, metadata={"help": "LM MLP width"})
+    lm_problems: int = field(default=40000, metadata={"help": "training problems the LMs are trained on"})
+    base_steps: int = field(default=1500, metadata={"help": "base LM pretraining steps"})
+    tune_steps: int = field(default=300, metadata={"help": "fine-tuning steps of the substitute and reasoning LMs"})
+    lm_batch: int = field(default=32, metadata={"help": "sequences per LM step"})
+    lm_lr: float = field(default=3e-3, metadata={"help": "base LM peak learning rate (fine-tuning: half)"})
+    drill_share: float = field(default=0.4, metadata={"help": "share of arithmetic drills in pretraining"})
+    direct_share: float = field(default=0.3, metadata={"help": "share of pretraining problems without a solution"})
+    vit_hidden: int = field(default=64, metadata={"help": "vision encoder width"})
+    vit_layers: int = field(default=4, metadata={"help": "vision encoder depth"})
+    vit_images: int = field(default=4000, metadata={"help": "pretraining images"})
+    vit_steps: int = field(default=1000, metadata={"help": "vision pretraining steps"})
+    vit_batch: int = field(default=64, metadata={"help": "images per vision step"})
+    vit_lr: float = field(default=3e-3, metadata={"help": "vision peak learning rate"})
+    probe_images: int = field(default=1600, metadata={"help": "images for the linear probe (half fit, half score)"})
+
+
+PRESETS = {
+    "default": WorldConfig(),
+    # Seconds, for tests: every stage runs, nothing is expected to be learnt.
+    "small": WorldConfig(visual_train=40, visual_eval=16, text_train=40, text_eval=16, vocab_size=300,
+                         lm_hidden=32, lm_layers=1, lm_intermediate=64, lm_problems=300, base_steps=4,
+                         tune_steps=2, lm_batch=8, vit_hidden=16, vit_layers=1, vit_images=32, vit_steps=2,
+                         vit_batch=8, probe_images=32),
+}
+
+
+def config_from(preset: str = "default", overrides: dict | None = None) -> WorldConfig:
+    if preset not in PRESETS:
+        raise R1VError(f"unknown world preset {preset!r}; choose from {', '.join(PRESETS)}")
+    cfg = copy.deepcopy(PRESETS[preset])
+    fields = {f.name: f for f in dataclasses.fields(WorldConfig)}
+    for k, v in (overrides or {}).items():
+        if k not in fields:
+            raise R1VError(f"unknown world setting {k!r}; known: {', '.join(fields)}")
+        kind = type(getattr(cfg, k))
+        try:
+            setattr(cfg, k, kind(v))
+        except ValueError:
+            raise R1VError(f"world setting {k}={v!r} is not a {kind.__name__}") from None
+        if getattr(cfg, k) < 0 or (kind is int and k.endswith(("steps", "batch", "layers")) and getattr(cfg, k) < 1):
+            raise R1VError(f"world setting {k}={v!r} is out of range")
+    return cfg
+
+
+# --------------------------------------------------------------------------- bookkeeping
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def tree_hash(path: Path) -> str:
+    """sha256 over every file under `path` (names and bytes), for the determinism check."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class Manifest:
+    def __init__(self, root: Path, cfg: WorldConfig):
+        self.path = root / "world.json"
+        self.root = root
+        self.data = {"config": asdict(cfg), "stages": {}, "scores": {}}
+        if self.path.exists():
+            old = json.loads(self.path.read_text())
+            if old.get("config") != self.data["config"]:
+                raise R1VError(
+                    f"{root} holds a world built with other settings; use another --out, or --rebuild to replace it")
+            self.data = old
+
+    def done(self, stage: str) -> bool:
+        return stage in self.data["stages"] and (stage == "scores" or (self.root / stage).exists())
+
+    def record(self, stage: str, seconds: float, **extra) -> None:
+        entry = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb())}
+        if (self.root / stage).is_dir():
+            entry["hash"] = tree_hash(self.root / stage)
+        self.data["stages"][stage] = {**entry, **extra}
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.path)
+
+
+def _stage_dir(root: Path, stage: str) -> Path:
+    """A fresh temporary folder for `stage`; `_publish` renames it into place when complete."""
+    tmp = root / f".{stage}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _publish(root: Path, stage: str, tmp: Path) -> Path:
+    final = root / stage
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.replace(final)
+    return final
+
+
+# --------------------------------------------------------------------------- build
+def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
+          log: Callable[[str], None] = print) -> dict:
+    """Build (or finish, or reuse) the world at `out`; returns the manifest's data."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from r1v.model.tokenizer import load_tokenizer, train_bpe_tokenizer
+    from r1v.world import lm, vit
+    from r1v.world.data import SPLITS, read_jsonl, stream, write_split
+    from r1v.world.scenes import FAMILIES, draw, make_problem
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise R1VError(f"--out {out} is a file, not a folder")
+    if rebuild and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    man = Manifest(out, cfg)
+    seed = cfg.seed
+
+    def stage(name: str):
+        if man.done(name):
+            log(f"  {name}: reused")
+            return None
+        return time.perf_counter()
+
+    def bar(desc: str, total: int):
+        return tqdm(total=total, desc=f"  {desc}", unit="step", leave=False, dynamic_ncols=True)
+
+    # ---- data
+    if (t := stage("data")) is not None:
+        tmp = _stage_dir(out, "data")
+        for split in SPLITS:
+            n_vis = cfg.visual_train if split == "train" else cfg.visual_eval
+            n_txt = cfg.text_train if split == "train" else cfg.text_eval
+            write_split(tmp, split, visual=n_vis, text=n_txt, seed=seed)
+        _publish(out, "data", tmp)
+        man.record("data", time.perf_counter() - t)
+        log(f"  data: {time.perf_counter() - t:.1f} s")
+
+    cache: dict[str, list] = {}
+
+    def lm_problems() -> list:  # drawn only when a stage needs them (a finished world needs none)
+        if "p" not in cache:
+            cache["p"] = list(islice(stream("train", seed=f"lm:{seed}"), cfg.lm_problems))
+        return cache["p"]
+
+    # ---- tokenizer
+    if (t := stage("tokenizer")) is not None:
+        from r1v.world.data import target
+
+        corpus = [f"{p.prompt(text_only=True)}\nSolution: {p.reasoning}\nThe answer is {p.answer}.\n"
+                  f"{target(p, 'reasoning')}" for p in lm_problems()[:5000]]
+        tok = train_bpe_tokenizer(corpus, vocab_size=cfg.vocab_size)
+        tmp = _stage_dir(out, "tokenizer")
+        tok.save_pretrained(tmp)
+        _publish(out, "tokenizer", tmp)
+        man.record("tokenizer", time.perf_counter() - t, tokens=len(tok))
+        log(f"  tokenizer: {len(tok)} tokens")
+    tok = load_tokenizer(str(out / "tokenizer"))
+    vocab = len(tok) + (-len(tok)) % 64  # a multiple of 64 rows, as real vocabularies are padded
+    size = lm.LMSize(cfg.lm_hidden, cfg.lm_layers, max(1, cfg.lm_hidden // 32), max(1, cfg.lm_hidden // 64),
+                     cfg.lm_intermediate)
+
+    def save_lm(model, name: str, t0: float, losses: list[float]) -> None:
+        tmp = _stage_dir(out, name)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "losses.json").write_text(json.dumps([round(x, 4) for x in losses]))
+        _publish(out, name, tmp)
+        man.record(name, time.perf_counter() - t0, final_loss=round(sum(losses[-20:]) / len(losses[-20:]), 4),
+                   params=sum(p.numel() for p in model.parameters()))
+
+    def train_with_bar(model, examples, steps, lr, desc, seed_):
+        with bar(desc, steps) as b:
+            def tick(step, loss):
+                b.update(1)
+                if step % 10 == 0:
+                    b.set_postfix(loss=f"{loss:.3f}")
+            return lm.train(model, examples, steps=steps, batch_size=cfg.lm_batch, lr=lr,
+                            pad_id=tok.pad_token_id, seed=seed_, progress=tick)
+
+    # ---- base LM
+    if (t := stage("base")) is not None:
+        rng = random.Random(f"base:{seed}")
+        probs = lm_problems()
+        examples = lm.base_examples(tok, probs, worked=[rng.random() >= cfg.direct_share for _ in probs])
+        n_drills = int(cfg.drill_share * len(examples) / max(1e-9, 1 - cfg.drill_share))
+        examples += lm.documents(tok, [lm.drill_text(rng) for _ in range(n_drills)])
+        model = lm.new_lm(vocab, size, seed=seed)
+        losses = train_with_bar(model, examples, cfg.base_steps, cfg.lm_lr, "base LM", seed)
+        save_lm(model, "base", t, losses)
+        log(f"  base LM: loss {losses[-1]:.3f}, {time.perf_counter() - t:.0f} s")
+
+    # ---- substitute and reasoning LMs, both from the base
+    from transformers import AutoModelForCausalLM
+
+    for name, style in (("substitute", "direct"), ("reasoning", "reasoning")):
+        if (t := stage(name)) is not None:
+            model = AutoModelForCausalLM.from_pretrained(out / "base")
+            # As many examples as the steps see (the problems are already in random order).
+            examples = lm.chat_examples(tok, lm_problems()[: cfg.tune_steps * cfg.lm_batch], style)
+            losses = train_with_bar(model, examples, cfg.tune_steps, cfg.lm_lr / 2, f"{name} LM", seed + 1)
+            save_lm(model, name, t, losses)
+            log(f"  {name} LM: loss {losses[-1]:.3f}, {time.perf_counter() - t:.0f} s")
+
+    # ---- vision encoder
+    def render(n: int, tag: str):
+        probs = [make_problem(FAMILIES[i % len(FAMILIES)], f"vit:{tag}:{seed}:{i}") for i in range(n)]
+        import numpy as np
+
+        return probs, torch.from_numpy(np.stack([np.array(draw(p)) for p in probs]))
+
+    if (t := stage("vision")) is not None:
+        probs, images = render(cfg.vit_images, "train")
+        model = vit.new_vit(vit.ViTSize(cfg.vit_hidden, cfg.vit_layers, max(1, cfg.vit_hidden // 16),
+                                        2 * cfg.vit_hidden), seed=seed)
+        with bar("vision encoder", cfg.vit_steps) as b:
+            losses = vit.pretrain(model, probs, images, steps=cfg.vit_steps, batch_size=cfg.vit_batch,
+                                  lr=cfg.vit_lr, seed=seed, progress=lambda s, loss: b.update(1))
+        tmp = _stage_dir(out, "vision")
+        model.save_pretrained(tmp)
+        (tmp / "losses.json").write_text(json.dumps([round(x, 4) for x in losses]))
+        _publish(out, "vision", tmp)
+        man.record("vision", time.perf_counter() - t, final_loss=round(losses[-1], 4),
+                   params=sum(p.numel() for p in model.parameters()))
+        log(f"  vision encoder: loss {losses[-1]:.3f}, {time.perf_counter() - t:.0f} s")
+
+    # ---- held-out scores
+    if (t := stage("scores")) is not None:
+        from transformers import InternVLVisionModel
+
+        scores = {}
+        text_test = [r for r in read_jsonl(out / "data" / "text-test.jsonl") if r["steps"] >= 2]
+        visual_test = read_jsonl(out / "data" / "visual-test.jsonl")
+        for name in ("base", "substitute", "reasoning"):
+            if name == "base":
+                continue  # the base model has no chat template; it is judged through its two children
+            model = AutoModelForCausalLM.from_pretrained(out / name).eval()
+            scores[f"{name}_text"], _ = lm.accuracy(model, tok, text_test)
+            scores[f"{name}_blind"], _ = lm.accuracy(model, tok, visual_test, text_only=False)
+        scores["majority_blind"] = majority_baseline(read_jsonl(out / "data" / "visual-train.jsonl"), visual_test)
+        encoder = InternVLVisionModel.from_pretrained(out / "vision").eval()
+        half = cfg.probe_images // 2
+        fit, test = render(half, "probe-fit"), render(cfg.probe_images - half, "probe-test")
+        scores["probe"] = vit.probe(encoder, fit, test)
+        scores["text_items"], scores["visual_items"] = len(text_test), len(visual_test)
+        man.data["scores"] = scores
+        man.record("scores", time.perf_counter() - t)
+    return man.data
+
+
+def majority_baseline(train_rows: list[dict], test_rows: list[dict]) -> float:
+    """Accuracy of always giving the commonest training answer of the same question (the best a
+    model that never looks at the picture can do, question by question)."""
+    from collections import Counter
+
+    by_q: dict[str, Counter] = {}
+    for r in train_rows:
+        by_q.setdefault((r["question"], bool(r["choices"])), Counter())[r["answer"]] += 1
+    overall = Counter(r["answer"] for r in train_rows)
+    hits = 0
+    for r in test_rows:
+        guess = (by_q.get((r["question"], bool(r["choices"]))) or overall).most_common(1)[0][0]
+        hits += guess == r["answer"]
+    return hits / max(1, len(test_rows))
+
+
+def table(data: dict) -> str:
+    """The build's summary: each backbone's held-out score, build time and peak memory."""
+    st, sc = data["stages"], data.get("scores", {})
+    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    probe = sc.get("probe", {})
+    cfg = data["config"]
+    rows = [
+        ("data", f"{cfg['visual_eval']} visual + {cfg['text_eval']} text problems per eval split", "data"),
+        ("tokenizer", f"{st.get('tokenizer', {}).get('tokens', '?')} tokens, byte-level (round-trips any text)",
+         "tokenizer"),
+        ("base LM", f"pretraining loss {st.get('base', {}).get('final_loss', '?')}", "base"),
+        ("substitute LM", f"text accuracy {pct(sc['substitute_text'])} (answers directly)" if sc else "", "substitute"),
+        ("reasoning LM", f"text accuracy {pct(sc['reasoning_text'])} (<think>, then \\boxed{{}})" if sc else "",
+         "reasoning"),
+        ("vision encoder", "linear probe " + ", ".join(f"{a} {pct(v)}" for a, v in probe.items()), "vision"),
+    ]
+    lines = ["| backbone | held-out score | build s | peak RSS MB | hash |", "|---|---|---|---|---|"]
+    for name, score, key in rows:
+        s = st.get(key, {})
+        cells = [name, score, s.get("seconds", ""), s.get("peak_rss_mb", ""), s.get("hash", "")]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    total = sum(s["seconds"] for s in st.values())
+    lines.append(f"| **total** | | {total:.0f} | {max((s['peak_rss_mb'] for s in st.values()), default=0)} | |")
+    if sc:
+        lines.append("")
+        lines.append(
+            f"Text accuracy: greedy, on {sc['text_items']} held-out text-only problems that need two steps or more. "
+            f"Ignoring the image: the reasoning LM answers the {sc['visual_items']} visual test questions without "
+            f"their pictures {pct(sc['reasoning_blind'])} of the time (substitute {pct(sc['substitute_blind'])}; "
+            f"the commonest training answer per question: {pct(sc['majority_blind'])}).")
+    return "\n".join(lines)
+
+
+def ensure_world(out: Path = DEFAULT_DIR, cfg: WorldConfig | None = None, **kwargs) -> Path:
+    """The world at `out`, built first if it is missing or unfinished."""
+    data = build(cfg or WorldConfig(), out, **kwargs)
+    assert all(s in data["stages"] for s in STAGES)
+    return Path(out)
+
+
+if __name__ == "__main__":
+    from r1v.world.cli import main
+
+    main(["build", *__import__("sys").argv[1:]])

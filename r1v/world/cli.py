@@ -1,0 +1,87 @@
+"""`r1v world build|show`: the mini-world's command line (see `r1v world --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from r1v.errors import R1VError
+
+EPILOG = """examples:
+  r1v world build                               # ~/.cache/r1v/world (R1V_CACHE moves it); reused when built
+  r1v world build --out runs/world seed=1       # another world; key=value overrides any setting below
+  r1v world show --split test --n 12 --out sheet.png
+
+settings (key=value), default preset:
+"""
+
+
+def _settings_help() -> str:
+    from r1v.world.build import WorldConfig
+
+    return "\n".join(f"  {f.name}={f.default!s:<8} {f.metadata.get('help', '')}"
+                     for f in dataclasses.fields(WorldConfig))
+
+
+def add_parser(sub) -> None:
+    w = sub.add_parser("world", help="the mini-world: offline visual reasoning tasks and tiny backbones",
+                       description="Build and look at the mini-world: synthetic visual reasoning tasks, a tokenizer, "
+                                   "base / substitute / reasoning LMs and a vision encoder, all trained here.",
+                       epilog=EPILOG + _settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    wsub = w.add_subparsers(dest="world_command", metavar="ACTION")
+    wsub.required = True
+    p = wsub.add_parser("build", help="build (or finish, or reuse) the world and print its table",
+                        epilog=EPILOG + _settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=None, help="world folder (default ~/.cache/r1v/world)")
+    p.add_argument("--preset", default="default", help="default, or small (seconds; nothing is learnt)")
+    p.add_argument("--rebuild", action="store_true", help="delete the folder and build from scratch")
+    p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting (listed below)")
+    p.set_defaults(func=cmd_build)
+
+    p = wsub.add_parser("show", help="a contact sheet of problems: picture, question, reasoning, answer")
+    p.add_argument("--world", default=None, help="world folder (default ~/.cache/r1v/world); without a built "
+                   "world, problems are generated on the fly")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default test)")
+    p.add_argument("--n", type=int, default=8, help="how many problems (default 8, two per family)")
+    p.add_argument("--out", default="world.png", help="the PNG to write (default world.png)")
+    p.set_defaults(func=cmd_show)
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for kv in pairs:
+        if "=" not in kv:
+            raise R1VError(f"settings are key=value, got {kv!r}; see `r1v world build --help`")
+        k, v = kv.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def cmd_build(a) -> int:
+    from pathlib import Path
+
+    from r1v.world.build import DEFAULT_DIR, build, config_from, table
+
+    cfg = config_from(a.preset, _overrides(a.settings))
+    out = Path(a.out) if a.out else DEFAULT_DIR
+    print(f"building the mini-world in {out}", file=sys.stderr)
+    data = build(cfg, out, rebuild=a.rebuild, log=lambda s: print(s, file=sys.stderr))
+    print(table(data))
+    return 0
+
+
+def cmd_show(a) -> int:
+    from pathlib import Path
+
+    from r1v.world.build import DEFAULT_DIR
+    from r1v.world.show import contact_sheet
+
+    if a.n < 1:
+        raise R1VError("--n must be at least 1")
+    world = Path(a.world) if a.world else DEFAULT_DIR
+    if a.world and not (world / "data").is_dir():
+        raise R1VError(f"{world} holds no built world (no data/ folder); run `r1v world build --out {world}`")
+    path = contact_sheet(world / "data" if (world / "data").is_dir() else None, a.split, a.n, Path(a.out))
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,213 @@
+"""The mini-world's language models: a base LM, and from it a substitute and a reasoning LM.
+
+As in R1V, the two LMs the method needs descend from one base, so they share an embedding space
+(Qwen2.5-32B -> Qwen2.5-32B-Instruct and DeepSeek-R1-Distill-Qwen-32B):
+
+* base: a Qwen2 decoder pretrained on plain text problems of the four families (the scene stated
+  in words), half of them with a worked solution, half with the answer alone;
+* substitute (the "instruct" model): the base fine-tuned on the chat template to answer directly,
+  `</think>\\n\\boxed{5}` (an empty think block);
+* reasoning (the "R1-distilled" model): the base fine-tuned to write its chain of thought first,
+  `red shapes 3. blue circles 2. 3 + 2 = 5.</think>\\n\\boxed{5}`.
+
+Training is a plain loop (AdamW, warm-up then cosine decay, right-padded batches, loss on the
+completion only for the chat models); scoring uses the evaluation harness's `world` task, so a
+held-out accuracy here is what `r1v eval run --bench world` reports.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase, Qwen2ForCausalLM
+
+from r1v.model.builder import tiny_language_config
+from r1v.model.templates import render
+from r1v.world.data import target
+from r1v.world.optim import Optimiser
+from r1v.world.scenes import COLOURS, MAX_BAR, SHAPES, Problem
+
+Example = tuple[list[int], list[int]]  # (input ids, labels with -100 where no loss)
+
+
+@dataclass
+class LMSize:
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 384
+    tied: bool = False  # R1V's LMs have an untied head
+
+
+def new_lm(vocab_size: int, size: LMSize, *, seed: int) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    cfg = tiny_language_config(
+        vocab_size, hidden_size=size.hidden, num_hidden_layers=size.layers, num_attention_heads=size.heads,
+        num_key_value_heads=size.kv_heads, intermediate_size=size.intermediate, max_position_embeddings=1024,
+        tie_word_embeddings=size.tied,
+    )
+    return Qwen2ForCausalLM(cfg)
+
+
+# --------------------------------------------------------------------------- examples
+def base_examples(tok: PreTrainedTokenizerBase, problems: Sequence[Problem], *,
+                  worked: Sequence[bool]) -> list[Example]:
+    """Pretraining documents: each text-only problem, a worked solution or not, the answer."""
+    texts = [p.prompt(text_only=True) + (f"\nSolution: {p.reasoning}" if w else "") + f"\nThe answer is {p.answer}."
+             for p, w in zip(problems, worked)]
+    return documents(tok, texts)
+
+
+def documents(tok: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[Example]:
+    """Plain-text training documents, BOS ... EOS, loss on every token."""
+    out = []
+    for ids in tok(texts, add_special_tokens=False)["input_ids"]:  # one batched call: fast tokenizers are
+        ids = [tok.bos_token_id, *ids, tok.eos_token_id]            # ~50x quicker than one call per text
+        out.append((ids, list(ids)))
+    return out
+
+
+def drill_text(rng: random.Random) -> str:
+    """A short pretraining drill of one skill every chain uses, many times over (a curriculum:
+    tiny models learn retrieval and counting far faster from dense drills than from whole problems).
+
+    arithmetic: "7 + 5 = 12. 20 - 3 = 17. ..." over the world's range (0..30 and 1..12);
+    lookup:     "Bars: red 5, blue 3, green 7, yellow 2. blue 3. red 5. ..." (find a key, copy its value);
+    counting:   "Objects: red circle, blue square, red square. red shapes 2. squares 2. ..."."""
+    kind = rng.choice(("arithmetic", "lookup", "counting"))
+    if kind == "arithmetic":
+        lines = []
+        for _ in range(6):
+            a, b = rng.randint(0, 30), rng.randint(1, 12)
+            lines.append(f"{a} - {b} = {a - b}." if a >= b and rng.random() < 0.5 else f"{a} + {b} = {a + b}.")
+        text = " ".join(lines)
+    elif kind == "lookup":
+        colours = rng.sample(COLOURS, 4)
+        values = {c: rng.randint(1, MAX_BAR) for c in colours}
+        asks = [rng.choice(colours) for _ in range(6)]
+        text = "Bars: " + ", ".join(f"{c} {values[c]}" for c in colours) + ". " + " ".join(
+            f"{c} {values[c]}." for c in asks)
+    else:
+        objs = [(rng.choice(COLOURS), rng.choice(SHAPES)) for _ in range(rng.randint(2, 8))]
+        asks = []
+        for _ in range(5):
+            if rng.random() < 0.5:
+                c = rng.choice(COLOURS)
+                asks.append(f"{c} shapes {sum(o[0] == c for o in objs)}.")
+            else:
+                sh = rng.choice(SHAPES)
+                asks.append(f"{sh}s {sum(o[1] == sh for o in objs)}.")
+        text = "Objects: " + ", ".join(f"{c} {sh}" for c, sh in objs) + ". " + " ".join(asks)
+    return text
+
+
+def chat_prompt(tok: PreTrainedTokenizerBase, question: str) -> list[int]:
+    return tok(render("r1v", [{"role": "user", "content": question}], bos_token=tok.bos_token),
+               add_special_tokens=False)["input_ids"]
+
+
+def chat_examples(tok: PreTrainedTokenizerBase, problems: Sequence[Problem], style: str) -> list[Example]:
+    """Chat-template examples of the text-only problems; the loss covers the completion only."""
+    prompts = [render("r1v", [{"role": "user", "content": p.prompt(text_only=True)}], bos_token=tok.bos_token)
+               for p in problems]
+    enc = tok(prompts, add_special_tokens=False)["input_ids"]
+    comp = tok([target(p, style) for p in problems], add_special_tokens=False)["input_ids"]
+    return [(pr + c + [tok.eos_token_id], [-100] * len(pr) + c + [tok.eos_token_id]) for pr, c in zip(enc, comp)]
+
+
+def collate(batch: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    n = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), n), pad_id)
+    labels = torch.full((len(batch), n), -100)
+    mask = torch.zeros((len(batch), n), dtype=torch.long)
+    for i, (x, y) in enumerate(batch):
+        ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+# --------------------------------------------------------------------------- training
+def train(
+    model: torch.nn.Module,
+    examples: Sequence[Example],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    pad_id: int,
+    seed: int,
+    warmup: float = 0.05,
+    weight_decay: float = 0.0,
+    progress: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Train on `examples` (shuffled epochs) for `steps` steps; returns the loss of every step."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    opt = Optimiser(model.parameters(), lr=lr, steps=steps, weight_decay=weight_decay, warmup=warmup)
+    batches: list[list[int]] = []
+    losses = []
+    model.train()
+    for step in range(steps):
+        if not batches:
+            batches = _length_batches(examples, batch_size, rng)
+        batch = [examples[i] for i in batches.pop()]
+        losses.append(opt.step(model(**collate(batch, pad_id)).loss))
+        if progress:
+            progress(step, losses[-1])
+    model.eval()
+    return losses
+
+
+def _length_batches(examples: Sequence[Example], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One epoch of batches: shuffled, then sorted by length within windows of 16 batches, so a
+    batch pads little (problems run from 20 to 100 tokens) while the order stays random."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    window = 16 * batch_size
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: len(examples[i][0]))
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+# --------------------------------------------------------------------------- generation
+@torch.no_grad()
+def generate(model, tok: PreTrainedTokenizerBase, prompts: Sequence[list[int]], *, max_new_tokens: int = 64,
+             batch_size: int = 256) -> list[str]:
+    """Greedy completions of token-id prompts, batched with left padding."""
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        n = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), n), tok.pad_token_id)
+        mask = torch.zeros((len(chunk), n), dtype=torch.long)
+        for i, p in enumerate(chunk):
+            ids[i, n - len(p):], mask[i, n - len(p):] = torch.tensor(p), 1
+        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        out += tok.batch_decode(gen[:, n:], skip_special_tokens=True)
+    return out
+
+
+def accuracy(model, tok: PreTrainedTokenizerBase, rows: Sequence[dict], *,
+             text_only: bool = True) -> tuple[float, list]:
+    """Greedy accuracy on mini-world rows, scored by the harness's `world` task.
+
+    `text_only=False` asks the visual questions *without* their picture: the "ignores the image"
+    baseline, which should score near chance."""
+    from r1v.evaluate.tasks import get_task
+
+    task = get_task("world")
+    items = [task.read_row(r) for r in rows]
+    if not text_only:
+        for it, r in zip(items, rows):
+            it.question = r["question"]
+    prompts = [chat_prompt(tok, task.prompt(it)) for it in items]
+    outputs = generate(model, tok, prompts)
+    scores = [task.score(it, o) for it, o in zip(items, outputs)]
+    return sum(s.correct for s in scores) / max(1, len(scores)), list(zip(outputs, scores))

@@ -1,0 +1,291 @@
+"""The mini-world: generator, splits, answers recomputed independently, tokenizer, backbones, build, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from itertools import islice
+from pathlib import Path
+
+import pytest
+import torch
+
+from r1v.cli import main
+from r1v.world.data import SPLITS, split_of, stream, target, write_split
+from r1v.world.scenes import FAMILIES, LETTERS, describe, draw, make_problem
+
+
+# --------------------------------------------------------------------------- generator
+def test_generator_is_deterministic():
+    for fam in FAMILIES:
+        a, b = make_problem(fam, 7), make_problem(fam, 7)
+        assert a == b
+        buf_a, buf_b = io.BytesIO(), io.BytesIO()
+        draw(a).save(buf_a, "PNG")
+        draw(b).save(buf_b, "PNG")
+        assert buf_a.getvalue() == buf_b.getvalue()
+    assert make_problem("bars", 1) != make_problem("bars", 2)
+
+
+def test_splits_are_disjoint_and_stable(tmp_path):
+    keys = {}
+    for split in SPLITS:
+        probs = list(islice(stream(split, seed=3), 200))
+        assert {split_of(p) for p in probs} == {split}
+        keys[split] = {json.dumps(p.key(), sort_keys=True) for p in probs}
+    assert not keys["train"] & keys["test"] and not keys["train"] & keys["val"] and not keys["val"] & keys["test"]
+    # Eval splits hold no problem twice; files hold what the streams give.
+    files = write_split(tmp_path, "test", visual=30, text=30, seed=0)
+    rows = [json.loads(line) for line in files["visual"].read_text().splitlines()]
+    assert len({json.dumps([r["scene"], r["question"], bool(r["choices"])]) for r in rows}) == 30
+    assert all((tmp_path / r["image"]).is_file() and r["split"] == "test" for r in rows)
+    text_rows = [json.loads(line) for line in files["text"].read_text().splitlines()]
+    assert all(r["image"] is None and r["context"] for r in text_rows)
+
+
+def test_every_family_and_level_is_generated():
+    seen = {(p.family, p.level) for p in islice(stream("train", seed=0), 400)}
+    assert seen == {(f, lvl) for f in FAMILIES for lvl in (1, 2, 3)}
+    multi = [p for p in islice(stream("train", seed=1), 400) if p.choices]
+    assert 0.1 < len(multi) / 400 < 0.4
+    assert all(p.answer in LETTERS and p.choices[LETTERS.index(p.answer)] == str(p.value) for p in multi)
+    assert all(len(set(p.choices)) == 4 for p in multi)
+
+
+# --------------------------------------------------------------------------- answers, recomputed
+def _solve(description: str, question: str) -> int:
+    """An independent solver: reads the scene *in words* and the question, computes the answer."""
+    if description.startswith("Objects:"):
+        objs = [tuple(o.split()) for o in description[len("Objects: "):-1].split(", ")]
+
+        def count(name: str) -> int:
+            words = name.split()
+            if words[-1] == "shapes":
+                return sum(c == words[0] for c, _ in objs)
+            return sum(s + "s" == words[-1] for _, s in objs)
+
+        if m := re.fullmatch(r"How many more (.+) than (.+) are there\?", question):
+            return count(m[1]) - count(m[2])
+        if m := re.fullmatch(r"How many (.+) and (.+) are there, minus the (.+)\?", question):
+            return count(m[1]) + count(m[2]) - count(m[3])
+        if m := re.fullmatch(r"How many (.+), (.+) and (.+) are there in total\?", question):
+            return count(m[1]) + count(m[2]) + count(m[3])
+        m = re.fullmatch(r"How many (.+) and (.+) are there in total\?", question)
+        return count(m[1]) + count(m[2])
+    if description.startswith("Bars:"):
+        bars = {c: int(v) for c, v in (b.split() for b in description[len("Bars: "):-1].split(", "))}
+        if question == "What is the sum of all the bars?":
+            return sum(bars.values())
+        if question.startswith("How much taller"):
+            return max(bars.values()) - min(bars.values())
+        names = re.findall(r"the (\w+) bar", question)
+        total = bars[names[0]] + bars[names[1]]
+        return total - bars[names[2]] if len(names) == 3 else total
+    if description.startswith("Expression:"):
+        return eval(description[len("Expression: "):-1])  # digits and + - only, written by the generator
+    hour = int(re.search(r"shows (\d+)", description)[1])
+    shift = sum(int(k) for k in re.findall(r"(\d+) (?:more )?hours? later", question))
+    shift -= sum(int(k) for k in re.findall(r"(\d+) hours? earlier", question))
+    return (hour - 1 + shift) % 12 + 1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_answers_recomputed_from_the_scene_in_words(family):
+    for i in range(300):
+        p = make_problem(family, f"check:{i}")
+        assert _solve(describe(p), p.question) == p.value, (describe(p), p.question, p.reasoning)
+        assert p.value >= 0 and p.steps >= 1
+        # The chain of thought ends on the answer, and its arithmetic is right.
+        for a, op, b, r in re.findall(r"(\d+) ([+-]) (\d+) = (\d+)\.", p.reasoning):
+            assert (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(r)
+        assert p.reasoning.rstrip(".").split()[-1] == str(p.value)
+        assert target(p, "reasoning").endswith(f"</think>\n\\boxed{{{p.answer}}}")
+
+
+def test_the_scene_data_matches_the_picture_layout():
+    from r1v.world.vit import cell_targets
+
+    p = make_problem("expr", 3)
+    glyphs = cell_targets(p)["glyph"]
+    assert [g for g in glyphs if g] and glyphs[:4] == [0, 0, 0, 0]  # the expression starts on the second row
+    img = draw(make_problem("shapes", 4))
+    assert img.size == (112, 112)
+
+
+# --------------------------------------------------------------------------- the harness reads the rows
+def test_world_rows_are_scored_by_the_harness(tmp_path):
+    from r1v.evaluate.tasks import get_task
+
+    files = write_split(tmp_path, "val", visual=12, text=12, seed=1)
+    task = get_task("world")
+    items = task.read(files["visual"])
+    rows = [json.loads(line) for line in files["visual"].read_text().splitlines()]
+    assert len(items) == 12 and all(len(it.images) == 1 for it in items)
+    for it, r in zip(items, rows):
+        assert task.score(it, target(r, "reasoning")).correct
+        assert task.score(it, target(r, "direct")).correct
+        assert not task.score(it, r["reasoning"]).correct  # unfinished: no </think>
+        wrong = "Z" if r["choices"] else str(r["value"] + 1)
+        assert not task.score(it, f"</think>\\boxed{{{wrong}}}").correct
+    text_items = task.read(files["text"])
+    assert all(not it.images and it.question.split("\n")[0].split(":")[0] in
+               ("Objects", "Bars", "Expression", "The clock shows 1", *[f"The clock shows {h}." for h in range(13)])
+               or it.question.startswith("The clock") for it in text_items)
+    (tmp_path / rows[0]["image"]).unlink()
+    from r1v.errors import R1VError
+
+    with pytest.raises(R1VError, match="missing"):
+        task.read(files["visual"])
+
+
+# --------------------------------------------------------------------------- tokenizer
+def test_world_tokenizer_round_trips_and_is_deterministic():
+    from r1v.model.tokenizer import train_bpe_tokenizer
+
+    corpus = [f"{p.prompt(text_only=True)}\n{target(p, 'reasoning')}" for p in islice(stream("train", seed=0), 500)]
+    tok = train_bpe_tokenizer(corpus, vocab_size=400)
+    assert tok.get_vocab() == train_bpe_tokenizer(corpus, vocab_size=400).get_vocab()
+    for text in [corpus[0], "héllo wörld ✓ 日本 <think>x</think>\\boxed{12}", "<image>\n  two  spaces\t"]:
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    # World words are single tokens; the specials are in.
+    assert len(tok(" triangles", add_special_tokens=False)["input_ids"]) == 1
+    for special in ("<think>", "</think>", "<IMG_CONTEXT>", "<｜Assistant｜>"):
+        assert len(tok(special, add_special_tokens=False)["input_ids"]) == 1
+    assert len(tok(corpus[0], add_special_tokens=False)["input_ids"]) < len(corpus[0]) / 2.5
+
+
+# --------------------------------------------------------------------------- vision geometry
+@pytest.mark.parametrize("ps_version", ["v1", "v2"])
+def test_each_visual_token_covers_one_cell(ps_version):
+    from r1v.world.vit import token_cells
+
+    cells = token_cells(ps_version)
+    assert sorted(cells) == list(range(16))
+    if ps_version == "v2":
+        assert cells == list(range(16))  # v2 keeps raster order
+    else:
+        assert cells == [c * 4 + r for r in range(4) for c in range(4)]  # v1 transposes the grid
+
+
+def test_vit_pixels_equal_the_r1v_processor(tiny):
+    import numpy as np
+
+    from r1v.model.processor import build_image_processor
+    from r1v.world.vit import _normalise, pixels
+
+    img = draw(make_problem("clock", 2))
+    ours = pixels([img])
+    ref = build_image_processor(tile_size=112, max_tiles=1)(images=[img], return_tensors="pt")["pixel_values"]
+    assert ref.shape == ours.shape == (1, 3, 112, 112)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert torch.allclose(_normalise(torch.from_numpy(np.array(img))[None]), ref, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the build (small preset)
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory):
+    from r1v.world.build import build, config_from
+
+    out = tmp_path_factory.mktemp("world") / "w"
+    data = build(config_from("small"), out, log=lambda s: None)
+    return out, data
+
+
+def test_small_build_writes_every_stage(small_world):
+    from r1v.world.build import STAGES
+
+    out, data = small_world
+    assert set(data["stages"]) == set(STAGES)
+    for stage in ("data", "tokenizer", "base", "substitute", "reasoning", "vision"):
+        assert (out / stage).is_dir() and data["stages"][stage]["hash"]
+    sc = data["scores"]
+    assert 0 <= sc["reasoning_text"] <= 1 and set(sc["probe"]) == {"colour", "shape", "glyph", "height", "hour"}
+    assert json.loads((out / "world.json").read_text()) == data
+
+
+def test_backbones_save_and_load(small_world):
+    from transformers import AutoModelForCausalLM, InternVLVisionModel
+
+    from r1v.model.builder import build_r1v
+    from r1v.model.processor import processor_for_model
+    from r1v.model.tokenizer import load_tokenizer
+
+    out, _ = small_world
+    tok = load_tokenizer(str(out / "reasoning"))
+    ids = tok("Bars: red 5, blue 3.", return_tensors="pt")["input_ids"]
+    lms = {n: AutoModelForCausalLM.from_pretrained(out / n).eval() for n in ("base", "substitute", "reasoning")}
+    with torch.no_grad():
+        logits = {n: m(ids).logits for n, m in lms.items()}
+    assert not torch.equal(logits["base"], logits["reasoning"])  # fine-tuning changed the weights
+    assert lms["base"].config.vocab_size == lms["reasoning"].config.vocab_size >= len(tok)
+    # The substitute and the reasoning LM share the base's shapes (and so its embedding space).
+    assert {k: v.shape for k, v in lms["substitute"].state_dict().items()} == \
+        {k: v.shape for k, v in lms["reasoning"].state_dict().items()}
+    vit = InternVLVisionModel.from_pretrained(out / "vision")
+    assert vit.config.image_size[0] == 112
+
+    # R1V assembles from the saved parts, and an image becomes 16 visual tokens.
+    model = build_r1v(vision=str(out / "vision"), language=str(out / "reasoning"), tokenizer=tok)
+    assert torch.equal(model.model.vision_tower.embeddings.cls_token, vit.embeddings.cls_token)
+    assert torch.equal(model.lm_head.weight, lms["reasoning"].lm_head.weight)
+    proc = processor_for_model(model, tok, max_tiles=1)
+    inputs = proc(text=f"{proc.image_token}\nWhat is the red bar plus the blue bar?",
+                  images=[draw(make_problem("bars", 1))], return_tensors="pt")
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 16
+    with torch.no_grad():
+        assert model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
+
+
+def test_build_is_reused_resumed_and_deterministic(small_world, tmp_path):
+    from r1v.errors import R1VError
+    from r1v.world.build import build, config_from
+
+    out, data = small_world
+    logs = []
+    again = build(config_from("small"), out, log=logs.append)
+    assert again["stages"] == data["stages"] and all("reused" in line for line in logs)
+    # A second world from the same seed has the same hashes; a stage lost is rebuilt identically.
+    other = build(config_from("small"), tmp_path / "w2", log=lambda s: None)
+    hashes = lambda d: {k: v.get("hash") for k, v in d["stages"].items()}  # noqa: E731
+    assert hashes(other) == hashes(data)
+    import shutil
+
+    shutil.rmtree(tmp_path / "w2" / "reasoning")
+    redone = build(config_from("small"), tmp_path / "w2", log=lambda s: None)
+    assert redone["stages"]["reasoning"]["hash"] == data["stages"]["reasoning"]["hash"]
+    with pytest.raises(R1VError, match="other settings"):
+        build(config_from("small", {"seed": "1"}), out, log=lambda s: None)
+
+
+def test_ignoring_the_image_baseline():
+    from r1v.world.build import majority_baseline
+
+    row = lambda a: {"question": "q", "choices": None, "answer": a}  # noqa: E731
+    train, test = [row("3")] * 3 + [row("4")], [row("3"), row("5")]
+    assert majority_baseline(train, test) == 0.5
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_world_build_show_and_mistakes(small_world, tmp_path, capsys):
+    out, _ = small_world
+    assert main(["world", "build", "--preset", "small", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| reasoning LM | text accuracy" in printed and "linear probe" in printed
+    sheet = tmp_path / "sheet.png"
+    assert main(["world", "show", "--world", str(out), "--n", "4", "--out", str(sheet)]) == 0
+    from PIL import Image
+
+    assert Image.open(sheet).size[0] == 4 * 300
+    assert main(["world", "show", "--world", str(tmp_path / "nothing"), "--out", str(sheet)]) == 2
+    assert "no built world" in capsys.readouterr().err
+    assert main(["world", "build", "--preset", "small", "--out", str(tmp_path / "x"), "colour=red"]) == 2
+    assert "unknown world setting 'colour'" in capsys.readouterr().err
+    assert main(["world", "build", "--preset", "small", "--out", str(tmp_path / "x"), "base_steps=lots"]) == 2
+    assert "is not a int" in capsys.readouterr().err
+    assert main(["world", "build", "--preset", "huge", "--out", str(tmp_path / "x")]) == 2
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["world", "build", "--preset", "small", "--out", str(f)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert Path(out / "world.json").exists()
