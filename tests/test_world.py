@@ -213,6 +213,10 @@ def test_backbones_save_and_load(small_world):
 
     out, _ = small_world
     tok = load_tokenizer(str(out / "reasoning"))
+    # The trained BPE loads as saved from an LM folder too (AutoTokenizer alone would swap in Qwen2's
+    # pre-tokenizer there, because of the folder's qwen2 config.json).
+    text = "Bars: yellow 7, blue 14.\nWhat is the green bar?"
+    assert tok(text)["input_ids"] == load_tokenizer(str(out / "tokenizer"))(text)["input_ids"]
     ids = tok("Bars: red 5, blue 3.", return_tensors="pt")["input_ids"]
     lms = {n: AutoModelForCausalLM.from_pretrained(out / n).eval() for n in ("base", "substitute", "reasoning")}
     with torch.no_grad():
@@ -229,6 +233,10 @@ def test_backbones_save_and_load(small_world):
     model = build_r1v(vision=str(out / "vision"), language=str(out / "reasoning"), tokenizer=tok)
     assert torch.equal(model.model.vision_tower.embeddings.cls_token, vit.embeddings.cls_token)
     assert torch.equal(model.lm_head.weight, lms["reasoning"].lm_head.weight)
+    from r1v.model.checkpoint import save_model
+
+    saved = save_model(model, tok, out.parent / "r1v", layout="hf", overwrite=True)
+    assert load_tokenizer(str(saved))(text)["input_ids"] == tok(text)["input_ids"]
     proc = processor_for_model(model, tok, max_tiles=1)
     inputs = proc(text=f"{proc.image_token}\nWhat is the red bar plus the blue bar?",
                   images=[draw(make_problem("bars", 1))], return_tensors="pt")

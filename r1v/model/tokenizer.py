@@ -44,13 +44,34 @@ def add_r1v_tokens(tokenizer: PreTrainedTokenizerBase) -> int:
     return len(tokenizer) - before
 
 
+GENERIC_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def _declared_class(path: str) -> str | None:
+    import json
+    from pathlib import Path
+
+    cfg = Path(path) / "tokenizer_config.json"
+    try:
+        return json.loads(cfg.read_text()).get("tokenizer_class")
+    except (OSError, ValueError):
+        return None
+
+
 def load_tokenizer(path: str, **kwargs) -> PreTrainedTokenizerBase:
     """Load a tokenizer from `path` with the R1V tokens and their InternVLProcessor names."""
     from transformers import AutoTokenizer
 
     # Named tokens given at load time become "model-specific special tokens" in transformers
     # v5: attributes (`tok.context_image_token`, `..._id`) that are saved with the tokenizer.
-    tok = AutoTokenizer.from_pretrained(path, **{**IMAGE_TOKENS, **kwargs})
+    cls = AutoTokenizer
+    if _declared_class(path) in GENERIC_CLASSES:
+        # transformers v5's AutoTokenizer swaps in the tokenizer class registered for the folder's
+        # model type (a `qwen2` config.json gets Qwen2Tokenizer, which rebuilds the pre-tokenizer with
+        # Qwen's regex), ignoring a tokenizer.json saved by the generic class. Such a file (the mini-
+        # world's trained BPE) is loaded as saved.
+        cls = PreTrainedTokenizerFast
+    tok = cls.from_pretrained(path, **{**IMAGE_TOKENS, **kwargs})
     add_r1v_tokens(tok)
     return tok
 

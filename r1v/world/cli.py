@@ -20,7 +20,7 @@ settings (key=value), default preset:
 def _settings_help() -> str:
     from r1v.world.build import WorldConfig
 
-    return "\n".join(f"  {f.name}={f.default!s:<8} {f.metadata.get('help', '')}"
+    return "\n".join(f"  {f'{f.name}={f.default}':<22} {f.metadata.get('help', '')}"
                      for f in dataclasses.fields(WorldConfig))
 
 
