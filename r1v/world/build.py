@@ -12,7 +12,8 @@ Layout:
     world.json              config, scores, hashes, timings
     data/                   visual-{train,val,test}.jsonl (+ images/), text-{train,val,test}.jsonl
     tokenizer/              byte-level BPE trained on the world's text, with R1V's special tokens
-    base/ substitute/ reasoning/    Qwen2ForCausalLM (+ tokenizer): transformers loads each directly
+    base/ substitute/ reasoning/    Qwen2ForCausalLM (+ tokenizer); load the tokenizer with r1v's
+                            `load_tokenizer` (AutoTokenizer would swap in Qwen2's pre-tokenizer)
     vision/                 InternVLVisionModel
 """
 
@@ -50,8 +51,9 @@ class WorldConfig:
     lm_layers: int = field(default=3, metadata={"help": "LM depth"})
     lm_intermediate: int = field(default=256, metadata={"help": "LM MLP width"})
     lm_problems: int = field(default=40000, metadata={"help": "training problems the LMs are trained on"})
-    base_steps: int = field(default=1500, metadata={"help": "base LM pretraining steps"})
-    tune_steps: int = field(default=300, metadata={"help": "fine-tuning steps of the substitute and reasoning LMs"})
+    base_steps: int = field(default=500, metadata={"help": "base LM pretraining steps"})
+    substitute_steps: int = field(default=150, metadata={"help": "fine-tuning steps of the substitute LM"})
+    reasoning_steps: int = field(default=1000, metadata={"help": "fine-tuning steps of the reasoning LM"})
     lm_batch: int = field(default=32, metadata={"help": "sequences per LM step"})
     lm_lr: float = field(default=3e-3, metadata={"help": "base LM peak learning rate (fine-tuning: half)"})
     drill_share: float = field(default=0.4, metadata={"help": "share of arithmetic drills in pretraining"})
@@ -68,10 +70,10 @@ class WorldConfig:
 PRESETS = {
     "default": WorldConfig(),
     # Seconds, for tests: every stage runs, nothing is expected to be learnt.
-    "small": WorldConfig(visual_train=40, visual_eval=16, text_train=40, text_eval=16, vocab_size=300,
-                         lm_hidden=32, lm_layers=1, lm_intermediate=64, lm_problems=300, base_steps=4,
-                         tune_steps=2, lm_batch=8, vit_hidden=16, vit_layers=1, vit_images=32, vit_steps=2,
-                         vit_batch=8, probe_images=32),
+    "small": WorldConfig(
+        visual_train=40, visual_eval=16, text_train=40, text_eval=16, vocab_size=300, lm_hidden=32, lm_layers=1,
+        lm_intermediate=64, lm_problems=300, base_steps=4, substitute_steps=2, reasoning_steps=2, lm_batch=8,
+        vit_hidden=16, vit_layers=1, vit_images=32, vit_steps=2, vit_batch=8, probe_images=32),
 }
 
 
@@ -252,8 +254,9 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
         if (t := stage(name)) is not None:
             model = AutoModelForCausalLM.from_pretrained(out / "base")
             # As many examples as the steps see (the problems are already in random order).
-            examples = lm.chat_examples(tok, lm_problems()[: cfg.tune_steps * cfg.lm_batch], style)
-            losses = train_with_bar(model, examples, cfg.tune_steps, cfg.lm_lr / 2, f"{name} LM", seed + 1)
+            steps = getattr(cfg, f"{name}_steps")
+            examples = lm.chat_examples(tok, lm_problems()[: steps * cfg.lm_batch], style)
+            losses = train_with_bar(model, examples, steps, cfg.lm_lr / 2, f"{name} LM", seed + 1)
             save_lm(model, name, t, losses)
             log(f"  {name} LM: loss {losses[-1]:.3f}, {time.perf_counter() - t:.0f} s")
 

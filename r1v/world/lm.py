@@ -3,16 +3,20 @@
 As in R1V, the two LMs the method needs descend from one base, so they share an embedding space
 (Qwen2.5-32B -> Qwen2.5-32B-Instruct and DeepSeek-R1-Distill-Qwen-32B):
 
-* base: a Qwen2 decoder pretrained on plain text problems of the four families (the scene stated
-  in words), half of them with a worked solution, half with the answer alone;
+* base: a Qwen2 decoder pretrained on plain-text problems of the four families (the scene stated
+  in words; 70% with a worked solution, the rest with the answer alone) and on short drills of the
+  skills every chain uses (arithmetic, looking a value up by its key, counting);
 * substitute (the "instruct" model): the base fine-tuned on the chat template to answer directly,
   `</think>\\n\\boxed{5}` (an empty think block);
 * reasoning (the "R1-distilled" model): the base fine-tuned to write its chain of thought first,
   `red shapes 3. blue circles 2. 3 + 2 = 5.</think>\\n\\boxed{5}`.
 
-Training is a plain loop (AdamW, warm-up then cosine decay, right-padded batches, loss on the
-completion only for the chat models); scoring uses the evaluation harness's `world` task, so a
-held-out accuracy here is what `r1v eval run --bench world` reports.
+Training is a plain loop (AdamW, warm-up then cosine decay, length-bucketed right-padded batches,
+loss on the completion only for the chat models). Measured here: on a CPU budget, steps spent
+fine-tuning the reasoning LM on chat examples buy more accuracy than base pretraining steps (the
+completion-only loss puts every gradient on the chain), so the default spends most there.
+Scoring uses the evaluation harness's `world` task, so a held-out accuracy here is what
+`r1v eval run --bench world` reports.
 """
 
 from __future__ import annotations
