@@ -172,14 +172,14 @@ def test_vit_pixels_equal_the_r1v_processor(tiny):
     import numpy as np
 
     from r1v.model.processor import build_image_processor
-    from r1v.world.vit import _normalise, pixels
+    from r1v.world.vit import as_uint8, pixels
 
     img = draw(make_problem("clock", 2))
-    ours = pixels([img])
+    ours = pixels(as_uint8([img]))
     ref = build_image_processor(tile_size=112, max_tiles=1)(images=[img], return_tensors="pt")["pixel_values"]
     assert ref.shape == ours.shape == (1, 3, 112, 112)
     assert torch.allclose(ours, ref, atol=1e-5)
-    assert torch.allclose(_normalise(torch.from_numpy(np.array(img))[None]), ref, atol=1e-5)
+    assert torch.allclose(pixels(torch.from_numpy(np.array(img))[None]), ref, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- the build (small preset)

@@ -156,7 +156,6 @@ def _publish(root: Path, stage: str, tmp: Path) -> Path:
 def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
           log: Callable[[str], None] = print) -> dict:
     """Build (or finish, or reuse) the world at `out`; returns the manifest's data."""
-    import torch
     from tqdm.auto import tqdm
 
     from r1v.model.tokenizer import load_tokenizer, train_bpe_tokenizer
@@ -217,14 +216,16 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
     size = lm.LMSize(cfg.lm_hidden, cfg.lm_layers, max(1, cfg.lm_hidden // 32), max(1, cfg.lm_hidden // 64),
                      cfg.lm_intermediate)
 
-    def save_lm(model, name: str, t0: float, losses: list[float]) -> None:
+    def save_model(model, name: str, t0: float, losses: list[float], tokenizer=None) -> None:
         tmp = _stage_dir(out, name)
         model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
         (tmp / "losses.json").write_text(json.dumps([round(x, 4) for x in losses]))
         _publish(out, name, tmp)
         man.record(name, time.perf_counter() - t0, final_loss=round(sum(losses[-20:]) / len(losses[-20:]), 4),
                    params=sum(p.numel() for p in model.parameters()))
+        log(f"  {name}: loss {losses[-1]:.3f}, {time.perf_counter() - t0:.0f} s")
 
     def train_with_bar(model, examples, steps, lr, desc, seed_):
         with bar(desc, steps) as b:
@@ -244,8 +245,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
         examples += lm.documents(tok, [lm.drill_text(rng) for _ in range(n_drills)])
         model = lm.new_lm(vocab, size, seed=seed)
         losses = train_with_bar(model, examples, cfg.base_steps, cfg.lm_lr, "base LM", seed)
-        save_lm(model, "base", t, losses)
-        log(f"  base LM: loss {losses[-1]:.3f}, {time.perf_counter() - t:.0f} s")
+        save_model(model, "base", t, losses, tok)
 
     # ---- substitute and reasoning LMs, both from the base
     from transformers import AutoModelForCausalLM
@@ -257,15 +257,12 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
             steps = getattr(cfg, f"{name}_steps")
             examples = lm.chat_examples(tok, lm_problems()[: steps * cfg.lm_batch], style)
             losses = train_with_bar(model, examples, steps, cfg.lm_lr / 2, f"{name} LM", seed + 1)
-            save_lm(model, name, t, losses)
-            log(f"  {name} LM: loss {losses[-1]:.3f}, {time.perf_counter() - t:.0f} s")
+            save_model(model, name, t, losses, tok)
 
     # ---- vision encoder
     def render(n: int, tag: str):
         probs = [make_problem(FAMILIES[i % len(FAMILIES)], f"vit:{tag}:{seed}:{i}") for i in range(n)]
-        import numpy as np
-
-        return probs, torch.from_numpy(np.stack([np.array(draw(p)) for p in probs]))
+        return probs, vit.as_uint8([draw(p) for p in probs])
 
     if (t := stage("vision")) is not None:
         probs, images = render(cfg.vit_images, "train")
@@ -274,13 +271,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
         with bar("vision encoder", cfg.vit_steps) as b:
             losses = vit.pretrain(model, probs, images, steps=cfg.vit_steps, batch_size=cfg.vit_batch,
                                   lr=cfg.vit_lr, seed=seed, progress=lambda s, loss: b.update(1))
-        tmp = _stage_dir(out, "vision")
-        model.save_pretrained(tmp)
-        (tmp / "losses.json").write_text(json.dumps([round(x, 4) for x in losses]))
-        _publish(out, "vision", tmp)
-        man.record("vision", time.perf_counter() - t, final_loss=round(losses[-1], 4),
-                   params=sum(p.numel() for p in model.parameters()))
-        log(f"  vision encoder: loss {losses[-1]:.3f}, {time.perf_counter() - t:.0f} s")
+        save_model(model, "vision", t, losses)
 
     # ---- held-out scores
     if (t := stage("scores")) is not None:
@@ -289,12 +280,11 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
         scores = {}
         text_test = [r for r in read_jsonl(out / "data" / "text-test.jsonl") if r["steps"] >= 2]
         visual_test = read_jsonl(out / "data" / "visual-test.jsonl")
-        for name in ("base", "substitute", "reasoning"):
-            if name == "base":
-                continue  # the base model has no chat template; it is judged through its two children
+        # The base model has no chat template; it is judged through its two children.
+        for name in ("substitute", "reasoning"):
             model = AutoModelForCausalLM.from_pretrained(out / name).eval()
             scores[f"{name}_text"], _ = lm.accuracy(model, tok, text_test)
-            scores[f"{name}_blind"], _ = lm.accuracy(model, tok, visual_test, text_only=False)
+            scores[f"{name}_blind"], _ = lm.accuracy(model, tok, visual_test)
         scores["majority_blind"] = majority_baseline(read_jsonl(out / "data" / "visual-train.jsonl"), visual_test)
         encoder = InternVLVisionModel.from_pretrained(out / "vision").eval()
         half = cfg.probe_images // 2

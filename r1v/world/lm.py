@@ -198,19 +198,15 @@ def generate(model, tok: PreTrainedTokenizerBase, prompts: Sequence[list[int]], 
     return out
 
 
-def accuracy(model, tok: PreTrainedTokenizerBase, rows: Sequence[dict], *,
-             text_only: bool = True) -> tuple[float, list]:
-    """Greedy accuracy on mini-world rows, scored by the harness's `world` task.
+def accuracy(model, tok: PreTrainedTokenizerBase, rows: Sequence[dict]) -> tuple[float, list]:
+    """Greedy accuracy of a text-only LM on mini-world rows, scored by the harness's `world` task.
 
-    `text_only=False` asks the visual questions *without* their picture: the "ignores the image"
-    baseline, which should score near chance."""
+    Text-only rows state their scene; visual rows are asked *without* their picture (read without
+    a root, a row's image is left out): the "ignores the image" baseline, near chance."""
     from r1v.evaluate.tasks import get_task
 
     task = get_task("world")
     items = [task.read_row(r) for r in rows]
-    if not text_only:
-        for it, r in zip(items, rows):
-            it.question = r["question"]
     prompts = [chat_prompt(tok, task.prompt(it)) for it in items]
     outputs = generate(model, tok, prompts)
     scores = [task.score(it, o) for it, o in zip(items, outputs)]

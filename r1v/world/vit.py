@@ -58,11 +58,17 @@ def new_vit(size: ViTSize, *, seed: int) -> InternVLVisionModel:
 
 
 # --------------------------------------------------------------------------- inputs and targets
-def pixels(images: Sequence) -> torch.Tensor:
-    """(B, 3, 112, 112) model inputs: what R1V's processor gives for a 112 px image and one tile."""
-    arr = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 255.0
-    arr = (arr - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+def as_uint8(images: Sequence) -> torch.Tensor:
+    """(N, 112, 112, 3) uint8: how pictures are kept in memory for pretraining (4x smaller than floats)."""
+    return torch.from_numpy(np.stack([np.array(im) for im in images]))
+
+
+def pixels(batch_u8: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 112, 112) model inputs from uint8 pictures: what R1V's processor gives for a 112 px
+    image and one tile (rescale, ImageNet mean / std)."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (batch_u8.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
 
 
 def cell_targets(p: Problem) -> dict[str, list[int]]:
@@ -146,7 +152,7 @@ def pretrain(
             rng.shuffle(fresh)
             queue += fresh
         idx, queue = queue[:batch_size], queue[batch_size:]
-        feats = vision_tokens(vit, _normalise(images[idx]))
+        feats = vision_tokens(vit, pixels(images[idx]))
         losses.append(opt.step(sum(
             torch.nn.functional.cross_entropy(heads[a](feats).flatten(0, 1), tgt[a][idx].flatten())
             for a in ATTRIBUTES)))
@@ -156,15 +162,9 @@ def pretrain(
     return losses
 
 
-def _normalise(batch_u8: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (batch_u8.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-
-
 @torch.no_grad()
 def features(vit: InternVLVisionModel, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    return torch.cat([vision_tokens(vit, _normalise(images[i : i + batch_size]))
+    return torch.cat([vision_tokens(vit, pixels(images[i : i + batch_size]))
                       for i in range(0, len(images), batch_size)])
 
 
