@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-demo: $(STAMP)          ## the main job on the embedded default
-	$(VENV)/bin/r1v demo
+demo: $(STAMP)          ## the main job on the embedded default: the R1V recipe on the mini-world
+	$(VENV)/bin/r1v recipe run recipes/tiny.yaml
 
 test: $(STAMP)          ## the test suite (CI runs this)
 	$(PY) -m pytest -q
@@ -24,6 +24,9 @@ test-slow: $(STAMP)     ## the slow tests only
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)         ## speed benchmarks, each printed beside its baseline
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/align.py
+	$(PY) bench/grpo.py
 	$(PY) bench/chat_speed.py
 	$(PY) bench/tiling_speed.py
 	$(PY) bench/convert_memory.py

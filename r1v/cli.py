@@ -6,6 +6,8 @@
     r1v chat --model DIR --image a.png [--image b.png] "question"   # no question: interactive
     r1v eval run|score|report|leakage ...     # benchmarks with their official scoring rules
     r1v world build|show                       # the mini-world: offline tasks and tiny trained backbones
+    r1v recipe run recipes/tiny.yaml           # the R1V training recipe end to end (align ... GRPO, report)
+    r1v train align|transfer|sft|grpo --config RECIPE   # one stage
 
 User mistakes end with one line on stderr and exit status 2, never a traceback.
 """
@@ -230,13 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     from r1v.world.cli import add_parser as add_world
 
     add_world(sub)
+    from r1v.train.cli import add_parsers as add_train
+
+    add_train(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
         _quiet_transformers()
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except R1VError as e:
         print(f"r1v: error: {e}", file=sys.stderr)

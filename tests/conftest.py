@@ -121,3 +121,13 @@ def images(tmp_path_factory):
         Image.fromarray(arr).save(p)
         paths.append(p)
     return paths
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    """A mini-world built with the `small` preset (seconds; every stage runs, nothing is learnt)."""
+    from r1v.world.build import build, config_from
+
+    out = tmp_path_factory.mktemp("world") / "w"
+    data = build(config_from("small"), out, log=lambda s: None)
+    return out, data

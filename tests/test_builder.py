@@ -42,3 +42,36 @@ def test_tokenizer_larger_than_vocabulary_is_refused():
     tok = tiny_tokenizer()
     with pytest.raises(ValueError, match="resize"):
         build_r1v(vision=tiny_vision_config(), language=tiny_language_config(10), tokenizer=tok)
+
+
+def test_build_from_an_internvit_folder_in_opengvlab_layout(tiny, tmp_path):
+    """InternViT-300M/6B-448px-V2_5 ship as remote code with a fused qkv; r1v converts them on load."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from r1v.model.checkpoint import load_vision
+    from tests.conftest import official_config, official_state_dict
+
+    model, tok = tiny
+    vit = tmp_path / "InternViT-tiny"
+    vit.mkdir()
+    state = {k.removeprefix("vision_model."): v for k, v in official_state_dict(model).items()
+             if k.startswith("vision_model.")}
+    save_file(state, vit / "model.safetensors")
+    (vit / "config.json").write_text(json.dumps(official_config(model)["vision_config"]))
+    loaded = load_vision(vit)
+    ref = model.model.vision_tower.state_dict()
+    assert loaded.state_dict().keys() == ref.keys()
+    assert all(torch.equal(loaded.state_dict()[k], ref[k]) for k in ref)
+    # and assembled: an R1V whose vision tower is that InternViT
+    lm = tmp_path / "lm"
+    Qwen2ForCausalLM(tiny_language_config(len(tok))).save_pretrained(lm)
+    r1v = build_r1v(vision=str(vit), language=str(lm), tokenizer=tok)
+    assert all(torch.equal(r1v.model.vision_tower.state_dict()[k], ref[k]) for k in ref)
+    del state["encoder.layers.0.attn.qkv.weight"]
+    save_file(state, vit / "model.safetensors")
+    from r1v.errors import R1VError
+
+    with pytest.raises(R1VError, match="q/k/v|do not match"):
+        load_vision(vit)

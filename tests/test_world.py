@@ -183,15 +183,6 @@ def test_vit_pixels_equal_the_r1v_processor(tiny):
 
 
 # --------------------------------------------------------------------------- the build (small preset)
-@pytest.fixture(scope="module")
-def small_world(tmp_path_factory):
-    from r1v.world.build import build, config_from
-
-    out = tmp_path_factory.mktemp("world") / "w"
-    data = build(config_from("small"), out, log=lambda s: None)
-    return out, data
-
-
 def test_small_build_writes_every_stage(small_world):
     from r1v.world.build import STAGES
 
@@ -202,6 +193,42 @@ def test_small_build_writes_every_stage(small_world):
     sc = data["scores"]
     assert 0 <= sc["reasoning_text"] <= 1 and set(sc["probe"]) == {"colour", "shape", "glyph", "height", "hour"}
     assert json.loads((out / "world.json").read_text()) == data
+
+
+@pytest.mark.parametrize("family", ["shapes", "bars", "expr", "clock"])
+def test_picture_words_say_what_the_vision_encoder_is_taught(family):
+    """The cell words the LMs read and the per-cell targets the encoder learns describe the same cells."""
+    from r1v.world.scenes import COLOURS, EMPTY, PICTURE_WORDS, cell_words, picture
+    from r1v.world.vit import cell_targets, token_cells
+
+    for seed in range(40):
+        p = make_problem(family, seed)
+        words, t = cell_words(p), cell_targets(p)
+        for cell, w in enumerate(words):
+            assert w in PICTURE_WORDS
+            shows = [a for a in ("colour", "shape", "glyph", "height", "hour") if t[a][cell]]
+            assert (w == EMPTY) == (not shows), (w, shows)
+            if "colour" in shows:
+                assert COLOURS[t["colour"][cell] - 1] in w
+            if "height" in shows:
+                assert w.endswith(f"bar{t['height'][cell]}>")
+            if "hour" in shows:
+                assert w == f"<h{t['hour'][cell]}>"
+        order = token_cells("v2")
+        assert picture(p, order) == "Picture: " + "".join(words[c] for c in order)
+
+
+def test_picture_words_are_single_tokens(small_world):
+    from r1v.model.tokenizer import load_tokenizer
+    from r1v.world.scenes import PICTURE_WORDS, picture
+
+    out, _ = small_world
+    tok = load_tokenizer(str(out / "tokenizer"))
+    for w in PICTURE_WORDS:
+        assert len(tok(w, add_special_tokens=False)["input_ids"]) == 1, w
+    text = picture(make_problem("shapes", 2), list(range(16)))
+    assert len(tok(text.removeprefix("Picture: "), add_special_tokens=False)["input_ids"]) == 16
+    assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
 
 
 def test_backbones_save_and_load(small_world):

@@ -140,14 +140,17 @@ def build_r1v(
     """Assemble an R1V model from configs or from pretrained parts.
 
     `vision` / `language` are configs (random weights) or paths to pretrained models: an
-    InternVL checkpoint's vision tower, or any vision model transformers loads with
-    AutoModel; any causal LM for `language`. The projector is always freshly initialised.
+    InternViT folder in OpenGVLab's layout (InternViT-300M / 6B-448px-V2_5, converted on the
+    fly, no remote code), or any vision model transformers loads with AutoModel; any causal LM
+    for `language`. The projector is always freshly initialised.
     """
-    from transformers import AutoModel, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    from r1v.model.checkpoint import load_vision
 
     vision_model = lm = None
     if isinstance(vision, str):
-        vision_model = AutoModel.from_pretrained(vision, dtype=dtype)
+        vision_model = load_vision(vision, dtype=dtype)
         vision = vision_model.config
     if isinstance(language, str):
         lm = AutoModelForCausalLM.from_pretrained(language, dtype=dtype)

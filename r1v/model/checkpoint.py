@@ -225,17 +225,12 @@ _VISION_KEEP = ["hidden_size", "num_hidden_layers", "num_attention_heads", "inte
 
 
 def hf_config_from_skywork(sky: dict, tokenizer) -> "InternVLConfig":  # noqa: F821
-    from transformers import AutoConfig, InternVLConfig, InternVLVisionConfig
+    from transformers import AutoConfig, InternVLConfig
 
-    v = sky["vision_config"]
-    vision = {k: v[k] for k in _VISION_KEEP if k in v}
-    vision.update({hf: v[k] for k, hf in _VISION_TO_HF.items() if k in v})
-    if sky.get("force_image_size"):
-        vision["image_size"] = sky["force_image_size"]
+    vision_cfg = vision_config_from_internvit(sky["vision_config"], sky.get("force_image_size"))
     llm = dict(sky["llm_config"])
     llm_type = llm.pop("model_type", "qwen2")
     text = AutoConfig.for_model(llm_type, **{k: x for k, x in llm.items() if k not in ("architectures", "auto_map")})
-    vision_cfg = InternVLVisionConfig(**vision, use_mean_pooling=True, use_absolute_position_embeddings=True)
     image_size = vision_cfg.image_size[0]
     ratio = sky.get("downsample_ratio", 0.5)
     cfg = InternVLConfig(
@@ -252,6 +247,51 @@ def hf_config_from_skywork(sky: dict, tokenizer) -> "InternVLConfig":  # noqa: F
         if llm.get(k) is not None:
             setattr(cfg, k, llm[k])
     return cfg
+
+
+def vision_config_from_internvit(v: dict, image_size: int | None = None):
+    """transformers' InternVLVisionConfig from an InternViT config (OpenGVLab's `intern_vit_6b` type)."""
+    from transformers import InternVLVisionConfig
+
+    vision = {k: v[k] for k in _VISION_KEEP if k in v}
+    vision.update({hf: v[k] for k, hf in _VISION_TO_HF.items() if k in v})
+    if image_size:
+        vision["image_size"] = image_size
+    return InternVLVisionConfig(**vision, use_mean_pooling=True, use_absolute_position_embeddings=True)
+
+
+def load_vision(path: str | os.PathLike, *, dtype: torch.dtype | None = None):
+    """A vision encoder as transformers' model: an InternViT folder in OpenGVLab's layout
+    (InternViT-300M / 6B-448px-V2_5: remote code, fused qkv), converted tensor by tensor into
+    `InternVLVisionModel` with no remote code; or anything transformers' AutoModel loads."""
+    from accelerate import init_empty_weights
+    from accelerate.utils import set_module_tensor_to_device
+    from transformers import AutoModel, InternVLVisionModel
+
+    p = Path(path)
+    if not (p / "config.json").exists():
+        raise R1VError(f"{p} is not a model folder (no config.json)")
+    config = json.loads((p / "config.json").read_text())
+    if config.get("model_type") != "intern_vit_6b":
+        return AutoModel.from_pretrained(p, dtype=dtype or "auto")
+    cfg = vision_config_from_internvit(config)
+    with init_empty_weights():
+        model = InternVLVisionModel(cfg)
+    expected = {k: tuple(t.shape) for k, t in model.state_dict().items()}
+    seen, prefix = {}, "model.vision_tower."
+    mapper = TensorMapper("hf", dtype)
+    for key, tensor in iter_tensors(_weight_files(p, False)):
+        for name, value in mapper.feed("vision_model." + key, tensor):
+            name = name.removeprefix(prefix)
+            if name in expected:
+                seen[name] = tuple(value.shape)
+                set_module_tensor_to_device(model, name, "cpu", value=value)
+    mapper.finish()
+    missing = [k for k in expected if k not in seen]
+    bad = [k for k in seen if seen[k] != expected[k]]
+    if missing or bad:
+        raise R1VError(f"{p}: the InternViT weights do not match its config (e.g. {(missing or bad)[0]})")
+    return model
 
 
 def template_of(config: dict, text_config=None) -> str:

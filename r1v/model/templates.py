@@ -20,6 +20,7 @@ Run ``python -m r1v.model.templates`` to print both templates on a two-turn exam
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 BOS = "<｜begin▁of▁sentence｜>"
@@ -32,18 +33,26 @@ IMAGE_PLACEHOLDER = "<image>"
 
 # Message contents are plain strings; images are written in them as `<image>` placeholders
 # (see r1v.model.processor.place_images), so the template itself never sees pixels.
+# A message's content is a string, or (as processors, TRL and vLLM write it) a list of parts:
+# {"type": "image"} becomes the processor's image token on a line of its own, as `<image>\n` does
+# in a string; {"type": "text"} its text.
+_CONTENT = (
+    "{% macro content(c) %}{% if c is string %}{{ c }}{% else %}{% for p in c %}"
+    "{% if p['type'] == 'image' %}<IMG_CONTEXT>\n{% elif p['type'] == 'text' %}{{ p['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{% endmacro %}"
+)
 _R1V = (
-    "{{ bos_token }}"
+    _CONTENT + "{{ bos_token }}"
     "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] }}"
-    "{% elif m['role'] == 'user' %}" + USER + "\n{{ m['content'] }}"
-    "{% elif m['role'] == 'assistant' %}" + ASSISTANT + "{{ m['content'] }}" + EOS + "{% endif %}"
+    "{% if m['role'] == 'system' %}{{ content(m['content']) }}"
+    "{% elif m['role'] == 'user' %}" + USER + "\n{{ content(m['content']) }}"
+    "{% elif m['role'] == 'assistant' %}" + ASSISTANT + "{{ content(m['content']) }}" + EOS + "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}" + ASSISTANT + THINK_OPEN + "\n{% endif %}"
 )
 _R1V3 = (
-    "{% for m in messages %}"
-    + IM_START + "{{ m['role'] }}\n{{ m['content'] }}" + IM_END + "\n"
+    _CONTENT + "{% for m in messages %}"
+    + IM_START + "{{ m['role'] }}\n{{ content(m['content']) }}" + IM_END + "\n"
     "{% endfor %}"
     "{% if add_generation_prompt %}" + IM_START + "assistant\n" + THINK_OPEN + "\n{% endif %}"
 )
@@ -70,11 +79,15 @@ def get_template(name: str) -> Template:
 
 def render(template: str | Template, messages: list[dict], bos_token: str = BOS) -> str:
     """The prompt text for `messages`, ending with the generation prompt (`<think>\\n`)."""
-    import jinja2
-
     t = get_template(template) if isinstance(template, str) else template
-    env = jinja2.Environment(keep_trailing_newline=True)
-    return env.from_string(t.jinja).render(messages=messages, add_generation_prompt=True, bos_token=bos_token)
+    return _compiled(t.jinja).render(messages=messages, add_generation_prompt=True, bos_token=bos_token)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(source: str):
+    import jinja2  # compiling is ~1.5 ms; the recipe renders tens of thousands of prompts
+
+    return jinja2.Environment(keep_trailing_newline=True).from_string(source)
 
 
 @dataclass(frozen=True)

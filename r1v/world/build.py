@@ -58,6 +58,8 @@ class WorldConfig:
     lm_lr: float = field(default=3e-3, metadata={"help": "base LM peak learning rate (fine-tuning: half)"})
     drill_share: float = field(default=0.4, metadata={"help": "share of arithmetic drills in pretraining"})
     direct_share: float = field(default=0.3, metadata={"help": "share of pretraining problems without a solution"})
+    picture_share: float = field(default=0.5, metadata={
+        "help": "share of LM problems stated as the picture's cell words (one token per visual token)"})
     vit_hidden: int = field(default=64, metadata={"help": "vision encoder width"})
     vit_layers: int = field(default=4, metadata={"help": "vision encoder depth"})
     vit_images: int = field(default=4000, metadata={"help": "pretraining images"})
@@ -161,7 +163,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
     from r1v.model.tokenizer import load_tokenizer, train_bpe_tokenizer
     from r1v.world import lm, vit
     from r1v.world.data import SPLITS, read_jsonl, stream, write_split
-    from r1v.world.scenes import FAMILIES, draw, make_problem
+    from r1v.world.scenes import FAMILIES, PICTURE_WORDS, draw, make_problem
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -206,6 +208,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
         corpus = [f"{p.prompt(text_only=True)}\nSolution: {p.reasoning}\nThe answer is {p.answer}.\n"
                   f"{target(p, 'reasoning')}" for p in lm_problems()[:5000]]
         tok = train_bpe_tokenizer(corpus, vocab_size=cfg.vocab_size)
+        tok.add_tokens(list(PICTURE_WORDS))  # one token per cell word (scenes.picture)
         tmp = _stage_dir(out, "tokenizer")
         tok.save_pretrained(tmp)
         _publish(out, "tokenizer", tmp)
@@ -240,7 +243,8 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
     if (t := stage("base")) is not None:
         rng = random.Random(f"base:{seed}")
         probs = lm_problems()
-        examples = lm.base_examples(tok, probs, worked=[rng.random() >= cfg.direct_share for _ in probs])
+        examples = lm.base_examples(tok, probs, worked=[rng.random() >= cfg.direct_share for _ in probs],
+                                    pictured=[rng.random() < cfg.picture_share for _ in probs])
         n_drills = int(cfg.drill_share * len(examples) / max(1e-9, 1 - cfg.drill_share))
         examples += lm.documents(tok, [lm.drill_text(rng) for _ in range(n_drills)])
         model = lm.new_lm(vocab, size, seed=seed)
@@ -255,7 +259,9 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
             model = AutoModelForCausalLM.from_pretrained(out / "base")
             # As many examples as the steps see (the problems are already in random order).
             steps = getattr(cfg, f"{name}_steps")
-            examples = lm.chat_examples(tok, lm_problems()[: steps * cfg.lm_batch], style)
+            probs = lm_problems()[: steps * cfg.lm_batch]
+            rng = random.Random(f"{name}:{seed}")
+            examples = lm.chat_examples(tok, probs, style, [rng.random() < cfg.picture_share for _ in probs])
             losses = train_with_bar(model, examples, steps, cfg.lm_lr / 2, f"{name} LM", seed + 1)
             save_model(model, name, t, losses, tok)
 
@@ -284,6 +290,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
         for name in ("substitute", "reasoning"):
             model = AutoModelForCausalLM.from_pretrained(out / name).eval()
             scores[f"{name}_text"], _ = lm.accuracy(model, tok, text_test)
+            scores[f"{name}_picture"], _ = lm.accuracy(model, tok, text_test, as_picture=True)
             scores[f"{name}_blind"], _ = lm.accuracy(model, tok, visual_test)
         scores["majority_blind"] = majority_baseline(read_jsonl(out / "data" / "visual-train.jsonl"), visual_test)
         encoder = InternVLVisionModel.from_pretrained(out / "vision").eval()
@@ -323,8 +330,10 @@ def table(data: dict) -> str:
         ("tokenizer", f"{st.get('tokenizer', {}).get('tokens', '?')} tokens, byte-level (round-trips any text)",
          "tokenizer"),
         ("base LM", f"pretraining loss {st.get('base', {}).get('final_loss', '?')}", "base"),
-        ("substitute LM", f"text accuracy {pct(sc['substitute_text'])} (answers directly)" if sc else "", "substitute"),
-        ("reasoning LM", f"text accuracy {pct(sc['reasoning_text'])} (<think>, then \\boxed{{}})" if sc else "",
+        ("substitute LM", f"text accuracy {pct(sc['substitute_text'])}, as pictures "
+                          f"{pct(sc.get('substitute_picture', 0))} (answers directly)" if sc else "", "substitute"),
+        ("reasoning LM", f"text accuracy {pct(sc['reasoning_text'])}, as pictures "
+                         f"{pct(sc.get('reasoning_picture', 0))} (<think>, then \\boxed{{}})" if sc else "",
          "reasoning"),
         ("vision encoder", "linear probe " + ", ".join(f"{a} {pct(v)}" for a, v in probe.items()), "vision"),
     ]
@@ -338,7 +347,9 @@ def table(data: dict) -> str:
     if sc:
         lines.append("")
         lines.append(
-            f"Text accuracy: greedy, on {sc['text_items']} held-out text-only problems that need two steps or more. "
+            f"Text accuracy: greedy, on {sc['text_items']} held-out text-only problems that need two steps or more; "
+            f"'as pictures': the same problems with the scene stated as the picture's cell words (one per visual "
+            f"token), the most a projector can hand the LM. "
             f"Ignoring the image: the reasoning LM answers the {sc['visual_items']} visual test questions without "
             f"their pictures {pct(sc['reasoning_blind'])} of the time (substitute {pct(sc['substitute_blind'])}; "
             f"the commonest training answer per question: {pct(sc['majority_blind'])}).")

@@ -32,7 +32,7 @@ from r1v.model.builder import tiny_language_config
 from r1v.model.templates import render
 from r1v.world.data import target
 from r1v.world.optim import Optimiser
-from r1v.world.scenes import COLOURS, MAX_BAR, SHAPES, Problem
+from r1v.world.scenes import COLOURS, MAX_BAR, SHAPES, Problem, picture, prompt
 
 Example = tuple[list[int], list[int]]  # (input ids, labels with -100 where no loss)
 
@@ -58,11 +58,27 @@ def new_lm(vocab_size: int, size: LMSize, *, seed: int) -> Qwen2ForCausalLM:
 
 
 # --------------------------------------------------------------------------- examples
-def base_examples(tok: PreTrainedTokenizerBase, problems: Sequence[Problem], *,
-                  worked: Sequence[bool]) -> list[Example]:
+def token_order() -> list[int]:
+    """The grid cell of each visual token, as transformers' ("v2") pixel shuffle orders them."""
+    from r1v.world.vit import token_cells
+
+    return token_cells("v2")
+
+
+def stated(p: Problem, as_picture: bool = False, order: list[int] | None = None) -> str:
+    """The text-only problem: its scene in words, or as the picture's cell words (`scenes.picture`)."""
+    if not as_picture:
+        return p.prompt(text_only=True)
+    return prompt(p.question, p.choices, picture(p, order or token_order()))
+
+
+def base_examples(tok: PreTrainedTokenizerBase, problems: Sequence[Problem], *, worked: Sequence[bool],
+                  pictured: Sequence[bool] | None = None) -> list[Example]:
     """Pretraining documents: each text-only problem, a worked solution or not, the answer."""
-    texts = [p.prompt(text_only=True) + (f"\nSolution: {p.reasoning}" if w else "") + f"\nThe answer is {p.answer}."
-             for p, w in zip(problems, worked)]
+    pictured = pictured or [False] * len(problems)
+    order = token_order()
+    texts = [stated(p, pic, order) + (f"\nSolution: {p.reasoning}" if w else "") + f"\nThe answer is {p.answer}."
+             for p, w, pic in zip(problems, worked, pictured)]
     return documents(tok, texts)
 
 
@@ -114,10 +130,13 @@ def chat_prompt(tok: PreTrainedTokenizerBase, question: str) -> list[int]:
                add_special_tokens=False)["input_ids"]
 
 
-def chat_examples(tok: PreTrainedTokenizerBase, problems: Sequence[Problem], style: str) -> list[Example]:
+def chat_examples(tok: PreTrainedTokenizerBase, problems: Sequence[Problem], style: str,
+                  pictured: Sequence[bool] | None = None) -> list[Example]:
     """Chat-template examples of the text-only problems; the loss covers the completion only."""
-    prompts = [render("r1v", [{"role": "user", "content": p.prompt(text_only=True)}], bos_token=tok.bos_token)
-               for p in problems]
+    pictured = pictured or [False] * len(problems)
+    order = token_order()
+    prompts = [render("r1v", [{"role": "user", "content": stated(p, pic, order)}], bos_token=tok.bos_token)
+               for p, pic in zip(problems, pictured)]
     enc = tok(prompts, add_special_tokens=False)["input_ids"]
     comp = tok([target(p, style) for p in problems], add_special_tokens=False)["input_ids"]
     return [(pr + c + [tok.eos_token_id], [-100] * len(pr) + c + [tok.eos_token_id]) for pr, c in zip(enc, comp)]
@@ -198,14 +217,20 @@ def generate(model, tok: PreTrainedTokenizerBase, prompts: Sequence[list[int]], 
     return out
 
 
-def accuracy(model, tok: PreTrainedTokenizerBase, rows: Sequence[dict]) -> tuple[float, list]:
+def accuracy(model, tok: PreTrainedTokenizerBase, rows: Sequence[dict], *,
+             as_picture: bool = False) -> tuple[float, list]:
     """Greedy accuracy of a text-only LM on mini-world rows, scored by the harness's `world` task.
 
-    Text-only rows state their scene; visual rows are asked *without* their picture (read without
-    a root, a row's image is left out): the "ignores the image" baseline, near chance."""
+    Text-only rows state their scene (in words, or `as_picture`: in cell words, the visual path's
+    ceiling); visual rows are asked *without* their picture (read without a root, a row's image is
+    left out): the "ignores the image" baseline, near chance."""
     from r1v.evaluate.tasks import get_task
+    from r1v.world.data import from_row
 
     task = get_task("world")
+    if as_picture:
+        order = token_order()
+        rows = [{**r, "context": picture(from_row(r), order)} for r in rows]
     items = [task.read_row(r) for r in rows]
     prompts = [chat_prompt(tok, task.prompt(it)) for it in items]
     outputs = generate(model, tok, prompts)

@@ -269,6 +269,48 @@ def describe(p: Problem) -> str:
     return f"The clock shows {s['hour']}."
 
 
+# --------------------------------------------------------------------------- the picture, one word per cell
+# The scene as the picture lays it out: one word per grid cell, so one word per visual token. The
+# LMs read problems stated this way too (besides in words), so their vocabulary has a word for
+# every cell a picture can hold: the mini-world's stand-in for the visual descriptions a real LLM
+# has read. Each word is a single token (added to the tokenizer), and the projector's job is then
+# what R1V asks of it: turn each visual token into something the frozen LLM can read.
+EMPTY = "<.>"
+PICTURE_WORDS = (
+    [EMPTY] + [f"<{c}-{sh}>" for c in COLOURS for sh in SHAPES]
+    + [f"<{c}-bar{h}>" for c in COLOURS for h in range(1, MAX_BAR + 1)]
+    + [f"<g{g}>" for g in GLYPHS] + [f"<h{h}>" for h in range(1, 13)]
+)
+
+
+def cell_words(p: Problem) -> list[str]:
+    """The word of each grid cell, raster order. What each cell shows is what the vision encoder is
+    pretrained to see there (`r1v/world/vit.py: cell_targets`): a bar's colour and height fill its
+    whole column; a clock's hour, every cell."""
+    words = [EMPTY] * (GRID * GRID)
+    s = p.scene
+    if p.family == "shapes":
+        for o in s["objects"]:
+            words[o["cell"]] = f"<{o['colour']}-{o['shape']}>"
+    elif p.family == "bars":
+        for col, b in enumerate(s["bars"]):
+            for row in range(GRID):
+                words[row * GRID + col] = f"<{b['colour']}-bar{b['value']}>"
+    elif p.family == "expr":
+        for i, ch in enumerate(s["expression"]):
+            words[GRID + i] = f"<g{ch}>"
+    else:
+        words = [f"<h{s['hour']}>"] * (GRID * GRID)
+    return words
+
+
+def picture(p: Problem, order: list[int]) -> str:
+    """"Picture: <.><red-circle>...": the cell words in visual-token order (`order[k]` is the cell
+    of token k: R1V's pixel shuffle reorders the grid; see vit.token_cells)."""
+    words = cell_words(p)
+    return "Picture: " + "".join(words[c] for c in order)
+
+
 # --------------------------------------------------------------------------- drawing
 def draw(p: Problem) -> Image.Image:
     """The picture of `p.scene` (112x112 RGB), placement jittered by `p.jitter`."""

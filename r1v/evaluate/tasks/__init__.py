@@ -96,9 +96,9 @@ def _registry() -> dict[str, type[Task]]:
     from r1v.evaluate.tasks.math500 import MATH500
     from r1v.evaluate.tasks.mathvista import MathVista
     from r1v.evaluate.tasks.mmmu import MMMU
-    from r1v.evaluate.tasks.world import World
+    from r1v.evaluate.tasks.world import JSONL, World
 
-    return {t.name: t for t in (MATH500, AIME24, GPQA, MathVista, MMMU, World)}
+    return {t.name: t for t in (MATH500, AIME24, GPQA, MathVista, MMMU, World, JSONL)}
 
 
 def names() -> list[str]:

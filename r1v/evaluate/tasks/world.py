@@ -23,23 +23,25 @@ from r1v.world.scenes import prompt
 
 class World(Task):
     name, title = "world", "Mini-world"
+    columns = ("id", "family", "question", "answer")
 
     def read(self, path, *, seed: int = 0) -> list[Item]:
         items = []
         for f in find_files(path):
             rows = read_rows(f)
-            need(rows, ("id", "family", "question", "answer"), "mini-world")
+            need(rows, self.columns, self.title)
             items += [self.read_row(r, root=Path(f).parent, source=f) for r in rows]
         return items
 
     def read_row(self, r: dict, *, root: Path | None = None, source=None) -> Item:
         """One row as an Item; its image is read from `root` (no root: the picture is left out)."""
         images = []
-        if r.get("image") and root is not None:
-            img = root / r["image"]
+        names = r.get("images") or ([r["image"]] if r.get("image") else [])
+        for name in names if root is not None else []:
+            img = root / name
             if not img.is_file():
-                raise R1VError(f"{source or root}: row {r['id']} names image {r['image']}, which is missing")
-            images = [img.read_bytes()]
+                raise R1VError(f"{source or root}: row {r['id']} names image {name}, which is missing")
+            images.append(img.read_bytes())
         question = "\n".join(x for x in (r.get("context"), r["question"]) if x)
         groups = {k: str(r[k]) for k in ("family", "level", "steps") if r.get(k) is not None}
         return Item(id=str(r["id"]), question=question, answer=str(r["answer"]), images=images,
@@ -53,3 +55,12 @@ class World(Task):
             letter, rule = extract_letter(text)
             return letter == item.answer, letter, rule
         return math_rules(item.answer, text, boxed, verifier)
+
+
+class JSONL(World):
+    """Any JSON lines of the same shape: {"id", "question", "answer", optional "image" / "images"
+    (paths relative to the file), "choices", "context"}: the recipe's format for your own data.
+    Free-form answers are compared by math-verify, choices by letter, as in the mini-world."""
+
+    name, title = "jsonl", "JSONL"
+    columns = ("id", "question", "answer")

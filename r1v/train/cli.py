@@ -1,0 +1,101 @@
+"""`r1v train STAGE` and `r1v recipe run|report`: the recipe's command line.
+
+    r1v recipe run recipes/tiny.yaml [key=value ...] [--restart]
+    r1v train align|transfer|sft|grpo --config recipes/tiny.yaml [key=value ...]
+    accelerate launch -m r1v train sft --config recipes/r1v-38b.yaml      # many GPUs, unchanged
+    r1v recipe report runs/tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from r1v.errors import R1VError
+
+SETTINGS = "\n\nsettings (key=value; YAML values; nested keys dotted):\n"
+
+
+def _settings() -> str:
+    from r1v.train.config import help_lines
+
+    return SETTINGS + "\n".join(help_lines())
+
+
+def add_parsers(sub) -> None:
+    r = sub.add_parser("recipe", help="the whole R1V recipe by config: align, transfer, SFT, GRPO, report",
+                       description="Run the R1V training recipe end to end from a YAML file. Finished stages are "
+                                   "skipped, so an interrupted run resumes.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    rsub = r.add_subparsers(dest="recipe_command", metavar="ACTION")
+    rsub.required = True
+    p = rsub.add_parser("run", help="run every stage of a recipe, then write the report",
+                        epilog="examples:\n  r1v recipe run recipes/tiny.yaml\n"
+                               "  r1v recipe run recipes/tiny.yaml grpo.steps=20 name=short --restart" + _settings(),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", help="the recipe YAML (recipes/tiny.yaml: the mini-world on a CPU)")
+    p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting (listed below)")
+    p.add_argument("--restart", action="store_true", help="delete the run folder and start over")
+    p.set_defaults(func=cmd_run)
+    p = rsub.add_parser("report", help="(re)write runs/<name>/report.md and its plots")
+    p.add_argument("run", help="the run folder, e.g. runs/tiny")
+    p.set_defaults(func=cmd_report)
+
+    t = sub.add_parser("train", help="run one stage of the recipe: align, transfer, sft or grpo",
+                       description="Run one stage of a recipe (its earlier stages' checkpoints must exist in "
+                                   "the run folder). The stage reruns even when it finished before.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    tsub = t.add_subparsers(dest="stage", metavar="STAGE")
+    tsub.required = True
+    for name in ("align", "transfer", "sft", "grpo"):
+        doc = _docstring(name)
+        p = tsub.add_parser(name, help=doc.strip().splitlines()[0], description=doc, epilog=_settings(),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", required=True, help="the recipe YAML whose settings and run folder to use")
+        p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting")
+        p.set_defaults(func=cmd_stage)
+
+
+def _docstring(stage: str) -> str:
+    """A stage module's docstring, read without importing it (so --help needs no torch)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(f"r1v.train.{stage}")
+    return ast.get_docstring(ast.parse(open(spec.origin).read())) or stage
+
+
+def cmd_run(a) -> int:
+    from r1v.train.config import load_recipe
+    from r1v.train.recipe import run
+
+    run(load_recipe(a.recipe, a.settings), restart=a.restart)
+    return 0
+
+
+def cmd_stage(a) -> int:
+    from r1v.train.config import load_recipe
+    from r1v.train.context import Context
+    from r1v.train.recipe import stage_module
+
+    ctx = Context(load_recipe(a.config, a.settings))
+    t0 = time.perf_counter()
+    if a.stage in ctx.results["done"]:  # an explicit rerun starts the stage afresh
+        ctx.results["done"] = [s for s in ctx.results["done"] if s != a.stage and not s.startswith(a.stage + "/")]
+    stage_module(a.stage).run(ctx)
+    print(f"{a.stage}: done in {time.perf_counter() - t0:.0f} s -> {ctx.dir / a.stage}")
+    for s, r in ctx.results["stages"].items():
+        if s.split("/")[0] == a.stage and "eval" in r:
+            print(f"  {s}: " + ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in r["eval"].items()))
+    return 0
+
+
+def cmd_report(a) -> int:
+    from pathlib import Path
+
+    from r1v.train.report import write
+
+    if not (Path(a.run) / "results.json").exists():
+        raise R1VError(f"{a.run} holds no results.json: not a recipe run folder")
+    print(f"wrote {write(a.run)}")
+    return 0

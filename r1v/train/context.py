@@ -1,0 +1,228 @@
+"""What every stage shares: the run folder, the backbones, the data, held-out scoring, checkpoints.
+
+    ctx = Context(load_recipe("recipes/tiny.yaml"))
+    model = ctx.assemble(ctx.cfg.model.substitute)        # vision + fresh projector + LLM
+    ctx.save(model, "align"); ctx.evaluate(model, "align")  # runs/<name>/align/, results.json
+
+Run folder (`runs/<name>/`):
+    recipe.yaml          the resolved config (overrides applied)
+    data/                the stage data (mini-world: prepared here from the world)
+    <stage>/             a checkpoint per stage (transformers layout, `r1v chat --model` loads it)
+    metrics.jsonl        one line per logged training step, every stage
+    results.json         held-out scores per stage, stage timings, which stages are done
+    report.md, plots/    `r1v recipe report`
+A stage whose checkpoint and results entry exist is done; `r1v recipe run` skips it, so a
+crashed run resumes at the stage it was in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from r1v.errors import R1VError
+from r1v.train.config import RecipeConfig
+from r1v.train.loop import Metrics
+
+
+class Context:
+    def __init__(self, cfg: RecipeConfig):
+        from accelerate import PartialState
+
+        self.cfg = cfg
+        self.dir = cfg.run_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # Under `accelerate launch` every process runs the recipe; only the main one writes files.
+        self.state = PartialState()
+        self.main = self.state.is_main_process
+        self.metrics = Metrics(self.dir / "metrics.jsonl" if self.main else None)
+        self.results_path = self.dir / "results.json"
+        self.results = json.loads(self.results_path.read_text()) if self.results_path.exists() else \
+            {"stages": {}, "done": [], "data": {}}
+        self._write_config()
+        self._world: Path | None = None
+        self._tokenizers: dict[str, object] = {}
+        self._task = None
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.model.dtype)
+        if self.dtype is None:
+            raise R1VError(f"model.dtype={cfg.model.dtype!r}; choose fp32, bf16 or fp16")
+        self._eval_cache: dict[str, list] = {}
+
+    def _write_config(self) -> None:
+        import dataclasses
+
+        import yaml
+
+        if self.main:
+            (self.dir / "recipe.yaml").write_text(yaml.safe_dump(dataclasses.asdict(self.cfg), sort_keys=False))
+
+    # ------------------------------------------------------------------ bookkeeping
+    def done(self, stage: str) -> bool:
+        return stage in self.results["done"] and (self.dir / stage).exists()
+
+    def mark_done(self, stage: str, seconds: float, **extra) -> None:
+        from r1v.world.build import peak_rss_mb
+
+        self.results["stages"].setdefault(stage, {}).update(
+            seconds=round(seconds, 1), peak_rss_mb=round(peak_rss_mb()), **extra)
+        if stage not in self.results["done"]:
+            self.results["done"].append(stage)
+        self.save_results()
+
+    def save_results(self) -> None:
+        if not self.main:
+            return
+        tmp = self.results_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=1))
+        tmp.replace(self.results_path)
+
+    # ------------------------------------------------------------------ backbones
+    @property
+    def world(self) -> Path:
+        if self._world is None:
+            from r1v.world.build import DEFAULT_DIR, config_from, ensure_world
+
+            if not self.cfg.data.world:
+                raise R1VError("this recipe names a world: backbone but data.world is empty")
+            root = Path(self.cfg.data.world_dir) if self.cfg.data.world_dir else DEFAULT_DIR
+            if self.main:
+                ensure_world(root, config_from(self.cfg.data.world))
+            self.state.wait_for_everyone()
+            self._world = root
+        return self._world
+
+    def resolve(self, ref: str) -> str:
+        """`world:NAME` -> the built world's folder NAME; anything else is a path that must exist."""
+        if ref.startswith("world:"):
+            return str(self.world / ref.split(":", 1)[1])
+        if not Path(ref).exists():
+            raise R1VError(f"{ref} not found (a model folder, or world:NAME for the mini-world's backbones)")
+        return ref
+
+    def tokenizer(self, language: str):
+        from r1v.model.tokenizer import add_r1v_tokens, load_tokenizer
+
+        path = self.resolve(language)
+        if path not in self._tokenizers:
+            tok = load_tokenizer(path)
+            add_r1v_tokens(tok)
+            self._tokenizers[path] = tok
+        return self._tokenizers[path]
+
+    def assemble(self, language: str, *, seed: int | None = None):
+        """Vision encoder + a freshly initialised projector + `language` (Stage 0's starting point)."""
+        from r1v.model.builder import build_r1v
+
+        return build_r1v(vision=self.resolve(self.cfg.model.vision), language=self.resolve(language),
+                         tokenizer=self.tokenizer(language), dtype=self.dtype,
+                         seed=self.cfg.seed if seed is None else seed)
+
+    def save(self, model, stage: str, tokenizer) -> Path:
+        from r1v.model.checkpoint import save_model
+
+        if self.main:
+            save_model(model, tokenizer, self.dir / stage, max_tiles=self.cfg.model.max_tiles)
+        self.state.wait_for_everyone()
+        return self.dir / stage
+
+    def load(self, stage: str):
+        """(model, tokenizer) of a finished stage's checkpoint."""
+        from r1v.model.checkpoint import load_model
+
+        if not (self.dir / stage).exists():
+            raise R1VError(f"{self.dir / stage} does not exist: run the `{stage}` stage first "
+                           f"(r1v recipe run, or r1v train {stage.split('/')[0]})")
+        model, tok, _ = load_model(self.dir / stage, dtype=self.dtype)
+        return model, tok
+
+    # ------------------------------------------------------------------ data
+    @property
+    def task(self):
+        if self._task is None:
+            from r1v.evaluate.tasks import get_task
+
+            self._task = get_task(self.cfg.data.task)
+        return self._task
+
+    def data_file(self, key: str) -> Path:
+        """The JSONL behind a data setting; the mini-world's are prepared on first use."""
+        path = getattr(self.cfg.data, key)
+        if not path and self.cfg.data.world:
+            from r1v.train.world_data import prepare
+
+            path = prepare(self)[key]
+        if not path or not Path(path).is_file():
+            raise R1VError(f"data.{key} is {'not set' if not path else f'{path}, which does not exist'}: "
+                           f"give a JSONL file in the task's format (see r1v/train/samples.py)")
+        return Path(path)
+
+    def rows(self, key: str) -> tuple[list, list[dict]]:
+        """(harness Items, raw rows) of a data file; rows carry `response` / `score` / `reference`."""
+        from r1v.world.data import read_jsonl
+
+        path = self.data_file(key)
+        rows = read_jsonl(path)
+        items = self.task.read(path)
+        if len(items) != len(rows):
+            raise R1VError(f"{path}: the {self.task.name} reader kept {len(items)} of {len(rows)} rows")
+        return items, rows
+
+    def samples(self, encoder, key: str, *, field: str = "response", limit: int = 0):
+        items, rows = self.rows(key)
+        if limit:
+            items, rows = items[:limit], rows[:limit]
+        missing = [r.get("id") for r in rows if field and r.get(field) is None]
+        if missing:
+            raise R1VError(f"{self.data_file(key)}: row {missing[0]} has no {field!r}")
+        return encoder.encode_all(self.task, items, [r.get(field) for r in rows] if field else None), rows
+
+    # ------------------------------------------------------------------ held-out scoring
+    def evaluate(self, model, tokenizer, stage: str) -> dict:
+        """Greedy accuracy on the held-out visual and text-only files; stored under the stage."""
+        from r1v.train.rollout import score
+        from r1v.train.samples import Encoder
+
+        t0 = time.perf_counter()
+        enc = Encoder(model, tokenizer, template=self.cfg.model.template, max_tiles=self.cfg.model.max_tiles)
+        out = {}
+        for kind in ("visual", "text"):
+            key = f"eval_{kind}"
+            try:
+                samples, _ = self.samples(enc, key, field="", limit=self.cfg.data.eval_limit)
+            except R1VError:
+                if getattr(self.cfg.data, key) or self.cfg.data.world:
+                    raise
+                continue
+            scored = score(self.task, model, tokenizer, samples, stop_id=enc.stop_id,
+                           max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size,
+                           desc=f"{stage}: {kind} test")
+            out[kind] = scored.summary()
+            self._write_outputs(stage, kind, samples, scored)
+        self.results["stages"].setdefault(stage, {})["eval"] = out
+        self.results["stages"][stage]["eval_seconds"] = round(time.perf_counter() - t0, 1)
+        self.save_results()
+        return out
+
+    def _write_outputs(self, stage: str, kind: str, samples, scored) -> None:
+        if not self.main:
+            return
+        path = self.dir / "outputs" / f"{stage.replace('/', '-')}-{kind}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as f:
+            for s, out, ok in zip(samples, scored.outputs, scored.correct):
+                f.write(json.dumps({"id": s.id, "correct": ok, "output": out}) + "\n")
+
+
+def check_pair(substitute_cfg, reasoning_cfg) -> None:
+    """The transfer premise: both LLMs descend from one base (method.md)."""
+    if substitute_cfg.hidden_size != reasoning_cfg.hidden_size:
+        raise R1VError(f"the substitute LLM is {substitute_cfg.hidden_size} wide but the reasoning LLM "
+                       f"{reasoning_cfg.hidden_size}: the projector cannot transfer; pick a substitute with the "
+                       f"reasoning LLM's base (see ../shared/docs/method.md)")
+    if substitute_cfg.vocab_size != reasoning_cfg.vocab_size:
+        warnings.warn(f"the substitute and reasoning LLMs have different vocabularies ({substitute_cfg.vocab_size} "
+                      f"vs {reasoning_cfg.vocab_size}); are they from the same base?", stacklevel=2)

@@ -1,0 +1,113 @@
+"""The whole R1V recipe, by config: align -> transfer -> SFT (M0 + iterations) -> GRPO -> report.
+
+    r1v recipe run recipes/tiny.yaml            # the mini-world, every stage, on a laptop CPU
+    r1v recipe run recipes/tiny.yaml grpo.steps=20 --restart
+    r1v recipe report runs/tiny
+
+A finished stage is skipped, so an interrupted run resumes where it stopped (`--restart` starts
+over). The run ends with the report (`runs/<name>/report.md`) and the final model answering a
+held-out test image, its reasoning shown.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from r1v.train.config import RecipeConfig
+from r1v.train.context import Context
+
+DIM, BOLD, RESET = "\033[2m", "\033[1m", "\033[0m"
+
+
+def stage_module(name: str):
+    from r1v.train import align, grpo, sft, transfer
+
+    return {"align": align, "transfer": transfer, "sft": sft, "grpo": grpo}[name]
+
+
+def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
+    if restart and cfg.run_dir.exists():
+        shutil.rmtree(cfg.run_dir)
+    t0 = time.perf_counter()
+    ctx = Context(cfg)
+    if not ctx.main:  # under `accelerate launch`, one process speaks and writes the report
+        log = lambda *a, **k: None  # noqa: E731
+    if cfg.data.world:
+        log(f"mini-world: {ctx.world}")
+    for stage in cfg.stages:
+        if ctx.done(stage):
+            log(f"{stage}: done, reused ({ctx.dir / stage})")
+            continue
+        log(f"{BOLD}{stage}{RESET} ...")
+        stage_module(stage).run(ctx)
+        log(progress_line(ctx))
+    ctx.results["total_seconds"] = round(time.perf_counter() - t0, 1)
+    ctx.save_results()
+    if not ctx.main:
+        return ctx
+    example = answer_example(ctx)
+    from r1v.train.report import write
+
+    path = write(ctx.dir, example=example)
+    log(summary_table(ctx))
+    log(f"\nreport: {path}")
+    return ctx
+
+
+def progress_line(ctx: Context) -> str:
+    parts = []
+    for s, r in ctx.results["stages"].items():
+        if "eval" in r:
+            e = r["eval"]
+            parts.append(f"{s} " + " / ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in e.items()))
+    return f"{DIM}  " + "; ".join(parts[-3:]) + RESET
+
+
+def summary_table(ctx: Context) -> str:
+    from r1v.train.report import stage_order
+
+    rows = [f"\n{'stage':<10} {'visual':>8} {'text':>8} {'tokens':>7} {'seconds':>8}"]
+    for s in stage_order(ctx.results):
+        r = ctx.results["stages"][s]
+        e = r["eval"]
+        cell = [f"{100 * e[k]['accuracy']:.1f}%" if k in e else "-" for k in ("visual", "text")]
+        rows.append(f"{s:<10} {cell[0]:>8} {cell[1]:>8} {e.get('visual', {}).get('mean_tokens', '-'):>7} "
+                    f"{r.get('seconds', '-'):>8}")
+    rows.append(f"total {ctx.results.get('total_seconds', '-')} s")
+    return "\n".join(rows)
+
+
+def answer_example(ctx: Context) -> str | None:
+    """The last stage's model answers the first held-out test image; markdown for the report."""
+    from r1v.train.report import stage_order
+
+    order = stage_order(ctx.results)
+    if not order or not ctx.cfg.data.world:
+        return None
+    stage = order[-1]
+    model, tok = ctx.load(stage)
+    items, rows = ctx.rows("eval_visual")
+    from r1v.chat import Chat
+
+    chat = Chat(model, tok, max_tiles=ctx.cfg.model.max_tiles)
+    item = items[0]
+    reply = chat.ask(ctx.task.prompt(item), images=[_image(item)], temperature=0, repetition_penalty=1.0,
+                     max_new_tokens=ctx.cfg.eval.max_new_tokens)
+    img = ctx.dir / "plots" / "example.png"
+    img.parent.mkdir(exist_ok=True)
+    _image(item).save(img)
+    ok = ctx.task.score(item, reply.text).correct
+    print(f"\n{BOLD}{stage} answers a test image{RESET} ({rows[0]['image']})\n{ctx.task.prompt(item)}\n"
+          f"{DIM}{reply.reasoning}{RESET}\n{reply.answer}   (gold {item.answer}: {'right' if ok else 'wrong'})")
+    return (f"![test image](plots/example.png)\n\n**{ctx.task.prompt(item)}**\n\n"
+            f"Reasoning: *{reply.reasoning}*\n\nAnswer: `{reply.answer}` (gold `{item.answer}`, "
+            f"{'right' if ok else 'wrong'}; model: `{stage}`, greedy)")
+
+
+def _image(item):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(item.images[0])).convert("RGB")

@@ -1,0 +1,171 @@
+"""The run report: `runs/<name>/report.md` with its plots, from results.json and metrics.jsonl.
+
+    r1v recipe report runs/tiny        # (re)write the report of a run, finished or not
+
+Sections: held-out accuracy per stage (visual and text-only, with 95% intervals), the transfer
+row, the SFT iterations (D_rm, E_{t-1}), GRPO against the last SFT iteration (the paired gap and
+its interval), response lengths, and the plots: loss curves, GRPO reward / accuracy / length /
+effective-sample ratio, accuracy by stage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def _ci(p: float, n: int) -> float:
+    return 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / max(1, n))
+
+
+def stage_order(results: dict) -> list[str]:
+    order = ["align", "transfer"] + sorted((s for s in results["stages"] if s.startswith("sft/")),
+                                           key=lambda s: int(s.split("/m")[1])) + ["grpo"]
+    return [s for s in order if "eval" in results["stages"].get(s, {})]
+
+
+def paired_gap(run: Path, a: str, b: str, kind: str = "visual") -> dict | None:
+    """Accuracy of stage b minus stage a on the same held-out items, with a 95% interval (paired)."""
+    fa = run / "outputs" / f"{a.replace('/', '-')}-{kind}.jsonl"
+    fb = run / "outputs" / f"{b.replace('/', '-')}-{kind}.jsonl"
+    if not (fa.exists() and fb.exists()):
+        return None
+    ra = {r["id"]: r["correct"] for r in map(json.loads, fa.read_text().splitlines())}
+    rb = {r["id"]: r["correct"] for r in map(json.loads, fb.read_text().splitlines())}
+    diffs = [float(rb[k]) - float(ra[k]) for k in ra if k in rb]
+    if not diffs:
+        return None
+    n = len(diffs)
+    mean = sum(diffs) / n
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, n - 1) / n)
+    return {"gap": mean, "lo": mean - 1.96 * se, "hi": mean + 1.96 * se, "n": n}
+
+
+def read_metrics(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def plots(run: Path, results: dict, metrics: list[dict]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = run / "plots"
+    out.mkdir(exist_ok=True)
+    made = []
+    # loss curves of every supervised run, in order
+    sup = [m for m in metrics if "loss" in m and m.get("stage") != "grpo"]
+    if sup:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        x0 = 0
+        for stage in dict.fromkeys(m["stage"] for m in sup):
+            ys = [m["loss"] for m in sup if m["stage"] == stage]
+            ax.plot(range(x0, x0 + len(ys)), ys, label=stage)
+            x0 += len(ys)
+        ax.set(xlabel="step (all supervised runs, in order)", ylabel="loss", yscale="log", title="Training loss")
+        ax.legend(fontsize=7, ncol=3)
+        fig.tight_layout()
+        fig.savefig(out / "loss.png", dpi=110)
+        plt.close(fig)
+        made.append("loss.png")
+    grpo = [m for m in metrics if m.get("stage") == "grpo"]
+    if grpo:
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3))
+        steps = [m["step"] for m in grpo]
+        for ax, key, title in zip(axes, ("reward", "accuracy", "length", "effective"),
+                                  ("reward", "accuracy (rollouts)", "response length (tokens)",
+                                   "effective-sample ratio")):
+            ys = [m[key] for m in grpo]
+            ax.plot(steps, ys, alpha=0.35, color="C0")
+            k = max(1, len(ys) // 10)
+            smooth = [sum(ys[max(0, i - k + 1) : i + 1]) / len(ys[max(0, i - k + 1) : i + 1]) for i in range(len(ys))]
+            ax.plot(steps, smooth, color="C0")
+            ax.set(title=title, xlabel="GRPO step")
+        fig.tight_layout()
+        fig.savefig(out / "grpo.png", dpi=110)
+        plt.close(fig)
+        made.append("grpo.png")
+    order = stage_order(results)
+    if order:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        for j, kind in enumerate(("visual", "text")):
+            vals = [results["stages"][s]["eval"].get(kind, {}).get("accuracy", float("nan")) * 100 for s in order]
+            ax.bar([i + (j - 0.5) * 0.38 for i in range(len(order))], vals, width=0.38, label=f"{kind} test")
+        ax.set_xticks(range(len(order)), order, rotation=30, fontsize=8)
+        ax.set(ylabel="accuracy (%)", ylim=(0, 100), title="Held-out accuracy by stage")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "accuracy.png", dpi=110)
+        plt.close(fig)
+        made.append("accuracy.png")
+    return made
+
+
+def write(run: str | Path, example: str | None = None) -> Path:
+    run = Path(run)
+    results = json.loads((run / "results.json").read_text())
+    metrics = read_metrics(run)
+    images = plots(run, results, metrics)
+    st = results["stages"]
+    lines = [f"# R1V recipe report: `{run.name}`", "",
+             f"Config: `{run / 'recipe.yaml'}`. Every number below comes from `results.json` and `metrics.jsonl` in "
+             "this folder; held-out scores are greedy, scored by the task's own scorer.", ""]
+    lines += ["## Held-out accuracy by stage", "",
+              "| stage | visual test | text-only test | visual: mean tokens | time (s) | peak RSS (MB) |",
+              "|---|---|---|---|---|---|"]
+    for s in stage_order(results):
+        e = st[s]["eval"]
+        cells = []
+        for kind in ("visual", "text"):
+            if kind in e:
+                p, n = e[kind]["accuracy"], e[kind]["n"]
+                cells.append(f"{100 * p:.1f}% ± {100 * _ci(p, n):.1f} (n={n})")
+            else:
+                cells.append("-")
+        tok = e.get("visual", {}).get("mean_tokens", "-")
+        lines.append(f"| {s} | {cells[0]} | {cells[1]} | {tok} | {st[s].get('seconds', '-')} | "
+                     f"{st[s].get('peak_rss_mb', '-')} |")
+    lines += ["", "± is a 95% normal interval of the accuracy.", ""]
+    if "align" in st and "transfer" in st and "eval" in st["align"] and "eval" in st["transfer"]:
+        a, t = st["align"]["eval"].get("visual", {}), st["transfer"]["eval"].get("visual", {})
+        lines += ["## Transfer (the paper: substitute 64.0 -> re-assembled 60.2 MMMU)", "",
+                  f"Substitute model after alignment: **{100 * a.get('accuracy', 0):.1f}%** on the visual test; "
+                  f"re-assembled with the reasoning LLM, before any further training: "
+                  f"**{100 * t.get('accuracy', 0):.1f}%**.", ""]
+    sft_rows = [s for s in stage_order(results) if s.startswith("sft/m") and s != "sft/m0"]
+    if sft_rows:
+        lines += ["## Iterative SFT", "", "| iteration | tau | lr | D_rm(tau) | E_{t-1} (of pool) | M_{t-1} on pool | "
+                  "D_t |", "|---|---|---|---|---|---|---|"]
+        for s in sft_rows:
+            r = st[s]
+            lines.append(f"| {s} | {r.get('tau')} | {r.get('lr')} | {r.get('d_rm')} | {r.get('mistakes')} "
+                         f"({r.get('pool')}) | {100 * r.get('pool_accuracy', 0):.1f}% | {r.get('size')} |")
+        lines.append("")
+    if "data" in results and results["data"]:
+        d = results["data"]
+        lines += ["## Data", "", "```", json.dumps(d), "```", ""]
+    last_sft = sft_rows[-1] if sft_rows else ("sft/m0" if "sft/m0" in st else None)
+    if "grpo" in st and last_sft:
+        g = paired_gap(run, last_sft, "grpo")
+        r = st["grpo"]
+        lines += ["## GRPO", ""]
+        if g:
+            verdict = "above" if g["lo"] > 0 else ("below" if g["hi"] < 0 else "not distinguishable from")
+            lines.append(f"GRPO minus {last_sft} on the same {g['n']} visual test items: **{100 * g['gap']:+.1f} "
+                         f"points** (95% paired interval {100 * g['lo']:+.1f} to {100 * g['hi']:+.1f}): {verdict} "
+                         f"the last SFT iteration.")
+        if "reward_first" in r:
+            lines.append(f"Rollout reward {r['reward_first']:.3f} (first fifth of steps) -> {r['reward_last']:.3f} "
+                         f"(last fifth); effective-sample ratio {r['effective_first']:.2f} -> "
+                         f"{r['effective_last']:.2f}; {r.get('prompts')} prompts in D_rm(tau).")
+        lines.append("")
+    if images:
+        lines += ["## Plots", ""] + [f"![{i}](plots/{i})" for i in images] + [""]
+    if example:
+        lines += ["## The final model on a test image", "", example, ""]
+    path = run / "report.md"
+    path.write_text("\n".join(lines))
+    return path

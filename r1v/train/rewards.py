@@ -1,0 +1,104 @@
+"""Rewards and data filters: pure functions, each with adversarial tests (`tests/test_rewards.py`).
+
+GRPO's rule rewards, TRL-style (`fn(completions, **columns) -> list[float]`):
+* `accuracy_reward`: 1 when the task's own scorer (the benchmark's official rules, the think rules
+  included) marks the completion correct; 0 otherwise, and 0 for an answer the rules *guessed*
+  (MMMU picks a random option when it finds none) or for no answer at all;
+* `format_reward`: 1 for the DeepSeek-R1 template the prompt opens: non-empty reasoning, exactly
+  one `</think>`, then an answer holding `\\boxed{...}`.
+
+The iterative SFT's data selection (method.md, Stage 2):
+* `rubric_score`: the mini-world's reward model, 0..5 (the paper's is a learnt RM; the mini-world
+  can check a chain exactly, so its RM is a rubric). Pluggable: `sft.reward_model=field` reads a
+  `score` column written by any RM, e.g. the LLM judge of `r1v distill`;
+* `d_rm(scores, tau)`: D_rm(tau), the samples scoring at least tau;
+* `mistakes(correct)`: E_{t-1}, the samples M_{t-1} answered wrongly;
+* `iteration_ids`: D_t = D_rm(tau_t) u E_{t-1}.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from r1v.model.templates import THINK_CLOSE, THINK_OPEN
+
+_BOXED = re.compile(r"\\boxed\{[^{}]*\S[^{}]*\}")
+_ARITH = re.compile(r"(-?\d+)\s*([+\-])\s*(-?\d+)\s*=\s*(-?\d+)")
+
+
+def accuracy_reward(completions: Sequence[str], *, items, task) -> list[float]:
+    out = []
+    for item, text in zip(items, completions):
+        s = task.score(item, text)
+        out.append(1.0 if s.correct and not s.guessed else 0.0)
+    return out
+
+
+def format_reward(completions: Sequence[str], **_) -> list[float]:
+    """The completion is what follows the prompt's `<think>\\n`: reasoning `</think>` answer."""
+    out = []
+    for text in completions:
+        body = text.removeprefix(THINK_OPEN)
+        reasoning, sep, answer = body.partition(THINK_CLOSE)
+        ok = (bool(sep) and bool(reasoning.strip()) and THINK_CLOSE not in answer and THINK_OPEN not in answer
+              and THINK_OPEN not in reasoning and _BOXED.search(answer) is not None)
+        out.append(1.0 if ok else 0.0)
+    return out
+
+
+def group_advantages(rewards: Sequence[float], group: int, eps: float = 1e-4) -> list[float]:
+    """GRPO's advantage: (r - mean of its group) / (std of its group + eps); groups of `group`
+    consecutive rewards. A group whose rewards are all equal gives 0 (no signal)."""
+    import statistics
+
+    if len(rewards) % group:
+        raise ValueError(f"{len(rewards)} rewards do not split into groups of {group}")
+    out = []
+    for g in range(0, len(rewards), group):
+        rs = rewards[g : g + group]
+        mean, std = statistics.fmean(rs), statistics.pstdev(rs) if group > 1 else 0.0
+        out += [(r - mean) / (std + eps) if std > 0 else 0.0 for r in rs]
+    return out
+
+
+def effective_ratio(rewards: Sequence[float], group: int) -> float:
+    """Share of groups whose rewards differ (non-zero advantage): R1V2's vanishing-advantage measure."""
+    groups = [rewards[g : g + group] for g in range(0, len(rewards), group)]
+    return sum(max(g) != min(g) for g in groups) / max(1, len(groups))
+
+
+# --------------------------------------------------------------------------- SFT data selection
+def rubric_score(response: str, *, reference: str, correct: bool) -> int:
+    """The mini-world's reward model: 0..5 for a response given the problem's reference chain.
+
+    +1 format (`format_reward`), +2 correct final answer (the task's scorer, passed in),
+    +1 every `a +/- b = c` in the reasoning is true, +1 every fact it states (a sentence without
+    `=`, e.g. "red shapes 3.") is one the reference states. Empty reasoning earns neither of the
+    last two."""
+    score = int(format_reward([response])[0]) + (2 if correct else 0)
+    reasoning = response.removeprefix(THINK_OPEN).partition(THINK_CLOSE)[0]
+    sentences = [s.strip() for s in reasoning.split(".") if s.strip()]
+    if not sentences:
+        return score
+    sums = _ARITH.findall(reasoning)
+    if all(int(a) + (int(b) if op == "+" else -int(b)) == int(c) for a, op, b, c in sums):
+        score += 1
+    facts = {s.strip() for s in reference.split(".") if s.strip() and "=" not in s}
+    stated = [s for s in sentences if "=" not in s]
+    if all(s in facts for s in stated):
+        score += 1
+    return score
+
+
+def d_rm(scores: dict[str, int], tau: int) -> set[str]:
+    return {k for k, s in scores.items() if s >= tau}
+
+
+def mistakes(ids: Sequence[str], correct: Sequence[bool]) -> set[str]:
+    return {i for i, c in zip(ids, correct) if not c}
+
+
+def iteration_ids(scores: dict[str, int], tau: int, wrong: set[str]) -> set[str]:
+    """D_t = D_rm(tau_t) u E_{t-1} (method.md, Stage 2)."""
+    return d_rm(scores, tau) | wrong

@@ -1,0 +1,114 @@
+"""Batched generation for the recipe: held-out scoring, finding E_{t-1}, and GRPO rollouts.
+
+Generation is the recipe's main cost, so it is batched and each prompt is processed once:
+
+* prompts are left-padded into a batch and *prefilled* once (images encoded once, in that pass);
+* for G completions per prompt the prefilled KV cache is repeated G times
+  (`DynamicCache.batch_repeat_interleave`), and transformers' `generate` continues from it.
+  Stock GRPO loops (TRL's) instead repeat the prompt G times and encode its image G times.
+
+    outs = generate(model, samples, stop_id=..., pad_id=..., n=8, temperature=1.0)  # [[ids]*8]*len
+    acc = score(task, model, tok, samples, max_new_tokens=96)                     # greedy, scored
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig
+
+from r1v.train.samples import Sample
+
+
+def left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    n = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), n), pad_id)
+    mask = torch.zeros((len(prompts), n), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, n - len(p) :] = torch.tensor(p)
+        mask[i, n - len(p) :] = 1
+    return ids, mask
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def prefill(model, samples: Sequence[Sample], pad_id: int, *, upto: int = 0, grad: bool = False,
+            image_args: dict | None = None):
+    """Run the left-padded prompts once (all but their last `upto` tokens); returns (ids, mask, output)
+    with the KV cache in `output.past_key_values`."""
+    from r1v.train.samples import image_inputs
+
+    ids, mask = left_pad([s.prompt for s in samples], pad_id)
+    device = next(model.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
+    cut = ids.shape[1] - upto
+    args = image_args if image_args is not None else image_inputs(model, samples, None)
+    with torch.set_grad_enabled(grad):
+        out = model(input_ids=ids[:, :cut], attention_mask=mask[:, :cut], position_ids=positions(mask[:, :cut]),
+                    use_cache=True, **args)
+    return ids, mask, out
+
+
+@torch.no_grad()
+def generate(model, samples: Sequence[Sample], *, stop_id: int, pad_id: int, n: int = 1, temperature: float = 0.0,
+             top_p: float = 1.0, max_new_tokens: int = 256, min_new_tokens: int = 0, batch_size: int = 64,
+             image_args=None, progress=None) -> list[list[list[int]]]:
+    """n completions (token ids, through the stop token when it came) for every sample."""
+    out: list[list[list[int]]] = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        ids, mask, pre = prefill(model, chunk, pad_id, upto=1, image_args=image_args(chunk) if image_args else None)
+        cache = pre.past_key_values
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+        # Every setting explicit: a checkpoint's generation_config.json (the model card's
+        # repetition_penalty 1.05, top_p 0.95) must not leak into greedy scoring or GRPO sampling.
+        config = GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                  do_sample=temperature > 0,
+                                  temperature=temperature if temperature > 0 else 1.0, top_p=top_p, top_k=None,
+                                  repetition_penalty=1.0, pad_token_id=pad_id, eos_token_id=stop_id)
+        gen = model.generate(input_ids=ids, attention_mask=mask, cache=cache,
+                             generation_config=config)[:, ids.shape[1]:].tolist()
+        for i in range(len(chunk)):
+            out.append([_trim(g, stop_id) for g in gen[i * n : (i + 1) * n]])
+        if progress:
+            progress(len(chunk))
+    return out
+
+
+def _trim(ids: list[int], stop_id: int) -> list[int]:
+    return ids[: ids.index(stop_id) + 1] if stop_id in ids else ids
+
+
+@dataclass
+class Scored:
+    accuracy: float
+    n: int
+    correct: list[bool]
+    outputs: list[str]
+    lengths: list[int]  # generated tokens per output
+
+    def summary(self) -> dict:
+        import statistics
+
+        return {"accuracy": round(self.accuracy, 4), "n": self.n,
+                "mean_tokens": round(statistics.fmean(self.lengths), 1) if self.lengths else 0.0,
+                "median_tokens": statistics.median(self.lengths) if self.lengths else 0}
+
+
+def score(task, model, tokenizer, samples: Sequence[Sample], *, stop_id: int, max_new_tokens: int,
+          batch_size: int = 64, desc: str = "score") -> Scored:
+    """Greedy answers of `model` on `samples`, scored by `task` (the harness's scorer)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(samples), desc=desc, leave=False) as bar:
+        gens = generate(model, samples, stop_id=stop_id, pad_id=tokenizer.pad_token_id,
+                        max_new_tokens=max_new_tokens, batch_size=batch_size, progress=bar.update)
+    texts = [tokenizer.decode(g[0], skip_special_tokens=True) for g in gens]
+    correct = [task.score(s.item, t).correct for s, t in zip(samples, texts)]
+    return Scored(sum(correct) / max(1, len(correct)), len(correct), correct, texts, [len(g[0]) for g in gens])

@@ -1,0 +1,276 @@
+"""The recipe's stages on the small mini-world: the real CLI end to end, what trains and what must
+not, the transfer's bit-identical projector, and the equivalences the speed-ups rely on (packing
+= padding, cached features = the vision encoder, a shared prompt prefix = full sequences)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from r1v.cli import main
+from r1v.errors import R1VError
+from r1v.train.config import load_recipe, parse_overrides
+
+SMALL = """
+name: small
+seed: 0
+model: {{vision: world:vision, substitute: world:substitute, reasoning: world:reasoning, max_tiles: 1}}
+data: {{task: world, world: small, world_dir: {world}, eval_limit: 8}}
+align:
+  passes: [{{name: full, lr: 1.0e-2, epochs: 0.2}}, {{name: filtered, lr: 1.0e-3}}, {{name: cot, lr: 1.0e-3}}]
+  optim: {{samples_per_step: 8, micro_batch_per_device: 4}}
+  pack_length: 256
+sft:
+  optim: {{lr: 1.0e-2, samples_per_step: 8, epochs: 0.5}}
+  taus: [2, 5]
+  lrs: [1.0e-3, 1.0e-3]
+  mistake_pool: 8
+  max_new_tokens: 12
+  pack_length: 256
+grpo: {{steps: 2, prompts_per_step: 2, generations_per_prompt: 4, max_completion_tokens: 12, lr: 1.0e-2, tau: 0}}
+eval: {{max_new_tokens: 12, batch_size: 8}}
+"""
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    files = sorted(folder.glob("*.safetensors"))
+    out = {}
+    for f in files:
+        out.update(load_file(f))
+    return out
+
+
+def part(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def recipe_run(small_world, tmp_path_factory):
+    out, _ = small_world
+    d = tmp_path_factory.mktemp("recipe")
+    yaml_path = d / "small.yaml"
+    yaml_path.write_text(SMALL.format(world=out))
+    assert main(["recipe", "run", str(yaml_path), f"out={d / 'run'}"]) == 0
+    return yaml_path, d / "run", out
+
+
+# --------------------------------------------------------------------------- config
+def test_config_overrides_and_mistakes(tmp_path):
+    assert parse_overrides(["grpo.steps=3", "sft.taus=[2,5]", "name=x"]) == {
+        "grpo": {"steps": 3}, "sft": {"taus": [2, 5]}, "name": "x"}
+    cfg = load_recipe("recipes/tiny.yaml", ["grpo.steps=3", "align.passes=[{name: full, lr: 2e-3}]"])
+    assert cfg.grpo.steps == 3 and cfg.align.passes[0].lr == 2e-3 and len(cfg.align.passes) == 1
+    assert cfg.sft.taus == [2, 3, 4, 5] and cfg.grpo.generations_per_prompt == 8
+    for bad, msg in ((["grpo.stepz=3"], "unknown setting 'grpo.stepz'"), (["grpo.steps=many"], "is not a int"),
+                     (["sft.taus=[2]"], "one lr per iteration"), (["stages=[align, dance]"], "unknown stage"),
+                     (["sft.taus=[2,9,3,4]"], "scores in 0..5"), (["grpo"], "key=value")):
+        with pytest.raises(R1VError, match=msg):
+            load_recipe("recipes/tiny.yaml", bad)
+    with pytest.raises(R1VError, match="not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    for name in ("tiny", "r1v-38b", "r1v-1.5b-1gpu"):
+        load_recipe(f"recipes/{name}.yaml")  # every shipped recipe parses
+
+
+# --------------------------------------------------------------------------- the whole recipe, through the CLI
+def test_recipe_runs_every_stage_and_reports(recipe_run):
+    _, run, _ = recipe_run
+    results = json.loads((run / "results.json").read_text())
+    for stage in ("align", "transfer", "sft/m0", "sft/m1", "sft/m2", "grpo"):
+        assert stage in results["done"]
+        assert (run / stage / "config.json").exists()
+        ev = results["stages"][stage]["eval"]
+        assert ev["visual"]["n"] == 8 and ev["text"]["n"] == 8
+    assert results["stages"]["sft/m2"]["tau"] == 5
+    report = (run / "report.md").read_text()
+    assert "## Held-out accuracy by stage" in report and "| grpo |" in report and "GRPO minus sft/m2" in report
+    from PIL import Image
+
+    for png in ("loss.png", "grpo.png", "accuracy.png", "example.png"):
+        assert min(Image.open(run / "plots" / png).size) >= 112
+    grpo = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"grpo"' in x]
+    assert len(grpo) == 2 and {"reward", "accuracy", "length", "effective", "kl"} <= set(grpo[0])
+
+
+def test_stages_train_what_they_should_and_nothing_else(recipe_run):
+    _, run, world = recipe_run
+    vision = load_file(world / "vision" / "model.safetensors")
+    substitute = load_file(world / "substitute" / "model.safetensors")
+    reasoning = load_file(world / "reasoning" / "model.safetensors")
+    align, transfer = weights(run / "align"), weights(run / "transfer")
+    m0, m2, grpo = weights(run / "sft" / "m0"), weights(run / "sft" / "m2"), weights(run / "grpo")
+    V, P, L = "model.vision_tower.", "model.multi_modal_projector.", "model.language_model."
+    # align: projector trained; the vision encoder and the substitute LLM bit-identical
+    assert same(part(align, V), vision)
+    assert same(part(align, L), part(substitute, "model.")) and torch.equal(align["lm_head.weight"],
+                                                                          substitute["lm_head.weight"])
+    # transfer: projector and vision bit-identical, LLM (and head) swapped for the reasoning LLM's
+    assert same(part(transfer, P), part(align, P)) and same(part(transfer, V), vision)
+    assert same(part(transfer, L), part(reasoning, "model.")) and torch.equal(transfer["lm_head.weight"],
+                                                                            reasoning["lm_head.weight"])
+    # sft and grpo (projector only by default): the projector moves, nothing else does (GRPO's
+    # projector is checked in test_grpo_cli_moves_the_projector: this untrained LM earns no reward)
+    for before, after in ((transfer, m0), (m0, m2), (m2, grpo)):
+        assert after is grpo or not same(part(before, P), part(after, P))
+        assert same(part(before, V), part(after, V)) and same(part(before, L), part(after, L))
+    # the tokenizer after transfer is the reasoning LLM's
+    from r1v.model.tokenizer import load_tokenizer
+
+    text = "red shapes 3. 3 + 2 = 5."
+    assert load_tokenizer(str(run / "transfer"))(text)["input_ids"] == load_tokenizer(
+        str(world / "reasoning"))(text)["input_ids"]
+
+
+def test_train_cli_reruns_a_stage_with_lora(recipe_run, tmp_path, capsys):
+    yaml_path, run, _ = recipe_run
+    before = weights(run / "sft" / "m0")
+    assert main(["train", "sft", "--config", str(yaml_path), f"out={run}", "sft.parts.lora_rank=4",
+                 "sft.taus=[5]", "sft.lrs=[1e-3]"]) == 0
+    assert "sft/m0: visual" in capsys.readouterr().out
+    after = weights(run / "sft" / "m0")
+    L, V = "model.language_model.", "model.vision_tower."
+    assert not any("lora" in k for k in after)  # merged into the weights: a plain R1V checkpoint
+    assert not same(part(before, L), part(after, L)) and same(part(before, V), part(after, V))
+    assert main(["train", "grpo", "--config", str(yaml_path), f"out={tmp_path / 'fresh'}"]) == 2
+    assert "or r1v train sft" in capsys.readouterr().err
+
+
+def test_grpo_cli_moves_the_projector(recipe_run, monkeypatch):
+    # The small world's LLM is untrained, so every rollout earns the same (zero) reward and no
+    # group carries signal. Give the rollouts a reward that differs within groups (by length) to
+    # see a real CLI run move the projector, and only the projector.
+    import r1v.train.grpo as grpo_mod
+
+    yaml_path, run, _ = recipe_run
+    monkeypatch.setattr(grpo_mod, "accuracy_reward", lambda texts, **_: [float(len(t) % 2) for t in texts])
+    before = weights(run / "sft" / "m2")
+    assert main(["train", "grpo", "--config", str(yaml_path), f"out={run}", "grpo.steps=1"]) == 0
+    after = weights(run / "grpo")
+    P, V, L = "model.multi_modal_projector.", "model.vision_tower.", "model.language_model."
+    assert not same(part(before, P), part(after, P))
+    assert same(part(before, V), part(after, V)) and same(part(before, L), part(after, L))
+    row = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"grpo"' in x][-1]
+    assert row["effective"] > 0
+
+
+@pytest.mark.slow
+def test_recipe_under_accelerate_launch_with_two_processes(recipe_run, tmp_path):
+    """`accelerate launch` (two CPU processes, DDP on gloo) runs the same recipe unchanged."""
+    import subprocess
+    import sys
+
+    yaml_path, _, _ = recipe_run
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "r1v", "recipe", "run", str(yaml_path),
+           f"out={tmp_path / 'run'}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {"align", "transfer", "sft", "grpo"} <= set(results["done"])
+    assert done.stdout.count("report:") == 1  # one process speaks
+
+
+def test_cli_mistakes(tmp_path, capsys):
+    assert main(["recipe", "run", str(tmp_path / "none.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grpo: {steps: [1}")
+    assert main(["recipe", "run", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert main(["recipe", "report", str(tmp_path)]) == 2
+
+
+# --------------------------------------------------------------------------- the speed-ups are exact
+@pytest.fixture(scope="module")
+def small_model(small_world):
+    from r1v.evaluate.tasks import get_task
+    from r1v.model.builder import build_r1v
+    from r1v.model.tokenizer import load_tokenizer
+    from r1v.train.samples import Encoder
+    from r1v.world.data import read_jsonl, target
+
+    out, _ = small_world
+    tok = load_tokenizer(str(out / "tokenizer"))
+    model = build_r1v(vision=str(out / "vision"), language=str(out / "reasoning"), tokenizer=tok, seed=3)
+    task = get_task("world")
+    path = out / "data" / "visual-train.jsonl"
+    rows = read_jsonl(path)[:12]
+    enc = Encoder(model, tok, max_tiles=1)
+    samples = enc.encode_all(task, task.read(path)[:12], [target(r, "reasoning") for r in rows])
+    return model.eval(), tok, samples, enc
+
+
+def test_packed_cached_loss_equals_padded_pixel_loss(small_model):
+    from r1v.train.samples import FeatureCache, image_inputs, pack, packed_batch, padded_batch
+
+    model, tok, samples, _ = small_model
+    n = sum(len(s.response) for s in samples)
+    padded = model(**padded_batch(samples, tok.pad_token_id), **image_inputs(model, samples, None),
+                   num_items_in_batch=torch.tensor(n), use_cache=False).loss
+    rows = pack(samples, 200)
+    assert len(rows) < len(samples)  # several samples share a row
+    flat = [s for r in rows for s in r]
+    packed = model(**packed_batch(rows, tok.pad_token_id), **image_inputs(model, flat, FeatureCache(model)),
+                   num_items_in_batch=torch.tensor(n), use_cache=False).loss
+    assert torch.allclose(packed, padded, atol=1e-5), (packed, padded)
+    # the same model with a cache made: transformers no longer reads the packing (what the loop avoids)
+    leaky = model(**packed_batch(rows, tok.pad_token_id), **image_inputs(model, flat, None),
+                  num_items_in_batch=torch.tensor(n), use_cache=True).loss
+    assert abs(leaky.item() - padded.item()) > 1e-4
+
+
+def test_shared_prefix_logprobs_equal_full_sequences(small_model):
+    from r1v.train.grpo import completion_logprobs, grpo_loss
+    from r1v.train.samples import FeatureCache, Sample, image_inputs
+
+    model, tok, samples, _ = small_model
+    prompts = [Sample(s.id, s.prompt, [], s.pixels, s.item) for s in samples[:2]]
+    G = 3
+    comps = [samples[k % 4].response[: 3 + k] for k in range(len(prompts) * G)]
+    logp, mask = completion_logprobs(model, prompts, comps, G, pad_id=tok.pad_token_id,
+                                     image_args=image_inputs(model, prompts, FeatureCache(model)))
+    for j, c in enumerate(comps):  # the naive way: each prompt + completion on its own, full forward
+        p = prompts[j // G]
+        ids = torch.tensor([p.prompt + c])
+        logits = model(input_ids=ids, pixel_values=p.pixels).logits[0, len(p.prompt) - 1 : -1]
+        ref = torch.log_softmax(logits, -1).gather(-1, torch.tensor(c)[:, None])[:, 0]
+        assert torch.allclose(logp[j, : len(c)], ref, atol=1e-4)
+        assert mask[j].sum() == len(c)
+    # one GRPO step moves the projector only, and only when some advantage is non-zero
+    from r1v.train.config import Parts
+    from r1v.train.loop import set_parts
+
+    set_parts(model, Parts())
+    adv = torch.tensor([1.0, -1.0, 0.0, 0.0, 0.0, 0.0])
+    model.zero_grad()
+    logp, mask = completion_logprobs(model, prompts, comps, G, pad_id=tok.pad_token_id,
+                                     image_args=image_inputs(model, prompts, FeatureCache(model)))
+    grpo_loss(logp, logp.detach(), adv, mask.float(), clip_eps=0.2)[0].backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "multi_modal_projector" in n)
+    assert all(g is None for n, g in grads.items() if "multi_modal_projector" not in n)
+
+
+def test_generation_shares_the_prefix_and_matches_plain_generate(small_model):
+    from r1v.train.rollout import generate
+
+    model, tok, samples, enc = small_model
+    prompts = samples[:3]
+    ours = generate(model, prompts, stop_id=enc.stop_id, pad_id=tok.pad_token_id, max_new_tokens=8)
+    for s, out in zip(prompts, ours):
+        ref = model.generate(input_ids=torch.tensor([s.prompt]), pixel_values=s.pixels, max_new_tokens=8,
+                             do_sample=False, repetition_penalty=1.0, pad_token_id=tok.pad_token_id,
+                             eos_token_id=enc.stop_id)[0, len(s.prompt):].tolist()
+        assert out[0] == ref[: len(out[0])] and len(out[0]) == len(ref)
+    torch.manual_seed(0)
+    many = generate(model, prompts, stop_id=enc.stop_id, pad_id=tok.pad_token_id, n=4, temperature=1.0,
+                    max_new_tokens=8)
+    assert [len(g) for g in many] == [4, 4, 4]
