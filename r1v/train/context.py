@@ -90,7 +90,14 @@ class Context:
                 raise R1VError("this recipe names a world: backbone but data.world is empty")
             root = Path(self.cfg.data.world_dir) if self.cfg.data.world_dir else DEFAULT_DIR
             if self.main:
-                ensure_world(root, config_from(self.cfg.data.world))
+                try:
+                    ensure_world(root, config_from(self.cfg.data.world))
+                except R1VError as e:
+                    if "other settings" not in str(e):
+                        raise
+                    raise R1VError(f"{root} holds a mini-world built with other settings (an older r1v?); "
+                                   f"rebuild it with `r1v world build --rebuild --out {root}`, or set "
+                                   f"data.world_dir=ANOTHER_FOLDER") from None
             self.state.wait_for_everyone()
             self._world = root
         return self._world

@@ -166,12 +166,12 @@ def setup(model, cfg):
     return wrapped, acc.unwrap_model(wrapped), opt, sched, acc, cache, ref
 
 
-def run(ctx: Context, start: str | None = None) -> None:
+def run(ctx: Context) -> None:
     from r1v.train.sft import final_stage
 
     cfg = ctx.cfg.grpo
     t0 = time.perf_counter()
-    model, tok = ctx.load(start or final_stage(ctx))
+    model, tok = ctx.load(final_stage(ctx))
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     samples, rows = ctx.samples(enc, "sft")
     pool = [Sample(s.id, s.prompt, [], s.pixels, s.item) for s, r in zip(samples, rows) if r.get("score", 5) >= cfg.tau]

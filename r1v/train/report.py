@@ -129,6 +129,15 @@ def write(run: str | Path, example: str | None = None) -> Path:
         lines.append(f"| {s} | {cells[0]} | {cells[1]} | {tok} | {st[s].get('seconds', '-')} | "
                      f"{st[s].get('peak_rss_mb', '-')} |")
     lines += ["", "± is a 95% normal interval of the accuracy.", ""]
+    fams = sorted({f for s in stage_order(results) for f in st[s]["eval"].get("visual", {}).get("by", {})
+                   .get("family", {})})
+    if fams:
+        lines += ["Visual test accuracy by family:", "", "| stage | " + " | ".join(fams) + " |",
+                  "|---|" + "---|" * len(fams)]
+        for s in stage_order(results):
+            fam = st[s]["eval"].get("visual", {}).get("by", {}).get("family", {})
+            lines.append(f"| {s} | " + " | ".join(f"{100 * fam[f]:.0f}%" if f in fam else "-" for f in fams) + " |")
+        lines.append("")
     if "align" in st and "transfer" in st and "eval" in st["align"] and "eval" in st["transfer"]:
         a, t = st["align"]["eval"].get("visual", {}), st["transfer"]["eval"].get("visual", {})
         lines += ["## Transfer (the paper: substitute 64.0 -> re-assembled 60.2 MMMU)", "",
@@ -144,6 +153,16 @@ def write(run: str | Path, example: str | None = None) -> Path:
             lines.append(f"| {s} | {r.get('tau')} | {r.get('lr')} | {r.get('d_rm')} | {r.get('mistakes')} "
                          f"({r.get('pool')}) | {100 * r.get('pool_accuracy', 0):.1f}% | {r.get('size')} |")
         lines.append("")
+    w = results.get("world")
+    if w:
+        lines += ["## What the mini-world's backbones allow", "",
+                  f"The reasoning LLM alone, on the text-only test problems with two steps or more: "
+                  f"{100 * w.get('reasoning_text', 0):.1f}% with the scene in words, "
+                  f"{100 * w.get('reasoning_picture', 0):.1f}% with the scene as the picture's cell words (one per "
+                  f"visual token: what a perfect projector could hand it); "
+                  f"{100 * w.get('reasoning_blind', 0):.1f}% on the visual questions without their pictures. "
+                  f"The substitute LLM: {100 * w.get('substitute_text', 0):.1f}% in words. "
+                  f"(From the world's `world.json`.)", ""]
     if "data" in results and results["data"]:
         d = results["data"]
         lines += ["## Data", "", "```", json.dumps(d), "```", ""]

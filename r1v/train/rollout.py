@@ -93,12 +93,20 @@ class Scored:
     outputs: list[str]
     lengths: list[int]  # generated tokens per output
 
+    groups: list[dict] | None = None  # each item's breakdown keys (family, level, ...)
+
     def summary(self) -> dict:
         import statistics
 
-        return {"accuracy": round(self.accuracy, 4), "n": self.n,
-                "mean_tokens": round(statistics.fmean(self.lengths), 1) if self.lengths else 0.0,
-                "median_tokens": statistics.median(self.lengths) if self.lengths else 0}
+        out = {"accuracy": round(self.accuracy, 4), "n": self.n,
+               "mean_tokens": round(statistics.fmean(self.lengths), 1) if self.lengths else 0.0,
+               "median_tokens": statistics.median(self.lengths) if self.lengths else 0}
+        by: dict[str, dict[str, list[bool]]] = {}
+        for g, ok in zip(self.groups or [], self.correct):
+            for key, value in g.items():
+                by.setdefault(key, {}).setdefault(str(value), []).append(ok)
+        out["by"] = {k: {v: round(sum(x) / len(x), 4) for v, x in sorted(vals.items())} for k, vals in by.items()}
+        return out
 
 
 def score(task, model, tokenizer, samples: Sequence[Sample], *, stop_id: int, max_new_tokens: int,
@@ -111,4 +119,5 @@ def score(task, model, tokenizer, samples: Sequence[Sample], *, stop_id: int, ma
                         max_new_tokens=max_new_tokens, batch_size=batch_size, progress=bar.update)
     texts = [tokenizer.decode(g[0], skip_special_tokens=True) for g in gens]
     correct = [task.score(s.item, t).correct for s, t in zip(samples, texts)]
-    return Scored(sum(correct) / max(1, len(correct)), len(correct), correct, texts, [len(g[0]) for g in gens])
+    return Scored(sum(correct) / max(1, len(correct)), len(correct), correct, texts, [len(g[0]) for g in gens],
+                  [getattr(s.item, "groups", {}) for s in samples])

@@ -19,6 +19,7 @@ Saves `sft/m0` ... `sft/m{T}` and scores each on the held-out splits.
 
 from __future__ import annotations
 
+import random
 import time
 
 from r1v.errors import R1VError
@@ -69,7 +70,9 @@ def run(ctx: Context) -> None:
         t0 = time.perf_counter()
         if held != f"sft/m{t - 1}":  # resuming: start from the last finished iteration
             model, tok = ctx.load(f"sft/m{t - 1}")
-        pool = samples[: cfg.mistake_pool] if cfg.mistake_pool else samples
+        # E_{t-1} is looked for in all of D, or in a fresh seeded sample of it each iteration
+        pool = random.Random(ctx.cfg.seed + t).sample(samples, cfg.mistake_pool) \
+            if 0 < cfg.mistake_pool < len(samples) else samples
         pool_prompts = [type(s)(s.id, s.prompt, [], s.pixels, s.item) for s in pool]
         answered = score(ctx.task, model, tok, pool_prompts, stop_id=enc.stop_id, max_new_tokens=cfg.max_new_tokens,
                          batch_size=ctx.cfg.eval.batch_size, desc=f"sft/{name}: E_{t - 1}")

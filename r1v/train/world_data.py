@@ -75,6 +75,9 @@ def _prepare(ctx) -> None:
              "sft": _write(out / "sft.jsonl", sft),
              "eval_visual": str(src / "visual-test.jsonl"), "eval_text": str(src / "text-test.jsonl")}
     scores = [r["score"] for r in sft]
+    world_scores = json.loads((world / "world.json").read_text()).get("scores", {})
+    ctx.results["world"] = {k: world_scores[k] for k in ("reasoning_text", "reasoning_picture", "substitute_text",
+                                                         "substitute_picture", "reasoning_blind") if k in world_scores}
     ctx.results["data"] = {
         "align_full": len(full), "align_filtered": len(filtered), "align_cot": len(cot), "sft": len(sft),
         "teacher_accuracy": round(sum(r["teacher_correct"] for r in sft) / len(sft), 4),

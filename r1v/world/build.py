@@ -53,7 +53,7 @@ class WorldConfig:
     lm_problems: int = field(default=40000, metadata={"help": "training problems the LMs are trained on"})
     base_steps: int = field(default=500, metadata={"help": "base LM pretraining steps"})
     substitute_steps: int = field(default=150, metadata={"help": "fine-tuning steps of the substitute LM"})
-    reasoning_steps: int = field(default=1000, metadata={"help": "fine-tuning steps of the reasoning LM"})
+    reasoning_steps: int = field(default=1600, metadata={"help": "fine-tuning steps of the reasoning LM"})
     lm_batch: int = field(default=32, metadata={"help": "sequences per LM step"})
     lm_lr: float = field(default=3e-3, metadata={"help": "base LM peak learning rate (fine-tuning: half)"})
     drill_share: float = field(default=0.4, metadata={"help": "share of arithmetic drills in pretraining"})
