@@ -49,7 +49,7 @@ def add_parsers(sub) -> None:
     tsub.required = True
     for name in ("align", "transfer", "sft", "grpo"):
         doc = _docstring(name)
-        p = tsub.add_parser(name, help=doc.strip().splitlines()[0], description=doc, epilog=_settings(),
+        p = tsub.add_parser(name, help=doc.split(":")[0], description=doc, epilog=_settings(),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", required=True, help="the recipe YAML whose settings and run folder to use")
         p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting")

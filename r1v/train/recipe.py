@@ -46,10 +46,11 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
     ctx.save_results()
     if not ctx.main:
         return ctx
-    example = answer_example(ctx)
+    ctx.results["example"] = answer_example(ctx)
+    ctx.save_results()
     from r1v.train.report import write
 
-    path = write(ctx.dir, example=example)
+    path = write(ctx.dir)
     log(summary_table(ctx))
     log(f"\nreport: {path}")
     return ctx

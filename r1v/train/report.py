@@ -104,7 +104,7 @@ def plots(run: Path, results: dict, metrics: list[dict]) -> list[str]:
     return made
 
 
-def write(run: str | Path, example: str | None = None) -> Path:
+def write(run: str | Path) -> Path:
     run = Path(run)
     results = json.loads((run / "results.json").read_text())
     metrics = read_metrics(run)
@@ -183,8 +183,8 @@ def write(run: str | Path, example: str | None = None) -> Path:
         lines.append("")
     if images:
         lines += ["## Plots", ""] + [f"![{i}](plots/{i})" for i in images] + [""]
-    if example:
-        lines += ["## The final model on a test image", "", example, ""]
+    if results.get("example"):
+        lines += ["## The final model on a test image", "", results["example"], ""]
     path = run / "report.md"
     path.write_text("\n".join(lines))
     return path
