@@ -71,7 +71,9 @@ def test_config_overrides_and_mistakes(tmp_path):
     assert cfg.sft.taus == [2, 3, 4, 5] and cfg.grpo.generations_per_prompt == 8
     for bad, msg in ((["grpo.stepz=3"], "unknown setting 'grpo.stepz'"), (["grpo.steps=many"], "is not a int"),
                      (["sft.taus=[2]"], "one lr per iteration"), (["stages=[align, dance]"], "unknown stage"),
-                     (["sft.taus=[2,9,3,4]"], "scores in 0..5"), (["grpo"], "key=value")):
+                     (["sft.taus=[2,9,3,4]"], "scores in 0..5"), (["grpo"], "key=value"),
+                     (["grpo.generations_per_prompt=1"], "compares a group"), (["grpo.steps=0"], "at least 1"),
+                     (["grpo=5", "grpo.steps=1"], "not a section"), (["model.template=chatml"], "choose r1v")):
         with pytest.raises(R1VError, match=msg):
             load_recipe("recipes/tiny.yaml", bad)
     with pytest.raises(R1VError, match="not found"):
@@ -130,15 +132,24 @@ def test_stages_train_what_they_should_and_nothing_else(recipe_run):
 
 
 def test_train_cli_reruns_a_stage_with_lora(recipe_run, tmp_path, capsys):
-    yaml_path, run, _ = recipe_run
+    import shutil
+
+    yaml_path, shared, _ = recipe_run
+    run = tmp_path / "run"
+    shutil.copytree(shared, run)  # the other tests keep the module's run as it was
     before = weights(run / "sft" / "m0")
     assert main(["train", "sft", "--config", str(yaml_path), f"out={run}", "sft.parts.lora_rank=4",
                  "sft.taus=[5]", "sft.lrs=[1e-3]"]) == 0
     assert "sft/m0: visual" in capsys.readouterr().out
+    results = json.loads((run / "results.json").read_text())
+    assert "grpo" not in results["done"] and "grpo" not in results["stages"]  # built on the old SFT: stale
+    assert "sft/m2" not in results["stages"] and "sft" in results["done"]
     after = weights(run / "sft" / "m0")
     L, V = "model.language_model.", "model.vision_tower."
     assert not any("lora" in k for k in after)  # merged into the weights: a plain R1V checkpoint
     assert not same(part(before, L), part(after, L)) and same(part(before, V), part(after, V))
+    assert main(["train", "grpo", "--config", str(yaml_path), f"out={run}"]) == 2  # sft/m2 is stale now
+    assert "or r1v train sft" in capsys.readouterr().err
     assert main(["train", "grpo", "--config", str(yaml_path), f"out={tmp_path / 'fresh'}"]) == 2
     assert "or r1v train sft" in capsys.readouterr().err
 
@@ -176,6 +187,22 @@ def test_recipe_under_accelerate_launch_with_two_processes(recipe_run, tmp_path)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {"align", "transfer", "sft", "grpo"} <= set(results["done"])
     assert done.stdout.count("report:") == 1  # one process speaks
+
+
+def test_lora_trains_adapters_and_the_projector(small_model):
+    import copy
+
+    from r1v.train.config import Parts
+    from r1v.train.loop import merge_lora, set_parts
+
+    model = copy.deepcopy(small_model[0])
+    set_parts(model, Parts(lora_rank=4))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable)
+    assert any("multi_modal_projector" in n for n in trainable)
+    assert not any("vision_tower" in n or ("language_model" in n and "lora_" not in n) for n in trainable)
+    merge_lora(model)
+    assert not any("lora" in n for n, _ in model.named_parameters()) and not hasattr(model, "peft_config")
 
 
 def test_cli_mistakes(tmp_path, capsys):

@@ -80,8 +80,7 @@ def cmd_stage(a) -> int:
 
     ctx = Context(load_recipe(a.config, a.settings))
     t0 = time.perf_counter()
-    if a.stage in ctx.results["done"]:  # an explicit rerun starts the stage afresh
-        ctx.results["done"] = [s for s in ctx.results["done"] if s != a.stage and not s.startswith(a.stage + "/")]
+    ctx.forget(a.stage)  # an explicit rerun starts the stage afresh; the stages after it are stale
     stage_module(a.stage).run(ctx)
     print(f"{a.stage}: done in {time.perf_counter() - t0:.0f} s -> {ctx.dir / a.stage}")
     for s, r in ctx.results["stages"].items():

@@ -13,7 +13,6 @@ Defaults are the paper's numbers (`../shared/docs/method.md`); the mini-world's 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +100,7 @@ class AlignConfig:
 
 @dataclass
 class TransferConfig:
-    check_vocab: bool = _f(True, "refuse LLMs whose hidden size differs; warn when vocabularies differ")
+    check_vocab: bool = _f(True, "warn when the LLMs' vocabularies differ (a hidden-size mismatch is always refused)")
 
 
 @dataclass
@@ -193,8 +192,6 @@ def _convert(tp, value, where: str):
         if not isinstance(value, list):
             raise R1VError(f"setting {where} expects a list, got {value!r}")
         return [_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin in (typing.Union, types.UnionType):
-        return value
     try:
         if tp is bool:
             if isinstance(value, bool):
@@ -228,6 +225,8 @@ def parse_overrides(pairs: list[str]) -> dict:
         *parents, last = key.strip().split(".")
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise R1VError(f"override {kv!r}: {p} is a setting, not a section")
         node[last] = value
     return out
 
@@ -259,6 +258,22 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         raise R1VError(f"sft.taus has {len(cfg.sft.taus)} entries but sft.lrs {len(cfg.sft.lrs)}: one lr per iteration")
     if any(not 0 <= t <= 5 for t in cfg.sft.taus) or not 0 <= cfg.grpo.tau <= 5:
         raise R1VError("reward-model thresholds (sft.taus, grpo.tau) are scores in 0..5")
+    positive = {"align.optim.samples_per_step": cfg.align.optim.samples_per_step,
+                "align.optim.micro_batch_per_device": cfg.align.optim.micro_batch_per_device,
+                "sft.optim.samples_per_step": cfg.sft.optim.samples_per_step,
+                "sft.optim.micro_batch_per_device": cfg.sft.optim.micro_batch_per_device,
+                "align.pack_length": cfg.align.pack_length, "sft.pack_length": cfg.sft.pack_length,
+                "grpo.steps": cfg.grpo.steps, "grpo.prompts_per_step": cfg.grpo.prompts_per_step,
+                "grpo.micro_groups": cfg.grpo.micro_groups,
+                "grpo.max_completion_tokens": cfg.grpo.max_completion_tokens,
+                "eval.batch_size": cfg.eval.batch_size, "eval.max_new_tokens": cfg.eval.max_new_tokens}
+    for key, value in positive.items():
+        if value < 1:
+            raise R1VError(f"{key}={value}: must be at least 1")
+    if cfg.grpo.generations_per_prompt < 2:
+        raise R1VError("grpo.generations_per_prompt must be at least 2: GRPO's advantage compares a group")
+    if cfg.model.template not in ("r1v", "r1v3"):
+        raise R1VError(f"model.template={cfg.model.template!r}; choose r1v or r1v3")
     return cfg
 
 

@@ -50,7 +50,6 @@ class Context:
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.model.dtype)
         if self.dtype is None:
             raise R1VError(f"model.dtype={cfg.model.dtype!r}; choose fp32, bf16 or fp16")
-        self._eval_cache: dict[str, list] = {}
 
     def _write_config(self) -> None:
         import dataclasses
@@ -62,7 +61,21 @@ class Context:
 
     # ------------------------------------------------------------------ bookkeeping
     def done(self, stage: str) -> bool:
+        if stage == "sft":  # done only if its last iteration (for the current sft.taus) is
+            return "sft" in self.results["done"] and self.done(f"sft/m{len(self.cfg.sft.taus)}")
         return stage in self.results["done"] and (self.dir / stage).exists()
+
+    def forget(self, stage: str) -> None:
+        """Mark `stage` and every stage after it as not done (they were built on what it replaces)."""
+        from r1v.train.config import STAGES
+
+        later = STAGES[STAGES.index(stage):]
+        gone = [s for s in self.results["done"] if s.split("/")[0].split("@")[0] in later]
+        self.results["done"] = [s for s in self.results["done"] if s not in gone]
+        for s in list(self.results["stages"]):
+            if s.split("/")[0].split("@")[0] in later:
+                del self.results["stages"][s]
+        self.save_results()
 
     def mark_done(self, stage: str, seconds: float, **extra) -> None:
         from r1v.world.build import peak_rss_mb
@@ -140,8 +153,8 @@ class Context:
         """(model, tokenizer) of a finished stage's checkpoint."""
         from r1v.model.checkpoint import load_model
 
-        if not (self.dir / stage).exists():
-            raise R1VError(f"{self.dir / stage} does not exist: run the `{stage}` stage first "
+        if not self.done(stage):
+            raise R1VError(f"{self.dir / stage} is missing or stale: run the `{stage}` stage first "
                            f"(r1v recipe run, or r1v train {stage.split('/')[0]})")
         model, tok, _ = load_model(self.dir / stage, dtype=self.dtype)
         return model, tok
@@ -224,12 +237,12 @@ class Context:
                 f.write(json.dumps({"id": s.id, "correct": ok, "output": out}) + "\n")
 
 
-def check_pair(substitute_cfg, reasoning_cfg) -> None:
+def check_pair(substitute_cfg, reasoning_cfg, *, warn_vocab: bool = True) -> None:
     """The transfer premise: both LLMs descend from one base (method.md)."""
     if substitute_cfg.hidden_size != reasoning_cfg.hidden_size:
         raise R1VError(f"the substitute LLM is {substitute_cfg.hidden_size} wide but the reasoning LLM "
                        f"{reasoning_cfg.hidden_size}: the projector cannot transfer; pick a substitute with the "
                        f"reasoning LLM's base (see ../shared/docs/method.md)")
-    if substitute_cfg.vocab_size != reasoning_cfg.vocab_size:
+    if warn_vocab and substitute_cfg.vocab_size != reasoning_cfg.vocab_size:
         warnings.warn(f"the substitute and reasoning LLMs have different vocabularies ({substitute_cfg.vocab_size} "
                       f"vs {reasoning_cfg.vocab_size}); are they from the same base?", stacklevel=2)

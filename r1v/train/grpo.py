@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from r1v.train.context import Context
-from r1v.train.loop import set_parts
+from r1v.train.loop import merge_lora, set_parts
 from r1v.train.rewards import accuracy_reward, effective_ratio, format_reward, group_advantages
 from r1v.train.rollout import generate, prefill
 from r1v.train.samples import Encoder, FeatureCache, Sample, image_inputs
@@ -107,7 +107,7 @@ def step(raw, opt, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rewards_f
     flat = [c for g in gens for c in g]
     texts = tok.batch_decode(flat, skip_special_tokens=True)
     rewards, acc_r, fmt_r = rewards_fn(texts, [s.item for s in batch for _ in range(G)])
-    adv = torch.tensor(group_advantages(rewards, G))
+    adv = torch.tensor(group_advantages(rewards, G), device=accelerator.device)
     # the loss is normalised by the completion tokens of the whole step, over every process
     n_tokens = int(accelerator.reduce(torch.tensor(sum(len(c) for c in flat), device=accelerator.device), "sum"))
     raw.train()
@@ -163,6 +163,8 @@ def setup(model, cfg):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
     acc = Accelerator()
     wrapped, opt = acc.prepare(model, opt)
+    if ref is not None:
+        ref.to(acc.device)
     return wrapped, acc.unwrap_model(wrapped), opt, sched, acc, cache, ref
 
 
@@ -174,7 +176,10 @@ def run(ctx: Context) -> None:
     model, tok = ctx.load(final_stage(ctx))
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     samples, rows = ctx.samples(enc, "sft")
-    pool = [Sample(s.id, s.prompt, [], s.pixels, s.item) for s, r in zip(samples, rows) if r.get("score", 5) >= cfg.tau]
+    from r1v.train.sft import scores_of
+
+    scores = scores_of(ctx, rows)
+    pool = [Sample(s.id, s.prompt, [], s.pixels, s.item) for s in samples if scores[s.id] >= cfg.tau]
     if not pool:
         from r1v.errors import R1VError
 
@@ -196,6 +201,8 @@ def run(ctx: Context) -> None:
         if cfg.eval_every and (i + 1) % cfg.eval_every == 0 and i + 1 < cfg.steps:
             ctx.evaluate(raw, tok, f"grpo@{i + 1}")
     del ref
+    if cfg.parts.lora_rank > 0 and not cfg.parts.language:
+        merge_lora(raw)
     ctx.save(raw, "grpo", tok)
     ctx.evaluate(raw, tok, "grpo")
     first, last = history[: max(1, len(history) // 5)], history[-max(1, len(history) // 5):]

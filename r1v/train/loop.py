@@ -2,7 +2,9 @@
 
     losses = supervised(model, samples, optim, parts=..., pad_id=..., log=metrics, desc="align/full")
 
-One readable loop on accelerate (so `accelerate launch` with DeepSpeed or FSDP runs it unchanged):
+One readable loop on accelerate, so `accelerate launch` runs it unchanged. DDP is tested (two
+CPU processes, `tests/test_train.py`); for sharded engines (DeepSpeed ZeRO-3, FSDP) every process
+runs the same number of forward passes, but no GPU run has checked them here. The loop itself:
 AdamW, linear warm-up then cosine decay (transformers' schedule), gradient accumulation over
 micro-batches, clipping. The loss is the mean over every target token of the *step*
 (`num_items_in_batch`), so packing, padding and accumulation all give the same number.
@@ -52,7 +54,11 @@ def set_parts(model, parts: Parts):
         from peft import LoraConfig, inject_adapter_in_model
 
         cfg = LoraConfig(r=parts.lora_rank, lora_alpha=parts.lora_alpha, target_modules=LORA_TARGETS)
-        inject_adapter_in_model(cfg, model)
+        inject_adapter_in_model(cfg, model)  # (peft leaves only the adapters trainable: re-apply the parts)
+        set_trainable(model, Trainable(vision=parts.vision, projector=parts.projector, language=False))
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.requires_grad_(True)
     return model
 
 
@@ -99,6 +105,7 @@ def supervised(
     cache = FeatureCache(model) if cache_features and not parts.vision else None
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay, betas=(0.9, 0.95))
+    per_step = min(optim.samples_per_step, len(samples))  # a small D_t is not drawn over and over
     steps = steps_for(len(samples), optim)
     # floor: a few-step run gets no warm-up (step 0 of a warm-up has lr 0 and would train nothing)
     sched = get_cosine_schedule_with_warmup(opt, int(optim.warmup_ratio * steps), steps)
@@ -112,7 +119,7 @@ def supervised(
     for step in bar:
         t0 = time.perf_counter()
         batch = []
-        while len(batch) < optim.samples_per_step:
+        while len(batch) < per_step:
             if not order:
                 order = list(range(len(samples)))
                 rng.shuffle(order)
@@ -125,8 +132,13 @@ def supervised(
             chunks = [rows[i : i + micro] for i in range(0, len(rows), micro)]
         else:
             chunks = [[[s] for s in mine[i : i + micro]] for i in range(0, len(mine), micro)]
+        # Every process runs as many forward passes (sharded engines gather weights in each one); a
+        # process with fewer chunks runs zero-weighted ones.
+        n_chunks = int(accelerator.reduce(torch.tensor(len(chunks), device=accelerator.device), "max"))
+        weights = [1.0] * len(chunks) + [0.0] * (n_chunks - len(chunks))
+        chunks += [[[batch[0]]]] * (n_chunks - len(chunks))
         total = 0.0
-        for k, chunk in enumerate(chunks):
+        for k, (chunk, weight) in enumerate(zip(chunks, weights)):
             flat = [s for row in chunk for s in row]
             inputs = packed_batch(chunk, pad_id) if pack_rows else padded_batch(flat, pad_id)
             inputs = {k: v.to(accelerator.device) for k, v in inputs.items()}
@@ -135,8 +147,8 @@ def supervised(
                 # only when no cache is made; with one, attention would cross samples in a row.
                 out = model(**inputs, **image_inputs(raw, flat, cache), use_cache=False,
                             num_items_in_batch=torch.tensor(n_targets / accelerator.num_processes))
-                accelerator.backward(out.loss)
-            total += out.loss.item()
+                accelerator.backward(out.loss * weight)
+            total += out.loss.item() * weight
         if optim.max_grad_norm:
             accelerator.clip_grad_norm_(params, optim.max_grad_norm)
         opt.step()

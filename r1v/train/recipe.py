@@ -27,8 +27,12 @@ def stage_module(name: str):
 
 
 def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
-    if restart and cfg.run_dir.exists():
+    from accelerate import PartialState
+
+    state = PartialState()
+    if restart and state.is_main_process and cfg.run_dir.exists():
         shutil.rmtree(cfg.run_dir)
+    state.wait_for_everyone()
     t0 = time.perf_counter()
     ctx = Context(cfg)
     if not ctx.main:  # under `accelerate launch`, one process speaks and writes the report

@@ -48,8 +48,9 @@ def prefill(model, samples: Sequence[Sample], pad_id: int, *, upto: int = 0, gra
     cut = ids.shape[1] - upto
     args = image_args if image_args is not None else image_inputs(model, samples, None)
     with torch.set_grad_enabled(grad):
+        # only the last position's logits are used: at R1V's scale the rest would be tens of GB
         out = model(input_ids=ids[:, :cut], attention_mask=mask[:, :cut], position_ids=positions(mask[:, :cut]),
-                    use_cache=True, **args)
+                    use_cache=True, logits_to_keep=1, **args)
     return ids, mask, out
 
 

@@ -99,7 +99,9 @@ def features(model, pixels: torch.Tensor) -> torch.Tensor:
     transformers' `get_image_features` feeds the projector."""
     inner = model.model
     cfg = model.config
-    out = inner.vision_tower(pixel_values=pixels.to(inner.dtype), output_hidden_states=cfg.vision_feature_layer != -1)
+    param = next(inner.vision_tower.parameters())
+    out = inner.vision_tower(pixel_values=pixels.to(param.device, param.dtype),
+                             output_hidden_states=cfg.vision_feature_layer != -1)
     x = out.last_hidden_state if cfg.vision_feature_layer == -1 else out.hidden_states[cfg.vision_feature_layer]
     if cfg.vision_feature_select_strategy == "default":
         x = x[:, 1:, :]
@@ -142,7 +144,8 @@ def image_inputs(model, samples: Sequence[Sample], cache: FeatureCache | None) -
         projected = model.model.multi_modal_projector(feats)
         return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=projected)}}
     pixels = [s.pixels for s in samples if s.pixels is not None]
-    return {"pixel_values": torch.cat(pixels)} if pixels else {}
+    device = next(model.parameters()).device
+    return {"pixel_values": torch.cat(pixels).to(device)} if pixels else {}
 
 
 # --------------------------------------------------------------------------- batches

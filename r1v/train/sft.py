@@ -25,19 +25,31 @@ import time
 from r1v.errors import R1VError
 from r1v.train.context import Context
 from r1v.train.loop import supervised
-from r1v.train.rewards import d_rm, iteration_ids, mistakes
+from r1v.train.rewards import d_rm, iteration_ids, mistakes, rubric_score
 from r1v.train.rollout import score
 from r1v.train.samples import Encoder
 
 
-def scores_of(rows: list[dict], reward_model: str) -> dict[str, int]:
-    """The reward model's 0..5 score of every sample of D."""
-    if reward_model not in ("rubric", "field"):
-        raise R1VError(f"sft.reward_model={reward_model!r}; choose rubric or field")
-    missing = [r["id"] for r in rows if not isinstance(r.get("score"), int)]
-    if missing:  # the rubric scores are written with the data (world_data.distil); others bring theirs
-        raise R1VError(f"row {missing[0]} of the SFT data has no integer `score` (0..5) from a reward model")
-    return {str(r["id"]): r["score"] for r in rows}
+def scores_of(ctx: Context, rows: list[dict]) -> dict[str, int]:
+    """The reward model's 0..5 score of every sample of D (`sft.reward_model`):
+    rubric: the mini-world's rule checks (`rewards.rubric_score`) against the row's reference chain;
+    field: a `score` column written by any reward model or judge."""
+    kind = ctx.cfg.sft.reward_model
+    if kind == "field":
+        missing = [r.get("id") for r in rows if not isinstance(r.get("score"), int) or not 0 <= r["score"] <= 5]
+        if missing:
+            raise R1VError(f"row {missing[0]} of the SFT data has no integer `score` in 0..5 (sft.reward_model=field)")
+        return {str(r["id"]): r["score"] for r in rows}
+    if kind == "rubric":
+        if any("reasoning" not in r for r in rows):
+            raise R1VError("the rubric reward model checks chains against a reference (`reasoning`), which only "
+                           "mini-world rows carry; give D a `score` column and set sft.reward_model=field")
+        task = ctx.task
+        return {str(r["id"]): rubric_score(r["response"], reference=r["reasoning"],
+                                           correct=task.score(task.read_row({**r, "image": None, "images": None}),
+                                                              r["response"]).correct)
+                for r in rows}
+    raise R1VError(f"sft.reward_model={kind!r}; choose rubric or field")
 
 
 def run(ctx: Context) -> None:
@@ -45,8 +57,10 @@ def run(ctx: Context) -> None:
     model, tok = ctx.load("transfer")
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     samples, rows = ctx.samples(enc, "sft")
+    if not samples:
+        raise R1VError(f"{ctx.data_file('sft')} holds no rows: no data for SFT")
     revised = {s.id: r.get("reference") for s, r in zip(samples, rows)}
-    scores = scores_of(rows, cfg.reward_model)
+    scores = scores_of(ctx, rows)
     by_id = {s.id: s for s in samples}
     train = dict(parts=cfg.parts, pad_id=tok.pad_token_id, cache_features=cfg.cache_features,
                  pack_rows=cfg.pack, pack_length=cfg.pack_length, log=ctx.metrics)
@@ -77,6 +91,10 @@ def run(ctx: Context) -> None:
         answered = score(ctx.task, model, tok, pool_prompts, stop_id=enc.stop_id, max_new_tokens=cfg.max_new_tokens,
                          batch_size=ctx.cfg.eval.batch_size, desc=f"sft/{name}: E_{t - 1}")
         wrong = mistakes([s.id for s in pool], answered.correct)
+        if ctx.state.num_processes > 1:  # one E_{t-1} for all (greedy ties could break differently)
+            from accelerate.utils import broadcast_object_list
+
+            wrong = broadcast_object_list([wrong])[0]
         ids = iteration_ids(scores, tau, wrong)
         data = []
         for i in sorted(ids):

@@ -21,8 +21,7 @@ def run(ctx: Context) -> None:
     aligned, _ = ctx.load("align")
     model = ctx.assemble(ctx.cfg.model.reasoning)
     tok = ctx.tokenizer(ctx.cfg.model.reasoning)
-    if ctx.cfg.transfer.check_vocab:
-        check_pair(aligned.config.text_config, model.config.text_config)
+    check_pair(aligned.config.text_config, model.config.text_config, warn_vocab=ctx.cfg.transfer.check_vocab)
     model.model.vision_tower.load_state_dict(aligned.model.vision_tower.state_dict())
     model.model.multi_modal_projector.load_state_dict(aligned.model.multi_modal_projector.state_dict())
     del aligned

@@ -41,6 +41,7 @@ CAPTION = "Describe the picture."
 def prepare(ctx) -> dict[str, str]:
     """The data files of a mini-world run (made once; reused while `data/done.json` exists)."""
     marker = ctx.dir / "data" / "done.json"
+    ctx.world  # built (or found) by every process together: its barrier must not pair with the one below
     if ctx.main and not marker.exists():  # the main process writes the files; the others wait for them
         _prepare(ctx)
     ctx.state.wait_for_everyone()
