@@ -211,12 +211,9 @@ class Context:
         out = {}
         for kind in ("visual", "text"):
             key = f"eval_{kind}"
-            try:
-                samples, _ = self.samples(enc, key, field="", limit=self.cfg.data.eval_limit)
-            except R1VError:
-                if getattr(self.cfg.data, key) or self.cfg.data.world:
-                    raise
-                continue
+            if not getattr(self.cfg.data, key) and not self.cfg.data.world:
+                continue  # this held-out file is not configured
+            samples, _ = self.samples(enc, key, field="", limit=self.cfg.data.eval_limit)
             scored = score(self.task, model, tokenizer, samples, stop_id=enc.stop_id,
                            max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size,
                            desc=f"{stage}: {kind} test")

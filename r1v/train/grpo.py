@@ -175,11 +175,11 @@ def run(ctx: Context) -> None:
     t0 = time.perf_counter()
     model, tok = ctx.load(final_stage(ctx))
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
-    samples, rows = ctx.samples(enc, "sft")
+    samples, rows = ctx.samples(enc, "sft", field="")  # prompts only
     from r1v.train.sft import scores_of
 
     scores = scores_of(ctx, rows)
-    pool = [Sample(s.id, s.prompt, [], s.pixels, s.item) for s in samples if scores[s.id] >= cfg.tau]
+    pool = [s for s in samples if scores[s.id] >= cfg.tau]
     if not pool:
         from r1v.errors import R1VError
 

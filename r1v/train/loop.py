@@ -75,10 +75,6 @@ def merge_lora(model) -> None:
         del model.peft_config
 
 
-def steps_for(n_samples: int, optim: Optim) -> int:
-    return max(1, math.ceil(n_samples * optim.epochs / optim.samples_per_step))
-
-
 def supervised(
     model,
     samples: Sequence[Sample],
@@ -106,7 +102,7 @@ def supervised(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay, betas=(0.9, 0.95))
     per_step = min(optim.samples_per_step, len(samples))  # a small D_t is not drawn over and over
-    steps = steps_for(len(samples), optim)
+    steps = max(1, math.ceil(len(samples) * optim.epochs / per_step))
     # floor: a few-step run gets no warm-up (step 0 of a warm-up has lr 0 and would train nothing)
     sched = get_cosine_schedule_with_warmup(opt, int(optim.warmup_ratio * steps), steps)
     model, opt = accelerator.prepare(model, opt)

@@ -19,6 +19,7 @@ Saves `sft/m0` ... `sft/m{T}` and scores each on the held-out splits.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 
@@ -87,7 +88,7 @@ def run(ctx: Context) -> None:
         # E_{t-1} is looked for in all of D, or in a fresh seeded sample of it each iteration
         pool = random.Random(ctx.cfg.seed + t).sample(samples, cfg.mistake_pool) \
             if 0 < cfg.mistake_pool < len(samples) else samples
-        pool_prompts = [type(s)(s.id, s.prompt, [], s.pixels, s.item) for s in pool]
+        pool_prompts = [dataclasses.replace(s, response=[]) for s in pool]
         answered = score(ctx.task, model, tok, pool_prompts, stop_id=enc.stop_id, max_new_tokens=cfg.max_new_tokens,
                          batch_size=ctx.cfg.eval.batch_size, desc=f"sft/{name}: E_{t - 1}")
         wrong = mistakes([s.id for s in pool], answered.correct)
