@@ -109,6 +109,14 @@ def _partial_suffix(text: str, marker: str) -> int:
     return 0
 
 
+def trim_at_stop(ids: list[int], stop_ids) -> tuple[list[int], bool]:
+    """Generated ids up to the first stop token, and whether one was reached."""
+    for j, tok in enumerate(ids):
+        if tok in stop_ids:
+            return ids[:j], True
+    return ids, False
+
+
 class Chat:
     """An R1V model with its tokenizer, processor and template, ready to answer."""
 
@@ -199,11 +207,7 @@ class Chat:
                                   pad_token_id=self.tokenizer.pad_token_id, streamer=streamer)
         replies = []
         for row in out[:, prompt_len:].tolist():
-            stopped = False
-            for j, tok in enumerate(row):
-                if tok in self.stop_ids:
-                    row, stopped = row[:j], True
-                    break
+            row, stopped = trim_at_stop(row, self.stop_ids)
             text = self.tokenizer.decode(row, skip_special_tokens=True)
             split = T.split_reasoning(text)
             replies.append(Reply(text, split.reasoning, split.answer, len(row), stopped))

@@ -8,6 +8,7 @@
     r1v world build|show                       # the mini-world: offline tasks and tiny trained backbones
     r1v recipe run recipes/tiny.yaml           # the R1V training recipe end to end (align ... GRPO, report)
     r1v train align|transfer|sft|grpo --config RECIPE   # one stage
+    r1v distill --data ROWS --teacher MODEL_OR_URL [--judge MODEL_OR_URL] --out OUT   # AL-CoTD data
 
 User mistakes end with one line on stderr and exit status 2, never a traceback.
 """
@@ -235,13 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     from r1v.train.cli import add_parsers as add_train
 
     add_train(sub)
+    from r1v.distill.cli import add_parser as add_distill
+
+    add_distill(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         _quiet_transformers()
-        args = build_parser().parse_args(argv)
+        from r1v.distill.cli import default_mode
+
+        args = build_parser().parse_args(default_mode(list(sys.argv[1:] if argv is None else argv)))
         return args.func(args)
     except R1VError as e:
         print(f"r1v: error: {e}", file=sys.stderr)

@@ -100,6 +100,18 @@ def test_recipe_runs_every_stage_and_reports(recipe_run):
         assert min(Image.open(run / "plots" / png).size) >= 112
     grpo = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"grpo"' in x]
     assert len(grpo) == 2 and {"reward", "accuracy", "length", "effective", "kl"} <= set(grpo[0])
+    # D came from AL-CoTD: one record per training problem, each row with its penalty and 0..5 score
+    sft = [json.loads(x) for x in (run / "data" / "sft.jsonl").read_text().splitlines()]
+    records = (run / "data" / "distill" / "records.jsonl").read_text().splitlines()
+    assert len(records) == len(sft) == results["data"]["sft"]
+    assert all(1 <= r["penalty"] <= 2 and 0 <= r["score"] <= 5 and r["reference"] for r in sft)
+    assert "### D by AL-CoTD" in report
+
+
+def test_changed_distill_settings_ask_for_a_restart(recipe_run, capsys):
+    yaml_path, run, _ = recipe_run
+    assert main(["train", "sft", "--config", str(yaml_path), f"out={run}", "distill.alpha=0.1"]) == 2
+    assert "other data or distill settings" in capsys.readouterr().err
 
 
 def test_stages_train_what_they_should_and_nothing_else(recipe_run):

@@ -231,6 +231,23 @@ def test_picture_words_are_single_tokens(small_world):
     assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
 
 
+def test_overthinking_examples_restate_the_chain_once(small_world):
+    """The reasoning LM's `rechecked` examples (overthinking, which AL-CoTD's penalty curbs) restate
+    the whole chain once before `</think>`; the loss still covers the completion only."""
+    from r1v.model.tokenizer import load_tokenizer
+    from r1v.world.lm import chat_examples
+
+    out, _ = small_world
+    tok = load_tokenizer(str(out / "tokenizer"))
+    p = make_problem("bars", 4, level=2)
+    (plain, plain_labels), (again, again_labels) = chat_examples(tok, [p, p], "reasoning", rechecked=[False, True])
+    completion = tok.decode([t for t in again_labels if t != -100], skip_special_tokens=True)
+    assert completion == f" {p.reasoning} {p.reasoning}</think>\n\\boxed{{{p.answer}}}"
+    assert tok.decode([t for t in plain_labels if t != -100], skip_special_tokens=True) == target(p, "reasoning")
+    n_prompt = plain_labels.count(-100)
+    assert again_labels.count(-100) == n_prompt and again[:n_prompt] == plain[:n_prompt]  # the same prompt
+
+
 def test_backbones_save_and_load(small_world):
     from transformers import AutoModelForCausalLM, InternVLVisionModel
 

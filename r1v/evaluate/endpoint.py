@@ -4,8 +4,11 @@
     out = ep.chat("What is 2+2?", images=[png_bytes], max_tokens=512, temperature=0.6)
     out.text, out.finished
 
-The `openai` client does the HTTP work, its retries with backoff (429, 5xx, dropped
-connections) and timeouts. Images go as base64 data URLs in the message's content parts, at
+The `openai` client does the HTTP work, its retries with exponential backoff and jitter (429,
+408, 5xx, timeouts, dropped connections; a server's Retry-After is honoured) and timeouts; `rpm`
+adds a client-side rate limit, and `map_concurrent` keeps several requests in flight.
+
+Images go as base64 data URLs in the message's content parts, at
 the places of the prompt's `<image>` placeholders (in front when it has none, labelled
 "Image-k:" when there are several, as the in-process prompt is). A server that
 splits reasoning off (vLLM's `--reasoning-parser`) returns it as `reasoning_content`; it is put
@@ -16,6 +19,10 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from r1v.errors import R1VError
@@ -74,9 +81,50 @@ def content_parts(prompt: str, images: list[bytes]) -> list[dict] | str:
     return parts
 
 
+class RateLimiter:
+    """At most `per_minute` starts in any minute, spaced evenly (a request every 60/per_minute s),
+    shared by all threads. `clock` and `sleep` are injectable for tests."""
+
+    def __init__(self, per_minute: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        if per_minute <= 0:
+            raise R1VError(f"a rate limit must be positive, got {per_minute} requests per minute")
+        self.interval, self.clock, self.sleep = 60.0 / per_minute, clock, sleep
+        self.next = None
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self.lock:  # reserve the next slot, then sleep outside the lock
+            now = self.clock()
+            start = now if self.next is None else max(now, self.next)
+            self.next = start + self.interval
+        if start > now:
+            self.sleep(start - now)
+
+
+def map_concurrent(fn: Callable, jobs: Iterable, concurrency: int) -> Iterator:
+    """`fn(job)` for every job on `concurrency` threads, results yielded as they finish.
+
+    At most 2x `concurrency` jobs are submitted at once, so memory stays flat on big runs; on an
+    error or Ctrl-C the queued jobs are dropped, not sent."""
+    jobs = iter(jobs)
+    pool = ThreadPoolExecutor(max(1, concurrency))
+    try:
+        pending = {pool.submit(fn, job) for _, job in zip(range(2 * max(1, concurrency)), jobs)}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+                nxt = next(jobs, None)
+                if nxt is not None:
+                    pending.add(pool.submit(fn, nxt))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 class Endpoint:
     def __init__(self, url: str, model: str | None = None, *, api_key_env: str = "OPENAI_API_KEY",
-                 timeout: float = 600.0, retries: int = 5):
+                 timeout: float = 600.0, retries: int = 5, rpm: float | None = None):
         try:
             import openai
         except ImportError:
@@ -85,6 +133,7 @@ class Endpoint:
         self.url = url.rstrip("/")
         self.client = openai.OpenAI(base_url=self.url, api_key=os.environ.get(api_key_env) or "EMPTY",
                                     timeout=timeout, max_retries=retries)
+        self.limiter = RateLimiter(rpm) if rpm else None
         self.model = model or self._only_model()
 
     def _only_model(self) -> str:
@@ -101,6 +150,8 @@ class Endpoint:
         """One completion; raises R1VError when the endpoint fails after its retries."""
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": content_parts(prompt, list(images))})
+        if self.limiter:
+            self.limiter.wait()
         try:
             r = self.client.chat.completions.create(model=self.model, messages=messages, **params)
         except (self._openai.BadRequestError, self._openai.UnprocessableEntityError) as e:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from r1v.errors import R1VError
-from r1v.evaluate.endpoint import Completion, Endpoint, Rejected
+from r1v.evaluate.endpoint import Completion, Endpoint, Rejected, map_concurrent
 
 
 @dataclass
@@ -80,17 +79,4 @@ class EndpointGenerator:
             except Rejected as e:
                 return key, Completion("", False, 0, error=str(e))
 
-        jobs = iter(list(jobs))
-        pool = ThreadPoolExecutor(self.concurrency)
-        try:
-            # at most 2x concurrency submitted at once: memory stays flat on big runs
-            pending = {pool.submit(one, job) for _, job in zip(range(2 * self.concurrency), jobs)}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    yield fut.result()
-                    nxt = next(jobs, None)
-                    if nxt is not None:
-                        pending.add(pool.submit(one, nxt))
-        finally:  # on an error or Ctrl-C, drop queued requests instead of sending them
-            pool.shutdown(wait=False, cancel_futures=True)
+        yield from map_concurrent(one, list(jobs), self.concurrency)

@@ -58,48 +58,59 @@ class RunDir:
                 raise R1VError(f"{self.path} holds a different run ({', '.join(diff)} differ); "
                                f"use another --out, or --overwrite to start again")
         _write_atomic(run_json, json.dumps(settings, indent=2))
-        self.records = self._load()
-
-    def _load(self) -> dict[tuple[str, int], dict]:
-        """Records on disk, keyed (id, sample). Unreadable lines (a torn last line after a
-        crash, or damage anywhere) are dropped and the file rewritten without them."""
-        records: dict[tuple[str, int], dict] = {}
-        if not self.items_path.exists():
-            return records
-        bad = 0
-        with open(self.items_path, "rb") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                    key = (str(rec["id"]), int(rec["sample"]))
-                    if not line.endswith(b"\n"):
-                        raise ValueError("torn")
-                except (ValueError, KeyError, TypeError):
-                    bad += 1
-                    continue
-                records.setdefault(key, rec)
-        if bad:
-            print(f"note: dropped {bad} unreadable line(s) from {self.items_path}; they will be redone",
-                  file=sys.stderr)
-            _write_atomic(self.items_path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                                   for r in records.values()))
-        return records
+        self.journal = Journal(self.items_path, key=lambda r: (str(r["id"]), int(r["sample"])))
+        self.records = self.journal.records
 
     def add(self, rec: dict) -> None:
-        key = (str(rec["id"]), int(rec["sample"]))
-        if key in self.records:
-            return
-        self.records[key] = rec
-        with open(self.items_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self.journal.add([rec])
 
     def write_summary(self, summary: dict) -> None:
         _write_atomic(self.path / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
 
 
-def _lock(path: Path):
+class Journal:
+    """A JSON-lines file of records, appended as they are made and keyed by `key(record)`.
+
+    Each `add` is one write, flushed and fsynced, so a crash loses at most the records being
+    written. Unreadable lines (a torn last line after a crash, or damage anywhere) are dropped on
+    load and the file rewritten without them: those records are redone, none is duplicated."""
+
+    def __init__(self, path: Path, key):
+        self.path, self.key = Path(path), key
+        self.records: dict = {}
+        if not self.path.exists():
+            return
+        bad = 0
+        with open(self.path, "rb") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    k = key(rec)
+                    if not line.endswith(b"\n"):
+                        raise ValueError("torn")
+                except (ValueError, KeyError, TypeError):
+                    bad += 1
+                    continue
+                self.records.setdefault(k, rec)
+        if bad:
+            print(f"note: dropped {bad} unreadable line(s) from {self.path}; they will be redone", file=sys.stderr)
+            _write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values()))
+
+    def add(self, records) -> None:
+        new = []
+        for rec in records:
+            k = self.key(rec)
+            if k not in self.records:
+                self.records[k] = rec
+                new.append(rec)
+        if new:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def _lock(path: Path, what: str = "r1v eval"):
     """Hold an exclusive lock on the run directory for this process's lifetime: two runs
     appending to one items.jsonl would duplicate records."""
     f = open(path / ".lock", "w")
@@ -111,7 +122,7 @@ def _lock(path: Path):
         pass
     except OSError:
         f.close()
-        raise R1VError(f"another r1v eval is writing to {path}; wait for it, or use another --out") from None
+        raise R1VError(f"another {what} is writing to {path}; wait for it, or use another --out") from None
     return f
 
 

@@ -80,6 +80,10 @@ def cmd_stage(a) -> int:
 
     ctx = Context(load_recipe(a.config, a.settings))
     t0 = time.perf_counter()
+    if ctx.cfg.data.world:  # made, or checked against these settings, before anything is forgotten
+        from r1v.train.world_data import prepare
+
+        prepare(ctx)
     ctx.forget(a.stage)  # an explicit rerun starts the stage afresh; the stages after it are stale
     stage_module(a.stage).run(ctx)
     print(f"{a.stage}: done in {time.perf_counter() - t0:.0f} s -> {ctx.dir / a.stage}")

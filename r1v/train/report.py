@@ -33,6 +33,11 @@ def paired_gap(run: Path, a: str, b: str, kind: str = "visual") -> dict | None:
         return None
     ra = {r["id"]: r["correct"] for r in map(json.loads, fa.read_text().splitlines())}
     rb = {r["id"]: r["correct"] for r in map(json.loads, fb.read_text().splitlines())}
+    return paired_interval(ra, rb)
+
+
+def paired_interval(ra: dict, rb: dict) -> dict | None:
+    """Mean of b - a over the items both scored (right = 1), with a 95% normal interval."""
     diffs = [float(rb[k]) - float(ra[k]) for k in ra if k in rb]
     if not diffs:
         return None
@@ -164,8 +169,19 @@ def write(run: str | Path) -> Path:
                   f"The substitute LLM: {100 * w.get('substitute_text', 0):.1f}% in words. "
                   f"(From the world's `world.json`.)", ""]
     if "data" in results and results["data"]:
-        d = results["data"]
+        d = dict(results["data"])
+        dist = d.pop("distill", None)
         lines += ["## Data", "", "```", json.dumps(d), "```", ""]
+        if dist:
+            from r1v.distill.report import table
+
+            v = dist["verdicts"]
+            lines += ["### D by AL-CoTD", "",
+                      f"Repetition penalty P: mean {dist['penalty']['mean']} ({dist['penalty']['min']} to "
+                      f"{dist['penalty']['max']}). Chains kept as the teacher wrote them: {v.get('kept', 0)}; "
+                      + ", ".join(f"{k}: {n}" for k, n in v.items() if k != "kept")
+                      + ". Details: [data/distill/report.md](data/distill/report.md).", "", table(dist), "",
+                      "![P and length](data/distill/penalty.png)", ""]
     last_sft = sft_rows[-1] if sft_rows else ("sft/m0" if "sft/m0" in st else None)
     if "grpo" in st and last_sft:
         g = paired_gap(run, last_sft, "grpo")

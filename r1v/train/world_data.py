@@ -15,14 +15,15 @@ Decisions, where the paper's data do not exist in miniature:
   target token), as the paper's 2M general samples do; the questions teach the answer format.
 * The paper's pass 2 filters 2M samples down to 200K by quality; the mini-world's are exact, so
   the filter has nothing to remove and pass 2 is a seeded subset of the same share.
-* D (sft.jsonl) is distilled as AL-CoTD distils: the reasoning LM (the teacher) reads the scene
-  stated in words and writes its chain; a chain whose answer is wrong is *revised* (AL-CoTD's judge
-  rewrites it; here the problem's reference chain stands in for the judge) and marked `revised`.
-  The reward model then scores every final chain 0..5 (the rubric in `rewards.py`): a right answer
-  reached through false facts keeps a low score, which D_rm(tau) filters out. Each row also keeps
-  the reference chain (`reference`), which E_{t-1} trains on. Until `r1v distill` lands, this is
-  the recipe's distillation. (Measured: projector-only SFT on revised chains beats SFT on the
-  teacher's raw chains, wrong ones included, by far; the paper's D is judge-checked too.)
+* D (sft.jsonl) is distilled by AL-CoTD (`r1v.distill`, settings under `distill:`), from the
+  reasoning LM (the teacher) reading the scene in words (`caption`): each problem's QDAM / VTIA
+  scores (the rules; its `steps` as difficulty in tiny.yaml) set its repetition penalty, the
+  teacher writes its chain at that penalty, a wrong chain is regenerated with the answer as a
+  hint and then replaced by the problem's reference chain (the judge's revision, in miniature),
+  and every kept chain is scored 0..5 (`score`, which `sft.reward_model=field` reads). The run's
+  records, summary and plots are in `data/distill/`. Each row also keeps the reference chain
+  (`reference`), which E_{t-1} trains on. (Measured: projector-only SFT on revised chains beats
+  SFT on the teacher's raw chains, wrong ones included, by far; the paper's D is judge-checked too.)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import json
 import random
 from pathlib import Path
 
+from r1v.errors import R1VError
 from r1v.world.data import from_row, read_jsonl, target
 from r1v.world.scenes import describe
 
@@ -45,7 +47,22 @@ def prepare(ctx) -> dict[str, str]:
     if ctx.main and not marker.exists():  # the main process writes the files; the others wait for them
         _prepare(ctx)
     ctx.state.wait_for_everyone()
-    return json.loads(marker.read_text())
+    made = json.loads(marker.read_text())
+    if made.pop("settings", None) != _settings(ctx):
+        raise R1VError(f"{marker.parent} was made with other data or distill settings; rerun with --restart (or "
+                       f"another name=...) to make the data again")
+    return made
+
+
+def _settings(ctx) -> dict:
+    """What the prepared files depend on, besides the world (its own build checks its settings)."""
+    import dataclasses
+
+    from r1v.distill.run import SAME_RUN
+
+    d = ctx.cfg.data
+    return {"seed": ctx.cfg.seed, "filtered_share": d.filtered_share, "cot_share": d.cot_share,
+            "distill": {k: v for k, v in dataclasses.asdict(ctx.cfg.distill).items() if k in SAME_RUN}}
 
 
 def _prepare(ctx) -> None:
@@ -55,6 +72,7 @@ def _prepare(ctx) -> None:
     world = ctx.world
     src = world / "data"
     train = read_jsonl(src / "visual-train.jsonl")
+    sft, summary = distil(ctx, train, src)
     for r in train:
         r["image"] = str((src / r["image"]).resolve())  # rows move to another folder
     rng = random.Random(ctx.cfg.seed)
@@ -68,7 +86,6 @@ def _prepare(ctx) -> None:
     filtered = rng.sample(full, max(1, int(ctx.cfg.data.filtered_share * len(full))))
     cot = [{**r, "response": target(r, "reasoning")} for r in
            rng.sample(train, max(1, int(ctx.cfg.data.cot_share * len(train))))]
-    sft = distil(ctx, train)
 
     paths = {"align_full": _write(out / "align-full.jsonl", full),
              "align_filtered": _write(out / "align-filtered.jsonl", filtered),
@@ -81,34 +98,32 @@ def _prepare(ctx) -> None:
                                                          "substitute_picture", "reasoning_blind") if k in world_scores}
     ctx.results["data"] = {
         "align_full": len(full), "align_filtered": len(filtered), "align_cot": len(cot), "sft": len(sft),
-        "teacher_accuracy": round(sum(r["teacher_correct"] for r in sft) / len(sft), 4),
-        "score_histogram": {str(k): scores.count(k) for k in range(6)}}
+        "teacher_accuracy": summary["teacher_accuracy"], "score_histogram": {str(k): scores.count(k) for k in range(6)},
+        "distill": {k: summary[k] for k in ("verdicts", "penalty", "teacher_length", "final_length", "unit",
+                                            "by_difficulty")}}
     ctx.save_results()
-    marker.write_text(json.dumps(paths))
+    marker.write_text(json.dumps({**paths, "settings": _settings(ctx)}))
 
 
-def distil(ctx, rows: list[dict]) -> list[dict]:
-    """The reasoning LM's chain for every problem, asked in words; scored 0..5 by the rubric."""
-    from transformers import AutoModelForCausalLM
+def distil(ctx, rows: list[dict], root: Path, *, cfg=None, out: Path | None = None) -> tuple[list[dict], dict]:
+    """D by AL-CoTD: the reasoning LM's chains at each problem's penalty, asked in words
+    (`cfg`: the recipe's `distill:` settings unless given; `out`: data/distill/ unless given)."""
+    from r1v.distill.models import open_model
+    from r1v.distill.run import distill
 
-    from r1v.model.tokenizer import load_tokenizer
-    from r1v.train.rewards import rubric_score
-    from r1v.world.lm import chat_prompt, generate
-
-    teacher_dir = ctx.resolve(ctx.cfg.model.reasoning)
-    tok = load_tokenizer(teacher_dir)
-    lm = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
-    task = ctx.task
-    items = [task.read_row({**r, "image": None, "context": describe(from_row(r))}) for r in rows]
-    outs = generate(lm, tok, [chat_prompt(tok, task.prompt(it)) for it in items], max_new_tokens=96)
+    cfg = cfg or ctx.cfg.distill
+    opts = dict(resolve=ctx.resolve, batch_size=cfg.batch_size, concurrency=cfg.concurrency, rpm=cfg.rpm or None,
+                timeout=cfg.timeout, retries=cfg.retries)
+    teacher = open_model(cfg.teacher or ctx.cfg.model.reasoning, **opts)
+    judge = open_model(cfg.judge, **opts) if cfg.judge else None
+    asked = [{**r, "caption": describe(from_row(r))} for r in rows]
+    out = out or ctx.dir / "data" / "distill"
+    summary = distill(asked, cfg, out, task=ctx.task, teacher=teacher, judge=judge, root=root)
     sft = []
-    for r, it, o in zip(rows, items, outs):
-        ok = task.score(it, o).correct
-        reference = target(r, "reasoning")
-        response = o if ok else reference
-        sft.append({**r, "response": response, "reference": reference, "teacher_correct": ok, "revised": not ok,
-                    "score": rubric_score(response, reference=r["reasoning"], correct=True)})
-    return sft
+    for r in read_jsonl(out / "data.jsonl"):
+        r.pop("caption")
+        sft.append({**r, "reference": target(r, "reasoning"), "revised": r["verdict"] != "kept"})
+    return sft, summary
 
 
 def _write(path: Path, rows: list[dict]) -> str:

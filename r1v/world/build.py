@@ -60,6 +60,9 @@ class WorldConfig:
     direct_share: float = field(default=0.3, metadata={"help": "share of pretraining problems without a solution"})
     picture_share: float = field(default=0.5, metadata={
         "help": "share of LM problems stated as the picture's cell words (one token per visual token)"})
+    overthink_share: float = field(default=0.6, metadata={
+        "help": "share of the reasoning LM's training chains restated once more before </think> (overthinking: "
+                "what AL-CoTD's repetition penalty curbs)"})
     vit_hidden: int = field(default=64, metadata={"help": "vision encoder width"})
     vit_layers: int = field(default=4, metadata={"help": "vision encoder depth"})
     vit_images: int = field(default=4000, metadata={"help": "pretraining images"})
@@ -261,7 +264,9 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
             steps = getattr(cfg, f"{name}_steps")
             probs = lm_problems()[: steps * cfg.lm_batch]
             rng = random.Random(f"{name}:{seed}")
-            examples = lm.chat_examples(tok, probs, style, [rng.random() < cfg.picture_share for _ in probs])
+            pictured = [rng.random() < cfg.picture_share for _ in probs]
+            rechecked = [style == "reasoning" and rng.random() < cfg.overthink_share for _ in probs]
+            examples = lm.chat_examples(tok, probs, style, pictured, rechecked)
             losses = train_with_bar(model, examples, steps, cfg.lm_lr / 2, f"{name} LM", seed + 1)
             save_model(model, name, t, losses, tok)
 

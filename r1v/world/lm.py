@@ -131,14 +131,19 @@ def chat_prompt(tok: PreTrainedTokenizerBase, question: str) -> list[int]:
 
 
 def chat_examples(tok: PreTrainedTokenizerBase, problems: Sequence[Problem], style: str,
-                  pictured: Sequence[bool] | None = None) -> list[Example]:
-    """Chat-template examples of the text-only problems; the loss covers the completion only."""
+                  pictured: Sequence[bool] | None = None, rechecked: Sequence[bool] | None = None) -> list[Example]:
+    """Chat-template examples of the text-only problems; the loss covers the completion only.
+
+    `rechecked` problems restate their whole chain once more before `</think>`: the reasoning LM's
+    overthinking, as R1-distilled models re-verify what they already worked out."""
     pictured = pictured or [False] * len(problems)
+    rechecked = rechecked or [False] * len(problems)
     order = token_order()
     prompts = [render("r1v", [{"role": "user", "content": stated(p, pic, order)}], bos_token=tok.bos_token)
                for p, pic in zip(problems, pictured)]
     enc = tok(prompts, add_special_tokens=False)["input_ids"]
-    comp = tok([target(p, style) for p in problems], add_special_tokens=False)["input_ids"]
+    comp = tok([target(p, style).replace(p.reasoning, f"{p.reasoning} {p.reasoning}", 1) if again
+                else target(p, style) for p, again in zip(problems, rechecked)], add_special_tokens=False)["input_ids"]
     return [(pr + c + [tok.eos_token_id], [-100] * len(pr) + c + [tok.eos_token_id]) for pr, c in zip(enc, comp)]
 
 

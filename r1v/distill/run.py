@@ -1,0 +1,314 @@
+"""AL-CoTD end to end: score every sample, turn the scores into its repetition penalty, distil
+`<think>` chains at that penalty, check each answer, revise the wrong ones, score the result 0..5.
+
+    r1v distill --data rows.jsonl --teacher http://localhost:8000/v1 --judge http://judge:8000/v1 --out OUT
+
+OUT holds, all of it resumable (rerun the same command: finished samples are skipped, none is
+lost or written twice; `--overwrite` starts again):
+
+    run.json        what the run is (data, teacher, judge, penalty settings); a rerun must match
+    scores.jsonl    per sample: the six 0..10 components and where each came from (rules, judge, a failure)
+    records.jsonl   per sample: Ŝ_v, Ŝ_t, Ŝ_I, P, the teacher's chain and its length, the verdict,
+                    every revision tried, the final response, its length and 0..5 score
+    data.jsonl      the training rows: the input row + `response` (what follows `<think>\\n`), `score`
+                    (0..5, for `sft.reward_model=field`), `penalty`; dropped samples are left out
+    summary.json, report.md, penalty.png   (`report.py`)
+
+Order of work: all scores first (DRLC needs the whole data set's min and max), then the chains in
+chunks of `chunk` samples, each chunk saved once finished. A sample whose teacher or judge
+request fails for good (an endpoint down) is not recorded, so the next run retries it; a judge
+reply that stays malformed after its retries is recorded as a failure (the rules take over).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import sys
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from r1v.distill import scores as S
+from r1v.distill.judge import Failure, Judge
+from r1v.distill.models import EndpointModel, Request
+from r1v.errors import R1VError
+from r1v.evaluate.run import Journal, _lock, _write_atomic
+from r1v.model.templates import THINK_CLOSE
+from r1v.train.config import DistillConfig
+
+HINT = "\n(The correct final answer is {answer}. Reason your way to it.)"
+# run.json keys that must match for a rerun to continue a run (operational settings may change)
+SAME_RUN = ("data", "teacher", "judge", "penalty", "fixed_penalty", "alpha", "beta", "gamma", "difficulty_field",
+            "max_new_tokens", "temperature", "top_p", "revise", "reward")
+
+
+def distill(rows: Sequence[dict], cfg: DistillConfig, out: str | Path, *, task, teacher, judge=None,
+            root: Path | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+    """Distil `rows` (the `jsonl` task's format; images relative to `root`) into `out`; returns the summary."""
+    from tqdm.auto import tqdm
+
+    from r1v.distill.report import summarise, write_report
+
+    cfg.validate()
+    if not rows:
+        raise R1VError("no rows to distil")
+    rows = [{**r, "id": str(r.get("id", ""))} for r in rows]
+    ids = [r["id"] for r in rows]
+    if "" in ids or len(set(ids)) != len(ids):
+        dup = next((i for i in ids if ids.count(i) > 1), "")
+        raise R1VError(f"every row needs a unique id (found {'an empty one' if not dup else repr(dup)})")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise R1VError(f"--out {out} is a file; name a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out, "r1v distill")  # noqa: F841 (held while the run lives)
+    settings = {**asdict(cfg), "data": _fingerprint(rows), "rows": len(rows), "teacher": teacher.name,
+                "judge": judge.name if judge else None}
+    _start(out, settings, overwrite)
+
+    def items(chunk: list[dict]) -> dict:  # read per chunk: a data set's images never all sit in memory
+        return {r["id"]: task.read_row(r, root=root) for r in chunk}
+
+    by_id = {r["id"]: r for r in rows}
+    quiet = not progress
+    judge_ = Judge(judge, retries=cfg.judge_retries) if judge else None
+
+    # ---- 1. QDAM and VTIA scores, every sample
+    scored = Journal(out / "scores.jsonl", key=lambda r: r["id"])
+    todo = [r for r in rows if r["id"] not in scored.records]
+    with tqdm(total=len(rows), initial=len(rows) - len(todo), desc="scores", disable=quiet) as bar:
+        for chunk in _chunks(todo, cfg.chunk):
+            scored.add(_score(chunk, items(chunk), judge_, cfg))
+            bar.update(len(chunk))
+
+    # ---- 2. normalise over the data set, DRLC
+    comps = [scored.records[r["id"]]["components"] for r in rows]
+    hats = S.normalise(comps)
+    if cfg.penalty == "adaptive":
+        pens = [S.penalty(h["vision"], h["text"], h["integration"], alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma)
+                for h in hats]
+    else:
+        pens = [cfg.fixed_penalty] * len(rows)
+    plan = {r["id"]: (h, p) for r, h, p in zip(rows, hats, pens)}
+
+    # ---- 3. chains at P, checked, revised, scored 0..5
+    work = Chains(task, plan, teacher, judge_, cfg)
+    done = Journal(out / "records.jsonl", key=lambda r: r["id"])
+    todo = [r for r in rows if r["id"] not in done.records]
+    failed = 0
+    with tqdm(total=len(rows), initial=len(rows) - len(todo), desc="chains", disable=quiet) as bar:
+        for chunk in _chunks(todo, cfg.chunk):
+            recs = work.run(chunk, items(chunk))
+            done.add(recs)
+            failed += len(chunk) - len(recs)
+            bar.update(len(chunk))
+
+    summary = summarise([done.records[i] for i in ids if i in done.records], rows=len(rows),
+                        unit="tokens" if teacher.count("x") is not None else "words", settings=settings,
+                        score_failures=sum(bool(r["failures"]) for r in scored.records.values()))
+    summary["unfinished"] = failed
+    kept = [{**_portable(by_id[i], root), "response": rec["response"], "score": rec["score"], "penalty": rec["penalty"],
+             "verdict": rec["verdict"]}
+            for i in ids if (rec := done.records.get(i)) and rec["response"] is not None]
+    _write_atomic(out / "data.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_report(out, summary, [done.records[i] for i in ids if i in done.records])
+    if failed:
+        print(f"{failed} sample(s) could not be finished (the teacher or judge failed for good); rerun the same "
+              f"command to retry them", file=sys.stderr)
+    return summary
+
+
+# --------------------------------------------------------------------------- the steps
+def _score(chunk: list[dict], items: dict, judge: Judge | None, cfg: DistillConfig) -> list[dict]:
+    from PIL import Image
+
+    recs, images = [], {}
+    for r in chunk:
+        item = items[r["id"]]
+        pics = [Image.open(io.BytesIO(b)) for b in item.images]
+        comp = {"clarity": S.clarity(pics)}
+        comp.update(S.rule_scores(r, has_image=bool(item.images), difficulty_field=cfg.difficulty_field))
+        recs.append({"id": r["id"], "components": comp, "source": "rules", "failures": {}})
+        images[r["id"]] = item.images
+    if judge is not None:
+        judged = judge.scores(chunk, images)
+        for rec in recs:
+            got = judged[rec["id"]]
+            rec["failures"] = got.pop("failures")
+            for k in S.JUDGED:  # a question the judge failed leaves its components missing (imputed)
+                rec["components"][k] = got.get(k)
+            rec["source"] = "judge"
+    return recs
+
+
+class Chains:
+    """Step 3 for a chunk of rows: the teacher's chains at their P, checked, revised, scored."""
+
+    def __init__(self, task, plan: dict, teacher, judge: Judge | None, cfg: DistillConfig):
+        self.task, self.plan, self.teacher, self.judge, self.cfg = task, plan, teacher, judge, cfg
+        self.items: dict = {}
+
+    def request(self, r: dict, hint: bool = False) -> Request:
+        item, cfg = self.items[r["id"]], self.cfg
+        prompt = self.task.prompt(item) + (HINT.format(answer=r["answer"]) if hint else "")
+        return Request(r["id"], prompt, list(item.images), caption=r.get("caption"), max_tokens=cfg.max_new_tokens,
+                       temperature=cfg.temperature, top_p=cfg.top_p, repetition_penalty=self.plan[r["id"]][1],
+                       seed=zlib.crc32(f"{r['id']}:{int(hint)}".encode()))
+
+    def run(self, chunk: list[dict], items: dict) -> list[dict]:
+        """Records of the rows finished; a row whose teacher request failed for good is left out."""
+        self.items = items
+        outs = dict(self.teacher.complete([self.request(r) for r in chunk]))
+        live = [r for r in chunk if not outs[r["id"]].error]
+        state = {r["id"]: {"teacher": outs[r["id"]].text, "response": None, "revisions": [], "failures": []}
+                 for r in live}
+        for r, ok, how in self.check([(r, outs[r["id"]].text) for r in live], state):
+            state[r["id"]].update(teacher_correct=ok, check=how, response=outs[r["id"]].text if ok else None)
+
+        for how in _strategies(self.cfg, self.judge):
+            wrong = [r for r in live if state[r["id"]]["response"] is None]
+            if not wrong:
+                break
+            got = self.revise(how, wrong, state)
+            for r, ok, check in self.check([(r, got[r["id"]]) for r in wrong if r["id"] in got], state):
+                state[r["id"]]["revisions"].append({"by": how, "response": got[r["id"]], "correct": ok, "check": check})
+                if ok:
+                    state[r["id"]]["response"] = got[r["id"]]
+
+        rewards = self.rewards([(r, state[r["id"]]["response"]) for r in live if state[r["id"]]["response"]])
+        recs = []
+        for r in live:
+            s, (hat, p) = state[r["id"]], self.plan[r["id"]]
+            response, (score, source) = s["response"], rewards.get(r["id"], (None, None))
+            if response is None:
+                verdict = "dropped"
+            else:
+                verdict = "kept" if s["teacher_correct"] else f"revised:{s['revisions'][-1]['by']}"
+            recs.append({
+                "id": r["id"], **{f"s_{k}": v for k, v in hat.items()}, "penalty": round(p, 6),
+                "difficulty": S.label_difficulty(r, self.cfg.difficulty_field),
+                "teacher": s["teacher"], "teacher_finished": outs[r["id"]].finished,
+                "teacher_length": self.length(s["teacher"]), "teacher_correct": s["teacher_correct"],
+                "check": s["check"], "verdict": verdict, "revisions": s["revisions"],
+                "response": response, "length": self.length(response) if response is not None else None,
+                "score": score, "score_source": source, "judge_failures": s["failures"],
+            })
+        return recs
+
+    def check(self, pairs: list[tuple[dict, str]], state: dict) -> list[tuple[dict, bool, str]]:
+        """(row, right?, how) by the task's scorer; a free-form gold the rules did not match goes to the judge."""
+        out, ask = [], {}
+        for r, text in pairs:
+            item = self.items[r["id"]]
+            sc = self.task.score(item, text)
+            if not sc.correct and self.judge is not None and sc.extracted and _free_form(item):
+                ask[r["id"]] = (r, sc.extracted)
+            out.append([r, sc.correct, "rules"])
+        verdicts = self.judge.verdicts(ask) if ask else {}
+        for entry in out:
+            v = verdicts.get(entry[0]["id"])
+            if v is True:
+                entry[1:] = [True, "judge"]
+            elif isinstance(v, Failure):
+                state[entry[0]["id"]]["failures"].append({"verdict": v.record()})
+        return [tuple(e) for e in out]
+
+    def revise(self, how: str, wrong: list[dict], state: dict) -> dict[str, str]:
+        if how == "judge":
+            return self.judge.revise({r["id"]: (r, _reasoning(state[r["id"]]["teacher"]), self.items[r["id"]].images)
+                                      for r in wrong})
+        if how == "hint":
+            return {k: c.text for k, c in self.teacher.complete([self.request(r, hint=True) for r in wrong])
+                    if not c.error}
+        # reference: the row's own chain, written as the teacher would (`world.data.target`'s form)
+        return {r["id"]: f" {str(r['reasoning']).strip()}{THINK_CLOSE}\n\\boxed{{{r['answer']}}}" for r in wrong
+                if str(r.get("reasoning") or "").strip()}
+
+    def rewards(self, pairs: list[tuple[dict, str]]) -> dict[str, tuple[int, str]]:
+        """The 0..5 reward-model score of each final response: the judge's, else (or where it
+        failed) the rules' (`train/rewards.rubric_score`: format, answer, true arithmetic, facts the
+        row's reference states; a row without a reference has nothing to contradict)."""
+        from r1v.train.rewards import rubric_score
+
+        judged = {}
+        if pairs and self.judge is not None and self.cfg.reward in ("auto", "judge"):
+            judged = self.judge.rewards({r["id"]: (r, text) for r, text in pairs})
+        out = {}
+        for r, text in pairs:
+            got = judged.get(r["id"])
+            if isinstance(got, int):
+                out[r["id"]] = (got, "judge")
+                continue
+            reference = str(r.get("reasoning") or "") or _reasoning(text)
+            out[r["id"]] = (rubric_score(text, reference=reference, correct=True),
+                            "rules" if got is None else f"rules (judge failed: {got.reason})")
+        return out
+
+    def length(self, response: str) -> int:
+        """Reasoning length: tokens by the teacher's tokenizer, words for an endpoint."""
+        reasoning = _reasoning(response)
+        n = self.teacher.count(reasoning)
+        return n if n is not None else len(reasoning.split())
+
+
+def _strategies(cfg: DistillConfig, judge: Judge | None) -> list[str]:
+    if cfg.revise == "none":
+        return []
+    if cfg.revise != "auto":
+        return [cfg.revise]
+    first = "judge" if judge is not None and isinstance(judge.model, EndpointModel) else "hint"
+    return [first, "reference"]
+
+
+def _free_form(item) -> bool:
+    return not item.choices and not re.fullmatch(r"\s*-?[\d.,/]+\s*", str(item.answer))
+
+
+def _reasoning(response: str) -> str:
+    return response.partition(THINK_CLOSE)[0].strip()
+
+
+def _chunks(xs: list, n: int):
+    for i in range(0, len(xs), n):
+        yield xs[i:i + n]
+
+
+def _fingerprint(rows: Sequence[dict]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps([r["id"], r.get("question"), str(r.get("answer"))], ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def _portable(row: dict, root: Path | None) -> dict:
+    """The row with image paths absolute, so data.jsonl works from any folder."""
+    if root is None:
+        return dict(row)
+    out = dict(row)
+    if row.get("image"):
+        out["image"] = str((root / row["image"]).resolve())
+    if row.get("images"):
+        out["images"] = [str((root / x).resolve()) for x in row["images"]]
+    return out
+
+
+def _start(out: Path, settings: dict, overwrite: bool) -> None:
+    run_json = out / "run.json"
+    if overwrite:
+        for name in ("run.json", "scores.jsonl", "records.jsonl", "data.jsonl", "summary.json", "report.md"):
+            (out / name).unlink(missing_ok=True)
+    if run_json.exists():
+        try:
+            old = json.loads(run_json.read_text())
+        except ValueError:
+            raise R1VError(f"{run_json} is not readable JSON; use another --out, or --overwrite") from None
+        diff = [k for k in SAME_RUN if old.get(k) != settings.get(k)]
+        if diff:
+            raise R1VError(f"{out} holds a different distillation ({', '.join(diff)} differ); use another --out, "
+                           f"or --overwrite to start again")
+    _write_atomic(run_json, json.dumps(settings, indent=2))
