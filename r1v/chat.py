@@ -151,12 +151,14 @@ class Chat:
         return Conversation(self)
 
     # ---------------------------------------------------------------- prompts
-    def prompt(self, question: str, images: Sequence = (), history: Conversation | None = None):
+    def prompt(self, question: str, images: Sequence = (), history: Conversation | None = None,
+               system: str | None = None):
         """(prompt text with the processor's image token, decoded images) for one request."""
         if not isinstance(question, str) or not question.strip():
             raise R1VError("the prompt is empty; ask a question")
         loaded = [load_image(i) for i in images]
-        messages = list(history.messages) if history else []
+        messages = [{"role": "system", "content": system}] if system else []
+        messages += list(history.messages) if history else []
         messages.append({"role": "user", "content": place_images(question, len(loaded))})
         all_images = (list(history.images) if history else []) + loaded
         text = T.render(self.template, messages, bos_token=self.tokenizer.bos_token or "")

@@ -160,12 +160,14 @@ def test_endpoint_sends_the_penalty_keeps_reasoning_and_caps_concurrency(server)
 
     s = server(reply)
     model = EndpointModel(s.url, concurrency=3)
-    reqs = [Request(f"q{i}", f"q{i}", repetition_penalty=1.0 + i / 10, temperature=0.6) for i in range(9)]
-    got = dict(model.complete(reqs))
+    reqs = [Request(f"q{i}", f"q{i}", repetition_penalty=1.0 + i / 10, temperature=0.6) for i in range(8)]
+    got = dict(model.complete(reqs + [Request("judge", "judge")]))
     assert got["q0"].text == "2 + 3 = 5.</think>\\boxed{5}"
     assert 1 < s.peak <= 3
     bodies = {_text(b["messages"][-1]["content"]): b for b in s.bodies}
-    assert "repetition_penalty" not in bodies["q0"] and bodies["q4"]["repetition_penalty"] == pytest.approx(1.4)
+    # the teacher's P goes with every request, 1.0 too (a server's default may differ); a judge's has none
+    assert bodies["q0"]["repetition_penalty"] == 1.0 and bodies["q4"]["repetition_penalty"] == pytest.approx(1.4)
+    assert "repetition_penalty" not in bodies["judge"]
     assert bodies["q4"]["top_p"] == 0.95 and bodies["q4"]["temperature"] == 0.6
 
 
@@ -274,6 +276,94 @@ def test_pipeline_keeps_revises_and_drops(tmp_path):
     distill(rows, DistillConfig(penalty="fixed", fixed_penalty=1.3), tmp_path / "out3", task=get_task("jsonl"),
             teacher=t, root=path.parent, progress=False)
     assert {r.repetition_penalty for r in t.requests} == {1.3}
+
+
+def test_chains_that_quote_the_hint_are_not_kept_and_bad_rows_are_one_line_errors(tmp_path):
+    rows, path = rows_file(tmp_path, n=2)
+
+    class Parrot(Teacher):
+        def complete(self, requests):
+            for key, c in super().complete(requests):
+                yield key, Completion("The correct final answer is given. " + c.text, True, 9)
+
+    summary = run(rows, path, tmp_path, Parrot())
+    recs = {r["id"]: r for r in records(tmp_path)}
+    # r1's hinted chain cites the hint: not taken; the reference chain revises it instead
+    assert recs["r1"]["verdict"] == "revised:reference"
+    tried = [(x["by"], x["check"]) for x in recs["r1"]["revisions"]]
+    assert tried == [("hint", "cites the hint"), ("reference", "rules")]
+    assert summary["verdicts"] == {"kept": 1, "revised:reference": 1}
+    for bad, msg in (({"question": 3}, "`question` must be non-empty text"), ({"answer": None}, "`answer` must be"),
+                     ({"image": ["a.png"]}, "several go in `images`"), ({"images": "a.png"}, "list of paths"),
+                     ({"choices": "A B"}, "`choices` must be a list"), ({"reasoning": 5}, "`reasoning` must be text")):
+        with pytest.raises(R1VError, match=re.escape(msg)):
+            distill([{**rows[0], **bad}], DistillConfig(), tmp_path / "bad", task=get_task("jsonl"), teacher=Teacher(),
+                    root=path.parent, progress=False)
+    (tmp_path / "img0.png").write_bytes(b"not a png")
+    with pytest.raises(R1VError, match="row r0: .*cannot"):
+        distill(rows, DistillConfig(), tmp_path / "bad2", task=get_task("jsonl"), teacher=Teacher(), root=path.parent,
+                progress=False)
+
+
+class Judging:
+    """A local judge: answers every JSON question; `down` makes one kind of question unreachable."""
+    name, sees_images = "fake-judge", True
+
+    def __init__(self, down: str | None = None):
+        self.down = down
+
+    def count(self, text):
+        return None
+
+    def complete(self, requests):
+        for r in requests:
+            kind = ("scores" if "Rate" in r.prompt else "reward" if "Score this" in r.prompt else "other")
+            if kind == self.down:
+                yield r.key, Completion("", False, 0, error="APIConnectionError: connection refused")
+            elif kind == "scores":
+                yield r.key, Completion('{"integration": 5}' if "together" in r.prompt else
+                                        '{"image_necessity": 9, "question_quality": 8, "difficulty": 3, '
+                                        '"reasoning_demand": 3}', True, 5)
+            else:
+                yield r.key, Completion('{"score": 5}', True, 5)
+
+
+def test_teacher_rows_checks_revises_and_scores_existing_chains(tmp_path, capsys):
+    rows, path = rows_file(tmp_path, n=3)
+    rows[0]["response"] = " 0 + 0 = 0.</think>\n\\boxed{0}"
+    rows[1]["response"] = "<think>\n1 + 1 = 3.</think>\n\\boxed{3}"  # wrong, and with its <think> opener
+    rows[2]["response"] = " 2 + 2 = 4.</think>\n\\boxed{4}"
+    del rows[2]["reasoning"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "scored"
+    assert main(["distill", "--data", str(path), "--teacher", "rows", "--out", str(out)]) == 0
+    data = {d["id"]: d for d in map(json.loads, (out / "data.jsonl").read_text().splitlines())}
+    assert data["r0"]["verdict"] == "kept" and data["r0"]["score"] == 5
+    assert data["r1"]["verdict"] == "revised:reference" and data["r1"]["response"].startswith(" 1 + 1 = 2.")
+    assert data["r2"]["verdict"] == "kept"
+    del rows[0]["response"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["distill", "--data", str(path), "--teacher", "rows", "--out", str(tmp_path / "x")]) == 2
+    assert "row r0 has none" in capsys.readouterr().err
+
+
+def test_an_unreachable_judge_leaves_samples_unrecorded_for_the_rerun(tmp_path):
+    rows, path = rows_file(tmp_path, n=4)
+
+    def go(judge):
+        return distill(rows, DistillConfig(temperature=0.0, chunk=2, revise="hint"), tmp_path / "out",
+                       task=get_task("jsonl"), teacher=Teacher(), judge=judge, root=path.parent, progress=False)
+
+    # scores: P needs every sample's, so the run stops before any chain, keeping nothing half done
+    with pytest.raises(R1VError, match="could not be reached for 4 sample"):
+        go(Judging(down="scores"))
+    assert not (tmp_path / "out" / "records.jsonl").exists()
+    # rewards: those samples stay unrecorded and the run says so (exit status 1 from the CLI)
+    summary = go(Judging(down="reward"))
+    assert summary["unfinished"] == 4 and summary["finished"] == 0
+    summary = go(Judging())  # the judge is back: the rerun finishes them
+    assert summary["unfinished"] == 0 and summary["verdicts"] == {"kept": 2, "revised:hint": 2}
+    assert {r["score_source"] for r in records(tmp_path)} == {"judge"}
 
 
 def test_an_interrupted_run_resumes_without_losing_or_repeating_samples(tmp_path):

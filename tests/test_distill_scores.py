@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from r1v.distill import scores as S
-from r1v.distill.judge import BadReply, Failure, Judge, parse_reply
+from r1v.distill.judge import BadReply, Failure, Judge, Unreachable, parse_reply, rewrite_of
 from r1v.evaluate.endpoint import Completion
 
 
@@ -46,19 +46,22 @@ def test_minmax_and_normalise():
     assert S.minmax([2.0, 4.0, 3.0]) == [0.0, 1.0, 0.5]
     # a missing value takes the mean of the others
     assert S.minmax([0.0, None, 10.0]) == [0.0, 0.5, 1.0]
-    # a flat score, or noise under half a point, carries no information
+    # a flat score carries no information; nor does clarity's noise under half a point (FLAT)
     assert S.minmax([7.0, 7.0, 7.0]) is None
-    assert S.minmax([6.215, 6.2182, 6.2139]) is None
+    assert S.minmax([6.215, 6.2182, 6.2139], flat=S.FLAT) is None and S.minmax([0.2, 0.25]) == [0.0, 1.0]
     assert S.minmax([None, None]) is None
-    comps = [{"clarity": 6.0, "necessity": 10, "quality": 10, "difficulty": d, "demand": m, "integration": i}
-             for d, m, i in ((1, 0, 2), (3, 4, 2), (5, 10, 8))]
+    comps = [{"clarity": c, "necessity": 10, "quality": 10, "difficulty": d, "demand": m, "integration": i}
+             for c, d, m, i in ((6.21, 1, 0, 2), (6.25, 3, 4, 2), (6.2, 5, 10, 8))]
     hats = S.normalise(comps)
-    # clarity, necessity and quality never vary: vision is flat (None), text is difficulty + demand
+    # clarity (noise), necessity and quality never vary: vision is flat (None), text is difficulty + demand
     assert [h["vision"] for h in hats] == [None] * 3
     assert [h["text"] for h in hats] == [0.0, pytest.approx(0.45), 1.0]
     assert [h["integration"] for h in hats] == [0.0, 0.0, 1.0]
     for h in hats:
         assert all(v is None or 0.0 <= v <= 1.0 for v in h.values())
+    # a group whose means spread little still varies: the second normalisation has no noise floor
+    close = [{**comps[0], "difficulty": d, "demand": m} for d, m in ((0, 10), (10, 0), (10, 10), (0, 0))]
+    assert [h["text"] for h in S.normalise(close)] == [0.5, 0.5, 1.0, 0.0]
 
 
 # --------------------------------------------------------------------------- clarity
@@ -123,7 +126,8 @@ SCHEMA = {"score": (0, 5)}
     ('<think>hmm, 5?</think>{"score": 5}', 5),
     ('Sure! {"score": 4}', None), ('{"score": 7}', None), ('{"score": -1}', None), ('{"score": 2.5}', None),
     ('{"score": "4"}', None), ('{"score": true}', None), ('{"score": 4, "why": "x"}', None), ("[4]", None),
-    ("", None), ('{"score": 4', None), ("null", None), ('{"Score": 4}', None),
+    ("", None), ('{"score": 4', None), ("null", None), ('{"Score": 4}', None), ('{"score": NaN}', None),
+    ('{"score": Infinity}', None), ('{"score": 1e400}', None),
 ])
 def test_parse_reply_is_strict(reply, ok):
     if ok is None:
@@ -157,14 +161,26 @@ class Scripted:
 
 def test_malformed_judge_json_is_retried_then_recorded_never_raised():
     model = Scripted({"a": ["I'd say 4", '{"score": 4}'], "b": ["nope", "still no", "{'score': 3}"],
-                      "c": ['{"score": 2}'], "d": [None]})
-    got = Judge(model, retries=2).ask_json("reward", {k: ("q", []) for k in "abcd"})
+                      "c": ['{"score": 2}'], "d": [None], "e": ['{"score": NaN}']})
+    got = Judge(model, retries=2).ask_json("reward", {k: ("q", [], None) for k in "abcde"})
     assert got["a"] == {"score": 4} and got["c"] == {"score": 2}
     assert isinstance(got["b"], Failure) and "malformed" in got["b"].reason and got["b"].reply == "{'score': 3}"
-    assert isinstance(got["d"], Failure) and "unreachable" in got["d"].reason
+    assert isinstance(got["e"], Failure) and "not a number" in got["e"].reason
     # each key asked at most 1 + retries times; the retries at a raised temperature, so a greedy judge varies
     assert [t for k, t in model.calls if k == "b"] == [0.0, 0.7, 0.7]
     assert [t for k, t in model.calls if k == "c"] == [0.0]
-    # a judge that always fails: every score recorded as a failure, no exception
+    # an unreachable judge is not a judgement: not re-asked here (the endpoint retried), not recorded
+    assert isinstance(got["d"], Unreachable) and [k for k, _ in model.calls].count("d") == 1
     dead = Judge(Scripted({"x": [None]}), retries=1).scores([{"id": "x", "question": "Why?", "answer": "1"}], {})
-    assert set(dead["x"]) == {"failures"} and set(dead["x"]["failures"]) == {"qdam", "vtia"}
+    assert dead == {"x": None}
+    bad = Judge(Scripted({"x": ["?"]}), retries=1).scores([{"id": "x", "question": "Why?", "answer": "1"}], {})
+    assert set(bad["x"]) == {"failures"} and set(bad["x"]["failures"]) == {"qdam", "vtia"}
+
+
+@pytest.mark.parametrize("reply", [
+    "<think>3 + 4 = 7.</think> \\boxed{7}",                                       # as asked
+    "Let me see what went wrong.</think><think>3 + 4 = 7.</think> \\boxed{7}",    # a reasoning parser's split
+    "<think>Let me see.</think>\n<think>\n3 + 4 = 7.</think> \\boxed{7}",          # a reasoning judge, no parser
+])
+def test_a_reasoning_judges_own_thinking_is_not_the_revision(reply):
+    assert rewrite_of(reply) == "3 + 4 = 7.</think> \\boxed{7}"

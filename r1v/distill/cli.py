@@ -19,11 +19,13 @@ EXAMPLES = """examples:
   r1v distill --data mine.jsonl --teacher http://localhost:8000/v1 --judge http://localhost:8001/v1 \\
       --out out/ concurrency=32 rpm=600 alpha=0.5
   r1v distill --data mine.jsonl --teacher runs/tiny/sft/m0 --out out/ penalty=fixed fixed_penalty=1.05
+  r1v distill --data chains.jsonl --teacher rows --judge http://localhost:8001/v1 --out out/   # score existing D
 
 rows: JSON lines {"id", "question", "answer", optional "image" / "images" (paths relative to the file),
 "choices", "caption" (the image in words, for a text-only teacher), "reasoning" (a reference chain,
-the last resort for revising a wrong one), "difficulty" / "level"}. world:FILE reads the mini-world's
-data/FILE.jsonl (r1v world build) and adds captions. Rerunning a command resumes it.
+the last resort for revising a wrong one), "difficulty" / "level", "response" (with --teacher rows)}.
+world:FILE reads the mini-world's data/FILE.jsonl (r1v world build) and adds captions. Rerunning a
+command resumes it.
 """
 
 
@@ -44,11 +46,14 @@ def add_parser(sub) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog=EXAMPLES + "\nsettings (key=value):\n" + "\n".join(help_lines(DistillConfig)))
     p.add_argument("--data", required=True, help="JSON lines of rows (see below), or world:FILE")
-    p.add_argument("--teacher", help="checkpoint folder, world:NAME, or http(s):// endpoint (or teacher=...)")
+    p.add_argument("--teacher", help="checkpoint folder, world:NAME, an http(s):// endpoint, or `rows` (check, "
+                                     "revise and score the rows' own `response` chains; nothing generated)")
     p.add_argument("--judge", help="as --teacher; none: the rules (or judge=...)")
     p.add_argument("--out", required=True, help="output folder (resumed when it holds the same run)")
-    p.add_argument("--task", default=None, help="the scorer that checks answers (default: jsonl; world for world:)")
-    p.add_argument("--served-model", default=None, help="the endpoint's model name, when it serves several")
+    p.add_argument("--task", default=None, choices=["jsonl", "world"],
+                   help="the scorer that checks answers (default: jsonl; world for world:)")
+    p.add_argument("--teacher-model", default=None, help="the teacher endpoint's model name, when it serves several")
+    p.add_argument("--judge-model", default=None, help="the judge endpoint's model name, when it serves several")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows (a quick try)")
     p.add_argument("--overwrite", action="store_true", help="start OUT afresh")
     p.add_argument("settings", nargs="*", metavar="key=value", help="a setting (listed below)")
@@ -119,15 +124,22 @@ def cmd_run(a) -> int:
     if not cfg.teacher:
         raise R1VError("name a teacher: --teacher MODEL_DIR | world:NAME | http(s)://HOST/v1")
     cfg.validate()
+    if a.limit is not None and a.limit < 1:
+        raise R1VError(f"--limit {a.limit}: give a number of rows, at least 1")
     rows, root, task_name = read_data(a.data, a.limit)
 
     def resolve(spec: str) -> str:
         return str(_world(spec.split(":", 1)[1])) if spec.startswith("world:") else spec
 
     opts = dict(resolve=resolve, batch_size=cfg.batch_size, concurrency=cfg.concurrency, rpm=cfg.rpm or None,
-                timeout=cfg.timeout, retries=cfg.retries, served_model=a.served_model)
-    teacher = open_model(cfg.teacher, **opts)
-    judge = open_model(cfg.judge, **opts) if cfg.judge else None
+                timeout=cfg.timeout, retries=cfg.retries)
+    if cfg.teacher == "rows":
+        from r1v.distill.models import RowResponses
+
+        teacher = RowResponses(rows)
+    else:
+        teacher = open_model(cfg.teacher, served_model=a.teacher_model, **opts)
+    judge = open_model(cfg.judge, served_model=a.judge_model, **opts) if cfg.judge else None
     if not teacher.sees_images and any(r.get("image") or r.get("images") for r in rows):
         print(f"note: {cfg.teacher} is a text-only model: it reads each row's `caption`, not its images")
     summary = distill(rows, cfg, a.out, task=get_task(a.task or task_name), teacher=teacher, judge=judge, root=root,

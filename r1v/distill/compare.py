@@ -22,6 +22,7 @@ import statistics
 from pathlib import Path
 
 from r1v.errors import R1VError
+from r1v.evaluate.run import _write_atomic
 from r1v.model.templates import THINK_CLOSE
 
 
@@ -46,10 +47,14 @@ def compare(cfg, fixed: list[float]) -> Path:
     results = {}
     for name, dcfg in arms.items():
         path = out / _slug(name) / "result.json"
-        if not path.exists():
+        key = _fingerprint(cfg, dcfg)
+        old = json.loads(path.read_text()) if path.exists() else {}
+        if old.get("settings") != key:  # missing, or made with other settings: (re)done
             print(f"{name}: distil, train M0, score ...")
-            result = _arm(ctx, dcfg, out / _slug(name))
-            path.write_text(json.dumps(result, indent=1))
+            # The recipe's own D is this arm's data when the settings agree: reuse it (resumable either way).
+            data = ctx.dir / "data" / "distill" if dcfg == cfg.distill else out / _slug(name)
+            result = {**_arm(ctx, dcfg, data, out / _slug(name)), "settings": key}
+            _write_atomic(path, json.dumps(result, indent=1))
         results[name] = json.loads(path.read_text())
         r = results[name]
         print(f"  {name}: accuracy {100 * r['accuracy']:.1f}%, reasoning tokens easy {r['easy']['tokens']} / hard "
@@ -57,7 +62,16 @@ def compare(cfg, fixed: list[float]) -> Path:
     return write(out, results, cfg.distill.difficulty_field)
 
 
-def _arm(ctx, dcfg, folder: Path) -> dict:
+def _fingerprint(cfg, dcfg) -> str:
+    """What an arm's result depends on: its distillation, M0's training and the held-out scoring."""
+    import hashlib
+
+    parts = [dataclasses.asdict(x) for x in (dcfg, cfg.sft.optim, cfg.sft.parts, cfg.eval)]
+    parts += [cfg.seed, cfg.data.eval_limit, cfg.sft.pack, cfg.sft.pack_length]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _arm(ctx, dcfg, data: Path, folder: Path) -> dict:
     from r1v.train.loop import supervised
     from r1v.train.rollout import score
     from r1v.train.samples import Encoder
@@ -65,7 +79,8 @@ def _arm(ctx, dcfg, folder: Path) -> dict:
     from r1v.world.data import read_jsonl
 
     src = ctx.world / "data"
-    rows, summary = distil(ctx, read_jsonl(src / "visual-train.jsonl"), src, cfg=dcfg, out=folder)
+    rows, summary = distil(ctx, read_jsonl(src / "visual-train.jsonl"), src, cfg=dcfg, out=data)
+    folder.mkdir(parents=True, exist_ok=True)
     items = [ctx.task.read_row(r, root=Path("/")) for r in rows]  # data.jsonl's image paths are absolute
     model, tok = ctx.load("transfer")
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
@@ -106,16 +121,19 @@ def _bands(labels: list[float]) -> tuple[set, set]:
     return {ordered[0]}, {x for x in labels if x >= ordered[len(ordered) // 2]}
 
 
-def _data_bands(by: dict) -> tuple[float, float]:
-    """Mean kept-chain length on easy and hard training items (as `_bands` splits them), weighted by count."""
-    labels = sorted(by, key=float)
+def _data_bands(by: dict) -> tuple[float | None, float | None]:
+    """Mean kept-chain length on easy and hard training items (as `_bands` splits them), weighted by
+    the kept chains' count. `by` is a summary's by-difficulty table, in difficulty order."""
+    labels = list(by)
     items = [lab for lab in labels for _ in range(by[lab]["n"])]
-    median = items[len(items) // 2]
-    hard = [lab for lab in labels if float(lab) >= float(median)]
+    if not items:
+        return None, None
+    hard = labels[labels.index(items[len(items) // 2]):]
 
     def mean(labs):
-        n = sum(by[x]["n"] for x in labs)
-        return sum(by[x]["final_length"] * by[x]["n"] for x in labs) / n
+        cells = [by[x] for x in labs if by[x]["final_length"] is not None]
+        n = sum(c["kept"] for c in cells)
+        return sum(c["final_length"] * c["kept"] for c in cells) / n if n else None
 
     return mean(labels[:1]), mean(hard)
 
@@ -148,7 +166,7 @@ def write(out: Path, results: dict, field: str) -> Path:
         kept_easy, kept_hard = _data_bands(d["by_difficulty"])
         gap = "" if name == "AL-CoTD" else _gap(paired_interval(base["correct"], r["correct"]))
         lines.append(f"| {name} | {d['penalty']['mean']:.2f} | {100 * d['teacher_accuracy']:.1f}% | "
-                     f"{kept_easy:.1f} / {kept_hard:.1f} | {100 * r['accuracy']:.1f}% | {gap} | "
+                     f"{_num(kept_easy)} / {_num(kept_hard)} | {100 * r['accuracy']:.1f}% | {gap} | "
                      f"{r['easy']['tokens']} | {r['hard']['tokens']} | {_pct(r['easy']['accuracy'])} / "
                      f"{_pct(r['hard']['accuracy'])} |")
     lines += ["", "By difficulty label (model accuracy, mean reasoning tokens):", "",
@@ -159,10 +177,14 @@ def write(out: Path, results: dict, field: str) -> Path:
     lines += ["", "![data: P and length](data.png)", "", "![models](models.png)", ""]
     plot(next(iter(results.values()))["data"], out / "data.png", arms={k: v["data"] for k, v in results.items()})
     _plot_models(results, out / "models.png")
-    (out / "report.md").write_text("\n".join(lines))
-    (out / "results.json").write_text(json.dumps({k: {x: y for x, y in v.items() if x != "correct"}
-                                                  for k, v in results.items()}, indent=1))
+    _write_atomic(out / "report.md", "\n".join(lines))
+    _write_atomic(out / "results.json", json.dumps({k: {x: y for x, y in v.items() if x != "correct"}
+                                                    for k, v in results.items()}, indent=1))
     return out / "report.md"
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.1f}"
 
 
 def _pct(x) -> str:

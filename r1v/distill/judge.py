@@ -3,9 +3,13 @@
 The judge is any model `models.open_model` opens (an endpoint or a local checkpoint). Every
 question it is asked is a fixed prompt whose reply must be one JSON object with exactly the
 listed keys, each validated (type and range). A reply that is not (prose around the JSON, a
-missing key, a 7 on a 0..5 scale) is asked again, up to `retries` more times, at temperature
-0.7 so that a greedy judge does not repeat itself; then the item's answer is a `Failure`: it is
-recorded, and the run goes on (scores fall back as `scores.minmax` says, a verdict to the rules).
+missing key, a 7 on a 0..5 scale, NaN) is asked again, up to `retries` more times, at
+temperature 0.7 so that a greedy judge does not repeat itself; then the item's answer is a
+`Failure`: it is recorded, and the run goes on (a score is imputed as `scores.minmax` says, a
+verdict or a reward falls back to the rules).
+
+A judge that cannot be reached (its request failed after the endpoint's own retries) is not a
+judgement: the answer is `Unreachable`, nothing is recorded for that sample, and a rerun asks again.
 
 The revision prompt is the one reply that is not JSON: the judge rewrites a wrong chain as
 `<think>reasoning</think> answer`, and the task's scorer, not the judge, decides whether the
@@ -15,11 +19,12 @@ rewrite reaches the gold answer.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from r1v.distill.models import Request
+from r1v.distill.models import Request, strip_think_open
 from r1v.model import templates as T
 
 SYSTEM = ("You are a careful data annotator for a visual reasoning data set. You answer with one JSON object "
@@ -115,6 +120,16 @@ class Failure:
         return {"reason": self.reason, "reply": self.reply[:500]}
 
 
+@dataclass
+class Unreachable:
+    """The judge's request failed for good (after the endpoint's retries): not recorded, asked again later."""
+    reason: str
+
+
+def _no_constants(name: str):
+    raise BadReply(f"{name} is not a number")
+
+
 def parse_reply(text: str, schema: dict) -> dict:
     """The reply as a validated dict: one JSON object (after any reasoning and code fences) with
     exactly the schema's keys; numbers integral and in range, flags true / false."""
@@ -123,7 +138,7 @@ def parse_reply(text: str, schema: dict) -> dict:
     if fenced:
         body = fenced.group(1)
     try:
-        obj = json.loads(body)
+        obj = json.loads(body, parse_constant=_no_constants)  # NaN and Infinity are not scores
     except json.JSONDecodeError as e:
         raise BadReply(f"not JSON ({e.msg})") from None
     if not isinstance(obj, dict):
@@ -137,7 +152,7 @@ def parse_reply(text: str, schema: dict) -> dict:
                 raise BadReply(f"{k} is {v!r}, not true or false")
             continue
         lo, hi = rule
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v):
             raise BadReply(f"{k} is {v!r}, not an integer")
         if not lo <= v <= hi:
             raise BadReply(f"{k} is {v}, outside {lo}..{hi}")
@@ -151,50 +166,50 @@ class Judge:
     def __init__(self, model, *, retries: int = 2, max_tokens: int = 2048):
         self.model, self.retries, self.max_tokens = model, retries, max_tokens
 
-    def ask_json(self, kind: str, prompts: dict[str, tuple[str, list]]) -> dict[str, dict | Failure]:
-        """{key: (prompt, images)} -> {key: validated dict or Failure}."""
+    def ask_json(self, kind: str, prompts: dict[str, tuple]) -> dict[str, dict | Failure | Unreachable]:
+        """{key: (prompt, images, caption)} -> {key: validated dict, Failure or Unreachable}.
+
+        Only malformed replies are asked again; a request that failed is the endpoint's to retry."""
         schema, out = SCHEMAS[kind], {}
         pending = dict(prompts)
-        last: dict[str, Failure] = {}
         for attempt in range(self.retries + 1):
             if not pending:
                 break
             temperature = 0.0 if attempt == 0 else RETRY_TEMPERATURE
-            requests = [Request(k, p, list(imgs), system=SYSTEM, max_tokens=self.max_tokens, temperature=temperature,
-                                seed=attempt) for k, (p, imgs) in pending.items()]
+            requests = [Request(k, p, list(imgs), caption=cap, system=SYSTEM, max_tokens=self.max_tokens,
+                                temperature=temperature, seed=attempt) for k, (p, imgs, cap) in pending.items()]
             for key, c in self.model.complete(requests):
                 if c.error:
-                    last[key] = Failure(f"judge unreachable: {c.error}")
+                    out[key] = Unreachable(c.error)
+                    pending.pop(key)
                     continue
                 try:
                     out[key] = parse_reply(c.text, schema)
                     pending.pop(key)
                 except BadReply as e:
-                    last[key] = Failure(f"malformed reply: {e}", c.text)
-        for key in pending:
-            out[key] = last.get(key, Failure("no reply"))
+                    out[key] = Failure(f"malformed reply: {e}", c.text)
         return out
 
     # ---------------------------------------------------------------- the questions
-    def scores(self, rows: Sequence[dict], images: dict[str, list]) -> dict[str, dict]:
-        """QDAM's judged components and VTIA's integration (0..10) per row id; a failed question
-        leaves its components out and says why under "failures"."""
-        def context(r):
-            imgs = images.get(r["id"], [])
-            about = " about the image shown" if imgs else ""
-            return about, "" if imgs else " (there is no image: answer 0)"
-
+    def scores(self, rows: Sequence[dict], images: dict[str, list]) -> dict[str, dict | None]:
+        """QDAM's judged components and VTIA's integration (0..10) per row id; a question the judge
+        answered badly leaves its components out and says why under "failures"; None for a row
+        the judge could not be reached for."""
         qdam, vtia = {}, {}
         for r in rows:
-            about, no_image = context(r)
-            question = _question(r)
             imgs = images.get(r["id"], [])
-            qdam[r["id"]] = (QDAM.format(about_image=about, question=question, no_image=no_image), imgs)
-            vtia[r["id"]] = (VTIA.format(about_image=about, question=question), imgs)
+            about = " about the image shown" if imgs else ""
+            no_image = "" if imgs else " (there is no image: answer 0)"
+            question, caption = _question(r), r.get("caption")
+            qdam[r["id"]] = (QDAM.format(about_image=about, question=question, no_image=no_image), imgs, caption)
+            vtia[r["id"]] = (VTIA.format(about_image=about, question=question), imgs, caption)
         a, b = self.ask_json("qdam", qdam), self.ask_json("vtia", vtia)
         out = {}
         for r in rows:
             k, res = r["id"], {"failures": {}}
+            if isinstance(a[k], Unreachable) or isinstance(b[k], Unreachable):
+                out[k] = None
+                continue
             if isinstance(a[k], Failure):
                 res["failures"]["qdam"] = a[k].record()
             else:
@@ -206,27 +221,43 @@ class Judge:
             out[k] = res
         return out
 
-    def verdicts(self, items: dict[str, tuple[dict, str]]) -> dict[str, bool | Failure]:
-        """{id: (row, extracted answer)} -> {id: agrees with the gold, or Failure}."""
-        asked = self.ask_json("verdict", {k: (VERDICT.format(question=_question(r), gold=r["answer"], answer=a), [])
-                                          for k, (r, a) in items.items()})
-        return {k: v if isinstance(v, Failure) else v["correct"] for k, v in asked.items()}
+    def verdicts(self, items: dict[str, tuple[dict, str]]) -> dict[str, bool | Failure | Unreachable]:
+        """{id: (row, extracted answer)} -> {id: agrees with the gold, Failure or Unreachable}."""
+        asked = self.ask_json("verdict", {k: (VERDICT.format(question=_question(r), gold=r["answer"], answer=a), [],
+                                              None) for k, (r, a) in items.items()})
+        return {k: v["correct"] if isinstance(v, dict) else v for k, v in asked.items()}
 
-    def revise(self, items: dict[str, tuple[dict, str, list]]) -> dict[str, str]:
-        """{id: (row, wrong reasoning, images)} -> {id: the judge's rewrite, `reasoning</think> answer`}."""
+    def revise(self, items: dict[str, tuple[dict, str, list]]) -> tuple[dict[str, str], set[str]]:
+        """{id: (row, wrong reasoning, images)} -> ({id: the rewrite, `reasoning</think> answer`}, ids the
+        judge could not be reached for)."""
         requests = [Request(k, REVISE.format(question=_question(r), gold=r["answer"], reasoning=reasoning), list(imgs),
-                            system=REVISE_SYSTEM, max_tokens=self.max_tokens)
+                            caption=r.get("caption"), system=REVISE_SYSTEM, max_tokens=self.max_tokens)
                     for k, (r, reasoning, imgs) in items.items()]
-        from r1v.distill.models import strip_think_open
+        got, unreachable = {}, set()
+        for k, c in self.model.complete(requests):
+            if c.error:
+                unreachable.add(k)
+            else:
+                got[k] = rewrite_of(c.text)
+        return got, unreachable
 
-        return {k: strip_think_open(c.text) for k, c in self.model.complete(requests) if not c.error}
-
-    def rewards(self, items: dict[str, tuple[dict, str]]) -> dict[str, int | Failure]:
+    def rewards(self, items: dict[str, tuple[dict, str]]) -> dict[str, int | Failure | Unreachable]:
         """The reward model's 0..5 score of each (row, final response): the SFT filter's D_rm(tau)."""
         asked = self.ask_json("reward", {k: (REWARD.format(question=_question(r), gold=r["answer"],
-                                                           solution=solution), [])
+                                                           solution=solution), [], None)
                                          for k, (r, solution) in items.items()})
-        return {k: v if isinstance(v, Failure) else v["score"] for k, v in asked.items()}
+        return {k: v["score"] if isinstance(v, dict) else v for k, v in asked.items()}
+
+
+def rewrite_of(text: str) -> str:
+    """The revised chain in a judge's reply, as `reasoning</think> answer`.
+
+    The reply is `<think>reasoning</think> answer`, but a reasoning judge wraps it in its own
+    thinking (its `<think>` block, or `thinking</think>` from a server's reasoning parser): the
+    rewrite is what follows the last `<think>`."""
+    text = strip_think_open(text)
+    last = text.rfind(T.THINK_OPEN)
+    return text[last + len(T.THINK_OPEN):].lstrip("\n") if last >= 0 else text
 
 
 def _question(row: dict) -> str:

@@ -14,8 +14,13 @@ comes back with `Completion.error` set, never as an exception, so a long run rec
   opens `<think>\\n`; an R1V checkpoint gets the images, a text-only LM gets the row's `caption`
   (the picture in words) in front of the question.
 * Endpoint: `r1v.evaluate.endpoint.Endpoint` (retries with backoff, timeouts, a rate limit) on
-  `concurrency` threads. The penalty goes as `repetition_penalty` in the request body, which vLLM
-  and SGLang accept (OpenAI's own API does not; a server that rejects it fails the item, loudly).
+  `concurrency` threads. The teacher's penalty goes as `repetition_penalty` in the request body,
+  always (at 1.0 too: a server's default may differ), which vLLM and SGLang accept; OpenAI's own
+  API does not, and a server that rejects it fails the item with its message. Judge requests
+  carry no penalty. The rate limit paces first attempts; the client's retries back off on their
+  own, and a teacher and a judge at one URL have a limit each.
+* A local batch shares one sampling seed (its first request's): with temperature > 0, a resumed
+  run samples its batches differently from an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ class Request:
     max_tokens: int = 1024
     temperature: float = 0.0
     top_p: float = 0.95
-    repetition_penalty: float = 1.0
+    repetition_penalty: float | None = None  # None: the server's default (judges: hosted APIs reject the field)
     seed: int = 0
 
 
@@ -109,19 +114,19 @@ class LocalModel:
                 batch = batch_of[start:start + self.batch_size]
                 try:
                     outs = self._generate(batch)
-                except R1VError:  # one request cannot run (too long, a bad image): find which
+                except (R1VError, RuntimeError):  # a request cannot run (too long, a bad image, out of memory)
                     outs = []
                     for r in batch:
                         try:
                             outs += self._generate([r])
-                        except R1VError as e:
-                            outs.append(Completion("", False, 0, error=str(e)))
+                        except (R1VError, RuntimeError) as e:
+                            outs.append(Completion("", False, 0, error=f"{type(e).__name__}: {e}"))
                 yield from zip((r.key for r in batch), outs)
 
     def _prompt(self, r: Request) -> tuple[str, list]:
         question = r.prompt if self.sees_images or not r.caption else f"{r.caption}\n{r.prompt}"
         if self.chat is not None:
-            return self.chat.prompt(question, r.images)
+            return self.chat.prompt(question, r.images, system=r.system)
         messages = ([{"role": "system", "content": r.system}] if r.system else []) + [
             {"role": "user", "content": question.replace(T.IMAGE_PLACEHOLDER, "").strip()}]
         return T.render("r1v", messages, bos_token=self.tokenizer.bos_token or ""), []
@@ -151,7 +156,8 @@ class LocalModel:
         greedy = first.temperature <= 0
         sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None) if greedy else dict(
             do_sample=True, temperature=first.temperature, top_p=first.top_p, top_k=None)
-        penalties = torch.tensor([r.repetition_penalty for r in batch], dtype=torch.float32, device=self.model.device)
+        penalties = torch.tensor([r.repetition_penalty or 1.0 for r in batch], dtype=torch.float32,
+                                 device=self.model.device)
         torch.manual_seed(first.seed)
         with torch.inference_mode():
             out = self.model.generate(
@@ -182,7 +188,7 @@ class EndpointModel:
             params = dict(max_tokens=r.max_tokens, temperature=r.temperature, seed=r.seed)
             if r.temperature > 0:
                 params["top_p"] = r.top_p
-            if r.repetition_penalty != 1.0:
+            if r.repetition_penalty is not None:  # sent even at 1.0: the server's default may differ (R1V: 1.05)
                 params["extra_body"] = {"repetition_penalty": r.repetition_penalty}
             try:
                 c = self.endpoint.chat(r.prompt, r.images, system=r.system, **params)
@@ -191,6 +197,26 @@ class EndpointModel:
             return r.key, Completion(strip_think_open(c.text), c.finished, c.new_tokens)
 
         yield from map_concurrent(one, list(requests), self.concurrency)
+
+
+class RowResponses:
+    """`--teacher rows`: the chains the rows already hold (`response`), checked, revised and scored
+    0..5 like generated ones, with nothing generated (the penalties are computed but unused)."""
+    name, sees_images, generates = "rows", True, False
+
+    def __init__(self, rows):
+        missing = [r.get("id") for r in rows if not isinstance(r.get("response"), str)]
+        if missing:
+            raise R1VError(f"--teacher rows reads each row's `response` (what follows <think>), but row {missing[0]} "
+                           f"has none")
+        self.responses = {str(r["id"]): r["response"] for r in rows}
+
+    def count(self, text: str) -> None:
+        return None
+
+    def complete(self, requests: Iterable[Request]) -> Iterator[tuple[str, Completion]]:
+        for r in requests:
+            yield r.key, Completion(strip_think_open(self.responses[r.key]), True, None)
 
 
 def open_model(spec: str, *, resolve=None, batch_size: int = 16, concurrency: int = 8, rpm: float | None = None,

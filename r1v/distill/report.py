@@ -10,9 +10,12 @@ named by `difficulty_field`), else terciles of the normalised text score Ŝ_t (e
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections import Counter
 from pathlib import Path
+
+from r1v.evaluate.run import Journal, _write_atomic
 
 BANDS = ("easy", "medium", "hard", "all")
 
@@ -66,7 +69,8 @@ def summarise(records: list[dict], *, rows: int, unit: str, settings: dict | Non
                            "rewards": sum(str(r.get("score_source")).startswith("rules (judge") for r in records)},
         "score_histogram": {str(k): sum(r["score"] == k for r in records) for k in range(6)},
         "difficulty_axis": "label" if records and all(r.get("difficulty") is not None for r in records) else "S_t",
-        "by_difficulty": {b: {"n": len(by[b]), "penalty": _mean(r["penalty"] for r in by[b]),
+        "by_difficulty": {b: {"n": len(by[b]), "kept": sum(r["length"] is not None for r in by[b]),
+                              "penalty": _mean(r["penalty"] for r in by[b]),
                               "teacher_length": _mean(r["teacher_length"] for r in by[b]),
                               "final_length": _mean(r["length"] for r in by[b]),
                               "teacher_accuracy": _mean(float(r["teacher_correct"]) for r in by[b])}
@@ -113,8 +117,10 @@ def save(fig, axes, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # never a half-written picture
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
+    os.replace(tmp, path)
 
 
 def table(summary: dict) -> str:
@@ -132,7 +138,7 @@ def _num(x, digits: int) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def write_report(out: Path, summary: dict, records: list[dict]) -> None:
+def write_report(out: Path, summary: dict) -> None:
     plot(summary, out / "penalty.png")
     st = summary.get("settings", {})
     v = summary["verdicts"]
@@ -152,31 +158,34 @@ Teacher `{st.get('teacher')}`, judge `{st.get('judge') or 'none (rules)'}`; pena
         _num(summary['penalty']['max'], 3)}).
 - Reasoning length ({summary['unit']}): teacher {_num(summary['teacher_length'], 1)}, kept {
         _num(summary['final_length'], 1)}.
-- Chains that hit max_new_tokens: {summary['unfinished_chains']}. Judge failures (recorded, the rules took
-  over): {', '.join(f'{k} {n}' for k, n in summary['judge_failures'].items())}.
+- Chains that hit max_new_tokens: {summary['unfinished_chains']}. Malformed judge replies, after their
+  retries (a score is then imputed, a verdict or reward falls back to the rules): {
+        ', '.join(f'{k} {n}' for k, n in summary['judge_failures'].items())}.
 - 0..5 scores: {', '.join(f'{k}: {n}' for k, n in summary['score_histogram'].items())}.
 
 {table(summary)}
 
 ![P and length against difficulty](penalty.png)
 """
-    (out / "report.md").write_text(text)
+    _write_atomic(out / "report.md", text)
 
 
 def rewrite(out: Path) -> dict:
     """`r1v distill report OUT`: the summary and report again, from the records on disk."""
     from r1v.errors import R1VError
-
     out = Path(out)
     if not (out / "records.jsonl").is_file():
         raise R1VError(f"{out} has no records.jsonl: not a distillation folder")
-    records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines() if x.strip()]
-    settings = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
-    old = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
-    scored = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines() if x.strip()] \
-        if (out / "scores.jsonl").exists() else []
+    try:
+        settings = json.loads((out / "run.json").read_text())
+        old = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    except (OSError, ValueError):
+        raise R1VError(f"{out}/run.json or summary.json is unreadable; rerun the distillation") from None
+    records = list(Journal(out / "records.jsonl", key=lambda r: r["id"]).records.values())  # a torn line is dropped
+    scored = Journal(out / "scores.jsonl", key=lambda r: r["id"]).records.values()
     summary = summarise(records, rows=settings.get("rows", len(records)), unit=old.get("unit", "tokens"),
                         settings=settings, score_failures=sum(bool(r.get("failures")) for r in scored))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_report(out, summary, records)
+    summary["unfinished"] = settings.get("rows", len(records)) - len(records)
+    _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_report(out, summary)
     return summary

@@ -16,14 +16,17 @@ lost or written twice; `--overwrite` starts again):
 
 Order of work: all scores first (DRLC needs the whole data set's min and max), then the chains in
 chunks of `chunk` samples, each chunk saved once finished. A sample whose teacher or judge
-request fails for good (an endpoint down) is not recorded, so the next run retries it; a judge
-reply that stays malformed after its retries is recorded as a failure (the rules take over).
+request fails for good (an endpoint down, after its retries) is not recorded, so the next run
+retries it: missing scores stop the run before any chain is written (P needs them all), missing
+chains leave it unfinished (exit status 1). A judge reply that stays malformed after its retries
+is a judgement, recorded as a failure: a score is imputed (the data set's mean), a verdict or a
+reward falls back to the rules. With `penalty=fixed` the judge is not asked for scores (P does
+not use them); the rules still give the report its difficulty bands.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import sys
@@ -33,7 +36,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from r1v.distill import scores as S
-from r1v.distill.judge import Failure, Judge
+from r1v.distill.judge import Failure, Judge, Unreachable
 from r1v.distill.models import EndpointModel, Request
 from r1v.errors import R1VError
 from r1v.evaluate.run import Journal, _lock, _write_atomic
@@ -42,8 +45,8 @@ from r1v.train.config import DistillConfig
 
 HINT = "\n(The correct final answer is {answer}. Reason your way to it.)"
 # run.json keys that must match for a rerun to continue a run (operational settings may change)
-SAME_RUN = ("data", "teacher", "judge", "penalty", "fixed_penalty", "alpha", "beta", "gamma", "difficulty_field",
-            "max_new_tokens", "temperature", "top_p", "revise", "reward")
+SAME_RUN = ("data", "task", "teacher", "judge", "penalty", "fixed_penalty", "alpha", "beta", "gamma",
+            "difficulty_field", "max_new_tokens", "temperature", "top_p", "revise", "reward")
 
 
 def distill(rows: Sequence[dict], cfg: DistillConfig, out: str | Path, *, task, teacher, judge=None,
@@ -61,13 +64,14 @@ def distill(rows: Sequence[dict], cfg: DistillConfig, out: str | Path, *, task, 
     if "" in ids or len(set(ids)) != len(ids):
         dup = next((i for i in ids if ids.count(i) > 1), "")
         raise R1VError(f"every row needs a unique id (found {'an empty one' if not dup else repr(dup)})")
+    check_rows(rows)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise R1VError(f"--out {out} is a file; name a directory")
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out, "r1v distill")  # noqa: F841 (held while the run lives)
-    settings = {**asdict(cfg), "data": _fingerprint(rows), "rows": len(rows), "teacher": teacher.name,
-                "judge": judge.name if judge else None}
+    settings = {**asdict(cfg), "data": _fingerprint(rows), "rows": len(rows), "task": task.name,
+                "teacher": teacher.name, "judge": judge.name if judge else None}
     _start(out, settings, overwrite)
 
     def items(chunk: list[dict]) -> dict:  # read per chunk: a data set's images never all sit in memory
@@ -80,10 +84,16 @@ def distill(rows: Sequence[dict], cfg: DistillConfig, out: str | Path, *, task, 
     # ---- 1. QDAM and VTIA scores, every sample
     scored = Journal(out / "scores.jsonl", key=lambda r: r["id"])
     todo = [r for r in rows if r["id"] not in scored.records]
+    asked = judge_ if cfg.penalty == "adaptive" else None  # a fixed P needs no judged scores
     with tqdm(total=len(rows), initial=len(rows) - len(todo), desc="scores", disable=quiet) as bar:
         for chunk in _chunks(todo, cfg.chunk):
-            scored.add(_score(chunk, items(chunk), judge_, cfg))
+            scored.add(_score(chunk, items(chunk), asked, cfg))
             bar.update(len(chunk))
+    missing = len(rows) - len(scored.records)
+    if missing:
+        raise R1VError(f"the judge could not be reached for {missing} sample(s), so their scores (and every "
+                       f"penalty, which needs them all) are missing; rerun the same command to retry them "
+                       f"(the {len(scored.records)} scored are kept)")
 
     # ---- 2. normalise over the data set, DRLC
     comps = [scored.records[r["id"]]["components"] for r in rows]
@@ -99,13 +109,11 @@ def distill(rows: Sequence[dict], cfg: DistillConfig, out: str | Path, *, task, 
     work = Chains(task, plan, teacher, judge_, cfg)
     done = Journal(out / "records.jsonl", key=lambda r: r["id"])
     todo = [r for r in rows if r["id"] not in done.records]
-    failed = 0
     with tqdm(total=len(rows), initial=len(rows) - len(todo), desc="chains", disable=quiet) as bar:
         for chunk in _chunks(todo, cfg.chunk):
-            recs = work.run(chunk, items(chunk))
-            done.add(recs)
-            failed += len(chunk) - len(recs)
+            done.add(work.run(chunk, items(chunk)))
             bar.update(len(chunk))
+    failed = len(rows) - len(done.records)
 
     summary = summarise([done.records[i] for i in ids if i in done.records], rows=len(rows),
                         unit="tokens" if teacher.count("x") is not None else "words", settings=settings,
@@ -116,34 +124,42 @@ def distill(rows: Sequence[dict], cfg: DistillConfig, out: str | Path, *, task, 
             for i in ids if (rec := done.records.get(i)) and rec["response"] is not None]
     _write_atomic(out / "data.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
     _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
-    write_report(out, summary, [done.records[i] for i in ids if i in done.records])
+    write_report(out, summary)
     if failed:
-        print(f"{failed} sample(s) could not be finished (the teacher or judge failed for good); rerun the same "
-              f"command to retry them", file=sys.stderr)
+        print(f"{failed} sample(s) could not be finished (the teacher or judge failed for good, e.g. "
+              f"{work.errors[0] if work.errors else 'unreachable'}); rerun the same command to retry them",
+              file=sys.stderr)
     return summary
 
 
 # --------------------------------------------------------------------------- the steps
 def _score(chunk: list[dict], items: dict, judge: Judge | None, cfg: DistillConfig) -> list[dict]:
-    from PIL import Image
+    """Score records of the chunk; a row the judge could not be reached for is left out (retried later)."""
+    from r1v.model.processor import load_image
 
     recs, images = [], {}
     for r in chunk:
         item = items[r["id"]]
-        pics = [Image.open(io.BytesIO(b)) for b in item.images]
+        try:
+            pics = [load_image(b) for b in item.images]
+        except R1VError as e:
+            raise R1VError(f"row {r['id']}: {e}") from None
         comp = {"clarity": S.clarity(pics)}
         comp.update(S.rule_scores(r, has_image=bool(item.images), difficulty_field=cfg.difficulty_field))
         recs.append({"id": r["id"], "components": comp, "source": "rules", "failures": {}})
         images[r["id"]] = item.images
-    if judge is not None:
-        judged = judge.scores(chunk, images)
-        for rec in recs:
-            got = judged[rec["id"]]
-            rec["failures"] = got.pop("failures")
-            for k in S.JUDGED:  # a question the judge failed leaves its components missing (imputed)
-                rec["components"][k] = got.get(k)
-            rec["source"] = "judge"
-    return recs
+    if judge is None:
+        return recs
+    judged = judge.scores(chunk, images)
+    for rec in recs:
+        got = judged[rec["id"]]
+        if got is None:
+            continue
+        rec["failures"] = got.pop("failures")
+        for k in S.JUDGED:  # a question the judge answered badly leaves its components missing (imputed)
+            rec["components"][k] = got.get(k)
+        rec["source"] = "judge"
+    return [rec for rec in recs if judged[rec["id"]] is not None]
 
 
 class Chains:
@@ -152,6 +168,8 @@ class Chains:
     def __init__(self, task, plan: dict, teacher, judge: Judge | None, cfg: DistillConfig):
         self.task, self.plan, self.teacher, self.judge, self.cfg = task, plan, teacher, judge, cfg
         self.items: dict = {}
+        self.unfinished: set[str] = set()  # this chunk's rows a teacher or judge request failed for, for good
+        self.errors: list[str] = []
 
     def request(self, r: dict, hint: bool = False) -> Request:
         item, cfg = self.items[r["id"]], self.cfg
@@ -161,28 +179,34 @@ class Chains:
                        seed=zlib.crc32(f"{r['id']}:{int(hint)}".encode()))
 
     def run(self, chunk: list[dict], items: dict) -> list[dict]:
-        """Records of the rows finished; a row whose teacher request failed for good is left out."""
-        self.items = items
+        """Records of the rows finished; a row whose teacher or judge request failed for good is left out."""
+        self.items, self.unfinished = items, set()
         outs = dict(self.teacher.complete([self.request(r) for r in chunk]))
+        self.errors += [outs[r["id"]].error for r in chunk if outs[r["id"]].error]
         live = [r for r in chunk if not outs[r["id"]].error]
         state = {r["id"]: {"teacher": outs[r["id"]].text, "response": None, "revisions": [], "failures": []}
                  for r in live}
         for r, ok, how in self.check([(r, outs[r["id"]].text) for r in live], state):
             state[r["id"]].update(teacher_correct=ok, check=how, response=outs[r["id"]].text if ok else None)
 
-        for how in _strategies(self.cfg, self.judge):
+        for how in strategies(self.cfg, self.judge, self.teacher):
             wrong = [r for r in live if state[r["id"]]["response"] is None]
             if not wrong:
                 break
-            got = self.revise(how, wrong, state)
+            got, rejected = self.revise(how, wrong, state)
+            for k, text in rejected.items():
+                state[k]["revisions"].append({"by": how, "response": text, "correct": False, "check": "cites the hint"})
             for r, ok, check in self.check([(r, got[r["id"]]) for r in wrong if r["id"] in got], state):
                 state[r["id"]]["revisions"].append({"by": how, "response": got[r["id"]], "correct": ok, "check": check})
                 if ok:
                     state[r["id"]]["response"] = got[r["id"]]
 
-        rewards = self.rewards([(r, state[r["id"]]["response"]) for r in live if state[r["id"]]["response"]])
+        rewards = self.rewards([(r, state[r["id"]]["response"]) for r in live if state[r["id"]]["response"]
+                                and r["id"] not in self.unfinished])
         recs = []
         for r in live:
+            if r["id"] in self.unfinished:
+                continue
             s, (hat, p) = state[r["id"]], self.plan[r["id"]]
             response, (score, source) = s["response"], rewards.get(r["id"], (None, None))
             if response is None:
@@ -216,18 +240,34 @@ class Chains:
                 entry[1:] = [True, "judge"]
             elif isinstance(v, Failure):
                 state[entry[0]["id"]]["failures"].append({"verdict": v.record()})
+            elif isinstance(v, Unreachable):
+                self._unfinished(entry[0]["id"], v.reason)
         return [tuple(e) for e in out]
 
-    def revise(self, how: str, wrong: list[dict], state: dict) -> dict[str, str]:
+    def _unfinished(self, key: str, reason: str) -> None:
+        self.unfinished.add(key)
+        self.errors.append(reason)
+
+    def revise(self, how: str, wrong: list[dict], state: dict) -> tuple[dict[str, str], dict[str, str]]:
+        """(candidate rewrites to check, rewrites rejected unchecked: hinted chains that cite the hint)."""
+        wrong = [r for r in wrong if r["id"] not in self.unfinished]
         if how == "judge":
-            return self.judge.revise({r["id"]: (r, _reasoning(state[r["id"]]["teacher"]), self.items[r["id"]].images)
-                                      for r in wrong})
+            got, unreachable = self.judge.revise({r["id"]: (r, _reasoning(state[r["id"]]["teacher"]),
+                                                             self.items[r["id"]].images) for r in wrong})
+            for k in unreachable:
+                self._unfinished(k, "the judge could not be reached for a revision")
+            return got, {}
         if how == "hint":
-            return {k: c.text for k, c in self.teacher.complete([self.request(r, hint=True) for r in wrong])
-                    if not c.error}
+            got, rejected = {}, {}
+            for k, c in self.teacher.complete([self.request(r, hint=True) for r in wrong]):
+                if c.error:
+                    self._unfinished(k, c.error)
+                else:  # a chain that cites the hint it was given teaches nothing
+                    (rejected if _quotes_hint(c.text) else got)[k] = c.text
+            return got, rejected
         # reference: the row's own chain, written as the teacher would (`world.data.target`'s form)
         return {r["id"]: f" {str(r['reasoning']).strip()}{THINK_CLOSE}\n\\boxed{{{r['answer']}}}" for r in wrong
-                if str(r.get("reasoning") or "").strip()}
+                if str(r.get("reasoning") or "").strip()}, {}
 
     def rewards(self, pairs: list[tuple[dict, str]]) -> dict[str, tuple[int, str]]:
         """The 0..5 reward-model score of each final response: the judge's, else (or where it
@@ -241,6 +281,9 @@ class Chains:
         out = {}
         for r, text in pairs:
             got = judged.get(r["id"])
+            if isinstance(got, Unreachable):
+                self._unfinished(r["id"], got.reason)
+                continue
             if isinstance(got, int):
                 out[r["id"]] = (got, "judge")
                 continue
@@ -265,6 +308,38 @@ def _strategies(cfg: DistillConfig, judge: Judge | None) -> list[str]:
     return [first, "reference"]
 
 
+def strategies(cfg: DistillConfig, judge: Judge | None, teacher) -> list[str]:
+    """The revisions tried, in order; a teacher that only replays its rows (`--teacher rows`) gets no hint."""
+    out = _strategies(cfg, judge)
+    if not getattr(teacher, "generates", True):
+        out = [("judge" if judge is not None else "reference") if s == "hint" else s for s in out]
+    return list(dict.fromkeys(out))
+
+
+def _quotes_hint(text: str) -> bool:
+    return bool(re.search(r"correct final answer|\bhint\b", text, re.I))
+
+
+def check_rows(rows: Sequence[dict]) -> None:
+    """One-line errors for rows the readers would choke on (types, not just presence)."""
+    for r in rows:
+        where = f"row {r['id']}"
+        if not isinstance(r.get("question"), str) or not r["question"].strip():
+            raise R1VError(f"{where}: `question` must be non-empty text")
+        if r.get("answer") is None or isinstance(r["answer"], (dict, list)):
+            raise R1VError(f"{where}: `answer` must be text or a number")
+        if r.get("image") is not None and not isinstance(r["image"], str):
+            raise R1VError(f"{where}: `image` must be one path (several go in `images`, a list)")
+        if r.get("images") is not None and (not isinstance(r["images"], list)
+                                            or not all(isinstance(x, str) for x in r["images"])):
+            raise R1VError(f"{where}: `images` must be a list of paths")
+        if r.get("choices") is not None and not isinstance(r["choices"], list):
+            raise R1VError(f"{where}: `choices` must be a list")
+        for k in ("caption", "reasoning", "context"):
+            if r.get(k) is not None and not isinstance(r[k], str):
+                raise R1VError(f"{where}: `{k}` must be text")
+
+
 def _free_form(item) -> bool:
     return not item.choices and not re.fullmatch(r"\s*-?[\d.,/]+\s*", str(item.answer))
 
@@ -279,9 +354,10 @@ def _chunks(xs: list, n: int):
 
 
 def _fingerprint(rows: Sequence[dict]) -> str:
+    """The rows as a rerun must find them (every field, images by path)."""
     h = hashlib.sha256()
     for r in rows:
-        h.update(json.dumps([r["id"], r.get("question"), str(r.get("answer"))], ensure_ascii=False).encode())
+        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False, default=str).encode())
     return h.hexdigest()[:16]
 
 

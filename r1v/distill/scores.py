@@ -39,7 +39,7 @@ GROUPS = {"vision": ("clarity", "necessity"), "text": ("quality", "difficulty", 
           "integration": ("integration",)}
 JUDGED = tuple(c for c in COMPONENTS if c != "clarity")
 ALPHA = math.log(2)
-FLAT = 0.5  # a component whose spread over the data set is under this (of 10) is noise, not signal
+FLAT = 0.5  # clarity spreading less than this (of 10) over a data set is noise, not signal
 SHARP = 100.0  # variance of the Laplacian below which an image counts as blurred (the usual OpenCV threshold)
 FULL_RESOLUTION = 448  # R1V's tile side: an image whose short side is this or more loses nothing to resolution
 DIFFICULTY_FIELDS = ("difficulty", "level")
@@ -169,15 +169,12 @@ def rule_scores(row: dict, *, has_image: bool, difficulty_field: str = "auto") -
 
 
 # --------------------------------------------------------------------------- normalisation and DRLC
-def minmax(values: Sequence[float | None]) -> list[float] | None:
-    """Min-max to [0, 1] over the data set; None when the score does not vary.
+def minmax(values: Sequence[float | None], flat: float = 1e-9) -> list[float] | None:
+    """Min-max to [0, 1] over the data set; None when the score does not vary (spread under `flat`).
 
-    A missing value (no image to judge, a judge that failed) takes the mean of the others. A score
-    whose spread over the data set is under FLAT (half a point of ten: the clarity of same-sized
-    crisp images differs in the third decimal) says nothing about which sample is harder; min-max
-    would blow that noise up to [0, 1], so it is flat (None) instead."""
+    A missing value (no image to judge, a judge that failed) takes the mean of the others."""
     present = [v for v in values if v is not None]
-    if not present or max(present) - min(present) < FLAT:
+    if not present or max(present) - min(present) < flat:
         return None
     lo, hi = min(present), max(present)
     out = [None if v is None else (v - lo) / (hi - lo) for v in values]
@@ -187,17 +184,20 @@ def minmax(values: Sequence[float | None]) -> list[float] | None:
 
 def normalise(components: Sequence[dict[str, float | None]]) -> list[dict[str, float | None]]:
     """Per sample {"vision", "text", "integration"}: each component min-max normalised, a score
-    the mean of its components, each score min-max normalised again (the paper's Ŝ). A flat
-    component is left out of its score's mean; a score with no varying component is None, and
-    `penalty` leaves it out (the paper does not say what a constant score does; pinning it to any
-    value would only shrink P's range)."""
+    the mean of its components, each score min-max normalised again (the paper's Ŝ).
+
+    A component that does not vary is flat: left out of its score's mean. Clarity counts as flat
+    when it spreads under FLAT (half a point of ten): past the blur threshold the Laplacian
+    measures how busy a picture is, and min-max would blow that noise up to [0, 1]. A score with
+    no varying component is None, and `penalty` leaves it out (the paper does not say what a
+    constant score does; pinning it to any value would only shrink P's range)."""
     n = len(components)
-    columns = {c: minmax([s.get(c) for s in components]) for c in COMPONENTS}
+    columns = {c: minmax([s.get(c) for s in components], flat=FLAT if c == "clarity" else 1e-9) for c in COMPONENTS}
     groups = {}
     for g, cs in GROUPS.items():
         live = [columns[c] for c in cs if columns[c] is not None]
         means = [sum(col[i] for col in live) / len(live) for i in range(n)] if live else None
-        groups[g] = minmax(means) if means is not None else None
+        groups[g] = minmax(means, flat=1e-9) if means is not None else None  # means of [0, 1] values
     return [{g: None if groups[g] is None else round(groups[g][i], 6) for g in GROUPS} for i in range(n)]
 
 

@@ -49,8 +49,9 @@ def prepare(ctx) -> dict[str, str]:
     ctx.state.wait_for_everyone()
     made = json.loads(marker.read_text())
     if made.pop("settings", None) != _settings(ctx):
-        raise R1VError(f"{marker.parent} was made with other data or distill settings; rerun with --restart (or "
-                       f"another name=...) to make the data again")
+        raise R1VError(f"{marker.parent} was made with other data or distill settings; start the run again "
+                       f"(r1v recipe run ... --restart, or another name=...), or delete {marker.parent} to "
+                       f"remake only the data")
     return made
 
 
