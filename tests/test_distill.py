@@ -219,7 +219,7 @@ def rows_file(tmp_path, n=6):
 class Teacher:
     """Right on even ids; wrong first time on odd ones, right again when given the answer as a hint
     except for r5. Records every request; `crash_after` raises after that many requests."""
-    name, sees_images = "fake-teacher", True
+    name, sees_images, unit = "fake-teacher", True, "words"
 
     def __init__(self, crash_after: int | None = None):
         self.requests, self.crash_after = [], crash_after
@@ -307,7 +307,7 @@ def test_chains_that_quote_the_hint_are_not_kept_and_bad_rows_are_one_line_error
 
 class Judging:
     """A local judge: answers every JSON question; `down` makes one kind of question unreachable."""
-    name, sees_images = "fake-judge", True
+    name, sees_images, unit = "fake-judge", True, "words"
 
     def __init__(self, down: str | None = None):
         self.down = down

@@ -142,7 +142,7 @@ def test_parse_reply_is_strict(reply, ok):
 
 class Scripted:
     """A judge model that replies from a script per key (the last reply repeats); logs temperatures."""
-    name = "scripted"
+    name, unit = "scripted", "words"
 
     def __init__(self, script: dict[str, list[str]]):
         self.script, self.calls = script, []

@@ -101,6 +101,7 @@ class LocalModel:
             ids = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids(T.get_template("r1v").stop)}
             self.stop_ids = sorted(i for i in ids if i is not None and i != self.tokenizer.unk_token_id)
         self.sees_images = self.chat is not None
+        self.unit = "tokens"  # what `count` counts
 
     def count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -179,9 +180,10 @@ class EndpointModel:
         self.endpoint = Endpoint(url, model, timeout=timeout, retries=retries, rpm=rpm)
         self.concurrency, self.name = max(1, concurrency), f"{url} ({self.endpoint.model})"
         self.sees_images = True  # a text-only server rejects images: the item fails with its message
+        self.unit = "words"  # no tokenizer here: lengths are counted in words
 
     def count(self, text: str) -> None:
-        return None  # no tokenizer here: lengths are counted in words
+        return None
 
     def complete(self, requests: Iterable[Request]) -> Iterator[tuple[str, Completion]]:
         def one(r: Request) -> tuple[str, Completion]:
@@ -202,7 +204,7 @@ class EndpointModel:
 class RowResponses:
     """`--teacher rows`: the chains the rows already hold (`response`), checked, revised and scored
     0..5 like generated ones, with nothing generated (the penalties are computed but unused)."""
-    name, sees_images, generates = "rows", True, False
+    name, sees_images, generates, unit = "rows", True, False, "words"
 
     def __init__(self, rows):
         missing = [r.get("id") for r in rows if not isinstance(r.get("response"), str)]

@@ -31,6 +31,7 @@ import json
 import re
 import sys
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -39,7 +40,7 @@ from r1v.distill import scores as S
 from r1v.distill.judge import Failure, Judge, Unreachable
 from r1v.distill.models import EndpointModel, Request
 from r1v.errors import R1VError
-from r1v.evaluate.run import Journal, _lock, _write_atomic
+from r1v.evaluate.run import Journal, _write_atomic, claim
 from r1v.model.templates import THINK_CLOSE
 from r1v.train.config import DistillConfig
 
@@ -62,17 +63,14 @@ def distill(rows: Sequence[dict], cfg: DistillConfig, out: str | Path, *, task, 
     rows = [{**r, "id": str(r.get("id", ""))} for r in rows]
     ids = [r["id"] for r in rows]
     if "" in ids or len(set(ids)) != len(ids):
-        dup = next((i for i in ids if ids.count(i) > 1), "")
+        dup = next((i for i, n in Counter(ids).items() if n > 1), "")
         raise R1VError(f"every row needs a unique id (found {'an empty one' if not dup else repr(dup)})")
     check_rows(rows)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise R1VError(f"--out {out} is a file; name a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    lock = _lock(out, "r1v distill")  # noqa: F841 (held while the run lives)
     settings = {**asdict(cfg), "data": _fingerprint(rows), "rows": len(rows), "task": task.name,
                 "teacher": teacher.name, "judge": judge.name if judge else None}
-    _start(out, settings, overwrite)
+    lock = claim(out, settings, SAME_RUN, overwrite=overwrite, what="distillation",  # noqa: F841 (held: the run's)
+                 tool="r1v distill", files=("scores.jsonl", "records.jsonl", "data.jsonl", "summary.json", "report.md"))
 
     def items(chunk: list[dict]) -> dict:  # read per chunk: a data set's images never all sit in memory
         return {r["id"]: task.read_row(r, root=root) for r in chunk}
@@ -116,7 +114,7 @@ def distill(rows: Sequence[dict], cfg: DistillConfig, out: str | Path, *, task, 
     failed = len(rows) - len(done.records)
 
     summary = summarise([done.records[i] for i in ids if i in done.records], rows=len(rows),
-                        unit="tokens" if teacher.count("x") is not None else "words", settings=settings,
+                        unit=teacher.unit, settings=settings,
                         score_failures=sum(bool(r["failures"]) for r in scored.records.values()))
     summary["unfinished"] = failed
     kept = [{**_portable(by_id[i], root), "response": rec["response"], "score": rec["score"], "penalty": rec["penalty"],
@@ -299,21 +297,18 @@ class Chains:
         return n if n is not None else len(reasoning.split())
 
 
-def _strategies(cfg: DistillConfig, judge: Judge | None) -> list[str]:
+def strategies(cfg: DistillConfig, judge: Judge | None, teacher) -> list[str]:
+    """The revisions tried, in order (`distill.revise`). auto: the judge when it is an endpoint,
+    else the teacher with a hint (a teacher that only replays its rows, `--teacher rows`, cannot
+    take one: the judge if any), then the row's reference chain."""
     if cfg.revise == "none":
         return []
     if cfg.revise != "auto":
         return [cfg.revise]
-    first = "judge" if judge is not None and isinstance(judge.model, EndpointModel) else "hint"
-    return [first, "reference"]
-
-
-def strategies(cfg: DistillConfig, judge: Judge | None, teacher) -> list[str]:
-    """The revisions tried, in order; a teacher that only replays its rows (`--teacher rows`) gets no hint."""
-    out = _strategies(cfg, judge)
-    if not getattr(teacher, "generates", True):
-        out = [("judge" if judge is not None else "reference") if s == "hint" else s for s in out]
-    return list(dict.fromkeys(out))
+    generates = getattr(teacher, "generates", True)
+    if judge is not None and (isinstance(judge.model, EndpointModel) or not generates):
+        return ["judge", "reference"]
+    return ["hint", "reference"] if generates else ["reference"]
 
 
 def _quotes_hint(text: str) -> bool:
@@ -371,20 +366,3 @@ def _portable(row: dict, root: Path | None) -> dict:
     if row.get("images"):
         out["images"] = [str((root / x).resolve()) for x in row["images"]]
     return out
-
-
-def _start(out: Path, settings: dict, overwrite: bool) -> None:
-    run_json = out / "run.json"
-    if overwrite:
-        for name in ("run.json", "scores.jsonl", "records.jsonl", "data.jsonl", "summary.json", "report.md"):
-            (out / name).unlink(missing_ok=True)
-    if run_json.exists():
-        try:
-            old = json.loads(run_json.read_text())
-        except ValueError:
-            raise R1VError(f"{run_json} is not readable JSON; use another --out, or --overwrite") from None
-        diff = [k for k in SAME_RUN if old.get(k) != settings.get(k)]
-        if diff:
-            raise R1VError(f"{out} holds a different distillation ({', '.join(diff)} differ); use another --out, "
-                           f"or --overwrite to start again")
-    _write_atomic(run_json, json.dumps(settings, indent=2))

@@ -39,25 +39,9 @@ RUN_KEYS = ("bench", "model", "data", "samples", "think", "sampling", "load", "r
 class RunDir:
     def __init__(self, out: str | Path, settings: dict, *, overwrite: bool = False):
         self.path = Path(out)
-        if self.path.exists() and not self.path.is_dir():
-            raise R1VError(f"--out {self.path} is a file; name a directory")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(self.path)
+        self._lock = claim(self.path, settings, RUN_KEYS, overwrite=overwrite, files=("items.jsonl", "summary.json"),
+                           what="run", tool="r1v eval")
         self.items_path = self.path / "items.jsonl"
-        run_json = self.path / "run.json"
-        if overwrite:
-            for f in (run_json, self.items_path, self.path / "summary.json"):
-                f.unlink(missing_ok=True)
-        if run_json.exists():
-            try:
-                old = json.loads(run_json.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError):
-                raise R1VError(f"{run_json} is not readable JSON; use another --out, or --overwrite") from None
-            diff = [k for k in RUN_KEYS if old.get(k) != settings.get(k)]
-            if diff:
-                raise R1VError(f"{self.path} holds a different run ({', '.join(diff)} differ); "
-                               f"use another --out, or --overwrite to start again")
-        _write_atomic(run_json, json.dumps(settings, indent=2))
         self.journal = Journal(self.items_path, key=lambda r: (str(r["id"]), int(r["sample"])))
         self.records = self.journal.records
 
@@ -66,6 +50,31 @@ class RunDir:
 
     def write_summary(self, summary: dict) -> None:
         _write_atomic(self.path / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+
+
+def claim(out: Path, settings: dict, keys, *, overwrite: bool, files, what: str, tool: str):
+    """Make the output folder `out` this process's (its lock, returned: hold it while the run
+    lives) and start `out/run.json`, or check that the run there is this one (its `keys` agree).
+    `--overwrite` deletes run.json and `files` first; a different run is a one-line error."""
+    if out.exists() and not out.is_dir():
+        raise R1VError(f"--out {out} is a file; name a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out, tool)
+    run_json = out / "run.json"
+    if overwrite:
+        for name in ("run.json", *files):
+            (out / name).unlink(missing_ok=True)
+    if run_json.exists():
+        try:
+            old = json.loads(run_json.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise R1VError(f"{run_json} is not readable JSON; use another --out, or --overwrite") from None
+        diff = [k for k in keys if old.get(k) != settings.get(k)]
+        if diff:
+            raise R1VError(f"{out} holds a different {what} ({', '.join(diff)} differ); use another --out, "
+                           f"or --overwrite to start again")
+    _write_atomic(run_json, json.dumps(settings, indent=2))
+    return lock
 
 
 class Journal:
