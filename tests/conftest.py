@@ -131,3 +131,39 @@ def small_world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world") / "w"
     data = build(config_from("small"), out, log=lambda s: None)
     return out, data
+
+
+# The recipe's stages on the small mini-world, at a few steps each.
+SMALL = """
+name: small
+seed: 0
+model: {{vision: world:vision, substitute: world:substitute, reasoning: world:reasoning, max_tiles: 1}}
+data: {{task: world, world: small, world_dir: {world}, eval_limit: 8}}
+align:
+  passes: [{{name: full, lr: 1.0e-2, epochs: 0.2}}, {{name: filtered, lr: 1.0e-3}}, {{name: cot, lr: 1.0e-3}}]
+  optim: {{samples_per_step: 8, micro_batch_per_device: 4}}
+  pack_length: 256
+sft:
+  optim: {{lr: 1.0e-2, samples_per_step: 8, epochs: 0.5}}
+  taus: [2, 5]
+  lrs: [1.0e-3, 1.0e-3]
+  mistake_pool: 8
+  max_new_tokens: 12
+  pack_length: 256
+grpo: {{steps: 2, prompts_per_step: 2, generations_per_prompt: 4, max_completion_tokens: 12, lr: 1.0e-2, tau: 0}}
+eval: {{max_new_tokens: 12, batch_size: 8}}
+"""
+
+
+@pytest.fixture(scope="session")
+def recipe_run(small_world, tmp_path_factory):
+    """The small recipe, every stage, once: (recipe yaml, run folder, world folder). Tests that change
+    a run work on a copy, except where they rerun GRPO (nothing compares it after them)."""
+    from r1v.cli import main
+
+    out, _ = small_world
+    d = tmp_path_factory.mktemp("recipe")
+    yaml_path = d / "small.yaml"
+    yaml_path.write_text(SMALL.format(world=out))
+    assert main(["recipe", "run", str(yaml_path), f"out={d / 'run'}"]) == 0
+    return yaml_path, d / "run", out

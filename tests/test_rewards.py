@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from r1v.evaluate.tasks import Item, get_task
@@ -94,11 +95,11 @@ def test_rubric_reward_model(response, correct, expected):
 
 
 def test_tau_schedule_and_mistakes():
-    scores = {"a": 5, "b": 4, "c": 3, "d": 2, "e": 0}
-    assert [sorted(d_rm(scores, t)) for t in (2, 3, 4, 5)] == [
-        ["a", "b", "c", "d"], ["a", "b", "c"], ["a", "b"], ["a"]]
-    wrong = mistakes(["a", "b", "c", "e"], [True, False, True, False])
-    assert wrong == {"b", "e"}
+    scores = np.array([5, 4, 3, 2, 0])  # rows a..e of D
+    assert [d_rm(scores, t).tolist() for t in (2, 3, 4, 5)] == [[0, 1, 2, 3], [0, 1, 2], [0, 1], [0]]
+    wrong = mistakes([0, 1, 2, 4], [True, False, True, False])
+    assert wrong.tolist() == [1, 4]
     # D_4 = D_rm(5) u E_3: a low-scored sample re-enters when the model gets it wrong
-    assert iteration_ids(scores, 5, wrong) == {"a", "b", "e"}
-    assert iteration_ids(scores, 5, set()) == {"a"}
+    assert iteration_ids(scores, 5, wrong).tolist() == [0, 1, 4]
+    assert iteration_ids(scores, 5, []).tolist() == [0]
+    assert iteration_ids(scores, 0, [4]).tolist() == [0, 1, 2, 3, 4]  # no row twice

@@ -15,27 +15,6 @@ from r1v.cli import main
 from r1v.errors import R1VError
 from r1v.train.config import load_recipe, parse_overrides
 
-SMALL = """
-name: small
-seed: 0
-model: {{vision: world:vision, substitute: world:substitute, reasoning: world:reasoning, max_tiles: 1}}
-data: {{task: world, world: small, world_dir: {world}, eval_limit: 8}}
-align:
-  passes: [{{name: full, lr: 1.0e-2, epochs: 0.2}}, {{name: filtered, lr: 1.0e-3}}, {{name: cot, lr: 1.0e-3}}]
-  optim: {{samples_per_step: 8, micro_batch_per_device: 4}}
-  pack_length: 256
-sft:
-  optim: {{lr: 1.0e-2, samples_per_step: 8, epochs: 0.5}}
-  taus: [2, 5]
-  lrs: [1.0e-3, 1.0e-3]
-  mistake_pool: 8
-  max_new_tokens: 12
-  pack_length: 256
-grpo: {{steps: 2, prompts_per_step: 2, generations_per_prompt: 4, max_completion_tokens: 12, lr: 1.0e-2, tau: 0}}
-eval: {{max_new_tokens: 12, batch_size: 8}}
-"""
-
-
 def weights(folder: Path) -> dict[str, torch.Tensor]:
     files = sorted(folder.glob("*.safetensors"))
     out = {}
@@ -50,16 +29,6 @@ def part(state: dict, prefix: str) -> dict:
 
 def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.fixture(scope="module")
-def recipe_run(small_world, tmp_path_factory):
-    out, _ = small_world
-    d = tmp_path_factory.mktemp("recipe")
-    yaml_path = d / "small.yaml"
-    yaml_path.write_text(SMALL.format(world=out))
-    assert main(["recipe", "run", str(yaml_path), f"out={d / 'run'}"]) == 0
-    return yaml_path, d / "run", out
 
 
 # --------------------------------------------------------------------------- config
@@ -205,16 +174,28 @@ def test_lora_trains_adapters_and_the_projector(small_model):
     import copy
 
     from r1v.train.config import Parts
-    from r1v.train.loop import merge_lora, set_parts
+    from r1v.train.loop import plain_state, set_parts
 
-    model = copy.deepcopy(small_model[0])
+    model, tok, samples, _ = small_model
+    plain = copy.deepcopy(model)
+    model = copy.deepcopy(model)
     set_parts(model, Parts(lora_rank=4))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any("lora_" in n for n in trainable)
     assert any("multi_modal_projector" in n for n in trainable)
     assert not any("vision_tower" in n or ("language_model" in n and "lora_" not in n) for n in trainable)
-    merge_lora(model)
-    assert not any("lora" in n for n, _ in model.named_parameters()) and not hasattr(model, "peft_config")
+    with torch.no_grad():  # move the adapters off zero, so folding them in changes the weights
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    state = plain_state(model, model.state_dict())
+    assert state.keys() == plain.state_dict().keys()  # a plain R1V checkpoint
+    plain.load_state_dict(state)
+    s = samples[0]
+    ids = torch.tensor([s.prompt + s.response])
+    with torch.no_grad():
+        assert torch.allclose(plain(input_ids=ids, pixel_values=s.pixels).logits,
+                              model(input_ids=ids, pixel_values=s.pixels).logits, atol=1e-4)
 
 
 def test_cli_mistakes(tmp_path, capsys):
@@ -234,7 +215,8 @@ def small_model(small_world):
     from r1v.model.builder import build_r1v
     from r1v.model.tokenizer import load_tokenizer
     from r1v.train.samples import Encoder
-    from r1v.world.data import read_jsonl, target
+    from r1v.io import read_jsonl
+    from r1v.world.data import target
 
     out, _ = small_world
     tok = load_tokenizer(str(out / "tokenizer"))
@@ -248,7 +230,7 @@ def small_model(small_world):
 
 
 def test_packed_cached_loss_equals_padded_pixel_loss(small_model):
-    from r1v.train.samples import FeatureCache, image_inputs, pack, packed_batch, padded_batch
+    from r1v.train.samples import features, image_inputs, pack, packed_batch, padded_batch
 
     model, tok, samples, _ = small_model
     n = sum(len(s.response) for s in samples)
@@ -257,7 +239,8 @@ def test_packed_cached_loss_equals_padded_pixel_loss(small_model):
     rows = pack(samples, 200)
     assert len(rows) < len(samples)  # several samples share a row
     flat = [s for r in rows for s in r]
-    packed = model(**packed_batch(rows, tok.pad_token_id), **image_inputs(model, flat, FeatureCache(model)),
+    feats = features(model, torch.cat([s.pixels for s in flat]))
+    packed = model(**packed_batch(rows, tok.pad_token_id), **image_inputs(model, flat, feats),
                    num_items_in_batch=torch.tensor(n), use_cache=False).loss
     assert torch.allclose(packed, padded, atol=1e-5), (packed, padded)
     # the same model with a cache made: transformers no longer reads the packing (what the loop avoids)
@@ -268,14 +251,15 @@ def test_packed_cached_loss_equals_padded_pixel_loss(small_model):
 
 def test_shared_prefix_logprobs_equal_full_sequences(small_model):
     from r1v.train.grpo import completion_logprobs, grpo_loss
-    from r1v.train.samples import FeatureCache, Sample, image_inputs
+    from r1v.train.samples import Sample, features
 
     model, tok, samples, _ = small_model
     prompts = [Sample(s.id, s.prompt, [], s.pixels, s.item) for s in samples[:2]]
     G = 3
     comps = [samples[k % 4].response[: 3 + k] for k in range(len(prompts) * G)]
-    logp, mask = completion_logprobs(model, prompts, comps, G, pad_id=tok.pad_token_id,
-                                     image_args=image_inputs(model, prompts, FeatureCache(model)))
+    feats = features(model, torch.cat([p.pixels for p in prompts]))
+    logp, mask = completion_logprobs(model, prompts=prompts, completions=comps, group=G, pad_id=tok.pad_token_id,
+                                     feats=feats)
     for j, c in enumerate(comps):  # the naive way: each prompt + completion on its own, full forward
         p = prompts[j // G]
         ids = torch.tensor([p.prompt + c])
@@ -290,8 +274,8 @@ def test_shared_prefix_logprobs_equal_full_sequences(small_model):
     set_parts(model, Parts())
     adv = torch.tensor([1.0, -1.0, 0.0, 0.0, 0.0, 0.0])
     model.zero_grad()
-    logp, mask = completion_logprobs(model, prompts, comps, G, pad_id=tok.pad_token_id,
-                                     image_args=image_inputs(model, prompts, FeatureCache(model)))
+    logp, mask = completion_logprobs(model, prompts=prompts, completions=comps, group=G, pad_id=tok.pad_token_id,
+                                     feats=feats)
     grpo_loss(logp, logp.detach(), adv, mask.float(), clip_eps=0.2)[0].backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "multi_modal_projector" in n)
@@ -329,7 +313,8 @@ def test_grpo_steps_raise_the_reward_they_are_given(small_model):
     prompts = [Sample(s.id, s.prompt, [], s.pixels, s.item) for s in samples[:4]]
     cfg = GRPOConfig(steps=12, prompts_per_step=4, generations_per_prompt=8, max_completion_tokens=8, lr=3e-2,
                      parts=Parts(language=True), micro_groups=4)
-    _, raw, opt, _, acc, cache, _ = setup(model, cfg)
+    engine, _ = setup(model, cfg)
+    engine.set_lr(cfg.lr)
 
     def rewards_fn(texts, items):
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -337,6 +322,6 @@ def test_grpo_steps_raise_the_reward_they_are_given(small_model):
         return r, r, [0.0] * len(r)
 
     torch.manual_seed(0)
-    history = [step(raw, opt, prompts, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn, cache=cache,
-                    accelerator=acc)["reward"] for _ in range(cfg.steps)]
+    history = [step(engine, prompts, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn)["reward"]
+               for _ in range(cfg.steps)]
     assert sum(history[-3:]) / 3 > sum(history[:3]) / 3 + 0.2, history

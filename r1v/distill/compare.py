@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 
 from r1v.errors import R1VError
-from r1v.evaluate.run import _write_atomic
+from r1v.io import write_atomic
 from r1v.model.templates import THINK_CLOSE
 
 
@@ -54,7 +54,7 @@ def compare(cfg, fixed: list[float]) -> Path:
             # The recipe's own D is this arm's data when the settings agree: reuse it (resumable either way).
             data = ctx.dir / "data" / "distill" if dcfg == cfg.distill else out / _slug(name)
             result = {**_arm(ctx, dcfg, data, out / _slug(name)), "settings": key}
-            _write_atomic(path, json.dumps(result, indent=1))
+            write_atomic(path, json.dumps(result, indent=1))
         results[name] = json.loads(path.read_text())
         r = results[name]
         print(f"  {name}: accuracy {100 * r['accuracy']:.1f}%, reasoning tokens easy {r['easy']['tokens']} / hard "
@@ -72,25 +72,33 @@ def _fingerprint(cfg, dcfg) -> str:
 
 
 def _arm(ctx, dcfg, data: Path, folder: Path) -> dict:
+    from r1v.io import read_jsonl
+    from r1v.train.data import Encoded, Rows
+    from r1v.train.engine import Engine
     from r1v.train.loop import supervised
     from r1v.train.rollout import score
     from r1v.train.samples import Encoder
     from r1v.train.world_data import distil
-    from r1v.world.data import read_jsonl
 
     src = ctx.world / "data"
-    rows, summary = distil(ctx, read_jsonl(src / "visual-train.jsonl"), src, cfg=dcfg, out=data)
+    _, summary = distil(ctx, read_jsonl(src / "visual-train.jsonl"), src, cfg=dcfg, out=data)
     folder.mkdir(parents=True, exist_ok=True)
-    items = [ctx.task.read_row(r, root=Path("/")) for r in rows]  # data.jsonl's image paths are absolute
     model, tok = ctx.load("transfer")
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     sft = ctx.cfg.sft
-    supervised(model, enc.encode_all(ctx.task, items, [r["response"] for r in rows]), sft.optim, parts=sft.parts,
-               pad_id=tok.pad_token_id, seed=ctx.cfg.seed, cache_features=sft.cache_features, pack_rows=sft.pack,
-               pack_length=sft.pack_length, desc=f"{folder.name}: M0")
-    samples, held = ctx.samples(enc, "eval_visual", field="", limit=ctx.cfg.data.eval_limit)
-    scored = score(ctx.task, model, tok, samples, stop_id=enc.stop_id, max_new_tokens=ctx.cfg.eval.max_new_tokens,
-                   batch_size=ctx.cfg.eval.batch_size, desc=f"{folder.name}: visual test")
+    engine = Engine(model, sft.parts, weight_decay=sft.optim.weight_decay)
+    train = Encoded(Rows(data / "data.jsonl", need=("id", "response")), ctx.task, enc)  # absolute image paths
+    cache = ctx.feature_cache(f"compare-{folder.name}") if sft.cache_features and not sft.parts.vision else None
+    supervised(engine, train, sft.optim, lr=sft.optim.lr, pad_id=tok.pad_token_id, seed=ctx.cfg.seed, cache=cache,
+               pack_rows=sft.pack, pack_length=sft.pack_length, workers=ctx.cfg.data.workers, name=f"{folder.name}: M0")
+    held_rows = ctx.rows("eval_visual")
+    n = min(len(held_rows), ctx.cfg.data.eval_limit) if ctx.cfg.data.eval_limit else len(held_rows)
+    with engine.generating() as m:
+        scored = score(ctx.task, m, tok, ctx.stream(ctx.data("eval_visual", enc, field=""), range(n),
+                                                    ctx.cfg.eval.batch_size),
+                       n=n, stop_id=enc.stop_id, max_new_tokens=ctx.cfg.eval.max_new_tokens,
+                       desc=f"{folder.name}: visual test")
+    held = [held_rows[i] for i in range(n)]
     tokens = [len(tok(t.partition(THINK_CLOSE)[0], add_special_tokens=False)["input_ids"]) for t in scored.outputs]
     labels = [_label(r, dcfg.difficulty_field) for r in held]
     easy, hard = _bands(labels)
@@ -102,7 +110,7 @@ def _arm(ctx, dcfg, data: Path, folder: Path) -> dict:
         "accuracy": round(scored.accuracy, 4), "n": scored.n,
         "easy": _cell([i for i, x in enumerate(labels) if x in easy], scored.correct, tokens),
         "hard": _cell([i for i, x in enumerate(labels) if x in hard], scored.correct, tokens),
-        "by_difficulty": by, "correct": {s.id: ok for s, ok in zip(samples, scored.correct)},
+        "by_difficulty": by, "correct": dict(zip(scored.ids, scored.correct)),
         "data": {k: summary[k] for k in ("verdicts", "penalty", "teacher_accuracy", "teacher_length", "final_length",
                                          "by_difficulty", "unit", "difficulty_axis")},
     }
@@ -177,8 +185,8 @@ def write(out: Path, results: dict, field: str) -> Path:
     lines += ["", "![data: P and length](data.png)", "", "![models](models.png)", ""]
     plot(next(iter(results.values()))["data"], out / "data.png", arms={k: v["data"] for k, v in results.items()})
     _plot_models(results, out / "models.png")
-    _write_atomic(out / "report.md", "\n".join(lines))
-    _write_atomic(out / "results.json", json.dumps({k: {x: y for x, y in v.items() if x != "correct"}
+    write_atomic(out / "report.md", "\n".join(lines))
+    write_atomic(out / "results.json", json.dumps({k: {x: y for x, y in v.items() if x != "correct"}
                                                     for k, v in results.items()}, indent=1))
     return out / "report.md"
 

@@ -15,7 +15,8 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from r1v.evaluate.run import Journal, _write_atomic
+from r1v.evaluate.run import Journal
+from r1v.io import write_atomic
 
 BANDS = ("easy", "medium", "hard", "all")
 
@@ -167,7 +168,7 @@ Teacher `{st.get('teacher')}`, judge `{st.get('judge') or 'none (rules)'}`; pena
 
 ![P and length against difficulty](penalty.png)
 """
-    _write_atomic(out / "report.md", text)
+    write_atomic(out / "report.md", text)
 
 
 def rewrite(out: Path) -> dict:
@@ -186,6 +187,6 @@ def rewrite(out: Path) -> dict:
     summary = summarise(records, rows=settings.get("rows", len(records)), unit=old.get("unit", "tokens"),
                         settings=settings, score_failures=sum(bool(r.get("failures")) for r in scored))
     summary["unfinished"] = settings.get("rows", len(records)) - len(records)
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2))
     write_report(out, summary)
     return summary

@@ -40,7 +40,8 @@ from r1v.distill import scores as S
 from r1v.distill.judge import Failure, Judge, Unreachable
 from r1v.distill.models import EndpointModel, Request
 from r1v.errors import R1VError
-from r1v.evaluate.run import Journal, _write_atomic, claim
+from r1v.evaluate.run import Journal, claim
+from r1v.io import write_atomic
 from r1v.model.templates import THINK_CLOSE
 from r1v.train.config import DistillConfig
 
@@ -120,8 +121,8 @@ def distill(rows: Sequence[dict], cfg: DistillConfig, out: str | Path, *, task, 
     kept = [{**_portable(by_id[i], root), "response": rec["response"], "score": rec["score"], "penalty": rec["penalty"],
              "verdict": rec["verdict"]}
             for i in ids if (rec := done.records.get(i)) and rec["response"] is not None]
-    _write_atomic(out / "data.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_atomic(out / "data.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2))
     write_report(out, summary)
     if failed:
         print(f"{failed} sample(s) could not be finished (the teacher or judge failed for good, e.g. "

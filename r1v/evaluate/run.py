@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from r1v.errors import R1VError
 from r1v.evaluate.answers import extract
+from r1v.io import write_atomic
 from r1v.evaluate.tasks import Item, Task
 
 Z95 = 1.959964
@@ -49,7 +50,7 @@ class RunDir:
         self.journal.add([rec])
 
     def write_summary(self, summary: dict) -> None:
-        _write_atomic(self.path / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+        write_atomic(self.path / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
 
 
 def claim(out: Path, settings: dict, keys, *, overwrite: bool, files, what: str, tool: str):
@@ -73,7 +74,7 @@ def claim(out: Path, settings: dict, keys, *, overwrite: bool, files, what: str,
         if diff:
             raise R1VError(f"{out} holds a different {what} ({', '.join(diff)} differ); use another --out, "
                            f"or --overwrite to start again")
-    _write_atomic(run_json, json.dumps(settings, indent=2))
+    write_atomic(run_json, json.dumps(settings, indent=2))
     return lock
 
 
@@ -103,7 +104,7 @@ class Journal:
                 self.records.setdefault(k, rec)
         if bad:
             print(f"note: dropped {bad} unreadable line(s) from {self.path}; they will be redone", file=sys.stderr)
-            _write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values()))
+            write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values()))
 
     def add(self, records) -> None:
         new = []
@@ -133,12 +134,6 @@ def _lock(path: Path, what: str = "r1v eval"):
         f.close()
         raise R1VError(f"another {what} is writing to {path}; wait for it, or use another --out") from None
     return f
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- scoring one output

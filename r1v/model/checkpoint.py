@@ -472,8 +472,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str, dtype: s
 
 def save_model(model, tokenizer, out: str | os.PathLike, *, layout: str = "hf", max_tiles: int = 12,
                min_tiles: int = 1, use_thumbnail: bool = True, max_shard_size: str | int = "5GB",
-               overwrite: bool = True) -> Path:
-    """Write an in-memory R1V model in `layout` ("hf" or "skywork"), shard by shard."""
+               overwrite: bool = True, state_dict: dict | None = None) -> Path:
+    """Write an in-memory R1V model in `layout` ("hf" or "skywork"), shard by shard. `state_dict`:
+    its weights when the model's own are not whole (gathered from a sharded engine)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise R1VError(f"{out} exists; choose another destination or pass --overwrite")
@@ -482,7 +483,7 @@ def save_model(model, tokenizer, out: str | os.PathLike, *, layout: str = "hf", 
     tmp.mkdir(parents=True)
     mapper = TensorMapper(layout) if layout == "skywork" else None
     writer = ShardWriter(tmp, parse_size(max_shard_size))
-    state = model.state_dict()
+    state = dict(state_dict) if state_dict is not None else model.state_dict()
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     for key, tensor in state.items():

@@ -7,14 +7,21 @@ quality-filtered subset (4e-5), chain-of-thought data (4e-5); one epoch each.
 
 Saves `runs/<name>/align/` (the substitute R1V model) and scores it on the held-out splits: the
 "substitute model" row of the paper's transfer table. The frozen encoder's features are computed
-once (`align.cache_features`) and samples are packed (`align.pack`): `bench/align.py` measures both.
+once where a pass reads its rows more than once (`align.cache_features`, epochs > 1: the paper's
+one-epoch passes read each row once and gain nothing from it), and samples are packed
+(`align.pack`): `bench/align.py` and `bench/scale.py` measure both. Rows stream from disk step by
+step (`r1v/train/data.py`); the model is prepared once for the three passes (`Engine`), and a
+crash resumes inside the pass it was in (`checkpoint.*`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
+from r1v.errors import R1VError
 from r1v.train.context import Context
+from r1v.train.engine import Engine
 from r1v.train.loop import supervised
 from r1v.train.samples import Encoder
 
@@ -24,21 +31,39 @@ PASS_DATA = {"full": "align_full", "filtered": "align_filtered", "cot": "align_c
 def run(ctx: Context) -> None:
     cfg = ctx.cfg.align
     t0 = time.perf_counter()
+    for p in cfg.passes:
+        if p.name not in PASS_DATA:
+            raise R1VError(f"align pass {p.name!r}: choose full, filtered or cot")
+    for p in cfg.passes:  # every file read and checked before any training
+        ctx.rows(PASS_DATA[p.name], need=("id", "response"))
     model = ctx.assemble(ctx.cfg.model.substitute)
     tok = ctx.tokenizer(ctx.cfg.model.substitute)
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
-    losses = {}
+    engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay)
+    ckpt = ctx.checkpoints("align")
+    pos = ckpt.resume(engine) or {"pass": 0, "step": 0, "losses": {}}
+    losses = pos["losses"]
     for i, p in enumerate(cfg.passes):
-        if p.name not in PASS_DATA:
-            from r1v.errors import R1VError
+        if i < pos["pass"]:
+            continue
+        start = pos["step"] if i == pos["pass"] else 0
+        ctx.metrics.forget(f"align/{p.name}", start)
+        data = ctx.data(PASS_DATA[p.name], enc)
+        cache = ctx.feature_cache(f"align-{p.name}") if cfg.cache_features and p.epochs > 1 \
+            and not cfg.parts.vision else None
 
-            raise R1VError(f"align pass {p.name!r}: choose full, filtered or cot")
-        samples, _ = ctx.samples(enc, PASS_DATA[p.name])
-        optim = type(cfg.optim)(**{**vars(cfg.optim), "lr": p.lr, "epochs": p.epochs})
-        losses[p.name] = supervised(model, samples, optim, parts=cfg.parts, pad_id=tok.pad_token_id,
-                                    seed=ctx.cfg.seed + i, cache_features=cfg.cache_features, pack_rows=cfg.pack,
-                                    pack_length=cfg.pack_length, log=ctx.metrics, desc=f"align/{p.name}")
-    ctx.save(model, "align", tok)
-    ctx.evaluate(model, tok, "align")
+        def on_step(done, ls, i=i, name=p.name):
+            if ckpt.due(done):
+                ckpt.save(engine, done, {"pass": i, "step": done, "losses": {**losses, name: ls}})
+
+        losses[p.name] = supervised(engine, data, dataclasses.replace(cfg.optim, epochs=p.epochs), lr=p.lr,
+                                    pad_id=tok.pad_token_id, seed=ctx.cfg.seed + i, cache=cache,
+                                    pack_rows=cfg.pack, pack_length=cfg.pack_length, workers=ctx.cfg.data.workers,
+                                    log=ctx.metrics, name=f"align/{p.name}", start=start,
+                                    losses=losses.get(p.name), on_step=on_step)
+    ctx.save(engine.model, "align", tok, state=engine.state_dict())
+    with engine.generating() as m:
+        ctx.evaluate(m, tok, "align")
+    ckpt.clear()
     ctx.mark_done("align", time.perf_counter() - t0,
                   loss={k: [v[0], v[-1]] for k, v in losses.items() if v})

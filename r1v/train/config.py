@@ -77,6 +77,12 @@ class DataConfig:
     eval_visual: str = _f("", "held-out JSONL with images, scored after every stage")
     eval_text: str = _f("", "held-out text-only JSONL, scored after every stage (text reasoning survives?)")
     eval_limit: int = _f(400, "at most this many rows of each held-out file")
+    workers: int = _f(2, "DataLoader worker processes that read, decode and tile the rows ahead of each step "
+                         "(0: in the training process)")
+    feature_cache_mb: float = _f(2048, "frozen vision features kept in memory for rows a stage reads more than "
+                                       "once (SFT, GRPO, multi-epoch passes); 0 = none")
+    feature_cache_disk_mb: float = _f(0, "past feature_cache_mb, features spilled to <run>/cache/ up to this "
+                                         "size; 0 = no spill")
     filtered_share: float = _f(0.1, "mini-world: align pass 2 keeps this share of pass 1 (the paper: 200K of 2M)")
     cot_share: float = _f(0.25, "mini-world: align pass 3 takes this share of the training problems, with chains")
 
@@ -94,7 +100,8 @@ class AlignConfig:
                                  "the paper's three passes over full / filtered / CoT data, each with its lr")
     optim: Optim = _f(Optim(), "optimiser (lr is each pass's)")
     parts: Parts = _f(Parts(), "what trains (the paper: the projector only)")
-    cache_features: bool = _f(True, "encode each image once with the frozen vision encoder and reuse it")
+    cache_features: bool = _f(True, "keep frozen vision features of a pass that reads its rows more than once "
+                                    "(epochs > 1; bounded by data.feature_cache_mb)")
     pack: bool = _f(True, "pack samples into rows (no padding); attention stays within each sample")
     pack_length: int = _f(16384, "tokens per packed row (the paper's context)")
 
@@ -190,6 +197,13 @@ class DistillConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every_steps: int = _f(0, "save a mid-stage checkpoint every N optimiser steps (0: by time only)")
+    every_minutes: float = _f(30.0, "save a mid-stage checkpoint every N minutes (0: by steps only)")
+    keep_last: int = _f(2, "mid-stage checkpoints kept per stage (older ones are deleted)")
+
+
+@dataclass
 class EvalConfig:
     max_new_tokens: int = _f(8192, "generation budget of the held-out scoring (greedy)")
     batch_size: int = _f(64, "prompts per generation batch")
@@ -211,6 +225,8 @@ class RecipeConfig:
     sft: SFTConfig = _f(SFTConfig(), "Stages 1-2: M0, then iterative SFT")
     grpo: GRPOConfig = _f(GRPOConfig(), "Stage 3: GRPO with rule rewards")
     eval: EvalConfig = _f(EvalConfig(), "held-out scoring after every stage")
+    checkpoint: CheckpointConfig = _f(CheckpointConfig(), "mid-stage checkpoints: `recipe run` after a crash "
+                                                          "resumes inside the stage")
     distill: DistillConfig = _f(DistillConfig(), "AL-CoTD, which distils the mini-world's SFT data D (r1v distill)")
 
     @property
@@ -322,9 +338,23 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
                 "grpo.micro_groups": cfg.grpo.micro_groups,
                 "grpo.max_completion_tokens": cfg.grpo.max_completion_tokens,
                 "eval.batch_size": cfg.eval.batch_size, "eval.max_new_tokens": cfg.eval.max_new_tokens}
+    positive["checkpoint.keep_last"] = cfg.checkpoint.keep_last
     for key, value in positive.items():
         if value < 1:
             raise R1VError(f"{key}={value}: must be at least 1")
+    lrs = {"grpo.lr": cfg.grpo.lr, "sft.optim.lr": cfg.sft.optim.lr, "align.optim.lr": cfg.align.optim.lr,
+           **{f"align.passes[{k}].lr": p.lr for k, p in enumerate(cfg.align.passes)},
+           **{f"sft.lrs[{k}]": lr for k, lr in enumerate(cfg.sft.lrs)}}
+    for key, value in lrs.items():
+        if not (math.isfinite(value) and value > 0):
+            raise R1VError(f"{key}={value}: a learning rate must be a positive number")
+    nonneg = {"data.workers": cfg.data.workers, "data.feature_cache_mb": cfg.data.feature_cache_mb,
+              "data.feature_cache_disk_mb": cfg.data.feature_cache_disk_mb,
+              "checkpoint.every_steps": cfg.checkpoint.every_steps,
+              "checkpoint.every_minutes": cfg.checkpoint.every_minutes}
+    for key, value in nonneg.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise R1VError(f"{key}={value}: must be 0 or more")
     if cfg.grpo.generations_per_prompt < 2:
         raise R1VError("grpo.generations_per_prompt must be at least 2: GRPO's advantage compares a group")
     if cfg.model.template not in ("r1v", "r1v3"):

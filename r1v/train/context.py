@@ -2,17 +2,21 @@
 
     ctx = Context(load_recipe("recipes/tiny.yaml"))
     model = ctx.assemble(ctx.cfg.model.substitute)        # vision + fresh projector + LLM
-    ctx.save(model, "align"); ctx.evaluate(model, "align")  # runs/<name>/align/, results.json
+    data = ctx.data("align_full", encoder)                # streamed rows (r1v/train/data.py)
+    ctx.save(model, "align", tok, state=engine.state_dict())   # runs/<name>/align/
+    ctx.evaluate(model, tok, "align")                     # held-out scores into results.json
 
 Run folder (`runs/<name>/`):
     recipe.yaml          the resolved config (overrides applied)
     data/                the stage data (mini-world: prepared here from the world)
     <stage>/             a checkpoint per stage (transformers layout, `r1v chat --model` loads it)
+    checkpoints/<stage>/ mid-stage checkpoints (r1v/train/engine.py), deleted when the stage is done
     metrics.jsonl        one line per logged training step, every stage
     results.json         held-out scores per stage, stage timings, which stages are done
     report.md, plots/    `r1v recipe report`
-A stage whose checkpoint and results entry exist is done; `r1v recipe run` skips it, so a
-crashed run resumes at the stage it was in.
+A stage whose checkpoint and results entry exist is done; `r1v recipe run` skips it, and a stage
+that starts resumes from its newest mid-stage checkpoint, so a crashed run loses at most
+`checkpoint.every_minutes` of work.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import torch
 
 from r1v.errors import R1VError
+from r1v.io import write_json, write_jsonl
 from r1v.train.config import RecipeConfig
 from r1v.train.loop import Metrics
 
@@ -46,6 +51,7 @@ class Context:
         self._write_config()
         self._world: Path | None = None
         self._tokenizers: dict[str, object] = {}
+        self._rows: dict[Path, tuple] = {}  # path -> (Rows, the fields checked)
         self._task = None
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.model.dtype)
         if self.dtype is None:
@@ -70,6 +76,13 @@ class Context:
         from r1v.train.config import STAGES
 
         later = STAGES[STAGES.index(stage):]
+        if self.main:
+            for s in later:
+                import shutil
+
+                shutil.rmtree(self.dir / "checkpoints" / s, ignore_errors=True)
+                self.metrics.forget(s)
+        self.state.wait_for_everyone()
         gone = [s for s in self.results["done"] if s.split("/")[0].split("@")[0] in later]
         self.results["done"] = [s for s in self.results["done"] if s not in gone]
         for s in list(self.results["stages"]):
@@ -87,11 +100,8 @@ class Context:
         self.save_results()
 
     def save_results(self) -> None:
-        if not self.main:
-            return
-        tmp = self.results_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.results, indent=1))
-        tmp.replace(self.results_path)
+        if self.main:
+            write_json(self.results_path, self.results)
 
     # ------------------------------------------------------------------ backbones
     @property
@@ -141,13 +151,38 @@ class Context:
                          tokenizer=self.tokenizer(language), dtype=self.dtype,
                          seed=self.cfg.seed if seed is None else seed)
 
-    def save(self, model, stage: str, tokenizer) -> Path:
+    def save(self, model, stage: str, tokenizer, *, state: dict | None = None) -> Path:
+        """The stage's checkpoint; `state`: the weights gathered from the engine (`Engine.state_dict`,
+        which every process calls), else the model's own."""
         from r1v.model.checkpoint import save_model
 
         if self.main:
-            save_model(model, tokenizer, self.dir / stage, max_tiles=self.cfg.model.max_tiles)
+            save_model(model, tokenizer, self.dir / stage, max_tiles=self.cfg.model.max_tiles, state_dict=state)
         self.state.wait_for_everyone()
         return self.dir / stage
+
+    def checkpoints(self, stage: str):
+        """The stage's mid-stage checkpoints (`r1v/train/engine.py`)."""
+        import dataclasses
+
+        from r1v.train.engine import Checkpoints
+
+        c = self.cfg
+        setting = {"seed": c.seed, "model": dataclasses.asdict(c.model), "data": dataclasses.asdict(c.data),
+                   stage: dataclasses.asdict(getattr(c, stage))}  # a checkpoint made under other settings is not resumed
+        return Checkpoints(self.dir / "checkpoints" / stage, c.checkpoint, setting=setting)
+
+    def feature_cache(self, name: str):
+        """A bounded cache of frozen-encoder features for one stage's rows (`data.feature_cache_*`)."""
+        from r1v.train.data import FeatureCache
+
+        d = self.cfg.data
+        folder = self.dir / "cache" / f"{name.replace('/', '-')}-{self.state.process_index}"
+        if d.feature_cache_disk_mb:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)  # a previous run's (the model may have changed)
+        return FeatureCache(memory_mb=d.feature_cache_mb, disk_mb=d.feature_cache_disk_mb, folder=folder)
 
     def load(self, stage: str):
         """(model, tokenizer) of a finished stage's checkpoint."""
@@ -180,29 +215,36 @@ class Context:
                            f"give a JSONL file in the task's format (see r1v/train/samples.py)")
         return Path(path)
 
-    def rows(self, key: str) -> tuple[list, list[dict]]:
-        """(harness Items, raw rows) of a data file; rows carry `response` / `score` / `reference`."""
-        from r1v.world.data import read_jsonl
+    def rows(self, key: str, *, need: tuple[str, ...] = ("id",)):
+        """The rows of a data file, read lazily (`r1v/train/data.py`'s Rows: an offset index, no rows
+        held); every row is checked for the fields in `need` once, before any training."""
+        from r1v.train.data import Rows
 
         path = self.data_file(key)
-        rows = read_jsonl(path)
-        items = self.task.read(path)
-        if len(items) != len(rows):
-            raise R1VError(f"{path}: the {self.task.name} reader kept {len(items)} of {len(rows)} rows")
-        return items, rows
+        have = self._rows.get(path)
+        if have is None or not set(need) <= set(have[1]):
+            need = tuple(sorted(set(need) | set(have[1] if have else ())))
+            self._rows[path] = (Rows(path, need=need), need)
+        return self._rows[path][0]
 
-    def samples(self, encoder, key: str, *, field: str = "response", limit: int = 0):
-        items, rows = self.rows(key)
-        if limit:
-            items, rows = items[:limit], rows[:limit]
-        missing = [r.get("id") for r in rows if field and r.get(field) is None]
-        if missing:
-            raise R1VError(f"{self.data_file(key)}: row {missing[0]} has no {field!r}")
-        return encoder.encode_all(self.task, items, [r.get(field) for r in rows] if field else None), rows
+    def data(self, key: str, encoder, *, field: str = "response", revised=(), subset=None):
+        """A data file (or the rows `subset` of it) as Samples, encoded on demand (in DataLoader
+        workers: `data.workers`)."""
+        from r1v.train.data import Encoded
+
+        rows = self.rows(key, need=("id", field) if field else ("id",))
+        return Encoded(rows, self.task, encoder, field=field, revised=revised, subset=subset)
+
+    def stream(self, data, indices, batch_size: int):
+        """Encoded chunks of `data` at `indices`, in order, made ahead by the workers."""
+        from r1v.train.data import chunked, loader
+
+        return loader(data, chunked(indices, batch_size), workers=self.cfg.data.workers, seed=self.cfg.seed)
 
     # ------------------------------------------------------------------ held-out scoring
     def evaluate(self, model, tokenizer, stage: str) -> dict:
-        """Greedy accuracy on the held-out visual and text-only files; stored under the stage."""
+        """Greedy accuracy on the held-out visual and text-only files (the first `data.eval_limit`
+        rows, streamed); stored under the stage. `model`: whole (see `Engine.generating`)."""
         from r1v.train.rollout import score
         from r1v.train.samples import Encoder
 
@@ -213,25 +255,25 @@ class Context:
             key = f"eval_{kind}"
             if not getattr(self.cfg.data, key) and not self.cfg.data.world:
                 continue  # this held-out file is not configured
-            samples, _ = self.samples(enc, key, field="", limit=self.cfg.data.eval_limit)
-            scored = score(self.task, model, tokenizer, samples, stop_id=enc.stop_id,
-                           max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size,
+            data = self.data(key, enc, field="")
+            n = min(len(data), self.cfg.data.eval_limit) if self.cfg.data.eval_limit else len(data)
+            scored = score(self.task, model, tokenizer, self.stream(data, range(n), self.cfg.eval.batch_size),
+                           n=n, stop_id=enc.stop_id, max_new_tokens=self.cfg.eval.max_new_tokens,
                            desc=f"{stage}: {kind} test")
             out[kind] = scored.summary()
-            self._write_outputs(stage, kind, samples, scored)
+            self._write_outputs(stage, kind, scored)
         self.results["stages"].setdefault(stage, {})["eval"] = out
         self.results["stages"][stage]["eval_seconds"] = round(time.perf_counter() - t0, 1)
         self.save_results()
         return out
 
-    def _write_outputs(self, stage: str, kind: str, samples, scored) -> None:
+    def _write_outputs(self, stage: str, kind: str, scored) -> None:
         if not self.main:
             return
         path = self.dir / "outputs" / f"{stage.replace('/', '-')}-{kind}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as f:
-            for s, out, ok in zip(samples, scored.outputs, scored.correct):
-                f.write(json.dumps({"id": s.id, "correct": ok, "output": out}) + "\n")
+        write_jsonl(path, ({"id": i, "correct": ok, "output": out}
+                           for i, out, ok in zip(scored.ids, scored.outputs, scored.correct)))
 
 
 def check_pair(substitute_cfg, reasoning_cfg, *, warn_vocab: bool = True) -> None:

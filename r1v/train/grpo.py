@@ -15,6 +15,13 @@ repeated G times and the G completions attend to it, gradients flowing back thro
 projector. TRL repeats every prompt G times in both passes. `bench/grpo.py` measures the
 difference on one step with the same model, data and lengths.
 
+Under accelerate the step goes through the engine (`r1v/train/engine.py`): rollouts on the whole
+(gathered) model, the loss as one engine forward per micro-group (prompt, then completions on its
+KV cache), gradients reduced by DDP / FSDP / ZeRO, not by hand; the KL reference is placed by the
+engine too. Prompts are drawn per step as a pure function of (seed, step) and streamed from D;
+mid-stage checkpoints keep the step, the optimiser and the sampling RNG, so a resumed run goes on
+as the uninterrupted one would.
+
 Decisions (the papers leave them open): one optimisation step per batch of rollouts, so the
 "old" policy is the current one and the ratio is 1 at the step (as TRL's default); the loss is
 normalised by the completion tokens of the whole step (DAPO's token-level mean, no length bias
@@ -24,30 +31,36 @@ towards short answers); KL by the k3 estimator, against a frozen copy of the sta
 from __future__ import annotations
 
 import copy
+import itertools
 import math
-import random
 import statistics
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from r1v.train.context import Context
-from r1v.train.loop import merge_lora, set_parts
-from r1v.train.rewards import accuracy_reward, effective_ratio, format_reward, group_advantages
+from r1v.train.data import batches
+from r1v.train.engine import Engine
+from r1v.train.loop import features_of
+from r1v.train.rewards import accuracy_reward, d_rm, effective_ratio, format_reward, group_advantages
 from r1v.train.rollout import generate, prefill
-from r1v.train.samples import Encoder, FeatureCache, Sample, image_inputs
+from r1v.train.samples import Encoder, Sample, image_inputs
 
 
-def completion_logprobs(model, prompts: Sequence[Sample], completions: Sequence[list[int]], group: int, *,
-                        pad_id: int, image_args: dict, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def completion_logprobs(model, *, prompts: Sequence[Sample], completions: Sequence[list[int]], group: int,
+                        pad_id: int, feats: torch.Tensor | None = None,
+                        temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probabilities (B*G, C) of the completions and their mask, each prompt run once.
 
-    The prompts (B, P) go through the model once; their KV cache is repeated G times and the
-    completions (B*G, C-1 inputs) attend to it. The first completion token is scored from the
-    prompt's last position."""
-    ids, mask, out = prefill(model, prompts, pad_id, grad=torch.is_grad_enabled(), image_args=image_args)
+    The prompts (B, P) go through the model once (images: cached `feats`, or pixels); their KV
+    cache is repeated G times and the completions (B*G, C-1 inputs) attend to it. The first
+    completion token is scored from the prompt's last position. Run it inside the engine
+    (`engine(completion_logprobs, ...)`): both passes are one engine forward."""
+    ids, mask, out = prefill(model, prompts, pad_id, grad=torch.is_grad_enabled(),
+                             image_args=image_inputs(model, prompts, feats))
     n = max(len(c) for c in completions)
     comp = torch.full((len(completions), n), pad_id, device=ids.device)
     cmask = torch.zeros((len(completions), n), dtype=torch.long, device=ids.device)
@@ -93,118 +106,122 @@ def rule_rewards(cfg, task):
     return fn
 
 
-def step(raw, opt, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rewards_fn, cache, ref=None,
-         accelerator, min_new_tokens: int = 0) -> dict:
+def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rewards_fn, cache=None, ref=None,
+         min_new_tokens: int = 0) -> dict:
     """One GRPO step: G rollouts per prompt (prefix shared), rewards, advantages, one update."""
+    acc = engine.acc
     G = cfg.generations_per_prompt
     t0 = time.perf_counter()
-    raw.eval()
-    with torch.no_grad():
-        gens = generate(raw, batch, stop_id=stop_id, pad_id=tok.pad_token_id, n=G, temperature=cfg.temperature,
+    feats = features_of(engine, batch, cache)
+    with engine.generating() as model:
+        gens = generate(model, batch, stop_id=stop_id, pad_id=tok.pad_token_id, n=G, temperature=cfg.temperature,
                         max_new_tokens=cfg.max_completion_tokens, min_new_tokens=min_new_tokens,
-                        batch_size=len(batch), image_args=lambda ch: image_inputs(raw, ch, cache))
+                        batch_size=len(batch), image_args=lambda ch: image_inputs(model, ch, feats))
     t_gen = time.perf_counter() - t0
     flat = [c for g in gens for c in g]
     texts = tok.batch_decode(flat, skip_special_tokens=True)
     rewards, acc_r, fmt_r = rewards_fn(texts, [s.item for s in batch for _ in range(G)])
-    adv = torch.tensor(group_advantages(rewards, G), device=accelerator.device)
+    adv = torch.tensor(group_advantages(rewards, G), device=acc.device)
     # the loss is normalised by the completion tokens of the whole step, over every process
-    n_tokens = int(accelerator.reduce(torch.tensor(sum(len(c) for c in flat), device=accelerator.device), "sum"))
-    raw.train()
+    n_tokens = int(acc.reduce(torch.tensor(sum(len(c) for c in flat), device=acc.device), "sum"))
+    groups = list(range(0, len(batch), cfg.micro_groups))
+    if acc.num_processes == 1:  # a micro-group whose groups are all uniform has no gradient: skip it
+        groups = [g0 for g0 in groups if cfg.kl or bool((adv[g0 * G : (g0 + cfg.micro_groups) * G] != 0).any())]
+    # every process runs as many forward passes (the engine reduces and gathers in each)
+    n = int(acc.reduce(torch.tensor(len(groups), device=acc.device), "max"))
+    weights = [1.0] * len(groups) + [0.0] * (n - len(groups))
+    groups += [0] * (n - len(groups))
+    engine.module.train()
     loss_total, kl_total = 0.0, 0.0
-    for g0 in range(0, len(batch), cfg.micro_groups):
+    for k, (g0, weight) in enumerate(zip(groups, weights)):
         prompts = batch[g0 : g0 + cfg.micro_groups]
         comps = flat[g0 * G : (g0 + len(prompts)) * G]
         a = adv[g0 * G : (g0 + len(prompts)) * G]
-        if not bool((a != 0).any()) and not cfg.kl:
-            continue  # every group here is uniform: no gradient, skip the forward
-        # the unwrapped model: the prompt and the completions are two forward passes of one graph,
-        # which DDP's reducer does not allow; gradients are summed over processes below instead
-        logp, mask = completion_logprobs(raw, prompts, comps, G, pad_id=tok.pad_token_id,
-                                         image_args=image_inputs(raw, prompts, cache), temperature=cfg.temperature)
+        pf = features_of(engine, prompts, cache)
+        args = dict(prompts=prompts, completions=comps, group=G, pad_id=tok.pad_token_id, feats=pf,
+                    temperature=cfg.temperature)
         ref_logp = None
         if ref is not None:
             with torch.no_grad():
-                ref_logp, _ = completion_logprobs(ref, prompts, comps, G, pad_id=tok.pad_token_id,
-                                                  image_args=image_inputs(ref, prompts, None),
-                                                  temperature=cfg.temperature)
-        loss, mean_kl = grpo_loss(logp, logp.detach(), a, mask.float(), clip_eps=cfg.clip_eps, kl=cfg.kl,
-                                  ref_logp=ref_logp, n_tokens=n_tokens)
-        accelerator.backward(loss)
-        loss_total += loss.item()
-        kl_total += mean_kl * len(prompts) / len(batch)
-    params = [p for p in raw.parameters() if p.requires_grad]
-    if accelerator.num_processes > 1:
-        for p in params:
-            grad = p.grad if p.grad is not None else torch.zeros_like(p)
-            p.grad = accelerator.reduce(grad, "sum")
-    accelerator.clip_grad_norm_(params, 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    raw.eval()
+                ref_logp, _ = ref(fn=completion_logprobs, **args)
+        with engine.no_sync(last=k == len(groups) - 1):
+            logp, mask = engine(completion_logprobs, **args)
+            loss, mean_kl = grpo_loss(logp, logp.detach(), a, mask.float(), clip_eps=cfg.clip_eps, kl=cfg.kl,
+                                      ref_logp=ref_logp, n_tokens=n_tokens)
+            acc.backward(loss * weight)
+        loss_total += loss.item() * weight
+        kl_total += mean_kl * len(prompts) / len(batch) * weight
+    engine.step(max_grad_norm=1.0)
+    engine.module.eval()
     return dict(reward=statistics.fmean(rewards), accuracy=statistics.fmean(acc_r), format=statistics.fmean(fmt_r),
                 length=statistics.fmean(len(c) for c in flat), effective=effective_ratio(rewards, G),
                 loss=loss_total, kl=kl_total, seconds=round(time.perf_counter() - t0, 3),
                 generate_seconds=round(t_gen, 3))
 
 
-def setup(model, cfg):
-    """(prepared model, the model itself, optimiser, scheduler, accelerator, feature cache, reference).
-
-    `step` runs the model itself (unwrapped); `accelerate.prepare` places it and wraps the optimiser."""
-    from accelerate import Accelerator
-
-    set_parts(model, cfg.parts)
-    ref = copy.deepcopy(model).requires_grad_(False) if cfg.kl else None
-    cache = FeatureCache(model) if not cfg.parts.vision else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    warm = max(1, math.ceil(0.03 * cfg.steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    acc = Accelerator()
-    wrapped, opt = acc.prepare(model, opt)
+def setup(model, cfg) -> tuple[Engine, object]:
+    """(engine, KL reference placed by the engine, or None)."""
+    ref = copy.deepcopy(model).requires_grad_(False) if cfg.kl else None  # before LoRA goes in
+    engine = Engine(model, cfg.parts, weight_decay=0.0, betas=(0.9, 0.99))
     if ref is not None:
-        ref.to(acc.device)
-    return wrapped, acc.unwrap_model(wrapped), opt, sched, acc, cache, ref
+        from r1v.train.engine import TrainModule
+
+        ref = engine.acc.prepare_model(TrainModule(ref), evaluation_mode=True)
+    return engine, ref
+
+
+def prompt_schedule(pool: np.ndarray, per_step: int, *, seed: int, start: int = 0):
+    """Each step's prompts (row indices), drawn without replacement from `pool` by (seed, step)."""
+    for i in itertools.count(start):
+        yield np.random.default_rng([seed, i]).choice(pool, min(per_step, len(pool)), replace=False)
 
 
 def run(ctx: Context) -> None:
-    from r1v.train.sft import final_stage
+    from r1v.train.sft import final_stage, scores_of
 
     cfg = ctx.cfg.grpo
     t0 = time.perf_counter()
-    model, tok = ctx.load(final_stage(ctx))
-    enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
-    samples, rows = ctx.samples(enc, "sft", field="")  # prompts only
-    from r1v.train.sft import scores_of
-
-    scores = scores_of(ctx, rows)
-    pool = [s for s in samples if scores[s.id] >= cfg.tau]
-    if not pool:
+    pool = d_rm(scores_of(ctx, ctx.rows("sft", need=("id", "response"))), cfg.tau)
+    if not len(pool):
         from r1v.errors import R1VError
 
         raise R1VError(f"no SFT sample scores grpo.tau={cfg.tau} or more: no prompts for GRPO")
-    model, raw, opt, sched, acc, cache, ref = setup(model, cfg)
-    rng = random.Random(ctx.cfg.seed)
-    torch.manual_seed(ctx.cfg.seed)
+    model, tok = ctx.load(final_stage(ctx))
+    enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
+    engine, ref = setup(model, cfg)
+    cache = ctx.feature_cache("grpo") if not cfg.parts.vision else None
+    ckpt = ctx.checkpoints("grpo")
+    pos = ckpt.resume(engine)  # restores the sampling RNG with the weights
+    if pos is None:
+        torch.manual_seed(ctx.cfg.seed)
+        pos = {"step": 0, "history": []}
+    start, history = pos["step"], pos["history"]
+    ctx.metrics.forget("grpo", start)
+    acc = engine.acc
+    stream = batches(ctx.data("sft", enc, field=""),
+                     itertools.islice(prompt_schedule(pool, cfg.prompts_per_step, seed=ctx.cfg.seed, start=start),
+                                      cfg.steps - start),
+                     rank=acc.process_index, world=acc.num_processes, workers=ctx.cfg.data.workers, seed=ctx.cfg.seed)
     rewards_fn = rule_rewards(cfg, ctx.task)
-    history = []
-    for i in tqdm(range(cfg.steps), desc="grpo", leave=False, disable=not ctx.main):
-        batch = rng.sample(pool, min(cfg.prompts_per_step, len(pool)))  # the same on every process
-        batch = batch[acc.process_index :: acc.num_processes] or batch[:1]
-        row = step(raw, opt, batch, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn,
-                   cache=cache, ref=ref, accelerator=acc)
-        sched.step()
-        row = {"stage": "grpo", "step": i, **row, "lr": sched.get_last_lr()[0]}
-        history.append(row)
+    warm = max(1, math.ceil(0.03 * cfg.steps))
+    bar = tqdm(range(start, cfg.steps), desc="grpo", leave=False, disable=not ctx.main)
+    for i, batch in zip(bar, stream):
+        lr = cfg.lr * min(1.0, (i + 1) / warm)  # constant after a linear warm-up
+        engine.set_lr(lr)
+        row = step(engine, batch, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn, cache=cache, ref=ref)
+        row = {"stage": "grpo", "step": i, **row, "lr": lr}
+        history.append({k: row[k] for k in ("reward", "effective")})
         ctx.metrics.log(**{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
         if cfg.eval_every and (i + 1) % cfg.eval_every == 0 and i + 1 < cfg.steps:
-            ctx.evaluate(raw, tok, f"grpo@{i + 1}")
+            with engine.generating() as m:
+                ctx.evaluate(m, tok, f"grpo@{i + 1}")
+        if ckpt.due(i + 1):
+            ckpt.save(engine, i + 1, {"step": i + 1, "history": history})
     del ref
-    if cfg.parts.lora_rank > 0 and not cfg.parts.language:
-        merge_lora(raw)
-    ctx.save(raw, "grpo", tok)
-    ctx.evaluate(raw, tok, "grpo")
+    ctx.save(engine.model, "grpo", tok, state=engine.state_dict())
+    with engine.generating() as m:
+        ctx.evaluate(m, tok, "grpo")
+    ckpt.clear()
     first, last = history[: max(1, len(history) // 5)], history[-max(1, len(history) // 5):]
     ctx.mark_done("grpo", time.perf_counter() - t0, prompts=len(pool),
                   reward_first=statistics.fmean(r["reward"] for r in first),

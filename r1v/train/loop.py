@@ -1,26 +1,29 @@
 """The supervised loop every SFT-like stage shares (align's passes, M0, the SFT iterations).
 
-    losses = supervised(model, samples, optim, parts=..., pad_id=..., log=metrics, desc="align/full")
+    engine = Engine(model, parts, weight_decay=0.05)      # once per stage (r1v/train/engine.py)
+    losses = supervised(engine, data, optim, lr=2e-4, pad_id=..., name="align/full", ...)
 
-One readable loop on accelerate, so `accelerate launch` runs it unchanged. DDP is tested (two
-CPU processes, `tests/test_train.py`); for sharded engines (DeepSpeed ZeRO-3, FSDP) every process
-runs the same number of forward passes, but no GPU run has checked them here. The loop itself:
-AdamW, linear warm-up then cosine decay (transformers' schedule), gradient accumulation over
-micro-batches, clipping. The loss is the mean over every target token of the *step*
-(`num_items_in_batch`), so packing, padding and accumulation all give the same number.
+One readable loop on accelerate, so `accelerate launch` runs it unchanged; each pass resets the
+optimiser's moments (the paper's passes and iterations are separate runs) but not the engine. Rows
+stream in (`r1v/train/data.py`): the step's global batch is a pure function of (seed, step), each
+process encodes its share in DataLoader workers, and a pass can start at any step (a resumed
+checkpoint). AdamW, linear warm-up then cosine decay (transformers' schedule), gradient accumulation
+over micro-batches, clipping. The loss is the mean over every target token of the *step*
+(`num_items_in_batch`, summed over processes), so packing, padding, accumulation and the number of
+processes all give the same number. Every process runs as many forward passes (sharded engines
+gather weights in each one); one with fewer micro-batches runs zero-weighted ones.
 
 `set_parts()` freezes what the config says; LoRA on the LLM comes from peft and is merged back
-into the weights after each run, so every checkpoint is a plain R1V model.
+into the weights when the stage saves, so every checkpoint is a plain R1V model.
 """
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import json
 import math
-import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -28,7 +31,8 @@ from tqdm.auto import tqdm
 
 from r1v.model.builder import Trainable, set_trainable
 from r1v.train.config import Optim, Parts
-from r1v.train.samples import FeatureCache, Sample, image_inputs, pack, packed_batch, padded_batch
+from r1v.train.data import Encoded, FeatureCache, batches, schedule
+from r1v.train.samples import Sample, features, image_inputs, pack, packed_batch, padded_batch
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
@@ -46,6 +50,24 @@ class Metrics:
             with self.path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
 
+    def forget(self, stage: str, from_step: int = 0) -> None:
+        """Drop `stage`'s lines from `from_step` on: logged after the checkpoint a run resumes from
+        (or by a run of the stage that is started over)."""
+        if self.path is None or not self.path.exists():
+            return
+        from r1v.io import write_atomic
+
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            if row.get("stage") == stage and row.get("step", 0) >= from_step:
+                continue
+            keep.append(line + "\n")
+        write_atomic(self.path, "".join(keep))
+
 
 def set_parts(model, parts: Parts):
     """Freeze per the config; with LoRA, wrap the LLM's projections (peft). Returns the model to train."""
@@ -62,102 +84,133 @@ def set_parts(model, parts: Parts):
     return model
 
 
-def merge_lora(model) -> None:
-    """Fold LoRA weights into the base layers (a plain R1V model again)."""
+def plain_state(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` (the model's, possibly gathered) with LoRA folded in: base + B·A·scale under the base
+    layer's own names, so a checkpoint is a plain R1V model. The model keeps its adapters and
+    trains on (SFT saves after every iteration)."""
     from peft.tuners.lora import LoraLayer
 
-    for name, module in list(model.named_modules()):
+    out = {k: v for k, v in state.items() if "lora_" not in k}
+    for name, module in model.named_modules():
         if isinstance(module, LoraLayer):
-            module.merge()
-            parent = model.get_submodule(name.rsplit(".", 1)[0])
-            setattr(parent, name.rsplit(".", 1)[1], module.get_base_layer())
-    if hasattr(model, "peft_config"):  # left by inject_adapter_in_model; the adapters are gone now
-        del model.peft_config
+            for kind in ("weight", "bias"):
+                base = out.pop(f"{name}.base_layer.{kind}", None)
+                if base is not None:
+                    out[f"{name}.{kind}"] = base
+            delta = sum(module.get_delta_weight(a) for a in module.active_adapters)
+            out[f"{name}.weight"] = out[f"{name}.weight"] + delta.to(out[f"{name}.weight"])
+    return out
+
+
+def lr_at(step: int, steps: int, peak: float, warmup_ratio: float) -> float:
+    """Linear warm-up over `warmup_ratio` of the steps, then cosine decay to 0 (transformers'
+    get_cosine_schedule_with_warmup). The warm-up is floored: a few-step pass gets none (step 0 of
+    a warm-up has lr 0 and would train nothing)."""
+    warm = int(warmup_ratio * steps)
+    if step < warm:
+        return peak * step / warm
+    progress = (step - warm) / max(1, steps - warm)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def features_of(engine, samples: Sequence[Sample], cache: FeatureCache | None) -> torch.Tensor | None:
+    """Frozen-encoder features of every sample's tiles, in order (None: no cache, run on pixels).
+    Rows not in the cache are encoded through the engine, in one batch, and cached."""
+    if cache is None or not any(s.pixels is not None for s in samples):
+        return None
+    have = {}
+    missing = []
+    for s in samples:
+        if s.pixels is None or s.index in have:
+            continue
+        f = cache.get(s.index)
+        if f is None:
+            missing.append(s)
+        else:
+            have[s.index] = f
+    missing = list({s.index: s for s in missing}.values())
+    if missing:
+        with torch.no_grad():
+            out = engine(features, pixels=torch.cat([s.pixels for s in missing]))
+        for s, f in zip(missing, out.split([len(s.pixels) for s in missing])):
+            cache.put(s.index, f)
+            have[s.index] = f
+    return torch.cat([have[s.index] for s in samples if s.pixels is not None])
+
+
+def lm_loss(model, *, inputs: dict, samples: Sequence[Sample], feats, n_items):
+    # use_cache=False matters: transformers reads packed rows from the position ids only when no
+    # cache is made; with one, attention would cross samples in a row.
+    return model(**inputs, **image_inputs(model, samples, feats), use_cache=False, num_items_in_batch=n_items).loss
 
 
 def supervised(
-    model,
-    samples: Sequence[Sample],
+    engine,
+    data: Encoded,
     optim: Optim,
     *,
-    parts: Parts,
+    lr: float,
     pad_id: int,
     seed: int = 0,
-    cache_features: bool = True,
+    cache: FeatureCache | None = None,
     pack_rows: bool = True,
     pack_length: int = 16384,
+    workers: int = 0,
     log: Metrics | None = None,
-    desc: str = "train",
-    accelerator=None,
+    name: str = "train",
+    start: int = 0,
+    losses: list[float] | None = None,
+    on_step: Callable[[int, list[float]], None] | None = None,
 ) -> list[float]:
-    """Train `model` on `samples` (1 epoch by default); returns the loss of every step."""
-    from accelerate import Accelerator
-    from transformers import get_cosine_schedule_with_warmup
+    """Train on `data` for `optim.epochs` from step `start`; returns the loss of every step.
 
-    if not samples:
-        return []
-    accelerator = accelerator or Accelerator()
-    set_parts(model, parts)
-    cache = FeatureCache(model) if cache_features and not parts.vision else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay, betas=(0.9, 0.95))
-    per_step = min(optim.samples_per_step, len(samples))  # a small D_t is not drawn over and over
-    steps = max(1, math.ceil(len(samples) * optim.epochs / per_step))
-    # floor: a few-step run gets no warm-up (step 0 of a warm-up has lr 0 and would train nothing)
-    sched = get_cosine_schedule_with_warmup(opt, int(optim.warmup_ratio * steps), steps)
-    model, opt = accelerator.prepare(model, opt)
-    raw = accelerator.unwrap_model(model)
-    rng = random.Random(seed)
-    order: list[int] = []
-    losses = []
-    model.train()
-    bar = tqdm(range(steps), desc=desc, disable=not accelerator.is_main_process, leave=False)
-    for step in bar:
+    `on_step(steps_done, losses)` runs after every step (the stage's checkpoint hook)."""
+    acc = engine.acc
+    n = len(data)
+    per_step = min(optim.samples_per_step, n)  # a small D_t is not drawn over and over
+    steps = max(1, math.ceil(n * optim.epochs / per_step))
+    losses = list(losses or [])
+    if start >= steps:
+        return losses
+    if start == 0:
+        engine.reset_moments()
+    engine.module.train()
+    order = itertools.islice(schedule(n, per_step, seed=seed, start=start), steps - start)
+    stream = batches(data, order, rank=acc.process_index, world=acc.num_processes, workers=workers, seed=seed)
+    bar = tqdm(range(start, steps), desc=name, disable=not acc.is_main_process, leave=False)
+    for step, mine in zip(bar, stream):
         t0 = time.perf_counter()
-        batch = []
-        while len(batch) < per_step:
-            if not order:
-                order = list(range(len(samples)))
-                rng.shuffle(order)
-            batch.append(samples[order.pop()])
-        mine = batch[accelerator.process_index :: accelerator.num_processes]
-        n_targets = sum(len(s.response) for s in batch)
+        engine.set_lr(lr_at(step, steps, lr, optim.warmup_ratio))
+        n_targets = float(acc.reduce(torch.tensor(float(sum(len(s.response) for s in mine)), device=acc.device),
+                                     "sum"))
         micro = optim.micro_batch_per_device
         if pack_rows:  # micro-batches of packed rows
             rows = pack(mine, pack_length)
             chunks = [rows[i : i + micro] for i in range(0, len(rows), micro)]
         else:
             chunks = [[[s] for s in mine[i : i + micro]] for i in range(0, len(mine), micro)]
-        # Every process runs as many forward passes (sharded engines gather weights in each one); a
-        # process with fewer chunks runs zero-weighted ones.
-        n_chunks = int(accelerator.reduce(torch.tensor(len(chunks), device=accelerator.device), "max"))
+        n_chunks = int(acc.reduce(torch.tensor(len(chunks), device=acc.device), "max"))
         weights = [1.0] * len(chunks) + [0.0] * (n_chunks - len(chunks))
-        chunks += [[[batch[0]]]] * (n_chunks - len(chunks))
+        chunks += [[[mine[0]]]] * (n_chunks - len(chunks))
         total = 0.0
         for k, (chunk, weight) in enumerate(zip(chunks, weights)):
             flat = [s for row in chunk for s in row]
             inputs = packed_batch(chunk, pad_id) if pack_rows else padded_batch(flat, pad_id)
-            inputs = {k: v.to(accelerator.device) for k, v in inputs.items()}
-            with accelerator.no_sync(model) if k < len(chunks) - 1 else contextlib.nullcontext():
-                # use_cache=False matters: transformers reads packed rows from the position ids
-                # only when no cache is made; with one, attention would cross samples in a row.
-                out = model(**inputs, **image_inputs(raw, flat, cache), use_cache=False,
-                            num_items_in_batch=torch.tensor(n_targets / accelerator.num_processes))
-                accelerator.backward(out.loss * weight)
-            total += out.loss.item() * weight
-        if optim.max_grad_norm:
-            accelerator.clip_grad_norm_(params, optim.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+            inputs = {key: v.to(acc.device) for key, v in inputs.items()}
+            feats = features_of(engine, flat, cache)
+            with engine.no_sync(last=k == len(chunks) - 1):
+                loss = engine(lm_loss, inputs=inputs, samples=flat, feats=feats,
+                              n_items=torch.tensor(n_targets / acc.num_processes))
+                acc.backward(loss * weight)
+            total += loss.item() * weight
+        engine.step(optim.max_grad_norm)
+        total = float(acc.reduce(torch.tensor(total, device=acc.device), "mean"))  # the step's loss, all processes
         losses.append(total)
         bar.set_postfix(loss=f"{total:.3f}")
         if log:
-            log.log(stage=desc, step=step, loss=round(total, 5), lr=sched.get_last_lr()[0],
-                    samples=len(batch), target_tokens=n_targets, seconds=round(time.perf_counter() - t0, 3))
-    model.eval()
-    model = accelerator.unwrap_model(model)
-    if parts.lora_rank > 0 and not parts.language:
-        merge_lora(model)
+            log.log(stage=name, step=step, loss=round(total, 5), lr=lr_at(step, steps, lr, optim.warmup_ratio),
+                    samples=per_step, target_tokens=int(n_targets), seconds=round(time.perf_counter() - t0, 3))
+        if on_step:
+            on_step(step + 1, losses)
+    engine.module.eval()
     return losses
-

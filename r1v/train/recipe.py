@@ -92,18 +92,19 @@ def answer_example(ctx: Context) -> str | None:
         return None
     stage = order[-1]
     model, tok = ctx.load(stage)
-    items, rows = ctx.rows("eval_visual")
+    rows = ctx.rows("eval_visual")
     from r1v.chat import Chat
 
     chat = Chat(model, tok, max_tiles=ctx.cfg.model.max_tiles)
-    item = items[0]
+    row = rows[0]
+    item = ctx.task.read_row(row, root=rows.root(0), source=rows.files[0])
     reply = chat.ask(ctx.task.prompt(item), images=[_image(item)], temperature=0, repetition_penalty=1.0,
                      max_new_tokens=ctx.cfg.eval.max_new_tokens)
     img = ctx.dir / "plots" / "example.png"
     img.parent.mkdir(exist_ok=True)
     _image(item).save(img)
     ok = ctx.task.score(item, reply.text).correct
-    print(f"\n{BOLD}{stage} answers a test image{RESET} ({rows[0]['image']})\n{ctx.task.prompt(item)}\n"
+    print(f"\n{BOLD}{stage} answers a test image{RESET} ({row['image']})\n{ctx.task.prompt(item)}\n"
           f"{DIM}{reply.reasoning}{RESET}\n{reply.answer}   (gold {item.answer}: {'right' if ok else 'wrong'})")
     return (f"![test image](plots/example.png)\n\n**{ctx.task.prompt(item)}**\n\n"
             f"Reasoning: *{reply.reasoning}*\n\nAnswer: `{reply.answer}` (gold `{item.answer}`, "

@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 from r1v.model.templates import THINK_CLOSE, THINK_OPEN
 
 _BOXED = re.compile(r"\\boxed\{[^{}]*\S[^{}]*\}")
@@ -91,14 +93,16 @@ def rubric_score(response: str, *, reference: str, correct: bool) -> int:
     return score
 
 
-def d_rm(scores: dict[str, int], tau: int) -> set[str]:
-    return {k for k, s in scores.items() if s >= tau}
+def d_rm(scores: np.ndarray, tau: int) -> np.ndarray:
+    """D_rm(tau): the rows (indices into D) whose reward-model score is tau or more."""
+    return np.flatnonzero(np.asarray(scores) >= tau)
 
 
-def mistakes(ids: Sequence[str], correct: Sequence[bool]) -> set[str]:
-    return {i for i, c in zip(ids, correct) if not c}
+def mistakes(rows: Sequence[int], correct: Sequence[bool]) -> np.ndarray:
+    """E: the rows whose extracted answer was wrong."""
+    return np.asarray([i for i, c in zip(rows, correct) if not c], dtype=np.int64)
 
 
-def iteration_ids(scores: dict[str, int], tau: int, wrong: set[str]) -> set[str]:
-    """D_t = D_rm(tau_t) u E_{t-1} (method.md, Stage 2)."""
-    return d_rm(scores, tau) | wrong
+def iteration_ids(scores: np.ndarray, tau: int, wrong: Sequence[int]) -> np.ndarray:
+    """D_t = D_rm(tau_t) u E_{t-1} (method.md, Stage 2), as sorted row indices."""
+    return np.union1d(d_rm(scores, tau), np.asarray(wrong, dtype=np.int64))

@@ -8,12 +8,12 @@ Generation is the recipe's main cost, so it is batched and each prompt is proces
   Stock GRPO loops (TRL's) instead repeat the prompt G times and encode its image G times.
 
     outs = generate(model, samples, stop_id=..., pad_id=..., n=8, temperature=1.0)  # [[ids]*8]*len
-    acc = score(task, model, tok, samples, max_new_tokens=96)                     # greedy, scored
+    acc = score(task, model, tok, chunks, n=len(rows), max_new_tokens=96)         # greedy, streamed, scored
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -57,7 +57,7 @@ def prefill(model, samples: Sequence[Sample], pad_id: int, *, upto: int = 0, gra
 @torch.no_grad()
 def generate(model, samples: Sequence[Sample], *, stop_id: int, pad_id: int, n: int = 1, temperature: float = 0.0,
              top_p: float = 1.0, max_new_tokens: int = 256, min_new_tokens: int = 0, batch_size: int = 64,
-             image_args=None, progress=None) -> list[list[list[int]]]:
+             image_args=None) -> list[list[list[int]]]:
     """n completions (token ids, through the stop token when it came) for every sample."""
     out: list[list[list[int]]] = []
     for start in range(0, len(samples), batch_size):
@@ -77,8 +77,6 @@ def generate(model, samples: Sequence[Sample], *, stop_id: int, pad_id: int, n: 
                              generation_config=config)[:, ids.shape[1]:].tolist()
         for i in range(len(chunk)):
             out.append([_trim(g, stop_id) for g in gen[i * n : (i + 1) * n]])
-        if progress:
-            progress(len(chunk))
     return out
 
 
@@ -90,6 +88,7 @@ def _trim(ids: list[int], stop_id: int) -> list[int]:
 class Scored:
     accuracy: float
     n: int
+    ids: list[str]
     correct: list[bool]
     outputs: list[str]
     lengths: list[int]  # generated tokens per output
@@ -110,15 +109,23 @@ class Scored:
         return out
 
 
-def score(task, model, tokenizer, samples: Sequence[Sample], *, stop_id: int, max_new_tokens: int,
-          batch_size: int = 64, desc: str = "score") -> Scored:
-    """Greedy answers of `model` on `samples`, scored by `task` (the harness's scorer)."""
+def score(task, model, tokenizer, chunks: Iterable[Sequence[Sample]], *, n: int, stop_id: int, max_new_tokens: int,
+          desc: str = "score") -> Scored:
+    """Greedy answers of `model` on the samples of `chunks` (one generation batch each, e.g. streamed
+    from `r1v/train/data.py`), scored by `task` (the harness's scorer)."""
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(samples), desc=desc, leave=False) as bar:
-        gens = generate(model, samples, stop_id=stop_id, pad_id=tokenizer.pad_token_id,
-                        max_new_tokens=max_new_tokens, batch_size=batch_size, progress=bar.update)
-    texts = [tokenizer.decode(g[0], skip_special_tokens=True) for g in gens]
-    correct = [task.score(s.item, t).correct for s, t in zip(samples, texts)]
-    return Scored(sum(correct) / max(1, len(correct)), len(correct), correct, texts, [len(g[0]) for g in gens],
-                  [getattr(s.item, "groups", {}) for s in samples])
+    ids, correct, texts, lengths, groups = [], [], [], [], []
+    with tqdm(total=n, desc=desc, leave=False) as bar:
+        for chunk in chunks:
+            gens = generate(model, chunk, stop_id=stop_id, pad_id=tokenizer.pad_token_id,
+                            max_new_tokens=max_new_tokens, batch_size=len(chunk))
+            for s, g in zip(chunk, gens):
+                text = tokenizer.decode(g[0], skip_special_tokens=True)
+                ids.append(s.id)
+                texts.append(text)
+                correct.append(task.score(s.item, text).correct)
+                lengths.append(len(g[0]))
+                groups.append(getattr(s.item, "groups", {}))
+            bar.update(len(chunk))
+    return Scored(sum(correct) / max(1, len(correct)), len(correct), ids, correct, texts, lengths, groups)

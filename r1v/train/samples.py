@@ -1,4 +1,4 @@
-"""Training samples: rows tokenised once, frozen vision features cached, batches packed.
+"""Training samples: a row tokenised and tiled, its image arguments, batches packed.
 
 A training row is a JSON line in the harness's format of its task (the mini-world's rows, or any
 benchmark task's) plus the target `response`, the text after the template's opening `<think>\\n`:
@@ -8,10 +8,10 @@ benchmark task's) plus the target `response`, the text after the template's open
 
 * `Encoder` renders the chat template and runs the model's processor (transformers'
   InternVLProcessor: tiling, `<img><IMG_CONTEXT>...</img>`), once per row.
-* `FeatureCache`: while the vision encoder is frozen, its pixel-shuffled features never change, so
-  each image is encoded once (`features()`, the vision half of transformers'
-  `get_image_features`); a step then only runs the projector on them, handed to the model as
-  `mm_encoder_outputs`, the model's own path for precomputed encoder outputs.
+* `features()`: the vision half of transformers' `get_image_features` (pixel-shuffled, before the
+  projector). While the encoder is frozen they never change, so a stage that reads a row more than
+  once keeps them (`r1v/train/data.py`'s FeatureCache) and a step only runs the projector on them,
+  handed to the model as `mm_encoder_outputs`, the model's own path for precomputed encoder outputs.
 * `pack()` concatenates samples into rows of at most `pack_length` tokens with per-sample
   position ids and no attention mask: transformers then builds a block-diagonal causal mask from
   the position ids, so no token attends across samples and no compute goes to padding.
@@ -39,6 +39,7 @@ class Sample:
     response: list[int] = field(default_factory=list)  # target ids, stop token included
     pixels: torch.Tensor | None = None  # (tiles, 3, H, W) of all the sample's images, in order
     item: object = None  # the harness Item (scoring), when the sample came from one
+    index: int = -1  # its row in the stage's data (`r1v/train/data.py`): cache key, E_{t-1}, scores
 
     def __len__(self) -> int:
         return len(self.prompt) + len(self.response)
@@ -110,37 +111,13 @@ def features(model, pixels: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
-class FeatureCache:
-    """Per-sample frozen vision features, computed in batches the first time they are needed."""
-
-    def __init__(self, model, batch_tiles: int = 64):
-        self.model = model
-        self.batch_tiles = batch_tiles
-        self.store: dict[int, torch.Tensor] = {}
-
-    def fill(self, samples: Sequence[Sample]) -> None:
-        todo = [s for s in samples if s.pixels is not None and id(s) not in self.store]
-        for start in range(0, len(todo), self.batch_tiles):
-            chunk = todo[start : start + self.batch_tiles]
-            feats = features(self.model, torch.cat([s.pixels for s in chunk]))
-            for s, f in zip(chunk, feats.split([len(s.pixels) for s in chunk])):
-                self.store[id(s)] = f
-
-    def get(self, samples: Sequence[Sample]) -> torch.Tensor | None:
-        self.fill(samples)
-        parts = [self.store[id(s)] for s in samples if s.pixels is not None]
-        return torch.cat(parts) if parts else None
-
-
-def image_inputs(model, samples: Sequence[Sample], cache: FeatureCache | None) -> dict:
-    """The model's image arguments for `samples`: cached features through the (trainable) projector
-    as `mm_encoder_outputs`, or the pixels (the vision encoder runs in the step)."""
+def image_inputs(model, samples: Sequence[Sample], feats: torch.Tensor | None = None) -> dict:
+    """The model's image arguments for `samples`: frozen-encoder `feats` (every sample's tiles, in
+    order) through the trainable projector as `mm_encoder_outputs`, else the pixels (the vision
+    encoder runs in the step). Called inside the engine's forward (`r1v/train/engine.py`)."""
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    if cache is not None:
-        feats = cache.get(samples)
-        if feats is None:
-            return {}
+    if feats is not None:
         projected = model.model.multi_modal_projector(feats)
         return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=projected)}}
     pixels = [s.pixels for s in samples if s.pixels is not None]

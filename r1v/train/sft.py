@@ -14,102 +14,125 @@ into the weights when saved), `sft.parts.language=true` trains it all.
 
     r1v train sft --config recipes/tiny.yaml [sft.taus=[2,3,4,5] ...]
 
-Saves `sft/m0` ... `sft/m{T}` and scores each on the held-out splits.
+Saves `sft/m0` ... `sft/m{T}` and scores each on the held-out splits. D streams from disk; D_t and
+E_{t-1} are row indices into it, and D's scores one small integer a row, so nothing here grows
+with D but those arrays. The model is prepared once for M0 and every iteration (`Engine`); each
+iteration starts with fresh optimiser moments, as a separate run would. Mid-stage checkpoints
+hold the iteration, its E_{t-1} and the step, so a crash resumes inside the iteration.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import random
 import time
+
+import numpy as np
 
 from r1v.errors import R1VError
 from r1v.train.context import Context
+from r1v.train.engine import Engine
 from r1v.train.loop import supervised
 from r1v.train.rewards import d_rm, iteration_ids, mistakes, rubric_score
 from r1v.train.rollout import score
 from r1v.train.samples import Encoder
 
 
-def scores_of(ctx: Context, rows: list[dict]) -> dict[str, int]:
-    """The reward model's 0..5 score of every sample of D (`sft.reward_model`):
+def scores_of(ctx: Context, rows) -> np.ndarray:
+    """The reward model's 0..5 score of every row of D (`sft.reward_model`), one byte a row:
     rubric: the mini-world's rule checks (`rewards.rubric_score`) against the row's reference chain;
     field: a `score` column written by any reward model or judge."""
     kind = ctx.cfg.sft.reward_model
     if kind == "field":
-        missing = [r.get("id") for r in rows if not isinstance(r.get("score"), int) or not 0 <= r["score"] <= 5]
-        if missing:
-            raise R1VError(f"row {missing[0]} of the SFT data has no integer `score` in 0..5 (sft.reward_model=field)")
-        return {str(r["id"]): r["score"] for r in rows}
-    if kind == "rubric":
-        if any("reasoning" not in r for r in rows):
-            raise R1VError("the rubric reward model checks chains against a reference (`reasoning`), which only "
-                           "mini-world rows carry; give D a `score` column and set sft.reward_model=field")
+        def one(r):
+            if not isinstance(r.get("score"), int) or not 0 <= r["score"] <= 5:
+                raise R1VError(f"row {r.get('id')} of the SFT data has no integer `score` in 0..5 "
+                               f"(sft.reward_model=field)")
+            return r["score"]
+    elif kind == "rubric":
         task = ctx.task
-        return {str(r["id"]): rubric_score(r["response"], reference=r["reasoning"],
-                                           correct=task.score(task.read_row({**r, "image": None, "images": None}),
-                                                              r["response"]).correct)
-                for r in rows}
-    raise R1VError(f"sft.reward_model={kind!r}; choose rubric or field")
+
+        def one(r):
+            if "reasoning" not in r:
+                raise R1VError("the rubric reward model checks chains against a reference (`reasoning`), which "
+                               "only mini-world rows carry; give D a `score` column and set sft.reward_model=field")
+            correct = task.score(task.read_row({**r, "image": None, "images": None}), r["response"]).correct
+            return rubric_score(r["response"], reference=r["reasoning"], correct=correct)
+    else:
+        raise R1VError(f"sft.reward_model={kind!r}; choose rubric or field")
+    return rows.column(one, dtype=np.int8)
 
 
 def run(ctx: Context) -> None:
     cfg = ctx.cfg.sft
-    model, tok = ctx.load("transfer")
-    enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
-    samples, rows = ctx.samples(enc, "sft")
-    if not samples:
-        raise R1VError(f"{ctx.data_file('sft')} holds no rows: no data for SFT")
-    revised = {s.id: r.get("reference") for s, r in zip(samples, rows)}
+    rows = ctx.rows("sft", need=("id", "response"))
     scores = scores_of(ctx, rows)
-    by_id = {s.id: s for s in samples}
-    train = dict(parts=cfg.parts, pad_id=tok.pad_token_id, cache_features=cfg.cache_features,
-                 pack_rows=cfg.pack, pack_length=cfg.pack_length, log=ctx.metrics)
-
-    def finish(name: str, t0: float, **extra) -> None:
-        ctx.save(model, f"sft/{name}", tok)
-        ctx.evaluate(model, tok, f"sft/{name}")
-        ctx.mark_done(f"sft/{name}", time.perf_counter() - t0, **extra)
-
+    T = len(cfg.taus)
+    finished = [t for t in range(T + 1) if ctx.done(f"sft/m{t}")]
+    last = max(finished, default=-1)  # resuming: start from the last finished iteration
+    ckpt = ctx.checkpoints("sft")
+    # ... or inside an iteration, on the checkpoint this engine started from (its LoRA adapters hold
+    # what was learnt since; the finished iterations' checkpoints have theirs folded in)
+    base = (ckpt.peek() or {}).get("base", "transfer" if last < 0 else f"sft/m{last}")
+    model, tok = ctx.load(base)
+    enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
+    engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay)
+    pos = ckpt.resume(engine) or {"iteration": last + 1, "step": 0, "losses": [], "base": base}
+    cache = ctx.feature_cache("sft") if cfg.cache_features and not cfg.parts.vision else None
     start = time.perf_counter()
-    held = "transfer"  # which checkpoint `model` holds
-    if not ctx.done("sft/m0"):
+    for t in range(pos["iteration"], T + 1):
         t0 = time.perf_counter()
-        losses = supervised(model, samples, cfg.optim, seed=ctx.cfg.seed, desc="sft/m0", **train)
-        finish("m0", t0, size=len(samples), loss=[losses[0], losses[-1]])
-        held = "sft/m0"
-    for t, (tau, lr) in enumerate(zip(cfg.taus, cfg.lrs), start=1):
         name = f"m{t}"
-        if ctx.done(f"sft/{name}"):
-            continue
-        t0 = time.perf_counter()
-        if held != f"sft/m{t - 1}":  # resuming: start from the last finished iteration
-            model, tok = ctx.load(f"sft/m{t - 1}")
-        # E_{t-1} is looked for in all of D, or in a fresh seeded sample of it each iteration
-        pool = random.Random(ctx.cfg.seed + t).sample(samples, cfg.mistake_pool) \
-            if 0 < cfg.mistake_pool < len(samples) else samples
-        pool_prompts = [dataclasses.replace(s, response=[]) for s in pool]
-        answered = score(ctx.task, model, tok, pool_prompts, stop_id=enc.stop_id, max_new_tokens=cfg.max_new_tokens,
-                         batch_size=ctx.cfg.eval.batch_size, desc=f"sft/{name}: E_{t - 1}")
-        wrong = mistakes([s.id for s in pool], answered.correct)
-        if ctx.state.num_processes > 1:  # one E_{t-1} for all (greedy ties could break differently)
-            from accelerate.utils import broadcast_object_list
+        here = {k: v for k, v in pos.items() if k not in ("path", "base")} if pos["iteration"] == t \
+            else {"step": 0, "losses": []}
+        extra = {}
+        if t == 0:
+            data, optim, lr = ctx.data("sft", enc), cfg.optim, cfg.optim.lr
+        else:
+            tau, lr = cfg.taus[t - 1], cfg.lrs[t - 1]
+            if "wrong" not in here:
+                here.update(find_mistakes(ctx, engine, tok, enc, t))
+            wrong = np.asarray(here["wrong"], dtype=np.int64)
+            ids = iteration_ids(scores, tau, wrong)
+            data = ctx.data("sft", enc, revised=wrong, subset=ids)
+            optim = cfg.optim.__class__(**{**vars(cfg.optim), "epochs": cfg.iteration_epochs})
+            extra = dict(tau=tau, lr=lr, d_rm=len(d_rm(scores, tau)), mistakes=len(wrong), pool=here["pool"],
+                         pool_accuracy=here["pool_accuracy"], size=len(ids))
+        ctx.metrics.forget(f"sft/{name}", here["step"])
 
-            wrong = broadcast_object_list([wrong])[0]
-        ids = iteration_ids(scores, tau, wrong)
-        data = []
-        for i in sorted(ids):
-            s = by_id[i]
-            if i in wrong and revised.get(i):
-                s = enc.encode(s.item, ctx.task.prompt(s.item), revised[i])
-            data.append(s)
-        optim = type(cfg.optim)(**{**vars(cfg.optim), "lr": lr, "epochs": cfg.iteration_epochs})
-        losses = supervised(model, data, optim, seed=ctx.cfg.seed + t, desc=f"sft/{name}", **train)
-        finish(name, t0, tau=tau, lr=lr, d_rm=len(d_rm(scores, tau)), mistakes=len(wrong), pool=len(pool),
-               pool_accuracy=round(answered.accuracy, 4), size=len(data),
-               loss=[losses[0], losses[-1]] if losses else None)
-        held = f"sft/{name}"
+        def on_step(done, ls, t=t, here=here):
+            if ckpt.due(done):
+                ckpt.save(engine, done, {**here, "iteration": t, "step": done, "losses": ls, "base": base})
+
+        losses = supervised(engine, data, optim, lr=lr, pad_id=tok.pad_token_id, seed=ctx.cfg.seed + t,
+                            cache=cache, pack_rows=cfg.pack, pack_length=cfg.pack_length,
+                            workers=ctx.cfg.data.workers, log=ctx.metrics, name=f"sft/{name}",
+                            start=here["step"], losses=here["losses"], on_step=on_step)
+        ctx.save(engine.model, f"sft/{name}", tok, state=engine.state_dict())
+        with engine.generating() as m:
+            ctx.evaluate(m, tok, f"sft/{name}")
+        ctx.mark_done(f"sft/{name}", time.perf_counter() - t0, **extra,
+                      **({"size": len(data)} if t == 0 else {}), loss=[losses[0], losses[-1]] if losses else None)
+        ckpt.clear()  # a later crash resumes from this iteration's checkpoint, not inside an earlier one
     ctx.mark_done("sft", time.perf_counter() - start, final=final_stage(ctx))
+
+
+def find_mistakes(ctx: Context, engine, tok, enc, t: int) -> dict:
+    """E_{t-1}: the rows of D (all of it, or a fresh seeded sample of `sft.mistake_pool` rows each
+    iteration) that M_{t-1} answers wrongly, greedily, by the task's own scorer."""
+    cfg = ctx.cfg.sft
+    n = len(ctx.rows("sft", need=("id", "response")))
+    pool = np.arange(n)
+    if 0 < cfg.mistake_pool < n:
+        pool = np.sort(np.random.default_rng([ctx.cfg.seed, t]).choice(n, cfg.mistake_pool, replace=False))
+    with engine.generating() as m:
+        answered = score(ctx.task, m, tok, ctx.stream(ctx.data("sft", enc, field=""), pool, ctx.cfg.eval.batch_size),
+                         n=len(pool), stop_id=enc.stop_id, max_new_tokens=cfg.max_new_tokens,
+                         desc=f"sft/m{t}: E_{t - 1}")
+    wrong = mistakes(pool, answered.correct).tolist()
+    if ctx.state.num_processes > 1:  # one E_{t-1} for all (greedy ties could break differently)
+        from accelerate.utils import broadcast_object_list
+
+        wrong = broadcast_object_list([wrong])[0]
+    return {"wrong": wrong, "pool": len(pool), "pool_accuracy": round(answered.accuracy, 4)}
 
 
 def final_stage(ctx: Context) -> str:

@@ -33,7 +33,8 @@ import random
 from pathlib import Path
 
 from r1v.errors import R1VError
-from r1v.world.data import from_row, read_jsonl, target
+from r1v.io import read_jsonl, write_jsonl
+from r1v.world.data import from_row, target
 from r1v.world.scenes import describe
 
 FILES = ("align_full", "align_filtered", "align_cot", "sft", "eval_visual", "eval_text")

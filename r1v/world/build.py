@@ -34,6 +34,7 @@ from itertools import islice
 from pathlib import Path
 
 from r1v.errors import R1VError
+from r1v.io import read_jsonl, write_json
 
 DEFAULT_DIR = Path(os.environ.get("R1V_CACHE", Path.home() / ".cache" / "r1v")) / "world"
 STAGES = ("data", "tokenizer", "base", "substitute", "reasoning", "vision", "scores")
@@ -137,9 +138,7 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        tmp.replace(self.path)
+        write_json(self.path, self.data)
 
 
 def _stage_dir(root: Path, stage: str) -> Path:
@@ -165,7 +164,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
 
     from r1v.model.tokenizer import load_tokenizer, train_bpe_tokenizer
     from r1v.world import lm, vit
-    from r1v.world.data import SPLITS, read_jsonl, stream, write_split
+    from r1v.world.data import SPLITS, stream, write_split
     from r1v.world.scenes import FAMILIES, PICTURE_WORDS, draw, make_problem
 
     out = Path(out)

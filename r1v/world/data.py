@@ -25,6 +25,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from r1v.io import write_jsonl
 from r1v.world.scenes import FAMILIES, Problem, describe, draw, make_problem
 
 SPLITS = ("train", "val", "test")
@@ -106,11 +107,7 @@ def write_split(out: Path, split: str, *, visual: int, text: int, seed: int) -> 
                 draw(p).save(out / image, optimize=False)
             rows.append(to_row(p, rid=rid, split=split, image=image))
         files[modality] = out / f"{modality}-{split}.jsonl"
-        tmp = files[modality].with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(files[modality])
+        write_jsonl(files[modality], rows)
     return files
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

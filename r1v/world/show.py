@@ -10,7 +10,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from r1v.world.data import from_row, read_jsonl, stream, to_row
+from r1v.io import read_jsonl
+from r1v.world.data import from_row, stream, to_row
 from r1v.world.scenes import FAMILIES, draw
 
 TILE, SCALE = 300, 2  # one problem per 300 px column; pictures drawn at twice their size

@@ -1,0 +1,36 @@
+"""The project's file helpers, once: atomic writes (a reader sees the old file or the new one, never
+half of one, even after a kill -9) and JSON lines.
+
+    write_atomic(path, text); write_json(path, obj); write_jsonl(path, rows); rows = read_jsonl(path)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to a sibling temporary file, flush it to disk, and rename it over `path`."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: str | os.PathLike, obj, *, indent: int = 1) -> Path:
+    return write_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False))
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

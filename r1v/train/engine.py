@@ -1,0 +1,224 @@
+"""What runs under accelerate: each stage's model prepared once, every trained forward through the
+engine, checkpoints saved by it.
+
+    engine = Engine(model, parts, weight_decay=0.05)        # Accelerator + AdamW, prepared once
+    out = engine(lm_forward, inputs=..., samples=...)       # fn(model, **kw) inside the engine's forward
+    engine.step(max_grad_norm=1.0)
+    state = engine.state_dict()                             # whole, gathered (ZeRO-3, FSDP), every process
+
+Why a forward that takes a function: DDP reduces, and FSDP and ZeRO-3 gather, around the wrapped
+module's forward. The projector applied to cached features, the LM loss, and GRPO's prompt-then-
+completions pass (two model calls that share a KV cache) all have to happen inside it, or FSDP
+sees sharded weights and DDP's reducer sees a second forward. `TrainModule.forward(fn, **kw)` runs
+`fn(model, **kw)` there, so each of those is one engine forward.
+
+Generation (rollouts, held-out scoring, E_{t-1}) runs on the whole model: `generating()` gathers it
+for ZeRO-3 (deepspeed's GatheredParameters) and FSDP1 (summon_full_params); DDP and FSDP2 (whose
+hooks gather per module) need nothing. Only DDP is tested here: accelerate refuses FSDP and DeepSpeed
+on CPU processes, so the sharded paths are written to their APIs and wait for a GPU run.
+
+`Checkpoints`: mid-stage checkpoints by accelerate's `save_state` (trainable weights, optimiser,
+every process's RNG) plus `position.json` (where in the stage: pass, SFT iteration, step), written
+to `step-N.partial` and renamed when whole, the last `keep_last` kept. A stage that starts finds the
+newest one and resumes inside it; data order is a function of (seed, step) (`data.schedule`), so the
+resumed run reads the rows the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from r1v.train.config import CheckpointConfig, Parts
+
+
+class TrainModule(torch.nn.Module):
+    """The R1V model as the engine wraps it: `forward(fn, **kw)` is `fn(model, **kw)`."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, fn, **kw):
+        return fn(self.model, **kw)
+
+
+class Engine:
+    def __init__(self, model, parts: Parts, *, weight_decay: float = 0.0, betas=(0.9, 0.95)):
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedType
+
+        from r1v.train.loop import set_parts
+
+        self.acc = Accelerator()
+        set_parts(model, parts)
+        self.lora = parts.lora_rank > 0 and not parts.language
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=0.0, weight_decay=weight_decay, betas=betas)
+        self.module, self.opt = self.acc.prepare(TrainModule(model), opt)
+        self.sharded = self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        if self.sharded and self.lora:
+            from r1v.errors import R1VError
+
+            raise R1VError("LoRA (parts.lora_rank) is merged into the weights on save, which r1v does only "
+                           "unsharded: use DDP (accelerate launch --multi_gpu) or parts.language=true")
+        # A checkpoint holds what trains: a projector-only stage of a 38B model saves megabytes, not 76 GB
+        # (sharded engines save their own shards, all of them).
+        self.acc.register_save_state_pre_hook(self._trainable_only)
+
+    def __call__(self, fn, **kw):
+        return self.module(fn=fn, **kw)
+
+    @property
+    def model(self):
+        """The R1V model itself (its weights are shards under FSDP / ZeRO-3: see `generating`)."""
+        return self.acc.unwrap_model(self.module).model
+
+    @property
+    def device(self):
+        return self.acc.device
+
+    def set_lr(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+    def reset_moments(self) -> None:
+        """A fresh optimiser state for a new pass (the paper's passes and SFT iterations are separate
+        runs). DeepSpeed keeps its own moments, which carry over: a documented departure there."""
+        inner = getattr(self.opt, "optimizer", self.opt)
+        if isinstance(inner, torch.optim.Optimizer):
+            inner.state.clear()
+
+    def step(self, max_grad_norm: float = 0.0) -> None:
+        if max_grad_norm:
+            self.acc.clip_grad_norm_(self.module.parameters(), max_grad_norm)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def no_sync(self, last: bool):
+        """Gradient accumulation: DDP reduces only at a step's last micro-batch."""
+        return contextlib.nullcontext() if last else self.acc.no_sync(self.module)
+
+    @contextlib.contextmanager
+    def generating(self):
+        """The whole model, in eval mode, for `generate` (gathered where the engine shards it)."""
+        from accelerate.utils import DistributedType
+
+        model = self.model
+        was = model.training
+        model.eval()
+        if self.acc.distributed_type == DistributedType.DEEPSPEED and \
+                self.acc.state.deepspeed_plugin.zero_stage == 3:
+            import deepspeed
+
+            ctx = deepspeed.zero.GatheredParameters(list(self.module.parameters()))
+        elif self.acc.distributed_type == DistributedType.FSDP and \
+                getattr(self.acc.state.fsdp_plugin, "fsdp_version", 1) == 1:
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            ctx = FSDP.summon_full_params(self.module, writeback=False)
+        else:
+            ctx = contextlib.nullcontext()
+        with torch.no_grad(), ctx:
+            yield model
+        model.train(was)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole model's weights (gathered: ZeRO-3, FSDP); every process must call it. LoRA is
+        folded in (unsharded only), so a checkpoint is a plain R1V model."""
+        state = self.acc.get_state_dict(self.module)
+        state = {k.removeprefix("model."): v for k, v in state.items()}
+        if self.lora:
+            from r1v.train.loop import plain_state
+
+            state = plain_state(self.model, state)
+        return state
+
+    def _trainable_only(self, models, weights, output_dir) -> None:
+        trainable = {n for n, p in self.module.named_parameters() if p.requires_grad}
+        trainable |= {n.removeprefix("module.") for n in trainable}
+        for k, w in enumerate(weights):
+            weights[k] = {n: t for n, t in w.items() if n in trainable or n.removeprefix("module.") in trainable}
+
+
+class Checkpoints:
+    """Mid-stage checkpoints of one stage under `folder` (`<run>/checkpoints/<stage>/`)."""
+
+    def __init__(self, folder: Path, cfg: CheckpointConfig, *, setting: dict | None = None):
+        from accelerate import PartialState
+
+        self.folder, self.cfg, self.state = folder, cfg, PartialState()
+        self.setting = json.loads(json.dumps(setting or {}))  # as it reads back from position.json
+        self.last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        """Every `every_steps` steps or `every_minutes` minutes (the main process's clock decides
+        for all, so every process saves at the same step)."""
+        by_steps = self.cfg.every_steps > 0 and step % self.cfg.every_steps == 0
+        by_time = self.cfg.every_minutes > 0 and time.monotonic() - self.last >= 60 * self.cfg.every_minutes
+        flag = [by_steps or by_time]
+        if self.state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            flag = broadcast_object_list(flag)
+        return bool(flag[0])
+
+    def save(self, engine: Engine, step: int, position: dict) -> Path:
+        final = self.folder / f"step-{step:08d}"
+        tmp = final.with_name(final.name + ".partial")
+        if self.state.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.state.wait_for_everyone()
+        engine.acc.save_state(str(tmp))
+        self.state.wait_for_everyone()
+        if self.state.is_main_process:
+            from r1v.io import write_json
+
+            write_json(tmp / "position.json", {**position, "setting": self.setting})
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)  # the checkpoint exists whole, or not at all
+            for old in self.complete()[: -self.cfg.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.state.wait_for_everyone()
+        self.last = time.monotonic()
+        return final
+
+    def complete(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.glob("step-*") if p.is_dir() and not p.name.endswith(".partial")
+                      and (p / "position.json").is_file())
+
+    def peek(self) -> dict | None:
+        """The newest whole checkpoint's position, if it was saved under these settings."""
+        found = self.complete()
+        if not found:
+            return None
+        position = json.loads((found[-1] / "position.json").read_text())
+        if position.pop("setting", None) != self.setting:
+            if self.state.is_main_process:
+                print(f"{found[-1]} was saved under other settings: the stage starts afresh")
+            return None
+        return {**position, "path": str(found[-1])}
+
+    def resume(self, engine: Engine) -> dict | None:
+        """Load the newest whole checkpoint into the engine; its position, or None (start afresh)."""
+        position = self.peek()
+        if position is None:
+            return None
+        engine.acc.load_state(position["path"], strict=False)
+        if self.state.is_main_process:
+            print(f"resuming from {position['path']}")
+        return position
+
+    def clear(self) -> None:
+        """The stage is done (its checkpoint is saved): its mid-stage checkpoints go."""
+        if self.state.is_main_process:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.state.wait_for_everyone()

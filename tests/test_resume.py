@@ -1,0 +1,117 @@
+"""Crashes lose nothing: a `recipe run` killed with SIGKILL in the middle of a stage resumes inside
+it from its newest mid-stage checkpoint and ends with the weights of an uninterrupted run (CPU,
+deterministic), and kills that land while a checkpoint is being written leave no checkpoint that
+a resume would trust half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_train import same, weights
+
+
+def fresh_run(shared: Path, dest: Path) -> Path:
+    """A copy of the recipe's run with its stages forgotten (data kept: no distillation again)."""
+    shutil.copytree(shared, dest)
+    for stage in ("align", "transfer", "sft", "grpo", "checkpoints"):
+        shutil.rmtree(dest / stage, ignore_errors=True)
+    (dest / "results.json").write_text(json.dumps({"stages": {}, "done": [], "data": {}}))
+    (dest / "metrics.jsonl").unlink(missing_ok=True)
+    return dest
+
+
+def command(yaml_path: Path, run: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "r1v", "recipe", "run", str(yaml_path), f"out={run}", "stages=[align]",
+            "checkpoint.every_steps=1", "checkpoint.keep_last=2", *extra]
+
+
+def steps_logged(run: Path) -> int:
+    path = run / "metrics.jsonl"
+    return path.read_text().count('"align/') if path.exists() else 0
+
+
+def kill_after(cmd: list[str], run: Path, *, steps: int | None = None, seconds: float | None = None) -> None:
+    """Start `cmd` and SIGKILL it once `steps` align steps are logged, or after `seconds`."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.monotonic()
+    try:
+        while proc.poll() is None and time.monotonic() - t0 < 300:
+            if (steps is not None and steps_logged(run) >= steps) or \
+                    (seconds is not None and time.monotonic() - t0 >= seconds):
+                break
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the DataLoader workers go too
+        proc.wait()
+
+
+def test_a_killed_stage_resumes_inside_itself_to_the_same_weights(recipe_run, tmp_path):
+    # recipe_run (conftest): the small recipe run through once, uninterrupted
+    yaml_path, shared, _ = recipe_run
+    results = json.loads((shared / "results.json").read_text())
+    total = sum(1 for x in (shared / "metrics.jsonl").read_text().splitlines() if '"align/' in x)
+    assert total >= 4, "the small recipe's align stage is too short to kill in its middle"
+    run = fresh_run(shared, tmp_path / "run")
+    cmd = command(yaml_path, run)
+    at = random.Random(os.getpid()).randint(2, total - 2)
+    kill_after(cmd, run, steps=at)
+    assert "align" not in json.loads((run / "results.json").read_text())["done"]
+    found = sorted((run / "checkpoints" / "align").glob("step-*[0-9]"))
+    assert found and len(found) <= 2  # rotated: keep_last=2
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from" in done.stdout
+    assert same(weights(run / "align"), weights(shared / "align"))  # bit-identical to the uninterrupted run
+    assert json.loads((run / "results.json").read_text())["stages"]["align"]["eval"] == \
+        results["stages"]["align"]["eval"]
+    assert not (run / "checkpoints" / "align").exists()  # the stage is done: its checkpoints are gone
+    # metrics: one line per step, as if it had never stopped
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"align/' in x]
+    assert len(logged) == total and len({(r["stage"], r["step"]) for r in logged}) == total
+
+
+def test_a_checkpoint_from_other_settings_is_not_resumed(recipe_run, tmp_path):
+    yaml_path, shared, _ = recipe_run
+    run = fresh_run(shared, tmp_path / "run")
+    kill_after(command(yaml_path, run), run, steps=2)
+    done = subprocess.run(command(yaml_path, run, "seed=1"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "other settings" in done.stdout and "resuming from" not in done.stdout
+
+
+@pytest.mark.slow
+def test_kills_during_checkpoint_writes_leave_no_corrupt_checkpoint(recipe_run, tmp_path):
+    """20 runs killed at random moments (many of them inside `save_state`): every checkpoint a
+    resume would pick (a whole `step-N` folder) loads: position, weights, optimiser, RNG."""
+    yaml_path, shared, _ = recipe_run
+    rng = random.Random(0)
+    run = fresh_run(shared, tmp_path / "run")
+    cmd = command(yaml_path, run)
+    checked = 0
+    for _ in range(20):
+        kill_after(cmd, run, seconds=rng.uniform(4.0, 12.0))
+        if "align" in json.loads((run / "results.json").read_text())["done"]:
+            run = fresh_run(shared, tmp_path / f"run{checked}")
+            cmd = command(yaml_path, run)
+            continue
+        for ck in sorted((run / "checkpoints" / "align").glob("step-*")):
+            if ck.name.endswith(".partial"):
+                continue  # never resumed from
+            json.loads((ck / "position.json").read_text())
+            load_file(ck / "model.safetensors")
+            torch.load(ck / "optimizer.bin", weights_only=False)
+            checked += 1
+    assert checked > 0
