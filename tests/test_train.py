@@ -168,6 +168,17 @@ def test_recipe_under_accelerate_launch_with_two_processes(recipe_run, tmp_path)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {"align", "transfer", "sft", "grpo"} <= set(results["done"])
     assert done.stdout.count("report:") == 1  # one process speaks
+    # each process trained on half of every step's batch, the loss normalised over both: the same
+    # update as one process, up to the order of floating-point sums
+    _, one, _ = recipe_run
+    for stage in ("align", "sft/m0"):
+        two, ref = weights(tmp_path / "run" / stage), weights(one / stage)
+        assert two.keys() == ref.keys()
+        for k in ref:
+            assert torch.allclose(two[k], ref[k], rtol=1e-3, atol=1e-5), (stage, k, (two[k] - ref[k]).abs().max())
+    from transformers import AutoModelForImageTextToText
+
+    AutoModelForImageTextToText.from_pretrained(tmp_path / "run" / "grpo")  # plain transformers loads it
 
 
 def test_lora_trains_adapters_and_the_projector(small_model):
