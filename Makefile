@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)          ## the main job on the embedded default: the R1V recipe on the mini-world
+	$(VENV)/bin/r1v world build      # backbones and problems (reused when built)
+	$(VENV)/bin/r1v world data       # the recipe's files, D by AL-CoTD (reused when made)
 	$(VENV)/bin/r1v recipe run recipes/tiny.yaml
 
 test: $(STAMP)          ## the test suite (CI runs this)

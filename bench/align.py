@@ -8,8 +8,8 @@ on the same align-pass data (mini-world captions and direct answers), one epoch,
 the same batches in the same order:
 * naive: the vision encoder runs on every step's images, and batches are right-padded
   (what a generic VLM fine-tuning loop does);
-* r1v: frozen-encoder features computed once per image (`align.cache_features`) and samples
-  packed into rows (`align.pack`), through `r1v.train.loop.supervised`, the code the recipe runs.
+* r1v: frozen-encoder features computed once per image (a multi-epoch pass's `FeatureCache`) and
+  samples packed into rows (`align.pack`), through `r1v.train.loop.supervised`, the code the recipe runs.
 The feature computation is inside r1v's timer. Step-1 losses must agree (the same computation),
 and are printed. Target: samples/s ratio >= 3x.
 
@@ -33,18 +33,21 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import world_model  # noqa: E402
+from bench.common import InMemory, world_model  # noqa: E402
 
 
 def run(model_fn, tok, samples, *, batch: int, cache: bool, pack: bool, pack_length: int):
     from r1v.train.config import Optim, Parts
+    from r1v.train.data import FeatureCache
+    from r1v.train.engine import Engine
     from r1v.train.loop import supervised
 
-    model = model_fn()
+    engine = Engine(model_fn(), Parts())
     optim = Optim(lr=1e-3, samples_per_step=batch, micro_batch_per_device=batch, warmup_ratio=0.0)
     t0 = time.perf_counter()
-    losses = supervised(model, samples, optim, parts=Parts(), pad_id=tok.pad_token_id, cache_features=cache,
-                        pack_rows=pack, pack_length=pack_length, desc="naive" if not cache else "r1v")
+    losses = supervised(engine, InMemory(samples), optim, lr=1e-3, pad_id=tok.pad_token_id,
+                        cache=FeatureCache() if cache else None, pack_rows=pack, pack_length=pack_length,
+                        name="naive" if not cache else "r1v")
     return time.perf_counter() - t0, losses
 
 

@@ -42,4 +42,19 @@ def world_model(n: int, seed: int = 0):
                               answer=p.answer, images=[buf.getvalue()], choices=p.choices))
             responses.append(f"</think>\n{describe(p)}" if kind == "caption" else target(p, "direct"))
     samples = Encoder(model(), tok, max_tiles=1).encode_all(get_task("world"), items, responses)
+    for k, s in enumerate(samples):
+        s.index = k  # its row (the feature cache's key)
     return model, tok, samples
+
+
+class InMemory:
+    """Samples already encoded, served as `r1v.train.data.Encoded` serves rows: by lists of positions."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, positions):
+        return [self.samples[int(i)] for i in positions]

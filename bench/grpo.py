@@ -43,15 +43,19 @@ def ours(model, tok, samples, a) -> list[float]:
     from r1v.train.grpo import setup, step
     from r1v.train.samples import Sample
 
+    from r1v.train.data import FeatureCache
+
     cfg = GRPOConfig(steps=a.steps, prompts_per_step=a.prompts, generations_per_prompt=a.generations,
                      max_completion_tokens=a.completion, lr=1e-4, micro_groups=a.prompts)
-    _, raw, opt, _, acc, cache, _ = setup(model, cfg)
-    prompts = [Sample(s.id, s.prompt, [], s.pixels, s.item) for s in samples[1::2][: a.prompts]]
+    engine, _ = setup(model, cfg)
+    engine.set_lr(cfg.lr)
+    cache = FeatureCache()
+    prompts = [Sample(s.id, s.prompt, [], s.pixels, s.item, index=s.index) for s in samples[1::2][: a.prompts]]
     stop = tok.eos_token_id
     times = []
     for _ in range(a.steps):
         t0 = time.perf_counter()
-        row = step(raw, opt, prompts, cfg=cfg, tok=tok, stop_id=stop, accelerator=acc, cache=cache,
+        row = step(engine, prompts, cfg=cfg, tok=tok, stop_id=stop, cache=cache,
                    rewards_fn=lambda texts, items: (reward(texts), [0.0] * len(texts), [0.0] * len(texts)),
                    min_new_tokens=a.completion)
         times.append(time.perf_counter() - t0)

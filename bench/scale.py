@@ -40,7 +40,7 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
 import torch
-from bench.common import world_model
+from bench.common import InMemory, world_model
 from r1v.evaluate.tasks import get_task
 from r1v.train.config import Optim, Parts
 from r1v.train.data import Encoded, FeatureCache, Rows, shard_files
@@ -69,14 +69,7 @@ else:  # the loop before: every row encoded up front, pixels held, features cach
     for i, s in enumerate(held):
         s.index = i
 
-    class InMemory(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(held)
-
-        def __getitem__(self, positions):
-            return [held[int(i)] for i in positions]
-
-    data, cache = InMemory(), FeatureCache(memory_mb=1e9)
+    data, cache = InMemory(held), FeatureCache(memory_mb=1e9)
 optim = Optim(samples_per_step=32, micro_batch_per_device=8, epochs=samples / len(data), warmup_ratio=0.0)
 losses = supervised(engine, data, optim, lr=1e-3, pad_id=tok.pad_token_id, cache=cache, pack_length=128,
                     workers=workers if mode == "streamed" else 0, name=mode)

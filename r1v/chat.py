@@ -20,6 +20,7 @@ temperature 0.6, top_p 0.95, repetition_penalty 1.05 (temperature 0 means greedy
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -214,3 +215,41 @@ class Chat:
             split = T.split_reasoning(text)
             replies.append(Reply(text, split.reasoning, split.answer, len(row), stopped))
         return replies
+
+
+BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
+
+
+class TerminalPrinter:
+    """Streams a reply: reasoning dimmed under a 'thinking' header, then the answer."""
+
+    def __init__(self, show_reasoning: bool = True, out=sys.stdout):
+        self.out, self.show = out, show_reasoning
+        self.color = out.isatty()
+        self.kind = None
+
+    def __call__(self, kind: str, text: str) -> None:
+        if kind == "reasoning" and not self.show:
+            return
+        if kind != self.kind:
+            if self.kind is not None:
+                self.out.write(RESET if self.color else "")
+                self.out.write("\n")
+            header = "thinking" if kind == "reasoning" else "answer"
+            self.out.write(f"{BOLD}[{header}]{RESET}\n" if self.color else f"[{header}]\n")
+            if kind == "reasoning" and self.color:
+                self.out.write(DIM)
+            self.kind = kind
+            text = text.lstrip("\n")
+        self.out.write(text)
+        self.out.flush()
+
+    def finish(self, reply) -> None:
+        if self.color:
+            self.out.write(RESET)
+        if reply.answer is None:
+            self.out.write(f"\n[no answer: the reasoning was cut off after {reply.new_tokens} tokens; "
+                           f"raise --max-new-tokens]" if reply.new_tokens else "\n[no answer]")
+        self.out.write("\n")
+        self.out.flush()
+        self.kind = None

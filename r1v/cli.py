@@ -21,7 +21,6 @@ import sys
 
 from r1v.errors import R1VError
 
-DIM, BOLD, RESET = "\033[2m", "\033[1m", "\033[0m"
 
 
 def _quiet_transformers() -> None:
@@ -62,41 +61,6 @@ def _gen_options(a) -> dict:
                 repetition_penalty=a.repetition_penalty, seed=a.seed)
 
 
-class TerminalPrinter:
-    """Streams a reply: reasoning dimmed under a 'thinking' header, then the answer."""
-
-    def __init__(self, show_reasoning: bool = True, out=sys.stdout):
-        self.out, self.show = out, show_reasoning
-        self.color = out.isatty()
-        self.kind = None
-
-    def __call__(self, kind: str, text: str) -> None:
-        if kind == "reasoning" and not self.show:
-            return
-        if kind != self.kind:
-            if self.kind is not None:
-                self.out.write(RESET if self.color else "")
-                self.out.write("\n")
-            header = "thinking" if kind == "reasoning" else "answer"
-            self.out.write(f"{BOLD}[{header}]{RESET}\n" if self.color else f"[{header}]\n")
-            if kind == "reasoning" and self.color:
-                self.out.write(DIM)
-            self.kind = kind
-            text = text.lstrip("\n")
-        self.out.write(text)
-        self.out.flush()
-
-    def finish(self, reply) -> None:
-        if self.color:
-            self.out.write(RESET)
-        if reply.answer is None:
-            self.out.write(f"\n[no answer: the reasoning was cut off after {reply.new_tokens} tokens; "
-                           f"raise --max-new-tokens]" if reply.new_tokens else "\n[no answer]")
-        self.out.write("\n")
-        self.out.flush()
-        self.kind = None
-
-
 def cmd_chat(a) -> int:
     from r1v.chat import Chat
     from r1v.model.checkpoint import resolve_device
@@ -105,6 +69,8 @@ def cmd_chat(a) -> int:
     chat = Chat.from_pretrained(a.model, dtype=a.dtype, device=device, device_map=a.device_map,
                                 quantization=a.load_in, template=a.template, max_tiles=a.max_tiles,
                                 use_thumbnail=False if a.no_thumbnail else None, allow_pickle=a.allow_pickle)
+    from r1v.chat import TerminalPrinter
+
     printer = TerminalPrinter(show_reasoning=not a.hide_reasoning)
     opts = _gen_options(a)
     if a.question is not None:

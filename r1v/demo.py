@@ -42,7 +42,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 def run(out: str = "runs/demo") -> None:
     from r1v.chat import Chat
-    from r1v.cli import TerminalPrinter
+    from r1v.chat import TerminalPrinter
     from r1v.model.builder import preset
     from r1v.model.checkpoint import convert, load_model, save_model
 

@@ -1,5 +1,5 @@
-"""The project's file helpers, once: atomic writes (a reader sees the old file or the new one, never
-half of one, even after a kill -9) and JSON lines.
+"""The project's file and process helpers, once: atomic writes (a reader sees the old file or the
+new one, never half of one, even after a kill -9), JSON lines, and the process's peak memory.
 
     write_atomic(path, text); write_json(path, obj); write_jsonl(path, rows); rows = read_jsonl(path)
 """
@@ -34,3 +34,10 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -137,8 +137,17 @@ def small_world(tmp_path_factory):
 SMALL = """
 name: small
 seed: 0
-model: {{vision: world:vision, substitute: world:substitute, reasoning: world:reasoning, max_tiles: 1}}
-data: {{task: world, world: small, world_dir: {world}, eval_limit: 8}}
+model: {{vision: {world}/vision, substitute: {world}/substitute, reasoning: {world}/reasoning, max_tiles: 1}}
+data:
+  task: world
+  align_full: {world}/recipe/align-full.jsonl
+  align_filtered: {world}/recipe/align-filtered.jsonl
+  align_cot: {world}/recipe/align-cot.jsonl
+  sft: {world}/recipe/sft.jsonl
+  eval_visual: {world}/data/visual-test.jsonl
+  eval_text: {world}/data/text-test.jsonl
+  reference_scores: {world}/recipe/reference-scores.json
+  eval_limit: 8
 align:
   passes: [{{name: full, lr: 1.0e-2, epochs: 0.2}}, {{name: filtered, lr: 1.0e-3}}, {{name: cot, lr: 1.0e-3}}]
   optim: {{samples_per_step: 8, micro_batch_per_device: 4}}
@@ -162,6 +171,7 @@ def recipe_run(small_world, tmp_path_factory):
     from r1v.cli import main
 
     out, _ = small_world
+    assert main(["world", "data", "--world", str(out)]) == 0  # the world's files, as `make demo` makes them
     d = tmp_path_factory.mktemp("recipe")
     yaml_path = d / "small.yaml"
     yaml_path.write_text(SMALL.format(world=out))

@@ -19,7 +19,7 @@ from r1v.distill.run import distill
 from r1v.errors import R1VError
 from r1v.evaluate.endpoint import Completion, Endpoint, RateLimiter
 from r1v.evaluate.tasks import get_task
-from r1v.train.config import DistillConfig
+from r1v.distill.config import DistillConfig
 
 
 # --------------------------------------------------------------------------- a scripted server
@@ -490,11 +490,17 @@ def test_local_batch_with_mixed_penalties_equals_one_by_one(small_world):
     assert all(c.new_tokens <= 6 for c in together.values())
 
 
-def test_cli_distils_the_small_world(small_world, tmp_path, monkeypatch, capsys):
+def test_cli_distils_the_small_world(small_world, tmp_path, capsys):
+    from r1v.io import read_jsonl, write_jsonl
+    from r1v.world.data import from_row
+    from r1v.world.scenes import describe
+
     out, _ = small_world
-    monkeypatch.setattr("r1v.world.build.DEFAULT_DIR", out)
-    args = ["distill", "--data", "world:visual-train", "--teacher", "world:reasoning", "--out", str(tmp_path / "d"),
-            "--limit", "12", "max_new_tokens=8", "temperature=0", "difficulty_field=steps"]
+    rows = [{**r, "image": str(out / "data" / r["image"]), "caption": describe(from_row(r))}
+            for r in read_jsonl(out / "data" / "visual-train.jsonl")]
+    data_file = str(write_jsonl(tmp_path / "rows.jsonl", rows))
+    args = ["distill", "--data", data_file, "--teacher", str(out / "reasoning"), "--task", "world", "--out",
+            str(tmp_path / "d"), "--limit", "12", "max_new_tokens=8", "temperature=0", "difficulty_field=steps"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "text-only model" in text and "12/12 samples" in text
@@ -503,9 +509,9 @@ def test_cli_distils_the_small_world(small_world, tmp_path, monkeypatch, capsys)
     assert len(data) == 12 and all("caption" in d and d["response"] for d in data)
     assert main(args) == 0  # resumes: nothing left to do
     assert main(["distill", "report", str(tmp_path / "d")]) == 0
-    base = ["distill", "--teacher", "world:reasoning", "--out", str(tmp_path / "e")]
-    world = ["--data", "world:visual-train"]
-    for extra, msg in ((["--data", "nope.jsonl"], "no such file"), (["--data", "world:nope"], "mini-world's files"),
+    base = ["distill", "--teacher", str(out / "reasoning"), "--out", str(tmp_path / "e")]
+    world = ["--data", data_file]
+    for extra, msg in ((["--data", "nope.jsonl"], "no such file"),
                        (world + ["penalty=wild"], "distill.penalty must be one of"),
                        (world + ["alpha=-1"], "alpha, beta and gamma"), (world + ["revise=judge"], "needs a judge"),
                        (world + ["colour=red"], "unknown setting 'colour'")):

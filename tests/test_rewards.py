@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from r1v.evaluate.tasks import Item, get_task
-from r1v.train.rewards import (
+from r1v.rewards import (
     accuracy_reward,
     d_rm,
     effective_ratio,

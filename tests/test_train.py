@@ -53,7 +53,7 @@ def test_config_overrides_and_mistakes(tmp_path):
 
 # --------------------------------------------------------------------------- the whole recipe, through the CLI
 def test_recipe_runs_every_stage_and_reports(recipe_run):
-    _, run, _ = recipe_run
+    _, run, world = recipe_run
     results = json.loads((run / "results.json").read_text())
     for stage in ("align", "transfer", "sft/m0", "sft/m1", "sft/m2", "grpo"):
         assert stage in results["done"]
@@ -69,18 +69,30 @@ def test_recipe_runs_every_stage_and_reports(recipe_run):
         assert min(Image.open(run / "plots" / png).size) >= 112
     grpo = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"grpo"' in x]
     assert len(grpo) == 2 and {"reward", "accuracy", "length", "effective", "kl"} <= set(grpo[0])
-    # D came from AL-CoTD: one record per training problem, each row with its penalty and 0..5 score
-    sft = [json.loads(x) for x in (run / "data" / "sft.jsonl").read_text().splitlines()]
-    records = (run / "data" / "distill" / "records.jsonl").read_text().splitlines()
+    # D came from AL-CoTD (`r1v world data`): one record per training problem, each row with its
+    # penalty and 0..5 score; the report finds r1v distill's summary beside D, and the world's ceilings
+    sft = [json.loads(x) for x in (world / "recipe" / "sft.jsonl").read_text().splitlines()]
+    records = (world / "recipe" / "distill" / "records.jsonl").read_text().splitlines()
     assert len(records) == len(sft) == results["data"]["sft"]
     assert all(1 <= r["penalty"] <= 2 and 0 <= r["score"] <= 5 and r["reference"] for r in sft)
-    assert "### D by AL-CoTD" in report
+    assert "### D by AL-CoTD" in report and "## Reference points" in report
+    # the same numbers reach accelerate's trackers (TensorBoard by default), a tag per stage and metric
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tracking" / "small"))
+    events.Reload()
+    assert {"align/full/loss", "sft/m0/loss", "grpo/reward", "grpo/effective"} <= set(events.Tags()["scalars"])
 
 
-def test_changed_distill_settings_ask_for_a_restart(recipe_run, capsys):
-    yaml_path, run, _ = recipe_run
-    assert main(["train", "sft", "--config", str(yaml_path), f"out={run}", "distill.alpha=0.1"]) == 2
-    assert "other data or distill settings" in capsys.readouterr().err
+def test_world_data_is_reused_and_other_settings_need_overwrite(recipe_run, capsys):
+    _, _, world = recipe_run
+    before = (world / "recipe" / "sft.jsonl").read_bytes()
+    assert main(["world", "data", "--world", str(world)]) == 0
+    assert "reused" in capsys.readouterr().err and (world / "recipe" / "sft.jsonl").read_bytes() == before
+    assert main(["world", "data", "--world", str(world), "distill.alpha=0.1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["world", "data", "--world", str(world), "cot_share=2"]) == 2
+    assert "shares" in capsys.readouterr().err
 
 
 def test_stages_train_what_they_should_and_nothing_else(recipe_run):

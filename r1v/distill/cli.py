@@ -1,9 +1,11 @@
 """`r1v distill`: AL-CoTD as a data tool.
 
     r1v distill --data rows.jsonl --teacher http://localhost:8000/v1 --judge http://localhost:8001/v1 --out OUT
-    r1v distill --data world:visual-train --teacher world:reasoning --out /tmp/d --limit 200    # offline
+    r1v distill --data rows.jsonl --teacher runs/tiny/sft/m0 --out /tmp/d --limit 200        # offline, local model
     r1v distill report OUT                                  # rewrite OUT/report.md from the records
-    r1v distill compare --config recipes/tiny.yaml          # AL-CoTD vs fixed penalties, models trained on each
+
+The mini-world's own data step (`r1v world data`) and its comparison of AL-CoTD with fixed
+penalties (`r1v world compare`) run this same code.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from pathlib import Path
 
 from r1v.errors import R1VError
 
-MODES = ("run", "report", "compare")
+MODES = ("run", "report")
 EXAMPLES = """examples:
-  r1v distill --data world:visual-train --teacher world:reasoning --out /tmp/distill --limit 200
+  r1v distill --data ~/.cache/r1v/world/data/visual-train.jsonl --teacher ~/.cache/r1v/world/reasoning \\
+      --out /tmp/distill --limit 200 --task world
   r1v distill --data mine.jsonl --teacher http://localhost:8000/v1 --judge http://localhost:8001/v1 \\
       --out out/ concurrency=32 rpm=600 alpha=0.5
   r1v distill --data mine.jsonl --teacher runs/tiny/sft/m0 --out out/ penalty=fixed fixed_penalty=1.05
@@ -24,13 +27,13 @@ EXAMPLES = """examples:
 rows: JSON lines {"id", "question", "answer", optional "image" / "images" (paths relative to the file),
 "choices", "caption" (the image in words, for a text-only teacher), "reasoning" (a reference chain,
 the last resort for revising a wrong one), "difficulty" / "level", "response" (with --teacher rows)}.
-world:FILE reads the mini-world's data/FILE.jsonl (r1v world build) and adds captions. Rerunning a
-command resumes it.
+Rerunning a command resumes it.
 """
 
 
 def add_parser(sub) -> None:
-    from r1v.train.config import DistillConfig, help_lines
+    from r1v.config import help_lines
+    from r1v.distill.config import DistillConfig
 
     d = sub.add_parser("distill", help="AL-CoTD: adaptive-length <think> chains, checked and revised by a judge",
                        description="Adaptive-Length Chain-of-Thought Distillation (Skywork R1V). Each sample is "
@@ -38,20 +41,20 @@ def add_parser(sub) -> None:
                                    "integration), the scores set its repetition penalty (DRLC), the teacher "
                                    "writes its chain at that penalty, the answer is checked, wrong chains are "
                                    "revised, and every kept chain gets a 0..5 reward-model score. Modes: run "
-                                   "(the default), report OUT, compare --config RECIPE.",
+                                   "(the default), report OUT.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     dsub = d.add_subparsers(dest="distill_command", metavar="MODE")
     dsub.required = True
     p = dsub.add_parser("run", help="distil a data set (the default: `r1v distill --data ...`)",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog=EXAMPLES + "\nsettings (key=value):\n" + "\n".join(help_lines(DistillConfig)))
-    p.add_argument("--data", required=True, help="JSON lines of rows (see below), or world:FILE")
-    p.add_argument("--teacher", help="checkpoint folder, world:NAME, an http(s):// endpoint, or `rows` (check, "
+    p.add_argument("--data", required=True, help="JSON lines of rows (see below)")
+    p.add_argument("--teacher", help="checkpoint folder, an http(s):// endpoint, or `rows` (check, "
                                      "revise and score the rows' own `response` chains; nothing generated)")
     p.add_argument("--judge", help="as --teacher; none: the rules (or judge=...)")
     p.add_argument("--out", required=True, help="output folder (resumed when it holds the same run)")
     p.add_argument("--task", default=None, choices=["jsonl", "world"],
-                   help="the scorer that checks answers (default: jsonl; world for world:)")
+                   help="the scorer that checks answers (default: jsonl; world for the mini-world's rows)")
     p.add_argument("--teacher-model", default=None, help="the teacher endpoint's model name, when it serves several")
     p.add_argument("--judge-model", default=None, help="the judge endpoint's model name, when it serves several")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows (a quick try)")
@@ -61,15 +64,6 @@ def add_parser(sub) -> None:
     p = dsub.add_parser("report", help="rewrite OUT/summary.json, report.md and penalty.png")
     p.add_argument("out", help="a distillation folder")
     p.set_defaults(func=cmd_report)
-    p = dsub.add_parser("compare", help="AL-CoTD beside fixed penalties on the mini-world: data, trained models",
-                        description="Distil the mini-world's SFT data with AL-CoTD and with fixed penalties "
-                                    "(same teacher), train M0 on each from the recipe's transfer checkpoint "
-                                    "(run by the recipe when missing), and compare held-out accuracy and "
-                                    "reasoning length on easy and hard items. Writes <run>/distill-compare/.")
-    p.add_argument("--config", required=True, help="the recipe YAML (recipes/tiny.yaml)")
-    p.add_argument("--fixed", default="1.0,2.0", help="fixed penalties to compare, comma-separated (default 1.0,2.0)")
-    p.add_argument("settings", nargs="*", metavar="key=value", help="recipe settings")
-    p.set_defaults(func=cmd_compare)
 
 
 def default_mode(argv: list[str]) -> list[str]:
@@ -79,59 +73,36 @@ def default_mode(argv: list[str]) -> list[str]:
     return argv
 
 
-def _world(name: str) -> Path:
-    from r1v.world.build import DEFAULT_DIR
-
-    path = DEFAULT_DIR / name
-    if not path.exists():
-        raise R1VError(f"{path} does not exist: build the mini-world first (r1v world build)")
-    return path
-
-
-def read_data(spec: str, limit: int | None) -> tuple[list[dict], Path, str]:
-    """(rows, the folder their images are relative to, the default task)."""
+def read_data(spec: str, limit: int | None) -> tuple[list[dict], Path]:
+    """(rows, the folder their images are relative to)."""
     from r1v.evaluate.data import need, read_rows
 
-    if spec.startswith("world:"):
-        from r1v.world.data import from_row
-        from r1v.world.scenes import describe
-
-        path = _world("data") / f"{spec.split(':', 1)[1]}.jsonl"
-        if not path.is_file():
-            raise R1VError(f"{path} does not exist; the mini-world's files: "
-                           f"{', '.join(sorted(p.stem for p in path.parent.glob('*.jsonl')))}")
-        rows = read_rows(path)[:limit]
-        rows = [{**r, "caption": describe(from_row(r))} if r.get("image") else r for r in rows]
-        return rows, path.parent, "world"
     path = Path(spec)
     if not path.is_file():
         raise R1VError(f"--data {spec}: no such file")
     rows = read_rows(path)[:limit]
     need(rows, ("id", "question", "answer"), str(path))
-    return rows, path.parent, "jsonl"
+    return rows, path.parent
 
 
 def cmd_run(a) -> int:
     from r1v.distill.models import open_model
     from r1v.distill.run import distill
     from r1v.evaluate.tasks import get_task
-    from r1v.train.config import DistillConfig, build, parse_overrides
+    from r1v.config import build, parse_overrides
+    from r1v.distill.config import DistillConfig
 
     cfg = build(DistillConfig, parse_overrides(a.settings))
     cfg.teacher = a.teacher or cfg.teacher
     if a.judge is not None:
         cfg.judge = "" if a.judge == "none" else a.judge
     if not cfg.teacher:
-        raise R1VError("name a teacher: --teacher MODEL_DIR | world:NAME | http(s)://HOST/v1")
+        raise R1VError("name a teacher: --teacher MODEL_DIR | http(s)://HOST/v1 | rows")
     cfg.validate()
     if a.limit is not None and a.limit < 1:
         raise R1VError(f"--limit {a.limit}: give a number of rows, at least 1")
-    rows, root, task_name = read_data(a.data, a.limit)
-
-    def resolve(spec: str) -> str:
-        return str(_world(spec.split(":", 1)[1])) if spec.startswith("world:") else spec
-
-    opts = dict(resolve=resolve, batch_size=cfg.batch_size, concurrency=cfg.concurrency, rpm=cfg.rpm or None,
+    rows, root = read_data(a.data, a.limit)
+    opts = dict(batch_size=cfg.batch_size, concurrency=cfg.concurrency, rpm=cfg.rpm or None,
                 timeout=cfg.timeout, retries=cfg.retries)
     if cfg.teacher == "rows":
         from r1v.distill.models import RowResponses
@@ -142,7 +113,7 @@ def cmd_run(a) -> int:
     judge = open_model(cfg.judge, served_model=a.judge_model, **opts) if cfg.judge else None
     if not teacher.sees_images and any(r.get("image") or r.get("images") for r in rows):
         print(f"note: {cfg.teacher} is a text-only model: it reads each row's `caption`, not its images")
-    summary = distill(rows, cfg, a.out, task=get_task(a.task or task_name), teacher=teacher, judge=judge, root=root,
+    summary = distill(rows, cfg, a.out, task=get_task(a.task or "jsonl"), teacher=teacher, judge=judge, root=root,
                       overwrite=a.overwrite)
     _print(summary, Path(a.out))
     return 1 if summary["unfinished"] else 0
@@ -164,17 +135,4 @@ def cmd_report(a) -> int:
 
     rewrite(Path(a.out))
     print(f"wrote {Path(a.out) / 'report.md'}")
-    return 0
-
-
-def cmd_compare(a) -> int:
-    from r1v.distill.compare import compare
-    from r1v.train.config import load_recipe
-
-    try:
-        fixed = [float(x) for x in a.fixed.split(",") if x.strip()]
-    except ValueError:
-        raise R1VError(f"--fixed {a.fixed!r}: comma-separated numbers, e.g. 1.0,2.0") from None
-    path = compare(load_recipe(a.config, a.settings), fixed)
-    print(f"wrote {path}")
     return 0

@@ -221,11 +221,10 @@ class RowResponses:
             yield r.key, Completion(strip_think_open(self.responses[r.key]), True, None)
 
 
-def open_model(spec: str, *, resolve=None, batch_size: int = 16, concurrency: int = 8, rpm: float | None = None,
+def open_model(spec: str, *, batch_size: int = 16, concurrency: int = 8, rpm: float | None = None,
                timeout: float = 600.0, retries: int = 5, served_model: str | None = None):
-    """A URL gives an EndpointModel; anything else is a local checkpoint (`resolve` maps names
-    such as `world:reasoning` to folders)."""
+    """A URL gives an EndpointModel; anything else is a local checkpoint folder."""
     if is_url(spec):
         return EndpointModel(spec, model=served_model, concurrency=concurrency, rpm=rpm, timeout=timeout,
                              retries=retries)
-    return LocalModel(resolve(spec) if resolve else spec, batch_size=batch_size)
+    return LocalModel(spec, batch_size=batch_size)

@@ -43,7 +43,7 @@ from r1v.errors import R1VError
 from r1v.evaluate.run import Journal, claim
 from r1v.io import write_atomic
 from r1v.model.templates import THINK_CLOSE
-from r1v.train.config import DistillConfig
+from r1v.distill.config import DistillConfig
 
 HINT = "\n(The correct final answer is {answer}. Reason your way to it.)"
 # run.json keys that must match for a rerun to continue a run (operational settings may change)
@@ -270,9 +270,9 @@ class Chains:
 
     def rewards(self, pairs: list[tuple[dict, str]]) -> dict[str, tuple[int, str]]:
         """The 0..5 reward-model score of each final response: the judge's, else (or where it
-        failed) the rules' (`train/rewards.rubric_score`: format, answer, true arithmetic, facts the
+        failed) the rules' (`r1v/rewards.py`'s `rubric_score`: format, answer, true arithmetic, facts the
         row's reference states; a row without a reference has nothing to contradict)."""
-        from r1v.train.rewards import rubric_score
+        from r1v.rewards import rubric_score
 
         judged = {}
         if pairs and self.judge is not None and self.cfg.reward in ("auto", "judge"):

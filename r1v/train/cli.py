@@ -17,9 +17,9 @@ SETTINGS = "\n\nsettings (key=value; YAML values; nested keys dotted):\n"
 
 
 def _settings() -> str:
-    from r1v.train.config import help_lines
+    from r1v.train.config import RecipeConfig, help_lines
 
-    return SETTINGS + "\n".join(help_lines())
+    return SETTINGS + "\n".join(help_lines(RecipeConfig))
 
 
 def add_parsers(sub) -> None:
@@ -80,12 +80,9 @@ def cmd_stage(a) -> int:
 
     ctx = Context(load_recipe(a.config, a.settings))
     t0 = time.perf_counter()
-    if ctx.cfg.data.world:  # made, or checked against these settings, before anything is forgotten
-        from r1v.train.world_data import prepare
-
-        prepare(ctx)
     ctx.forget(a.stage)  # an explicit rerun starts the stage afresh; the stages after it are stale
     stage_module(a.stage).run(ctx)
+    ctx.metrics.close()
     print(f"{a.stage}: done in {time.perf_counter() - t0:.0f} s -> {ctx.dir / a.stage}")
     for s, r in ctx.results["stages"].items():
         if s.split("/")[0] == a.stage and "eval" in r:

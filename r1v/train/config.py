@@ -2,9 +2,8 @@
 
     cfg = load_recipe("recipes/tiny.yaml", ["grpo.steps=10", "sft.taus=[2,5]"])
 
-Every field carries its help text (`r1v recipe run --help` lists them); an unknown key, in the
-YAML or on the command line, is an error naming the known ones. Values on the command line are
-YAML (`sft.taus=[2,3]`, `align.cache_features=false`).
+Every field carries its help text (`r1v recipe run --help` lists them); reading, overrides and
+checks are `r1v/config.py`'s (unknown keys are errors; `${VAR:-default}` and `~` expand in paths).
 
 Defaults are the paper's numbers (`../shared/docs/method.md`); the mini-world's recipe
 (`recipes/tiny.yaml`) overrides what a 0.6M-parameter model on two CPU cores needs, and says why.
@@ -12,25 +11,13 @@ Defaults are the paper's numbers (`../shared/docs/method.md`); the mini-world's 
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from r1v.config import build, help_lines, merge, parse_overrides  # noqa: F401  (re-exported for the CLI)
+from r1v.config import setting as _f
 from r1v.errors import R1VError
-
-
-def _f(default, help: str):
-    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
-        return field(default_factory=lambda: _copy(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
-def _copy(x):
-    import copy
-
-    return copy.deepcopy(x)
 
 
 @dataclass
@@ -57,9 +44,10 @@ class Optim:
 
 @dataclass
 class ModelConfig:
-    vision: str = _f("world:vision", "vision encoder: a folder, an R1V checkpoint, or world:vision")
-    substitute: str = _f("world:substitute", "the substitute LLM the projector is aligned against (Stage 0)")
-    reasoning: str = _f("world:reasoning", "the reasoning LLM the projector is transferred onto")
+    vision: str = _f("", "vision encoder: an InternViT folder (OpenGVLab layout or transformers') or an R1V "
+                         "checkpoint")
+    substitute: str = _f("", "the substitute LLM the projector is aligned against (Stage 0): a model folder")
+    reasoning: str = _f("", "the reasoning LLM the projector is transferred onto: a model folder")
     max_tiles: int = _f(12, "most tiles per image (plus a thumbnail when there are several)")
     template: str = _f("r1v", "chat template: r1v or r1v3")
     dtype: str = _f("fp32", "weights dtype: fp32, bf16 or fp16")
@@ -67,10 +55,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    task: str = _f("world", "the benchmark task whose prompts and scorer every stage uses (E_{t-1}, rewards)")
-    world: str = _f("default", "mini-world preset to build or reuse; '' = use the files below")
-    world_dir: str = _f("", "mini-world folder (default ~/.cache/r1v/world, or $R1V_CACHE/world)")
-    align_full: str = _f("", "JSONL for align pass 1: rows with a `response` (world: made from the world)")
+    task: str = _f("jsonl", "the task whose reader, prompts and scorer every stage uses (E_{t-1}, rewards): jsonl "
+                            "(your rows), or world (the mini-world's)")
+    align_full: str = _f("", "JSONL for align pass 1: rows with a `response` (a file, a folder of shards, a glob)")
     align_filtered: str = _f("", "JSONL for align pass 2, the quality-filtered subset")
     align_cot: str = _f("", "JSONL for align pass 3, chain-of-thought rows")
     sft: str = _f("", "JSONL of the SFT data D (with `response`; `score` 0..5 when reward_model=field)")
@@ -83,8 +70,8 @@ class DataConfig:
                                        "once (SFT, GRPO, multi-epoch passes); 0 = none")
     feature_cache_disk_mb: float = _f(0, "past feature_cache_mb, features spilled to <run>/cache/ up to this "
                                          "size; 0 = no spill")
-    filtered_share: float = _f(0.1, "mini-world: align pass 2 keeps this share of pass 1 (the paper: 200K of 2M)")
-    cot_share: float = _f(0.25, "mini-world: align pass 3 takes this share of the training problems, with chains")
+    reference_scores: str = _f("", "optional JSON {label: accuracy} shown in the report beside the stages (e.g. "
+                                   "what the mini-world's backbones allow)")
 
 
 @dataclass
@@ -144,58 +131,6 @@ class GRPOConfig:
     eval_every: int = _f(0, "score the held-out visual split every N steps (0: only at the end)")
 
 
-PENALTIES = ("adaptive", "fixed")
-REVISIONS = ("auto", "judge", "hint", "reference", "none")
-REWARDS = ("auto", "judge", "rules")
-
-
-@dataclass
-class DistillConfig:
-    teacher: str = _f("", "the model that writes the chains: a checkpoint folder, world:NAME, an http(s):// "
-                          "endpoint, or rows (the rows' own `response`; in a recipe, empty: model.reasoning)")
-    judge: str = _f("", "the judge (scores, verdicts, revisions, the 0..5 reward score): as teacher; empty: the "
-                        "documented rules (r1v/distill/scores.py) and the answer as a hint")
-    penalty: str = _f("adaptive", "adaptive: DRLC's P per sample; fixed: fixed_penalty for every sample")
-    fixed_penalty: float = _f(1.0, "the repetition penalty of every sample when penalty=fixed")
-    alpha: float = _f(round(math.log(2), 6), "DRLC alpha (not reported; ln 2 makes P span exactly [1, 2])")
-    beta: float = _f(1.0, "DRLC beta: the text score's weight beside the vision score's 1 (not reported)")
-    gamma: float = _f(1.0, "DRLC gamma: the integration score's weight (not reported)")
-    difficulty_field: str = _f("auto", "a row field holding a difficulty label for the rules (auto: difficulty, "
-                                       "then level)")
-    max_new_tokens: int = _f(8192, "most tokens the teacher writes per chain")
-    temperature: float = _f(0.6, "the teacher's sampling temperature (0: greedy)")
-    top_p: float = _f(0.95, "the teacher's nucleus mass")
-    revise: str = _f("auto", "wrong chains: judge (the judge rewrites), hint (the teacher again, told the answer), "
-                             "reference (the row's `reasoning`), none (dropped); auto: judge for an endpoint judge, "
-                             "else hint, then reference when the row has one")
-    reward: str = _f("auto", "the 0..5 reward-model score: judge, rules (format, answer, true arithmetic, facts), "
-                             "auto: judge when there is one")
-    judge_retries: int = _f(2, "re-asks after a malformed judge reply before it is recorded as a failure")
-    chunk: int = _f(64, "samples finished and saved together (a crash loses at most one chunk's work)")
-    batch_size: int = _f(16, "local models: requests per generation batch")
-    concurrency: int = _f(8, "endpoints: requests in flight")
-    rpm: float = _f(0.0, "endpoints: most requests a minute (0: no limit)")
-    timeout: float = _f(600.0, "endpoints: seconds before a request is abandoned (and retried)")
-    retries: int = _f(5, "endpoints: retries of a failed request (429, 5xx, timeouts, dropped connections), "
-                         "with exponential backoff")
-
-    def validate(self) -> None:
-        checks = [(self.penalty in PENALTIES, f"distill.penalty must be one of {', '.join(PENALTIES)}"),
-                  (self.revise in REVISIONS, f"distill.revise must be one of {', '.join(REVISIONS)}"),
-                  (self.reward in REWARDS, f"distill.reward must be one of {', '.join(REWARDS)}"),
-                  (self.fixed_penalty > 0, "distill.fixed_penalty must be positive"),
-                  (min(self.alpha, self.beta, self.gamma) >= 0, "distill.alpha, beta and gamma must be >= 0"),
-                  (min(self.chunk, self.batch_size, self.concurrency, self.max_new_tokens) >= 1,
-                   "distill.chunk, batch_size, concurrency and max_new_tokens must be at least 1"),
-                  (self.judge_retries >= 0 and self.retries >= 0, "retries must be >= 0"),
-                  (self.timeout > 0 and self.rpm >= 0, "distill.timeout must be positive and rpm >= 0"),
-                  (not (self.revise == "judge" and not self.judge), "distill.revise=judge needs a judge"),
-                  (not (self.reward == "judge" and not self.judge), "distill.reward=judge needs a judge")]
-        for ok, msg in checks:
-            if not ok:
-                raise R1VError(msg)
-
-
 @dataclass
 class CheckpointConfig:
     every_steps: int = _f(0, "save a mid-stage checkpoint every N optimiser steps (0: by time only)")
@@ -219,93 +154,20 @@ class RecipeConfig:
     seed: int = _f(0, "seed of data order, sampling and initialisation")
     stages: list[str] = _f(list(STAGES), "which stages run, in order")
     model: ModelConfig = _f(ModelConfig(), "backbones")
-    data: DataConfig = _f(DataConfig(), "data files (or the mini-world)")
+    data: DataConfig = _f(DataConfig(), "data files")
     align: AlignConfig = _f(AlignConfig(), "Stage 0: align the projector against the substitute LLM")
     transfer: TransferConfig = _f(TransferConfig(), "Stage 0: re-assemble with the reasoning LLM")
     sft: SFTConfig = _f(SFTConfig(), "Stages 1-2: M0, then iterative SFT")
     grpo: GRPOConfig = _f(GRPOConfig(), "Stage 3: GRPO with rule rewards")
     eval: EvalConfig = _f(EvalConfig(), "held-out scoring after every stage")
+    tracking: list[str] = _f(["tensorboard"], "experiment trackers (accelerate's) beside metrics.jsonl: tensorboard "
+                                              "(<run>/tracking/), wandb, mlflow, ... when installed; [] = none")
     checkpoint: CheckpointConfig = _f(CheckpointConfig(), "mid-stage checkpoints: `recipe run` after a crash "
                                                           "resumes inside the stage")
-    distill: DistillConfig = _f(DistillConfig(), "AL-CoTD, which distils the mini-world's SFT data D (r1v distill)")
 
     @property
     def run_dir(self) -> Path:
         return Path(self.out or Path("runs") / self.name)
-
-
-# --------------------------------------------------------------------------- reading
-def build(cls, data: dict | None, where: str = ""):
-    """A `cls` instance from a (nested) dict; unknown keys and wrong types are R1VErrors."""
-    data = data or {}
-    if not isinstance(data, dict):
-        raise R1VError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in known:
-            raise R1VError(f"unknown setting '{where}{key}'; known: {', '.join(known)}")
-        kwargs[key] = _convert(hints[key], value, f"{where}{key}")
-    inst = cls()
-    for k, v in kwargs.items():
-        setattr(inst, k, v)
-    return inst
-
-
-def _convert(tp, value, where: str):
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, where + ".")
-    if origin in (list, typing.List):  # noqa: UP006
-        (inner,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise R1VError(f"setting {where} expects a list, got {value!r}")
-        return [_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    try:
-        if tp is bool:
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if tp is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            return float(value)  # YAML 1.1 reads "2e-3" (no dot) as a string
-        if tp is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if tp is str and isinstance(value, (str, int, float)):
-            return str(value)
-        raise ValueError
-    except ValueError:
-        raise R1VError(f"setting {where}={value!r} is not a {getattr(tp, '__name__', tp)}") from None
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """["grpo.steps=10", "sft.taus=[2,5]"] -> {"grpo": {"steps": 10}, "sft": {"taus": [2, 5]}}."""
-    import yaml
-
-    out: dict = {}
-    for kv in pairs:
-        if "=" not in kv:
-            raise R1VError(f"overrides are key=value (e.g. grpo.steps=10), got {kv!r}")
-        key, raw = kv.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        node = out
-        *parents, last = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise R1VError(f"override {kv!r}: {p} is a setting, not a section")
-        node[last] = value
-    return out
-
-
-def merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> RecipeConfig:
@@ -317,14 +179,16 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not p.is_file():
             raise R1VError(f"recipe {p} not found; the shipped ones are in recipes/ (e.g. recipes/tiny.yaml)")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
             raise R1VError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not data:
+            raise R1VError(f"{p} is empty: a recipe names at least its backbones (model.*) and data files (data.*); "
+                           f"see recipes/tiny.yaml")
     cfg = build(RecipeConfig, merge(data, parse_overrides(overrides or [])))
     bad = [s for s in cfg.stages if s not in STAGES]
     if bad:
         raise R1VError(f"unknown stage {bad[0]!r} in `stages`; choose from {', '.join(STAGES)}")
-    cfg.distill.validate()
     if len(cfg.sft.lrs) != len(cfg.sft.taus):
         raise R1VError(f"sft.taus has {len(cfg.sft.taus)} entries but sft.lrs {len(cfg.sft.lrs)}: one lr per iteration")
     if any(not 0 <= t <= 5 for t in cfg.sft.taus) or not 0 <= cfg.grpo.tau <= 5:
@@ -357,20 +221,29 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise R1VError(f"{key}={value}: must be 0 or more")
     if cfg.grpo.generations_per_prompt < 2:
         raise R1VError("grpo.generations_per_prompt must be at least 2: GRPO's advantage compares a group")
+    _check_trackers(cfg.tracking)
+    for stage, keys in (("align", ("vision", "substitute")), ("transfer", ("reasoning",))):
+        for k in keys if stage in cfg.stages else ():
+            if not getattr(cfg.model, k):
+                raise R1VError(f"model.{k} is not set: name a model folder (recipes/r1v-1.5b-1gpu.yaml names all "
+                               f"three)")
     if cfg.model.template not in ("r1v", "r1v3"):
         raise R1VError(f"model.template={cfg.model.template!r}; choose r1v or r1v3")
     return cfg
 
 
-def help_lines(cls=RecipeConfig, prefix: str = "") -> list[str]:
-    """`key=default  help` for every setting, nested keys dotted (for --help)."""
-    lines = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if dataclasses.is_dataclass(default):
-            lines.append(f"  {prefix}{f.name}.*: {f.metadata.get('help', '')}")
-            lines += help_lines(type(default), f"{prefix}{f.name}.")
-        else:
-            shown = default if not isinstance(default, list) or len(str(default)) < 40 else "[...]"
-            lines.append(f"  {f'{prefix}{f.name}={shown}':<40} {f.metadata.get('help', '')}")
-    return lines
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml",
+            "aim": "aim", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio"}
+
+
+def _check_trackers(names: list[str]) -> None:
+    import importlib.util
+
+    for name in names:
+        if name not in TRACKERS:
+            raise R1VError(f"tracking: unknown tracker {name!r}; choose from {', '.join(TRACKERS)} (or [] for none)")
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise R1VError(f"tracking: {name} is not installed; `pip install {TRACKERS[name]}`, or drop it from "
+                           f"tracking")
+
+

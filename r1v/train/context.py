@@ -8,7 +8,6 @@
 
 Run folder (`runs/<name>/`):
     recipe.yaml          the resolved config (overrides applied)
-    data/                the stage data (mini-world: prepared here from the world)
     <stage>/             a checkpoint per stage (transformers layout, `r1v chat --model` loads it)
     checkpoints/<stage>/ mid-stage checkpoints (r1v/train/engine.py), deleted when the stage is done
     metrics.jsonl        one line per logged training step, every stage
@@ -44,12 +43,12 @@ class Context:
         # Under `accelerate launch` every process runs the recipe; only the main one writes files.
         self.state = PartialState()
         self.main = self.state.is_main_process
-        self.metrics = Metrics(self.dir / "metrics.jsonl" if self.main else None)
+        self.metrics = Metrics(self.dir / "metrics.jsonl" if self.main else None, tracking=cfg.tracking,
+                               name=cfg.name, config=_asdict(cfg))
         self.results_path = self.dir / "results.json"
         self.results = json.loads(self.results_path.read_text()) if self.results_path.exists() else \
             {"stages": {}, "done": [], "data": {}}
         self._write_config()
-        self._world: Path | None = None
         self._tokenizers: dict[str, object] = {}
         self._rows: dict[Path, tuple] = {}  # path -> (Rows, the fields checked)
         self._task = None
@@ -91,7 +90,7 @@ class Context:
         self.save_results()
 
     def mark_done(self, stage: str, seconds: float, **extra) -> None:
-        from r1v.world.build import peak_rss_mb
+        from r1v.io import peak_rss_mb
 
         self.results["stages"].setdefault(stage, {}).update(
             seconds=round(seconds, 1), peak_rss_mb=round(peak_rss_mb()), **extra)
@@ -104,33 +103,11 @@ class Context:
             write_json(self.results_path, self.results)
 
     # ------------------------------------------------------------------ backbones
-    @property
-    def world(self) -> Path:
-        if self._world is None:
-            from r1v.world.build import DEFAULT_DIR, config_from, ensure_world
-
-            if not self.cfg.data.world:
-                raise R1VError("this recipe names a world: backbone but data.world is empty")
-            root = Path(self.cfg.data.world_dir) if self.cfg.data.world_dir else DEFAULT_DIR
-            if self.main:
-                try:
-                    ensure_world(root, config_from(self.cfg.data.world))
-                except R1VError as e:
-                    if "other settings" not in str(e):
-                        raise
-                    raise R1VError(f"{root} holds a mini-world built with other settings (an older r1v?); "
-                                   f"rebuild it with `r1v world build --rebuild --out {root}`, or set "
-                                   f"data.world_dir=ANOTHER_FOLDER") from None
-            self.state.wait_for_everyone()
-            self._world = root
-        return self._world
-
     def resolve(self, ref: str) -> str:
-        """`world:NAME` -> the built world's folder NAME; anything else is a path that must exist."""
-        if ref.startswith("world:"):
-            return str(self.world / ref.split(":", 1)[1])
+        """A model setting's folder, which must exist."""
         if not Path(ref).exists():
-            raise R1VError(f"{ref} not found (a model folder, or world:NAME for the mini-world's backbones)")
+            raise R1VError(f"{ref} not found: a model folder (for recipes/tiny.yaml: r1v world build, then r1v world "
+                           f"data)")
         return ref
 
     def tokenizer(self, language: str):
@@ -204,15 +181,10 @@ class Context:
         return self._task
 
     def data_file(self, key: str) -> Path:
-        """The JSONL behind a data setting; the mini-world's are prepared on first use."""
+        """The JSONL behind a data setting (a file, a folder of shards or a glob; checked by `rows`)."""
         path = getattr(self.cfg.data, key)
-        if not path and self.cfg.data.world:
-            from r1v.train.world_data import prepare
-
-            path = prepare(self)[key]
-        if not path or not Path(path).is_file():
-            raise R1VError(f"data.{key} is {'not set' if not path else f'{path}, which does not exist'}: "
-                           f"give a JSONL file in the task's format (see r1v/train/samples.py)")
+        if not path:
+            raise R1VError(f"data.{key} is not set: give JSONL in the task's format (see r1v/train/samples.py)")
         return Path(path)
 
     def rows(self, key: str, *, need: tuple[str, ...] = ("id",)):
@@ -225,6 +197,9 @@ class Context:
         if have is None or not set(need) <= set(have[1]):
             need = tuple(sorted(set(need) | set(have[1] if have else ())))
             self._rows[path] = (Rows(path, need=need), need)
+            if self.results["data"].get(key) != len(self._rows[path][0]):
+                self.results["data"][key] = len(self._rows[path][0])
+                self.save_results()
         return self._rows[path][0]
 
     def data(self, key: str, encoder, *, field: str = "response", revised=(), subset=None):
@@ -253,7 +228,7 @@ class Context:
         out = {}
         for kind in ("visual", "text"):
             key = f"eval_{kind}"
-            if not getattr(self.cfg.data, key) and not self.cfg.data.world:
+            if not getattr(self.cfg.data, key):
                 continue  # this held-out file is not configured
             data = self.data(key, enc, field="")
             n = min(len(data), self.cfg.data.eval_limit) if self.cfg.data.eval_limit else len(data)
@@ -274,6 +249,12 @@ class Context:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(path, ({"id": i, "correct": ok, "output": out}
                            for i, out, ok in zip(scored.ids, scored.outputs, scored.correct)))
+
+
+def _asdict(cfg) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)
 
 
 def check_pair(substitute_cfg, reasoning_cfg, *, warn_vocab: bool = True) -> None:

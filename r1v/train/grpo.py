@@ -45,7 +45,7 @@ from r1v.train.context import Context
 from r1v.train.data import batches
 from r1v.train.engine import Engine
 from r1v.train.loop import features_of
-from r1v.train.rewards import accuracy_reward, d_rm, effective_ratio, format_reward, group_advantages
+from r1v.rewards import accuracy_reward, d_rm, effective_ratio, format_reward, group_advantages
 from r1v.train.rollout import generate, prefill
 from r1v.train.samples import Encoder, Sample, image_inputs
 

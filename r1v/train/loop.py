@@ -38,17 +38,38 @@ LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_p
 
 
 class Metrics:
-    """Appends one JSON line per logged step to `path` (flushed: nothing lost on a crash)."""
+    """Appends one JSON line per logged step to `path` (flushed: nothing lost on a crash), and sends
+    the numbers to accelerate's experiment trackers (`tracking`: tensorboard, wandb, mlflow, ...)
+    under `<stage>/<name>` tags, each stage on its own step axis."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, *, tracking: Sequence[str] = (), name: str = "r1v",
+                 config: dict | None = None):
         self.path = path
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        self.trackers = None
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if tracking:
+            from accelerate import Accelerator
+
+            self.trackers = Accelerator(log_with=list(tracking), project_dir=str(path.parent / "tracking"))
+            self.trackers.init_trackers(name, config=_flat(config or {}))
 
     def log(self, **row) -> None:
-        if self.path is not None:
-            with self.path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        if self.path is None:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.trackers is not None:
+            values = {f"{row.get('stage', 'train')}/{k}": v for k, v in row.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "stage")}
+            self.trackers.log(values, step=row.get("step"))
+
+    def close(self) -> None:
+        if self.trackers is not None:
+            for t in self.trackers.trackers:
+                t.finish()
+            self.trackers = None
 
     def forget(self, stage: str, from_step: int = 0) -> None:
         """Drop `stage`'s lines from `from_step` on: logged after the checkpoint a run resumes from
@@ -67,6 +88,17 @@ class Metrics:
                 continue
             keep.append(line + "\n")
         write_atomic(self.path, "".join(keep))
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """Nested settings as the flat scalars trackers take (`sft.optim.lr`; lists as text)."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+    return out
 
 
 def set_parts(model, parts: Parts):

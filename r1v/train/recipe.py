@@ -37,8 +37,6 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
     ctx = Context(cfg)
     if not ctx.main:  # under `accelerate launch`, one process speaks and writes the report
         log = lambda *a, **k: None  # noqa: E731
-    if cfg.data.world:
-        log(f"mini-world: {ctx.world}")
     for stage in cfg.stages:
         if ctx.done(stage):
             log(f"{stage}: done, reused ({ctx.dir / stage})")
@@ -48,6 +46,7 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
         log(progress_line(ctx))
     ctx.results["total_seconds"] = round(time.perf_counter() - t0, 1)
     ctx.save_results()
+    ctx.metrics.close()
     if not ctx.main:
         return ctx
     ctx.results["example"] = answer_example(ctx)
@@ -88,7 +87,7 @@ def answer_example(ctx: Context) -> str | None:
     from r1v.train.report import stage_order
 
     order = stage_order(ctx.results)
-    if not order or not ctx.cfg.data.world:
+    if not order or not ctx.cfg.data.eval_visual:
         return None
     stage = order[-1]
     model, tok = ctx.load(stage)
@@ -98,6 +97,8 @@ def answer_example(ctx: Context) -> str | None:
     chat = Chat(model, tok, max_tiles=ctx.cfg.model.max_tiles)
     row = rows[0]
     item = ctx.task.read_row(row, root=rows.root(0), source=rows.files[0])
+    if not item.images:
+        return None
     reply = chat.ask(ctx.task.prompt(item), images=[_image(item)], temperature=0, repetition_penalty=1.0,
                      max_new_tokens=ctx.cfg.eval.max_new_tokens)
     img = ctx.dir / "plots" / "example.png"

@@ -12,7 +12,29 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
+
+
+def _recipe(run: Path) -> dict:
+    import yaml
+
+    path = run / "recipe.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def _distill_summary(sft: str | None) -> tuple[dict | None, Path | None]:
+    """The `r1v distill` summary of D, when D came from one: its summary.json beside the file, or in
+    a `distill/` folder beside it (as `r1v world data` leaves it)."""
+    if not sft:
+        return None, None
+    for folder in (Path(sft).parent, Path(sft).parent / "distill"):
+        f = folder / "summary.json"
+        if f.is_file():
+            summary = json.loads(f.read_text())
+            if "verdicts" in summary and "penalty" in summary:
+                return summary, folder
+    return None, None
 
 
 def _ci(p: float, n: int) -> float:
@@ -158,30 +180,27 @@ def write(run: str | Path) -> Path:
             lines.append(f"| {s} | {r.get('tau')} | {r.get('lr')} | {r.get('d_rm')} | {r.get('mistakes')} "
                          f"({r.get('pool')}) | {100 * r.get('pool_accuracy', 0):.1f}% | {r.get('size')} |")
         lines.append("")
-    w = results.get("world")
-    if w:
-        lines += ["## What the mini-world's backbones allow", "",
-                  f"The reasoning LLM alone, on the text-only test problems with two steps or more: "
-                  f"{100 * w.get('reasoning_text', 0):.1f}% with the scene in words, "
-                  f"{100 * w.get('reasoning_picture', 0):.1f}% with the scene as the picture's cell words (one per "
-                  f"visual token: what a perfect projector could hand it); "
-                  f"{100 * w.get('reasoning_blind', 0):.1f}% on the visual questions without their pictures. "
-                  f"The substitute LLM: {100 * w.get('substitute_text', 0):.1f}% in words. "
-                  f"(From the world's `world.json`.)", ""]
-    if "data" in results and results["data"]:
-        d = dict(results["data"])
-        dist = d.pop("distill", None)
-        lines += ["## Data", "", "```", json.dumps(d), "```", ""]
-        if dist:
-            from r1v.distill.report import table
+    cfg = _recipe(run)
+    ref = cfg.get("data", {}).get("reference_scores")
+    if ref and Path(ref).is_file():
+        lines += ["## Reference points", "", f"Accuracy of reference models on the same kind of problems "
+                  f"(`data.reference_scores`: `{ref}`):", "", "| reference | accuracy |", "|---|---|"]
+        lines += [f"| {k} | {100 * v:.1f}% |" for k, v in json.loads(Path(ref).read_text()).items()] + [""]
+    if results.get("data"):
+        lines += ["## Data", "", "| file | rows |", "|---|---|"]
+        lines += [f"| data.{k} | {n} |" for k, n in results["data"].items()] + [""]
+    dist, folder = _distill_summary(cfg.get("data", {}).get("sft"))
+    if dist:
+        from r1v.distill.report import table
 
-            v = dist["verdicts"]
-            lines += ["### D by AL-CoTD", "",
-                      f"Repetition penalty P: mean {dist['penalty']['mean']} ({dist['penalty']['min']} to "
-                      f"{dist['penalty']['max']}). Chains kept as the teacher wrote them: {v.get('kept', 0)}; "
-                      + ", ".join(f"{k}: {n}" for k, n in v.items() if k != "kept")
-                      + ". Details: [data/distill/report.md](data/distill/report.md).", "", table(dist), "",
-                      "![P and length](data/distill/penalty.png)", ""]
+        rel = os.path.relpath(folder, run)
+        v = dist["verdicts"]
+        lines += ["### D by AL-CoTD", "",
+                  f"Repetition penalty P: mean {dist['penalty']['mean']} ({dist['penalty']['min']} to "
+                  f"{dist['penalty']['max']}). Chains kept as the teacher wrote them: {v.get('kept', 0)}; "
+                  + ", ".join(f"{k}: {n}" for k, n in v.items() if k != "kept")
+                  + f". Teacher accuracy {100 * dist['teacher_accuracy']:.1f}%. Details: [{rel}/report.md]"
+                    f"({rel}/report.md).", "", table(dist), "", f"![P and length]({rel}/penalty.png)", ""]
     last_sft = sft_rows[-1] if sft_rows else ("sft/m0" if "sft/m0" in st else None)
     if "grpo" in st and last_sft:
         g = paired_gap(run, last_sft, "grpo")

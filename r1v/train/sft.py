@@ -31,7 +31,7 @@ from r1v.errors import R1VError
 from r1v.train.context import Context
 from r1v.train.engine import Engine
 from r1v.train.loop import supervised
-from r1v.train.rewards import d_rm, iteration_ids, mistakes, rubric_score
+from r1v.rewards import d_rm, iteration_ids, mistakes, rubric_score
 from r1v.train.rollout import score
 from r1v.train.samples import Encoder
 

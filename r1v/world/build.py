@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from itertools import islice
 from pathlib import Path
 
 from r1v.errors import R1VError
-from r1v.io import read_jsonl, write_json
+from r1v.io import peak_rss_mb, read_jsonl, write_json
 
 DEFAULT_DIR = Path(os.environ.get("R1V_CACHE", Path.home() / ".cache" / "r1v")) / "world"
 STAGES = ("data", "tokenizer", "base", "substitute", "reasoning", "vision", "scores")
@@ -102,10 +101,6 @@ def config_from(preset: str = "default", overrides: dict | None = None) -> World
 
 
 # --------------------------------------------------------------------------- bookkeeping
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
 def tree_hash(path: Path) -> str:
     """sha256 over every file under `path` (names and bytes), for the determinism check."""
     h = hashlib.sha256()

@@ -1,4 +1,8 @@
-"""`r1v world build|show`: the mini-world's command line (see `r1v world --help`)."""
+"""`r1v world build|data|show|compare`: the mini-world's command line (see `r1v world --help`).
+
+The mini-world produces files: `build` the backbones and problems, `data` the recipe's training
+files (through `r1v distill`'s code); `r1v recipe run recipes/tiny.yaml` names them. `make demo`
+chains the three."""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from r1v.errors import R1VError
 EPILOG = """examples:
   r1v world build                               # ~/.cache/r1v/world (R1V_CACHE moves it); reused when built
   r1v world build --out runs/world seed=1       # another world; key=value overrides any setting below
+  r1v world data                                # the recipe's files -> ~/.cache/r1v/world/recipe/
   r1v world show --split test --n 12 --out sheet.png
+  r1v world compare --config recipes/tiny.yaml  # AL-CoTD beside fixed penalties, a model trained on each
 
 settings (key=value), default preset:
 """
@@ -38,6 +44,29 @@ def add_parser(sub) -> None:
     p.add_argument("--rebuild", action="store_true", help="delete the folder and build from scratch")
     p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting (listed below)")
     p.set_defaults(func=cmd_build)
+
+    from r1v.config import help_lines
+    from r1v.world.prepare import DataSettings
+
+    p = wsub.add_parser("data", help="the recipe's training files, made from a built world (AL-CoTD makes D)",
+                        description=_docstring("prepare"), epilog="settings (key=value):\n" +
+                        "\n".join(help_lines(DataSettings)), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--world", default=None, help="world folder (default ~/.cache/r1v/world)")
+    p.add_argument("--out", default=None, help="where the files go (default WORLD/recipe, where recipes/tiny.yaml "
+                                               "looks)")
+    p.add_argument("--overwrite", action="store_true", help="remake the files made with other settings")
+    p.add_argument("settings", nargs="*", metavar="key=value", help="a setting (listed below)")
+    p.set_defaults(func=cmd_data)
+
+    p = wsub.add_parser("compare", help="AL-CoTD beside fixed penalties: data, and M0 trained on each",
+                        description=_docstring("compare"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="the recipe YAML (recipes/tiny.yaml): M0's settings, held-out "
+                                                   "files, run folder")
+    p.add_argument("--world", default=None, help="world folder (default ~/.cache/r1v/world)")
+    p.add_argument("--fixed", default="1.0,2.0", help="fixed penalties to compare, comma-separated (default 1.0,2.0)")
+    p.add_argument("settings", nargs="*", metavar="key=value",
+                   help="recipe settings; distill.* ones set the AL-CoTD arm, as for `r1v world data`")
+    p.set_defaults(func=cmd_compare)
 
     p = wsub.add_parser("show", help="a contact sheet of problems: picture, question, reasoning, answer")
     p.add_argument("--world", default=None, help="world folder (default ~/.cache/r1v/world); without a built "
@@ -84,4 +113,50 @@ def cmd_show(a) -> int:
         raise R1VError(f"{world} holds no built world (no data/ folder); run `r1v world build --out {world}`")
     path = contact_sheet(world / "data" if (world / "data").is_dir() else None, a.split, a.n, Path(a.out))
     print(f"wrote {path}")
+    return 0
+
+
+def _docstring(module: str) -> str:
+    """A world module's docstring, read without importing it (so --help needs no torch)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(f"r1v.world.{module}")
+    return ast.get_docstring(ast.parse(open(spec.origin).read())) or module
+
+
+def _data_settings(pairs: list[str]):
+    from r1v.config import build, parse_overrides
+    from r1v.world.prepare import DataSettings
+
+    return build(DataSettings, parse_overrides(pairs))
+
+
+def cmd_data(a) -> int:
+    from pathlib import Path
+
+    from r1v.world.build import DEFAULT_DIR
+    from r1v.world.prepare import prepare
+
+    world = Path(a.world) if a.world else DEFAULT_DIR
+    prepare(world, Path(a.out) if a.out else world / "recipe", _data_settings(a.settings), overwrite=a.overwrite,
+            log=lambda s: print(s, file=sys.stderr))
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from pathlib import Path
+
+    from r1v.train.config import load_recipe
+    from r1v.world.build import DEFAULT_DIR
+    from r1v.world.compare import compare
+
+    try:
+        fixed = [float(x) for x in a.fixed.split(",") if x.strip()]
+    except ValueError:
+        raise R1VError(f"--fixed {a.fixed!r}: comma-separated numbers, e.g. 1.0,2.0") from None
+    data_pairs = [kv for kv in a.settings if kv.startswith("distill.")]
+    cfg = load_recipe(a.config, [kv for kv in a.settings if not kv.startswith("distill.")])
+    world = Path(a.world) if a.world else DEFAULT_DIR
+    print(f"wrote {compare(cfg, world, _data_settings(data_pairs), fixed)}")
     return 0

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from r1v.evaluate.tasks.world import LETTERS, prompt  # the world task owns its prompt
+
 FAMILIES = ("shapes", "bars", "expr", "clock")
 COLOURS = ("red", "green", "blue", "yellow")
 SHAPES = ("circle", "square", "triangle")
@@ -39,7 +41,6 @@ RGB = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yel
 GLYPHS = "0123456789+-"
 IMAGE_SIZE, GRID = 112, 4
 CELL = IMAGE_SIZE // GRID
-LETTERS = "ABCD"
 MAX_BAR = 8
 
 
@@ -74,15 +75,6 @@ class Problem:
 
 
 # --------------------------------------------------------------------------- families
-def prompt(question: str, choices: list[str] | None = None, context: str | None = None) -> str:
-    """The mini-world prompt: the scene in words (text-only problems), the question, the choices."""
-    lines = [context] if context else []
-    lines.append(question)
-    if choices:
-        lines.append("Choices: " + " ".join(f"({L}) {c}" for L, c in zip(LETTERS, choices)))
-    return "\n".join(lines)
-
-
 def _op(a: int, sign: str, b: int) -> tuple[int, str]:
     r = a + b if sign == "+" else a - b
     # Spaced, so every number is the same token (" 5") wherever it appears.

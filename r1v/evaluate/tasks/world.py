@@ -18,7 +18,18 @@ from r1v.evaluate.data import find_files, need, read_rows
 from r1v.evaluate.tasks import Item, Task
 from r1v.evaluate.tasks.gpqa import extract_letter
 from r1v.evaluate.tasks.math500 import math_rules
-from r1v.world.scenes import prompt
+
+LETTERS = "ABCD"
+
+
+def prompt(question: str, choices: list[str] | None = None, context: str | None = None) -> str:
+    """The mini-world's prompt (the task owns it; the world's LMs are trained on it): the scene in
+    words (text-only problems), the question, the choices."""
+    lines = [context] if context else []
+    lines.append(question)
+    if choices:
+        lines.append("Choices: " + " ".join(f"({L}) {c}" for L, c in zip(LETTERS, choices)))
+    return "\n".join(lines)
 
 
 class World(Task):

@@ -1,8 +1,8 @@
 """AL-CoTD beside fixed-penalty distillation on the mini-world: the data, and a model trained on each.
 
-    r1v distill compare --config recipes/tiny.yaml [--fixed 1.0,2.0]      # ~5 minutes on 2 CPU cores
+    r1v world compare --config recipes/tiny.yaml [--fixed 1.0,2.0]      # ~5 minutes on 2 CPU cores
 
-For each arm (AL-CoTD with the recipe's `distill:` settings, then every fixed penalty), the same
+For each arm (AL-CoTD with `r1v world data`'s `distill.*` settings, then every fixed penalty), the same
 teacher distils the same training problems (`r1v.distill.run`, into `<run>/distill-compare/<arm>/`),
 M0 is trained on the result from the recipe's transfer checkpoint with the recipe's M0 settings
 (`sft.optim`; align and transfer run first when the run folder lacks them), and the model answers
@@ -26,12 +26,12 @@ from r1v.io import write_atomic
 from r1v.model.templates import THINK_CLOSE
 
 
-def compare(cfg, fixed: list[float]) -> Path:
+def compare(cfg, world: Path, data_cfg, fixed: list[float]) -> Path:
+    """`cfg`: the recipe (its M0 settings, held-out files, run folder); `data_cfg`: the world data
+    step's settings (`r1v.world.prepare.DataSettings`), whose D is the AL-CoTD arm."""
     from r1v.train.context import Context
     from r1v.train.recipe import stage_module
 
-    if not cfg.data.world:
-        raise R1VError("the comparison runs on the mini-world (data.world); this recipe has none")
     if not fixed:
         raise R1VError("name at least one fixed penalty to compare with (--fixed 1.0)")
     ctx = Context(cfg)
@@ -41,9 +41,10 @@ def compare(cfg, fixed: list[float]) -> Path:
             stage_module(stage).run(ctx)
     out = ctx.dir / "distill-compare"
     out.mkdir(exist_ok=True)
-    arms = {"AL-CoTD": dataclasses.replace(cfg.distill, penalty="adaptive")}
+    base = data_cfg.distill
+    arms = {"AL-CoTD": dataclasses.replace(base, penalty="adaptive")}
     for p in fixed:
-        arms[f"fixed P={p:g}"] = dataclasses.replace(cfg.distill, penalty="fixed", fixed_penalty=p)
+        arms[f"fixed P={p:g}"] = dataclasses.replace(base, penalty="fixed", fixed_penalty=p)
     results = {}
     for name, dcfg in arms.items():
         path = out / _slug(name) / "result.json"
@@ -51,15 +52,13 @@ def compare(cfg, fixed: list[float]) -> Path:
         old = json.loads(path.read_text()) if path.exists() else {}
         if old.get("settings") != key:  # missing, or made with other settings: (re)done
             print(f"{name}: distil, train M0, score ...")
-            # The recipe's own D is this arm's data when the settings agree: reuse it (resumable either way).
-            data = ctx.dir / "data" / "distill" if dcfg == cfg.distill else out / _slug(name)
-            result = {**_arm(ctx, dcfg, data, out / _slug(name)), "settings": key}
+            result = {**_arm(ctx, world, dcfg, out / _slug(name)), "settings": key}
             write_atomic(path, json.dumps(result, indent=1))
         results[name] = json.loads(path.read_text())
         r = results[name]
         print(f"  {name}: accuracy {100 * r['accuracy']:.1f}%, reasoning tokens easy {r['easy']['tokens']} / hard "
               f"{r['hard']['tokens']}")
-    return write(out, results, cfg.distill.difficulty_field)
+    return write(out, results, base.difficulty_field)
 
 
 def _fingerprint(cfg, dcfg) -> str:
@@ -71,23 +70,21 @@ def _fingerprint(cfg, dcfg) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _arm(ctx, dcfg, data: Path, folder: Path) -> dict:
-    from r1v.io import read_jsonl
+def _arm(ctx, world: Path, dcfg, folder: Path) -> dict:
+    from r1v.io import read_jsonl, write_jsonl
     from r1v.train.data import Encoded, Rows
     from r1v.train.engine import Engine
     from r1v.train.loop import supervised
     from r1v.train.rollout import score
     from r1v.train.samples import Encoder
-    from r1v.train.world_data import distil
+    from r1v.world.prepare import distil
 
-    src = ctx.world / "data"
-    _, summary = distil(ctx, read_jsonl(src / "visual-train.jsonl"), src, cfg=dcfg, out=data)
-    folder.mkdir(parents=True, exist_ok=True)
+    sft, summary = distil(world, read_jsonl(world / "data" / "visual-train.jsonl"), dcfg, folder, log=print)
     model, tok = ctx.load("transfer")
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     sft = ctx.cfg.sft
     engine = Engine(model, sft.parts, weight_decay=sft.optim.weight_decay)
-    train = Encoded(Rows(data / "data.jsonl", need=("id", "response")), ctx.task, enc)  # absolute image paths
+    train = Encoded(Rows(write_jsonl(folder / "sft.jsonl", sft), need=("id", "response")), ctx.task, enc)
     cache = ctx.feature_cache(f"compare-{folder.name}") if sft.cache_features and not sft.parts.vision else None
     supervised(engine, train, sft.optim, lr=sft.optim.lr, pad_id=tok.pad_token_id, seed=ctx.cfg.seed, cache=cache,
                pack_rows=sft.pack, pack_length=sft.pack_length, workers=ctx.cfg.data.workers, name=f"{folder.name}: M0")
