@@ -28,6 +28,7 @@ test-slow: $(STAMP)     ## the slow tests only
 bench: $(STAMP)         ## speed benchmarks, each printed beside its baseline
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/align.py
+	$(PY) bench/scale.py
 	$(PY) bench/grpo.py
 	$(PY) bench/chat_speed.py
 	$(PY) bench/tiling_speed.py

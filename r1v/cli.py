@@ -5,7 +5,7 @@
     r1v convert SRC DST --to hf|skywork [--dtype bf16]
     r1v chat --model DIR --image a.png [--image b.png] "question"   # no question: interactive
     r1v eval run|score|report|leakage ...     # benchmarks with their official scoring rules
-    r1v world build|show                       # the mini-world: offline tasks and tiny trained backbones
+    r1v world build|data|show|compare          # the mini-world: offline tasks, tiny trained backbones, files
     r1v recipe run recipes/tiny.yaml           # the R1V training recipe end to end (align ... GRPO, report)
     r1v train align|transfer|sft|grpo --config RECIPE   # one stage
     r1v distill --data ROWS --teacher MODEL_OR_URL [--judge MODEL_OR_URL] --out OUT   # AL-CoTD data

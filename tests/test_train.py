@@ -348,3 +348,30 @@ def test_grpo_steps_raise_the_reward_they_are_given(small_model):
     history = [step(engine, prompts, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn)["reward"]
                for _ in range(cfg.steps)]
     assert sum(history[-3:]) / 3 > sum(history[:3]) / 3 + 0.2, history
+
+
+def test_grpo_kl_against_a_reference_the_engine_placed(small_model):
+    """kl > 0: the frozen starting policy, prepared by the engine, scores every completion; the KL
+    is 0 before the first update and positive after it."""
+    import copy
+
+    from r1v.train.config import GRPOConfig
+    from r1v.train.grpo import setup, step
+    from r1v.train.samples import Sample
+
+    model, tok, samples, enc = small_model
+    cfg = GRPOConfig(steps=2, prompts_per_step=2, generations_per_prompt=4, max_completion_tokens=6, lr=5e-2, kl=0.1,
+                     micro_groups=1)
+    engine, ref = setup(copy.deepcopy(model), cfg)
+    assert ref is not None and not any(p.requires_grad for p in ref.parameters())
+    engine.set_lr(cfg.lr)
+    prompts = [Sample(s.id, s.prompt, [], s.pixels, s.item) for s in samples[:2]]
+
+    def rewards_fn(texts, items):
+        r = [float(len(t) % 3) for t in texts]
+        return r, r, [0.0] * len(r)
+
+    torch.manual_seed(0)
+    first = step(engine, prompts, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn, ref=ref)
+    second = step(engine, prompts, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn, ref=ref)
+    assert first["kl"] == pytest.approx(0.0, abs=1e-6) and second["kl"] > 1e-6, (first["kl"], second["kl"])

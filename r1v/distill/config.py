@@ -19,8 +19,8 @@ REWARDS = ("auto", "judge", "rules")
 
 @dataclass
 class DistillConfig:
-    teacher: str = _f("", "the model that writes the chains: a checkpoint folder, world:NAME, an http(s):// "
-                          "endpoint, or rows (the rows' own `response`; in a recipe, empty: model.reasoning)")
+    teacher: str = _f("", "the model that writes the chains: a checkpoint folder, an http(s):// endpoint, or rows "
+                          "(the rows' own `response`); `r1v world data`: empty means the world's reasoning LM")
     judge: str = _f("", "the judge (scores, verdicts, revisions, the 0..5 reward score): as teacher; empty: the "
                         "documented rules (r1v/distill/scores.py) and the answer as a hint")
     penalty: str = _f("adaptive", "adaptive: DRLC's P per sample; fixed: fixed_penalty for every sample")

@@ -1,7 +1,7 @@
 """The teacher and the judge: a model in this process (batched) or an OpenAI-compatible endpoint.
 
     model = open_model("runs/tiny/sft/m0")                      # an R1V checkpoint: sees the images
-    model = open_model("world:reasoning")                        # a text LM: reads `caption` instead
+    model = open_model("~/.cache/r1v/world/reasoning")           # a text LM: reads `caption` instead
     model = open_model("http://localhost:8000/v1", concurrency=32, rpm=600)   # vLLM, SGLang, an API
     for key, completion in model.complete([Request("a", "2+2?", repetition_penalty=1.4)]): ...
 

@@ -3,7 +3,7 @@ step by step, so memory does not grow with the number of rows.
 
     rows = Rows("data/sft.jsonl")                  # a file, a folder of *.jsonl shards, or a glob
     data = Encoded(rows, task, encoder)            # rows[i] -> Sample (image read, tiled; text tokenised)
-    for step, samples in batches(data, schedule(len(rows), per_step=512, seed=0), per_step=512, ...): ...
+    for samples in batches(data, schedule(len(rows), 512, seed=0), rank=0, world=1, workers=2): ...  # a step each
 
 * `Rows` holds a byte-offset index, 14 bytes a row (2M rows: 28 MB), and reads a row with one
   `os.pread` when it is asked for. The index is made by one streaming scan that also parses every
@@ -49,7 +49,7 @@ def shard_files(path: str | os.PathLike) -> list[Path]:
     if p.is_dir():
         files = sorted(f for f in p.rglob("*.jsonl") if not f.name.startswith("."))
     else:
-        files = sorted(Path(f) for f in glob.glob(str(path)) if Path(f).is_file())
+        files = sorted(Path(f) for f in glob.glob(str(path), recursive=True) if Path(f).is_file())
     if not files:
         raise R1VError(f"{path}: no JSONL file there (give a file, a folder of *.jsonl shards, or a glob)")
     return files
@@ -67,7 +67,7 @@ class Rows:
                 at = 0
                 for n, line in enumerate(fh, 1):
                     if line.strip():
-                        _check(line, need, f, n)
+                        _check(line, need, f, n)  # a missing image, too: found now, not hours into a stage
                         starts.append(at)
                         lengths.append(len(line))
                         owners.append(k)
@@ -121,6 +121,10 @@ def _check(line: bytes, need: Sequence[str], f: Path, n: int) -> None:
     missing = [k for k in need if row.get(k) is None]
     if missing:
         raise R1VError(f"{f}:{n}: row has no {', '.join(missing)}")
+    images = row.get("images") or ([row["image"]] if row.get("image") else [])
+    for name in images if isinstance(images, list) else [images]:
+        if isinstance(name, str) and not (f.parent / name).is_file():
+            raise R1VError(f"{f}:{n}: row {row.get('id')} names image {name}, which is missing")
 
 
 # --------------------------------------------------------------------------- encoding, in the workers
@@ -141,6 +145,14 @@ class Encoded(torch.utils.data.Dataset):
         return len(self.rows) if self.subset is None else len(self.subset)
 
     def __getitem__(self, positions) -> list:
+        """The Samples; a row that cannot be encoded comes back as a `Failed` (the DataLoader would
+        wrap the error in a worker traceback), which `loader` raises as one clear line."""
+        try:
+            return self._encode(positions)
+        except R1VError as e:
+            return Failed(str(e))
+
+    def _encode(self, positions) -> list:
         import dataclasses
 
         positions = np.atleast_1d(np.asarray(positions, dtype=np.int64))
@@ -162,18 +174,28 @@ class Encoded(torch.utils.data.Dataset):
         return samples
 
 
+class Failed:
+    """A chunk that could not be encoded, and why."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
 def _same(x):
     return x
 
 
-def loader(data: Encoded, chunks: Iterable[Sequence[int]], *, workers: int = 0, seed: int = 0):
+def loader(data: Encoded, chunks: Iterable[Sequence[int]], *, workers: int = 0, seed: int = 0) -> Iterator[list]:
     """Encoded chunks, in order, made by `workers` processes ahead of use (0: in this process).
 
     Its own generator: a DataLoader draws worker seeds from the global RNG otherwise, and a resumed
     run would then sample differently from an uninterrupted one."""
-    return torch.utils.data.DataLoader(
-        data, sampler=chunks, batch_size=None, collate_fn=_same, num_workers=workers,
-        prefetch_factor=2 if workers else None, generator=torch.Generator().manual_seed(seed))
+    for chunk in torch.utils.data.DataLoader(
+            data, sampler=chunks, batch_size=None, collate_fn=_same, num_workers=workers,
+            prefetch_factor=2 if workers else None, generator=torch.Generator().manual_seed(seed)):
+        if isinstance(chunk, Failed):
+            raise R1VError(chunk.message)
+        yield chunk
 
 
 def schedule(n: int, per_step: int, *, seed: int, start: int = 0) -> Iterator[np.ndarray]:

@@ -92,7 +92,7 @@ def grpo_loss(logp, old_logp, advantages, mask, *, clip_eps: float, kl: float = 
         d = ref_logp - logp
         k3 = torch.exp(d) - d - 1
         per_token = per_token + kl * k3
-        mean_kl = float((k3 * mask).sum() / mask.sum().clamp(min=1))
+        mean_kl = float((k3.detach() * mask).sum() / mask.sum().clamp(min=1))
     denom = n_tokens if n_tokens is not None else int(mask.sum())
     return (per_token * mask).sum() / max(1, denom), mean_kl
 

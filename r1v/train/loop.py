@@ -72,8 +72,8 @@ class Metrics:
             self.trackers = None
 
     def forget(self, stage: str, from_step: int = 0) -> None:
-        """Drop `stage`'s lines from `from_step` on: logged after the checkpoint a run resumes from
-        (or by a run of the stage that is started over)."""
+        """Drop the lines of `stage` (and of its parts: `sft` covers `sft/m0`...) from `from_step` on:
+        logged after the checkpoint a run resumes from, or by a run of the stage that starts over."""
         if self.path is None or not self.path.exists():
             return
         from r1v.io import write_atomic
@@ -84,7 +84,8 @@ class Metrics:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill
-            if row.get("stage") == stage and row.get("step", 0) >= from_step:
+            mine = row.get("stage") == stage or str(row.get("stage", "")).startswith(stage + "/")
+            if mine and row.get("step", 0) >= from_step:
                 continue
             keep.append(line + "\n")
         write_atomic(self.path, "".join(keep))
