@@ -124,3 +124,61 @@ def test_the_feature_cache_is_bounded_and_spills_to_disk(tmp_path):
     assert sorted(cache.memory) == [0, 1] and sorted(cache.on_disk) == [2, 3]  # 2 in memory, 2 on disk, then none
     assert torch.equal(cache.get(3), one + 3) and cache.get(5) is None
     assert len(list((tmp_path / "c").glob("*.pt"))) == 2
+
+
+@pytest.fixture(scope="module")
+def sft_rows(small_world, tmp_path_factory):
+    """The small world's training problems with their reference chains as `response` (a D)."""
+    from r1v.evaluate.tasks import get_task
+    from r1v.io import read_jsonl
+    from r1v.model.builder import build_r1v
+    from r1v.model.tokenizer import load_tokenizer
+    from r1v.train.samples import Encoder
+    from r1v.world.data import target
+
+    out, _ = small_world
+    rows = [{**r, "image": str(out / "data" / r["image"]), "response": target(r, "reasoning")}
+            for r in read_jsonl(out / "data" / "visual-train.jsonl")[:16]]
+    path = write(tmp_path_factory.mktemp("d") / "d.jsonl", rows)
+    tok = load_tokenizer(str(out / "tokenizer"))
+    model = build_r1v(vision=str(out / "vision"), language=str(out / "reasoning"), tokenizer=tok, seed=3)
+    return Encoded(Rows(path, need=("id", "response")), get_task("world"), Encoder(model, tok, max_tiles=1)), model, tok
+
+
+def test_rows_seen_again_come_from_the_cache_not_the_workers(sft_rows, monkeypatch):
+    data, _, _ = sft_rows
+    asked = []
+    real = data._encode
+    monkeypatch.setattr(data, "_encode", lambda positions: asked.append(sorted(int(p) for p in positions))
+                        or real(positions))
+    cache = FeatureCache()
+    got = []
+    for samples in batches(data, iter([np.array([0, 1, 2]), np.array([2, 3, 0])]), cache=cache):
+        for s in samples:  # what features_of does in a step
+            if cache.get(s.index, count=False) is None:
+                cache.put(s.index, torch.zeros(s.tiles, 4))
+        got.append(samples)
+    assert asked == [[0, 1, 2], [3]]  # rows 0 and 2 were not encoded again
+    assert [s.index for s in got[1]] == [2, 3, 0]  # in the step's own order
+    assert got[1][0].pixels is None and got[1][0].prompt == got[0][2].prompt and got[1][0].tiles == 1
+    revised = Encoded(data.rows, data.task, data.encoder, revised=[0])  # another text for row 0: not the same sample
+    again = next(batches(revised, iter([np.array([0])]), cache=cache))
+    assert again[0].index == 0 and again[0].pixels is not None  # encoded anew
+
+
+def test_the_cached_loop_trains_as_the_pixel_loop(sft_rows):
+    """Three epochs with the cache (features and samples reused) give the losses of three epochs that
+    encode every row and run the vision encoder in every step."""
+    import copy
+
+    from r1v.train.config import Optim, Parts
+    from r1v.train.engine import Engine
+    from r1v.train.loop import supervised
+
+    data, model, tok = sft_rows
+    optim = Optim(samples_per_step=6, micro_batch_per_device=3, epochs=3, warmup_ratio=0.0)
+    runs = []
+    for cache in (None, FeatureCache()):
+        engine = Engine(copy.deepcopy(model), Parts())
+        runs.append(supervised(engine, data, optim, lr=1e-2, pad_id=tok.pad_token_id, cache=cache, pack_length=256))
+    assert len(runs[0]) == 8 and np.allclose(runs[0], runs[1], atol=1e-4), runs

@@ -174,7 +174,7 @@ def test_recipe_under_accelerate_launch_with_two_processes(recipe_run, tmp_path)
     yaml_path, _, _ = recipe_run
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "r1v", "recipe", "run", str(yaml_path),
-           f"out={tmp_path / 'run'}"]
+           f"out={tmp_path / 'run'}", "checkpoint.every_steps=3"]  # the multi-process save path too
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -144,6 +144,13 @@ class Encoded(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows) if self.subset is None else len(self.subset)
 
+    def row_of(self, position: int) -> int:
+        return int(position if self.subset is None else self.subset[position])
+
+    def kind(self, row: int) -> str:
+        """Which text a row's sample is trained on (samples of one row and kind are the same)."""
+        return "revised" if row in self.revised else self.field
+
     def __getitem__(self, positions) -> list:
         """The Samples; a row that cannot be encoded comes back as a `Failed` (the DataLoader would
         wrap the error in a worker traceback), which `loader` raises as one clear line."""
@@ -220,53 +227,84 @@ def chunked(indices: Sequence[int], size: int) -> list[np.ndarray]:
 
 
 def batches(data: Encoded, steps: Iterable[np.ndarray], *, rank: int = 0, world: int = 1, chunk: int = 64,
-            workers: int = 0, seed: int = 0) -> Iterator[list]:
-    """This process's samples of each step (its share rank::world of the step's batch)."""
-    plan: list[int] = []  # chunks per step, filled as the loader asks for indices
+            workers: int = 0, seed: int = 0, cache: FeatureCache | None = None) -> Iterator[list]:
+    """This process's samples of each step (its share rank::world of the step's batch), in order.
+
+    With a `cache`, a row whose features and sample it holds already is not sent to the workers (its
+    pixels would go unused): SFT's later epochs and iterations, GRPO's repeated prompts."""
+    from collections import deque
+
+    plan: deque = deque()  # per step: its positions, the samples known already, its chunks to load
 
     def chunks():
         for batch in steps:
-            mine = chunked(batch[rank::world], chunk) or [batch[:1]]  # a process never goes empty-handed
-            plan.append(len(mine))
-            yield from mine
+            mine = batch[rank::world] if len(batch[rank::world]) else batch[:1]  # never empty-handed
+            known = {}
+            for p in mine if cache is not None else ():
+                row = data.row_of(p)
+                if (s := cache.sample(row, data.kind(row))) is not None:
+                    known[int(p)] = s
+            todo = chunked([p for p in mine if int(p) not in known], chunk)
+            plan.append((mine, known, len(todo)))
+            yield from todo
 
     it = iter(loader(data, chunks(), workers=workers, seed=seed))
-    done = 0
+    ready: deque = deque()  # loaded chunks, in order; a step's come before the next step's
+    exhausted = False
     while True:
-        try:
-            first = next(it)
-        except StopIteration:
+        while not plan and not exhausted:  # the loader's sampler plans steps as it goes
+            try:
+                ready.append(next(it))
+            except StopIteration:
+                exhausted = True
+        if not plan:
             return
-        samples = list(first)
-        for _ in range(plan[done] - 1):
-            samples += next(it)
-        done += 1
-        yield samples
+        mine, known, n = plan.popleft()
+        while len(ready) < n:
+            ready.append(next(it))
+        loaded = [s for _ in range(n) for s in ready.popleft()]
+        got = iter(loaded)
+        yield [known[int(p)] if int(p) in known else next(got) for p in mine]
+        for s in loaded if cache is not None else ():  # features computed in the step: keep the sample
+            if s.index in cache.memory or s.index in cache.on_disk:  # (not `get`: no disk read)
+                cache.remember(s, data.kind(s.index))
 
 
 # --------------------------------------------------------------------------- frozen features
 class FeatureCache:
     """Frozen vision features by row, computed the first time a row is seen: up to `memory_mb` in
-    memory, then up to `disk_mb` on disk under `folder`; past both, rows are encoded every time."""
+    memory, then up to `disk_mb` on disk under `folder`; past both, rows are encoded every time.
+    Beside a row's features it keeps its sample without pixels (token ids: small), so a row seen
+    again needs neither the workers nor the vision encoder."""
 
     def __init__(self, *, memory_mb: float = 2048, disk_mb: float = 0, folder: Path | None = None):
         self.memory: dict[int, torch.Tensor] = {}
         self.on_disk: set[int] = set()
+        self.samples: dict[tuple[int, str], object] = {}
         self.room = {"memory": memory_mb * 2**20, "disk": disk_mb * 2**20 if folder else 0}
         self.folder = folder
         if folder is not None and self.room["disk"]:
             folder.mkdir(parents=True, exist_ok=True)
         self.hits = self.misses = 0
 
-    def get(self, i: int) -> torch.Tensor | None:
-        if i in self.memory:
-            self.hits += 1
-            return self.memory[i]
-        if i in self.on_disk:
-            self.hits += 1
-            return torch.load(self.folder / f"{i}.pt")
-        self.misses += 1
+    def get(self, i: int, *, count: bool = True) -> torch.Tensor | None:
+        if i in self.memory or i in self.on_disk:
+            self.hits += count
+            return self.memory[i] if i in self.memory else torch.load(self.folder / f"{i}.pt")
+        self.misses += count
         return None
+
+    def sample(self, i: int, kind: str):
+        return self.samples.get((i, kind))
+
+    def remember(self, sample, kind: str) -> None:
+        """Keep `sample` (its features are cached) without its pixels."""
+        import dataclasses
+
+        size = 8 * len(sample)
+        if (sample.index, kind) not in self.samples and size <= self.room["memory"]:
+            self.samples[(sample.index, kind)] = dataclasses.replace(sample, pixels=None)
+            self.room["memory"] -= size
 
     def put(self, i: int, feats: torch.Tensor) -> None:
         size = feats.numel() * feats.element_size()

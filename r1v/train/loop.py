@@ -149,26 +149,24 @@ def lr_at(step: int, steps: int, peak: float, warmup_ratio: float) -> float:
 def features_of(engine, samples: Sequence[Sample], cache: FeatureCache | None) -> torch.Tensor | None:
     """Frozen-encoder features of every sample's tiles, in order (None: no cache, run on pixels).
     Rows not in the cache are encoded through the engine, in one batch, and cached."""
-    if cache is None or not any(s.pixels is not None for s in samples):
+    if cache is None or not any(s.tiles for s in samples):
         return None
-    have = {}
-    missing = []
+    have, missing = {}, {}
     for s in samples:
-        if s.pixels is None or s.index in have:
-            continue
-        f = cache.get(s.index)
-        if f is None:
-            missing.append(s)
-        else:
-            have[s.index] = f
-    missing = list({s.index: s for s in missing}.values())
+        if s.tiles and s.index not in have:
+            f = cache.get(s.index)
+            if f is None:
+                missing[s.index] = s
+            else:
+                have[s.index] = f
     if missing:
+        todo = list(missing.values())
         with torch.no_grad():
-            out = engine(features, pixels=torch.cat([s.pixels for s in missing]))
-        for s, f in zip(missing, out.split([len(s.pixels) for s in missing])):
+            out = engine(features, pixels=torch.cat([s.pixels for s in todo]))
+        for s, f in zip(todo, out.split([s.tiles for s in todo])):
             cache.put(s.index, f)
             have[s.index] = f
-    return torch.cat([have[s.index] for s in samples if s.pixels is not None])
+    return torch.cat([have[s.index] for s in samples if s.tiles])
 
 
 def lm_loss(model, *, inputs: dict, samples: Sequence[Sample], feats, n_items):
@@ -209,7 +207,8 @@ def supervised(
         engine.reset_moments()
     engine.module.train()
     order = itertools.islice(schedule(n, per_step, seed=seed, start=start), steps - start)
-    stream = batches(data, order, rank=acc.process_index, world=acc.num_processes, workers=workers, seed=seed)
+    stream = batches(data, order, rank=acc.process_index, world=acc.num_processes, workers=workers, seed=seed,
+                     cache=cache)
     bar = tqdm(range(start, steps), desc=name, disable=not acc.is_main_process, leave=False)
     for step, mine in zip(bar, stream):
         t0 = time.perf_counter()

@@ -40,6 +40,7 @@ class Sample:
     pixels: torch.Tensor | None = None  # (tiles, 3, H, W) of all the sample's images, in order
     item: object = None  # the harness Item (scoring), when the sample came from one
     index: int = -1  # its row in the stage's data (`r1v/train/data.py`): cache key, E_{t-1}, scores
+    tiles: int = 0  # image tiles (kept when a cached sample drops its pixels for their features)
 
     def __len__(self) -> int:
         return len(self.prompt) + len(self.response)
@@ -89,7 +90,8 @@ class Encoder:
                 tiles = sum(t == context_id for t in ids) // per_tile
                 px = pixels[at : at + tiles] if tiles else None
                 at += tiles
-                out.append(Sample(str(it.id), list(ids), rids + [self.stop_id] if r is not None else [], px, it))
+                out.append(Sample(str(it.id), list(ids), rids + [self.stop_id] if r is not None else [], px, it,
+                                  tiles=tiles))
         return out
 
 
