@@ -58,3 +58,9 @@ class InMemory:
 
     def __getitem__(self, positions):
         return [self.samples[int(i)] for i in positions]
+
+    def row_of(self, position: int) -> int:
+        return int(position)
+
+    def kind(self, row: int) -> str:
+        return "response"

@@ -1,7 +1,7 @@
 """Does the align pass hold at scale? Peak memory against the number of rows, and throughput beside
 the loop it replaced, on streamed synthetic image rows.
 
-    python bench/scale.py [--rows 2000 50000] [--steps 40] [--rounds 5] [--workers 2]
+    python bench/scale.py [--rows 2000 50000] [--steps 40] [--rounds 5] [--workers 0]
 
 Data: JSONL shards of 10K rows in the `jsonl` task's format (image, question, answer, response),
 pointing at 256 distinct mini-world pictures (112 px, one tile), written once to a temp folder.
@@ -10,14 +10,16 @@ trains, packed rows of 128 tokens, 32 samples a step.
 
 1. Memory. In fresh processes, the streamed pass (`r1v.train`: rows by offset index, encoding in
    DataLoader workers, step by step) over 2K and over 50K rows, with the same number of steps.
-   Peak RSS is that of the whole process tree (trainer + workers), sampled every 20 ms.
+   Peak memory is the PSS of the whole process tree (trainer + workers), sampled every 20 ms.
    Target: the two within 10% of each other.
 2. Throughput, 2K rows, one epoch, baseline and candidate interleaved (ABAB..., `--rounds`):
    * up-front (the loop before streaming): every row read, tiled and tokenised before the first
      step, every sample's pixels kept, every image's frozen features cached;
    * streamed: as the recipe runs it now.
    Printed: samples/s of each (wall time from data to the last step), the median candidate/baseline
-   ratio and its spread. Target: >= 1.0. The up-front loop's memory is printed beside it (it grows
+   ratio and its spread. Target: >= 1.0. On a 2-core CPU, workers compete with the trainer's threads
+   for the same cores (measured, 2 rounds each: 0 workers 1.13x, 1 worker 0.91x, 2 workers 0.83x),
+   so the recipe runs 0 there (`data.workers=-1`); on a GPU they overlap with the step. The up-front loop's memory is printed beside it (it grows
    ~0.15 MB a row at this geometry, ~30 MB a row at R1V's 13 tiles of 448 px).
 """
 
@@ -101,14 +103,15 @@ def make_rows(folder: Path, n: int, shard: int = 10_000) -> Path:
     return out
 
 
-def tree_rss_mb(pid: int) -> float:
-    """RSS of a process and all its descendants (the DataLoader workers), in MB."""
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process and all its descendants (the DataLoader workers), in MB.
+    PSS, not RSS: forked workers share the trainer's pages, and summed RSS would count them twice."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/status") as f:
-                total += next(int(x.split()[1]) for x in f if x.startswith("VmRSS"))
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(x.split()[1]) for x in f if x.startswith("Pss:"))
             for t in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{t}/children") as f:
                     todo += [int(c) for c in f.read().split()]
@@ -122,7 +125,7 @@ def child(mode: str, path: Path, samples: int, workers: int) -> dict:
                              str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0.0
     while proc.poll() is None:
-        peak = max(peak, tree_rss_mb(proc.pid))
+        peak = max(peak, tree_pss_mb(proc.pid))
         time.sleep(0.02)
     out, err = proc.communicate()
     if proc.returncode:
@@ -135,12 +138,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs=2, default=[2000, 50000], help="the small and the large set")
     ap.add_argument("--steps", type=int, default=40, help="steps of the memory runs (32 samples each)")
     ap.add_argument("--rounds", type=int, default=5, help="ABAB rounds of the throughput comparison")
-    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the streamed loop")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers of the streamed loop (default 0, "
+                                                           "the recipe's choice on a CPU: see the docstring)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="r1v-scale-"))
     small, large = (make_rows(tmp, n) for n in a.rows)
 
-    print(f"1. peak RSS of the streamed align pass, {a.steps} steps of 32 samples, {a.workers} workers")
+    print(f"1. peak PSS of the streamed align pass, {a.steps} steps of 32 samples, {a.workers} workers")
     mem = {n: child("streamed", path, 32 * a.steps, a.workers) for n, path in ((a.rows[0], small), (a.rows[1], large))}
     for n, r in mem.items():
         print(f"   {n:>7} rows: {r['peak_mb']:7.0f} MB  ({r['steps']} steps, {r['seconds']:.1f} s)")

@@ -174,7 +174,8 @@ def test_recipe_under_accelerate_launch_with_two_processes(recipe_run, tmp_path)
     yaml_path, _, _ = recipe_run
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "r1v", "recipe", "run", str(yaml_path),
-           f"out={tmp_path / 'run'}", "checkpoint.every_steps=3"]  # the multi-process save path too
+           f"out={tmp_path / 'run'}", "checkpoint.every_steps=3",
+           "data.workers=1"]  # the multi-process save path and the workers under accelerate, too
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -229,6 +230,29 @@ def test_cli_mistakes(tmp_path, capsys):
     assert main(["recipe", "run", str(bad)]) == 2
     assert "not valid YAML" in capsys.readouterr().err
     assert main(["recipe", "report", str(tmp_path)]) == 2
+    capsys.readouterr()
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert main(["recipe", "run", str(empty)]) == 2
+    assert "is empty" in capsys.readouterr().err
+    for setting, msg in (("grpo.lr=nan", "positive number"), ("sft.optim.lr=-0.1", "positive number"),
+                         ("data.workers=-2", "automatic"), ("model.vision=${NO_SUCH_VAR_R1V}/v", "is not set"),
+                         ("tracking=[nope]", "unknown tracker")):
+        assert main(["recipe", "run", "recipes/tiny.yaml", setting]) == 2, setting
+        assert msg in capsys.readouterr().err, setting
+
+
+def test_every_file_is_checked_before_the_first_stage(recipe_run, tmp_path, capsys):
+    """A bad row in the SFT data, or a missing file, stops the run before align spends a minute."""
+    yaml_path, _, world = recipe_run
+    bad = tmp_path / "sft.jsonl"
+    bad.write_text((world / "recipe" / "sft.jsonl").read_text() + "{broken\n")
+    n = len(bad.read_text().splitlines())
+    assert main(["recipe", "run", str(yaml_path), f"out={tmp_path / 'run'}", f"data.sft={bad}"]) == 2
+    assert f"sft.jsonl:{n}: not JSON" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "align").exists()
+    assert main(["recipe", "run", str(yaml_path), f"out={tmp_path / 'run'}", f"data.sft={tmp_path / 'no.jsonl'}"]) == 2
+    assert "no.jsonl does not exist" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the speed-ups are exact

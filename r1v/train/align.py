@@ -58,7 +58,7 @@ def run(ctx: Context) -> None:
 
         losses[p.name] = supervised(engine, data, dataclasses.replace(cfg.optim, epochs=p.epochs), lr=p.lr,
                                     pad_id=tok.pad_token_id, seed=ctx.cfg.seed + i, cache=cache,
-                                    pack_rows=cfg.pack, pack_length=cfg.pack_length, workers=ctx.cfg.data.workers,
+                                    pack_rows=cfg.pack, pack_length=cfg.pack_length, workers=ctx.workers,
                                     log=ctx.metrics, name=f"align/{p.name}", start=start,
                                     losses=losses.get(p.name), on_step=on_step)
     ctx.save(engine.model, "align", tok, state=engine.state_dict())

@@ -80,6 +80,7 @@ def cmd_stage(a) -> int:
 
     ctx = Context(load_recipe(a.config, a.settings))
     t0 = time.perf_counter()
+    ctx.check([a.stage])
     ctx.forget(a.stage)  # an explicit rerun starts the stage afresh; the stages after it are stale
     stage_module(a.stage).run(ctx)
     ctx.metrics.close()

@@ -64,8 +64,9 @@ class DataConfig:
     eval_visual: str = _f("", "held-out JSONL with images, scored after every stage")
     eval_text: str = _f("", "held-out text-only JSONL, scored after every stage (text reasoning survives?)")
     eval_limit: int = _f(400, "at most this many rows of each held-out file")
-    workers: int = _f(2, "DataLoader worker processes that read, decode and tile the rows ahead of each step "
-                         "(0: in the training process)")
+    workers: int = _f(-1, "DataLoader worker processes that read, decode and tile the rows ahead of each step; "
+                          "0: in the training process; -1: 0 when training on the CPU (the trainer's threads use "
+                          "every core), else up to 8 per GPU process")
     feature_cache_mb: float = _f(2048, "frozen vision features kept in memory for rows a stage reads more than "
                                        "once (SFT, GRPO, multi-epoch passes); 0 = none")
     feature_cache_disk_mb: float = _f(0, "past feature_cache_mb, features spilled to <run>/cache/ up to this "
@@ -212,7 +213,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     for key, value in lrs.items():
         if not (math.isfinite(value) and value > 0):
             raise R1VError(f"{key}={value}: a learning rate must be a positive number")
-    nonneg = {"data.workers": cfg.data.workers, "data.feature_cache_mb": cfg.data.feature_cache_mb,
+    if cfg.data.workers < -1:
+        raise R1VError(f"data.workers={cfg.data.workers}: a number of processes, 0, or -1 (automatic)")
+    nonneg = {"data.feature_cache_mb": cfg.data.feature_cache_mb,
               "data.feature_cache_disk_mb": cfg.data.feature_cache_disk_mb,
               "checkpoint.every_steps": cfg.checkpoint.every_steps,
               "checkpoint.every_minutes": cfg.checkpoint.every_minutes}

@@ -201,7 +201,7 @@ def run(ctx: Context) -> None:
     stream = batches(ctx.data("sft", enc, field=""),
                      itertools.islice(prompt_schedule(pool, cfg.prompts_per_step, seed=ctx.cfg.seed, start=start),
                                       cfg.steps - start),
-                     rank=acc.process_index, world=acc.num_processes, workers=ctx.cfg.data.workers, seed=ctx.cfg.seed)
+                     rank=acc.process_index, world=acc.num_processes, workers=ctx.workers, seed=ctx.cfg.seed)
     rewards_fn = rule_rewards(cfg, ctx.task)
     warm = max(1, math.ceil(0.03 * cfg.steps))
     bar = tqdm(range(start, cfg.steps), desc="grpo", leave=False, disable=not ctx.main)

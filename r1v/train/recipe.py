@@ -37,6 +37,7 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
     ctx = Context(cfg)
     if not ctx.main:  # under `accelerate launch`, one process speaks and writes the report
         log = lambda *a, **k: None  # noqa: E731
+    ctx.check(cfg.stages)
     for stage in cfg.stages:
         if ctx.done(stage):
             log(f"{stage}: done, reused ({ctx.dir / stage})")

@@ -104,7 +104,7 @@ def run(ctx: Context) -> None:
 
         losses = supervised(engine, data, optim, lr=lr, pad_id=tok.pad_token_id, seed=ctx.cfg.seed + t,
                             cache=cache, pack_rows=cfg.pack, pack_length=cfg.pack_length,
-                            workers=ctx.cfg.data.workers, log=ctx.metrics, name=f"sft/{name}",
+                            workers=ctx.workers, log=ctx.metrics, name=f"sft/{name}",
                             start=here["step"], losses=here["losses"], on_step=on_step)
         ctx.save(engine.model, f"sft/{name}", tok, state=engine.state_dict())
         with engine.generating() as m:

@@ -87,7 +87,7 @@ def _arm(ctx, world: Path, dcfg, folder: Path) -> dict:
     train = Encoded(Rows(write_jsonl(folder / "sft.jsonl", sft), need=("id", "response")), ctx.task, enc)
     cache = ctx.feature_cache(f"compare-{folder.name}") if sft.cache_features and not sft.parts.vision else None
     supervised(engine, train, sft.optim, lr=sft.optim.lr, pad_id=tok.pad_token_id, seed=ctx.cfg.seed, cache=cache,
-               pack_rows=sft.pack, pack_length=sft.pack_length, workers=ctx.cfg.data.workers, name=f"{folder.name}: M0")
+               pack_rows=sft.pack, pack_length=sft.pack_length, workers=ctx.workers, name=f"{folder.name}: M0")
     held_rows = ctx.rows("eval_visual")
     n = min(len(held_rows), ctx.cfg.data.eval_limit) if ctx.cfg.data.eval_limit else len(held_rows)
     with engine.generating() as m:
