@@ -155,7 +155,7 @@ def test_rows_seen_again_come_from_the_cache_not_the_workers(sft_rows, monkeypat
     got = []
     for samples in batches(data, iter([np.array([0, 1, 2]), np.array([2, 3, 0])]), cache=cache):
         for s in samples:  # what features_of does in a step
-            if cache.get(s.index, count=False) is None:
+            if cache.get(s.index) is None:
                 cache.put(s.index, torch.zeros(s.tiles, 4))
         got.append(samples)
     assert asked == [[0, 1, 2], [3]]  # rows 0 and 2 were not encoded again
@@ -182,3 +182,51 @@ def test_the_cached_loop_trains_as_the_pixel_loop(sft_rows):
         engine = Engine(copy.deepcopy(model), Parts())
         runs.append(supervised(engine, data, optim, lr=1e-2, pad_id=tok.pad_token_id, cache=cache, pack_length=256))
     assert len(runs[0]) == 8 and np.allclose(runs[0], runs[1], atol=1e-4), runs
+
+
+def test_a_process_without_a_share_runs_a_sample_that_trains_nothing():
+    from r1v.train.samples import Sample
+
+    class One:
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, positions):
+            return [Sample(str(int(i)), [1, 2], [3, 4], index=int(i)) for i in positions]
+
+        def row_of(self, p):
+            return int(p)
+
+        def kind(self, row):
+            return "response"
+
+    steps = [np.array([2])]  # one row, two processes
+    first = next(batches(One(), iter(steps), rank=0, world=2))
+    second = next(batches(One(), iter(steps), rank=1, world=2))
+    assert first[0].response == [3, 4] and second[0].index == 2 and second[0].response == []
+
+
+def test_a_corrupt_image_names_its_row_in_one_line(sft_rows, tmp_path):
+    data, _, _ = sft_rows
+    rows = list(data.rows)[:3]
+    (tmp_path / "bad.png").write_bytes(b"not a picture at all")
+    rows[1] = {**rows[1], "id": "the-bad-one", "image": "bad.png"}
+    broken = Encoded(Rows(write(tmp_path / "d.jsonl", rows), need=("id", "response")), data.task, data.encoder)
+    with pytest.raises(R1VError) as e:
+        list(batches(broken, iter([np.arange(3)]), workers=1))
+    assert "row the-bad-one: UnidentifiedImageError" in str(e.value) and "Traceback" not in str(e.value)
+
+
+def test_checkpoints_sort_by_pass_then_step_and_other_settings_are_cleared(tmp_path):
+    from r1v.train.config import CheckpointConfig
+    from r1v.train.engine import Checkpoints
+
+    ck = Checkpoints(tmp_path / "align", CheckpointConfig(), setting={"lr": 1})
+    for name in ("step-000-00000500", "step-001-00000100", "step-001-00000040.partial"):
+        (tmp_path / "align" / name).mkdir(parents=True)
+        (tmp_path / "align" / name / "position.json").write_text(json.dumps({"step": 1, "setting": {"lr": 1}}))
+    assert [p.name for p in ck.complete()] == ["step-000-00000500", "step-001-00000100"]  # a .partial never counts
+    assert ck.peek()["path"].endswith("step-001-00000100")
+    other = Checkpoints(tmp_path / "align", CheckpointConfig(), setting={"lr": 2})
+    assert other.peek() is None and other.resume(engine=None) is None
+    assert not (tmp_path / "align").exists()  # they would have outranked the new run's checkpoints

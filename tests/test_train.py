@@ -273,11 +273,14 @@ def small_model(small_world):
     rows = read_jsonl(path)[:12]
     enc = Encoder(model, tok, max_tiles=1)
     samples = enc.encode_all(task, task.read(path)[:12], [target(r, "reasoning") for r in rows])
+    for k, s in enumerate(samples):
+        s.index = k  # the row: the feature cache's key
     return model.eval(), tok, samples, enc
 
 
 def test_packed_cached_loss_equals_padded_pixel_loss(small_model):
-    from r1v.train.samples import features, image_inputs, pack, packed_batch, padded_batch
+    from r1v.train.data import FeatureCache
+    from r1v.train.samples import image_inputs, pack, packed_batch, padded_batch
 
     model, tok, samples, _ = small_model
     n = sum(len(s.response) for s in samples)
@@ -286,10 +289,13 @@ def test_packed_cached_loss_equals_padded_pixel_loss(small_model):
     rows = pack(samples, 200)
     assert len(rows) < len(samples)  # several samples share a row
     flat = [s for r in rows for s in r]
-    feats = features(model, torch.cat([s.pixels for s in flat]))
-    packed = model(**packed_batch(rows, tok.pad_token_id), **image_inputs(model, flat, feats),
+    cache = FeatureCache()
+    packed = model(**packed_batch(rows, tok.pad_token_id), **image_inputs(model, flat, cache),
                    num_items_in_batch=torch.tensor(n), use_cache=False).loss
     assert torch.allclose(packed, padded, atol=1e-5), (packed, padded)
+    again = model(**packed_batch(rows, tok.pad_token_id), **image_inputs(model, flat, cache),  # from the cache now
+                  num_items_in_batch=torch.tensor(n), use_cache=False).loss
+    assert len(cache.memory) == len({s.index for s in flat}) and torch.allclose(again, padded, atol=1e-5)
     # the same model with a cache made: transformers no longer reads the packing (what the loop avoids)
     leaky = model(**packed_batch(rows, tok.pad_token_id), **image_inputs(model, flat, None),
                   num_items_in_batch=torch.tensor(n), use_cache=True).loss
@@ -298,15 +304,16 @@ def test_packed_cached_loss_equals_padded_pixel_loss(small_model):
 
 def test_shared_prefix_logprobs_equal_full_sequences(small_model):
     from r1v.train.grpo import completion_logprobs, grpo_loss
-    from r1v.train.samples import Sample, features
+    from r1v.train.data import FeatureCache
+    from r1v.train.samples import Sample
 
     model, tok, samples, _ = small_model
-    prompts = [Sample(s.id, s.prompt, [], s.pixels, s.item) for s in samples[:2]]
+    prompts = [Sample(s.id, s.prompt, [], s.pixels, s.item, index=s.index, tiles=s.tiles) for s in samples[:2]]
     G = 3
     comps = [samples[k % 4].response[: 3 + k] for k in range(len(prompts) * G)]
-    feats = features(model, torch.cat([p.pixels for p in prompts]))
+    cache = FeatureCache()
     logp, mask = completion_logprobs(model, prompts=prompts, completions=comps, group=G, pad_id=tok.pad_token_id,
-                                     feats=feats)
+                                     cache=cache)
     for j, c in enumerate(comps):  # the naive way: each prompt + completion on its own, full forward
         p = prompts[j // G]
         ids = torch.tensor([p.prompt + c])
@@ -322,7 +329,7 @@ def test_shared_prefix_logprobs_equal_full_sequences(small_model):
     adv = torch.tensor([1.0, -1.0, 0.0, 0.0, 0.0, 0.0])
     model.zero_grad()
     logp, mask = completion_logprobs(model, prompts=prompts, completions=comps, group=G, pad_id=tok.pad_token_id,
-                                     feats=feats)
+                                     cache=cache)
     grpo_loss(logp, logp.detach(), adv, mask.float(), clip_eps=0.2)[0].backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "multi_modal_projector" in n)

@@ -54,7 +54,7 @@ def run(ctx: Context) -> None:
 
         def on_step(done, ls, i=i, name=p.name):
             if ckpt.due(done):
-                ckpt.save(engine, done, {"pass": i, "step": done, "losses": {**losses, name: ls}})
+                ckpt.save(engine, done, {"pass": i, "step": done, "losses": {**losses, name: ls}}, phase=i)
 
         losses[p.name] = supervised(engine, data, dataclasses.replace(cfg.optim, epochs=p.epochs), lr=p.lr,
                                     pad_id=tok.pad_token_id, seed=ctx.cfg.seed + i, cache=cache,

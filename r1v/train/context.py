@@ -20,6 +20,7 @@ that starts resumes from its newest mid-stage checkpoint, so a crashed run loses
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -44,7 +45,7 @@ class Context:
         self.state = PartialState()
         self.main = self.state.is_main_process
         self.metrics = Metrics(self.dir / "metrics.jsonl" if self.main else None, tracking=cfg.tracking,
-                               name=cfg.name, config=_asdict(cfg))
+                               name=cfg.name, config=dataclasses.asdict(cfg))
         self.results_path = self.dir / "results.json"
         self.results = json.loads(self.results_path.read_text()) if self.results_path.exists() else \
             {"stages": {}, "done": [], "data": {}}
@@ -57,8 +58,6 @@ class Context:
             raise R1VError(f"model.dtype={cfg.model.dtype!r}; choose fp32, bf16 or fp16")
 
     def _write_config(self) -> None:
-        import dataclasses
-
         import yaml
 
         if self.main:
@@ -153,13 +152,16 @@ class Context:
 
     def checkpoints(self, stage: str):
         """The stage's mid-stage checkpoints (`r1v/train/engine.py`)."""
-        import dataclasses
-
         from r1v.train.engine import Checkpoints
 
+        from r1v.train.config import STAGES
+
         c = self.cfg
-        setting = {"seed": c.seed, "model": dataclasses.asdict(c.model), "data": dataclasses.asdict(c.data),
-                   stage: dataclasses.asdict(getattr(c, stage))}  # a checkpoint made under other settings is not resumed
+        # A checkpoint made under other settings is not resumed: the files, the model, and the settings
+        # of this stage and of every stage before it (they made the model it started from).
+        data = {k: getattr(c.data, k) for k in ("task", "align_full", "align_filtered", "align_cot", "sft")}
+        setting = {"seed": c.seed, "model": dataclasses.asdict(c.model), "data": data,
+                   **{s: dataclasses.asdict(getattr(c, s)) for s in STAGES[: STAGES.index(stage) + 1]}}
         return Checkpoints(self.dir / "checkpoints" / stage, c.checkpoint, setting=setting)
 
     def feature_cache(self, name: str):
@@ -228,6 +230,7 @@ class Context:
         from r1v.train.data import Rows
 
         path = self.data_file(key)
+        need = tuple(need) + tuple(getattr(self.task, "columns", ()))  # the task's reader needs its fields too
         have = self._rows.get(path)
         if have is None or not set(need) <= set(have[1]):
             need = tuple(sorted(set(need) | set(have[1] if have else ())))
@@ -284,12 +287,6 @@ class Context:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(path, ({"id": i, "correct": ok, "output": out}
                            for i, out, ok in zip(scored.ids, scored.outputs, scored.correct)))
-
-
-def _asdict(cfg) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(cfg)
 
 
 def check_pair(substitute_cfg, reasoning_cfg, *, warn_vocab: bool = True) -> None:

@@ -25,6 +25,7 @@ step by step, so memory does not grow with the number of rows.
 from __future__ import annotations
 
 import array
+import dataclasses
 import glob
 import json
 import os
@@ -156,12 +157,18 @@ class Encoded(torch.utils.data.Dataset):
         wrap the error in a worker traceback), which `loader` raises as one clear line."""
         try:
             return self._encode(positions)
-        except R1VError as e:
-            return Failed(str(e))
+        except Exception as e:  # noqa: BLE001  (a corrupt image, a bad row: say which, in one line)
+            if isinstance(e, R1VError):
+                return Failed(str(e))
+            for p in np.atleast_1d(positions):  # find the row
+                try:
+                    self._encode([p])
+                except Exception as one:  # noqa: BLE001
+                    row = self.rows[self.row_of(int(p))]
+                    return Failed(f"{self.rows.path}: row {row.get('id')}: {type(one).__name__}: {one}")
+            return Failed(f"{self.rows.path}: {type(e).__name__}: {e}")
 
     def _encode(self, positions) -> list:
-        import dataclasses
-
         positions = np.atleast_1d(np.asarray(positions, dtype=np.int64))
         indices = [int(i) for i in (positions if self.subset is None else self.subset[positions])]
         rows = [self.rows[i] for i in indices]
@@ -238,14 +245,17 @@ def batches(data: Encoded, steps: Iterable[np.ndarray], *, rank: int = 0, world:
 
     def chunks():
         for batch in steps:
-            mine = batch[rank::world] if len(batch[rank::world]) else batch[:1]  # never empty-handed
+            # a process with no share of a small step still runs one sample (sharded engines need every
+            # process in every forward), emptied of its target: it adds nothing to the loss
+            empty = not len(batch[rank::world])
+            mine = batch[:1] if empty else batch[rank::world]
             known = {}
             for p in mine if cache is not None else ():
                 row = data.row_of(p)
                 if (s := cache.sample(row, data.kind(row))) is not None:
                     known[int(p)] = s
             todo = chunked([p for p in mine if int(p) not in known], chunk)
-            plan.append((mine, known, len(todo)))
+            plan.append((mine, known, len(todo), empty))
             yield from todo
 
     it = iter(loader(data, chunks(), workers=workers, seed=seed))
@@ -259,13 +269,14 @@ def batches(data: Encoded, steps: Iterable[np.ndarray], *, rank: int = 0, world:
                 exhausted = True
         if not plan:
             return
-        mine, known, n = plan.popleft()
+        mine, known, n, empty = plan.popleft()
         while len(ready) < n:
             ready.append(next(it))
         loaded = [s for _ in range(n) for s in ready.popleft()]
         got = iter(loaded)
-        yield [known[int(p)] if int(p) in known else next(got) for p in mine]
-        for s in loaded if cache is not None else ():  # features computed in the step: keep the sample
+        samples = [known[int(p)] if int(p) in known else next(got) for p in mine]
+        yield [dataclasses.replace(s, response=[]) for s in samples] if empty else samples
+        for s in loaded if cache is not None and not empty else ():  # features computed in the step: keep it
             if s.index in cache.memory or s.index in cache.on_disk:  # (not `get`: no disk read)
                 cache.remember(s, data.kind(s.index))
 
@@ -285,35 +296,32 @@ class FeatureCache:
         self.folder = folder
         if folder is not None and self.room["disk"]:
             folder.mkdir(parents=True, exist_ok=True)
-        self.hits = self.misses = 0
 
-    def get(self, i: int, *, count: bool = True) -> torch.Tensor | None:
-        if i in self.memory or i in self.on_disk:
-            self.hits += count
-            return self.memory[i] if i in self.memory else torch.load(self.folder / f"{i}.pt")
-        self.misses += count
-        return None
+    def get(self, i: int) -> torch.Tensor | None:
+        if i in self.memory:
+            return self.memory[i]
+        return torch.load(self.folder / f"{i}.pt") if i in self.on_disk else None
 
     def sample(self, i: int, kind: str):
         return self.samples.get((i, kind))
 
     def remember(self, sample, kind: str) -> None:
         """Keep `sample` (its features are cached) without its pixels."""
-        import dataclasses
-
         size = 8 * len(sample)
         if (sample.index, kind) not in self.samples and size <= self.room["memory"]:
             self.samples[(sample.index, kind)] = dataclasses.replace(sample, pixels=None)
             self.room["memory"] -= size
 
     def put(self, i: int, feats: torch.Tensor) -> None:
+        # a copy in host memory: not a view that would keep its whole batch alive, and not GPU memory
+        feats = feats.detach().to("cpu", copy=True)
         size = feats.numel() * feats.element_size()
         if size <= self.room["memory"]:
             self.memory[i] = feats
             self.room["memory"] -= size
         elif size <= self.room["disk"]:
             tmp = self.folder / f"{i}.pt.tmp"
-            torch.save(feats.cpu().clone(), tmp)
+            torch.save(feats, tmp)
             tmp.replace(self.folder / f"{i}.pt")
             self.on_disk.add(i)
             self.room["disk"] -= size

@@ -12,10 +12,13 @@ completions pass (two model calls that share a KV cache) all have to happen insi
 sees sharded weights and DDP's reducer sees a second forward. `TrainModule.forward(fn, **kw)` runs
 `fn(model, **kw)` there, so each of those is one engine forward.
 
-Generation (rollouts, held-out scoring, E_{t-1}) runs on the whole model: `generating()` gathers it
-for ZeRO-3 (deepspeed's GatheredParameters) and FSDP1 (summon_full_params); DDP and FSDP2 (whose
-hooks gather per module) need nothing. Only DDP is tested here: accelerate refuses FSDP and DeepSpeed
-on CPU processes, so the sharded paths are written to their APIs and wait for a GPU run.
+Generation (rollouts, held-out scoring, E_{t-1}) runs on the whole model with no collective in it,
+so processes may generate different prompts and lengths: `generating()` uses TRL's
+`unwrap_model_for_generation` for ZeRO-3 (weights gathered, DeepSpeed's hooks off), and for FSDP2
+unshards every unit and keeps it unsharded until generation ends; DDP needs nothing; FSDP1 is
+refused (its forward cannot run inside summon_full_params). Only DDP is tested here: accelerate
+refuses FSDP and DeepSpeed on CPU processes, so the sharded paths are written to their APIs and
+wait for a GPU run.
 
 `Checkpoints`: mid-stage checkpoints by accelerate's `save_state` (trainable weights, optimiser,
 every process's RNG) plus `position.json` (where in the stage: pass, SFT iteration, step), written
@@ -106,26 +109,43 @@ class Engine:
 
     @contextlib.contextmanager
     def generating(self):
-        """The whole model, in eval mode, for `generate` (gathered where the engine shards it)."""
+        """The whole model, in eval mode, for `generate`; no collective runs inside (see above)."""
         from accelerate.utils import DistributedType
 
         model = self.model
         was = model.training
         model.eval()
-        if self.acc.distributed_type == DistributedType.DEEPSPEED and \
-                self.acc.state.deepspeed_plugin.zero_stage == 3:
-            import deepspeed
+        kind = self.acc.distributed_type
+        with torch.no_grad():
+            if kind == DistributedType.DEEPSPEED and self.acc.state.deepspeed_plugin.zero_stage == 3:
+                try:
+                    from trl.models import unwrap_model_for_generation
+                except ImportError:
+                    from r1v.errors import R1VError
 
-            ctx = deepspeed.zero.GatheredParameters(list(self.module.parameters()))
-        elif self.acc.distributed_type == DistributedType.FSDP and \
-                getattr(self.acc.state.fsdp_plugin, "fsdp_version", 1) == 1:
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+                    raise R1VError("generation under ZeRO-3 uses TRL's unwrap_model_for_generation: pip install trl") \
+                        from None
+                with unwrap_model_for_generation(self.module, self.acc) as unwrapped:
+                    yield unwrapped.model
+            elif kind == DistributedType.FSDP:
+                if getattr(self.acc.state.fsdp_plugin, "fsdp_version", 1) != 2:
+                    from r1v.errors import R1VError
 
-            ctx = FSDP.summon_full_params(self.module, writeback=False)
-        else:
-            ctx = contextlib.nullcontext()
-        with torch.no_grad(), ctx:
-            yield model
+                    raise R1VError("r1v generates under FSDP2 only: set fsdp_version: 2 (recipes/accelerate/fsdp.yaml)")
+                from torch.distributed.fsdp import FSDPModule
+
+                units = [m for m in self.module.modules() if isinstance(m, FSDPModule)]
+                for m in units:
+                    m.unshard()
+                    m.set_reshard_after_forward(False)
+                try:
+                    yield model
+                finally:
+                    for m in units:
+                        m.set_reshard_after_forward(True)
+                        m.reshard()
+            else:
+                yield model
         model.train(was)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -168,8 +188,10 @@ class Checkpoints:
             flag = broadcast_object_list(flag)
         return bool(flag[0])
 
-    def save(self, engine: Engine, step: int, position: dict) -> Path:
-        final = self.folder / f"step-{step:08d}"
+    def save(self, engine: Engine, step: int, position: dict, *, phase: int = 0) -> Path:
+        """`phase`: the align pass or SFT iteration, so checkpoints sort in the order they were made
+        (steps restart in every pass)."""
+        final = self.folder / f"step-{phase:03d}-{step:08d}"
         tmp = final.with_name(final.name + ".partial")
         if self.state.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -209,10 +231,16 @@ class Checkpoints:
 
     def resume(self, engine: Engine) -> dict | None:
         """Load the newest whole checkpoint into the engine; its position, or None (start afresh)."""
+        from accelerate.utils import DistributedType
+
         position = self.peek()
         if position is None:
+            if self.complete():  # made under other settings: they would outrank the new ones in the rotation
+                self.clear()
             return None
-        engine.acc.load_state(position["path"], strict=False)
+        # non-strict: the checkpoint holds the trainable weights only (DeepSpeed loads its own shards)
+        strict = {} if engine.acc.distributed_type == DistributedType.DEEPSPEED else {"strict": False}
+        engine.acc.load_state(position["path"], **strict)
         if self.state.is_main_process:
             print(f"resuming from {position['path']}")
         return position

@@ -44,23 +44,21 @@ from tqdm.auto import tqdm
 from r1v.train.context import Context
 from r1v.train.data import batches
 from r1v.train.engine import Engine
-from r1v.train.loop import features_of
 from r1v.rewards import accuracy_reward, d_rm, effective_ratio, format_reward, group_advantages
 from r1v.train.rollout import generate, prefill
 from r1v.train.samples import Encoder, Sample, image_inputs
 
 
 def completion_logprobs(model, *, prompts: Sequence[Sample], completions: Sequence[list[int]], group: int,
-                        pad_id: int, feats: torch.Tensor | None = None,
-                        temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                        pad_id: int, cache=None, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probabilities (B*G, C) of the completions and their mask, each prompt run once.
 
-    The prompts (B, P) go through the model once (images: cached `feats`, or pixels); their KV
+    The prompts (B, P) go through the model once (images: the feature `cache`, or pixels); their KV
     cache is repeated G times and the completions (B*G, C-1 inputs) attend to it. The first
     completion token is scored from the prompt's last position. Run it inside the engine
     (`engine(completion_logprobs, ...)`): both passes are one engine forward."""
     ids, mask, out = prefill(model, prompts, pad_id, grad=torch.is_grad_enabled(),
-                             image_args=image_inputs(model, prompts, feats))
+                             image_args=image_inputs(model, prompts, cache))
     n = max(len(c) for c in completions)
     comp = torch.full((len(completions), n), pad_id, device=ids.device)
     cmask = torch.zeros((len(completions), n), dtype=torch.long, device=ids.device)
@@ -112,18 +110,19 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
     acc = engine.acc
     G = cfg.generations_per_prompt
     t0 = time.perf_counter()
-    feats = features_of(engine, batch, cache)
     with engine.generating() as model:
         gens = generate(model, batch, stop_id=stop_id, pad_id=tok.pad_token_id, n=G, temperature=cfg.temperature,
                         max_new_tokens=cfg.max_completion_tokens, min_new_tokens=min_new_tokens,
-                        batch_size=len(batch), image_args=lambda ch: image_inputs(model, ch, feats))
+                        batch_size=len(batch), image_args=lambda ch: image_inputs(model, ch, cache))
     t_gen = time.perf_counter() - t0
     flat = [c for g in gens for c in g]
     texts = tok.batch_decode(flat, skip_special_tokens=True)
     rewards, acc_r, fmt_r = rewards_fn(texts, [s.item for s in batch for _ in range(G)])
     adv = torch.tensor(group_advantages(rewards, G), device=acc.device)
-    # the loss is normalised by the completion tokens of the whole step, over every process
-    n_tokens = int(acc.reduce(torch.tensor(sum(len(c) for c in flat), device=acc.device), "sum"))
+    # the loss is normalised by the completion tokens of the whole step, over every process; the
+    # engine averages gradients over processes, so each divides by its share of that count
+    n_tokens = float(acc.reduce(torch.tensor(float(sum(len(c) for c in flat)), device=acc.device), "sum"))
+    n_tokens /= acc.num_processes
     groups = list(range(0, len(batch), cfg.micro_groups))
     if acc.num_processes == 1:  # a micro-group whose groups are all uniform has no gradient: skip it
         groups = [g0 for g0 in groups if cfg.kl or bool((adv[g0 * G : (g0 + cfg.micro_groups) * G] != 0).any())]
@@ -137,8 +136,7 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
         prompts = batch[g0 : g0 + cfg.micro_groups]
         comps = flat[g0 * G : (g0 + len(prompts)) * G]
         a = adv[g0 * G : (g0 + len(prompts)) * G]
-        pf = features_of(engine, prompts, cache)
-        args = dict(prompts=prompts, completions=comps, group=G, pad_id=tok.pad_token_id, feats=pf,
+        args = dict(prompts=prompts, completions=comps, group=G, pad_id=tok.pad_token_id, cache=cache,
                     temperature=cfg.temperature)
         ref_logp = None
         if ref is not None:
@@ -153,9 +151,13 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
         kl_total += mean_kl * len(prompts) / len(batch) * weight
     engine.step(max_grad_norm=1.0)
     engine.module.eval()
-    return dict(reward=statistics.fmean(rewards), accuracy=statistics.fmean(acc_r), format=statistics.fmean(fmt_r),
-                length=statistics.fmean(len(c) for c in flat), effective=effective_ratio(rewards, G),
-                loss=loss_total, kl=kl_total, seconds=round(time.perf_counter() - t0, 3),
+    # the step's numbers over every process's groups
+    sums = acc.reduce(torch.tensor([sum(rewards), sum(acc_r), sum(fmt_r), sum(len(c) for c in flat), len(rewards),
+                                    effective_ratio(rewards, G) * len(batch), len(batch), loss_total, kl_total],
+                                   dtype=torch.float64, device=acc.device), "sum").tolist()
+    n, k = sums[4], acc.num_processes
+    return dict(reward=sums[0] / n, accuracy=sums[1] / n, format=sums[2] / n, length=sums[3] / n,
+                effective=sums[5] / sums[6], loss=sums[7], kl=sums[8] / k, seconds=round(time.perf_counter() - t0, 3),
                 generate_seconds=round(t_gen, 3))
 
 
@@ -198,10 +200,16 @@ def run(ctx: Context) -> None:
     start, history = pos["step"], pos["history"]
     ctx.metrics.forget("grpo", start)
     acc = engine.acc
+    if cfg.prompts_per_step < acc.num_processes:
+        from r1v.errors import R1VError
+
+        raise R1VError(f"grpo.prompts_per_step={cfg.prompts_per_step} is fewer than the {acc.num_processes} processes: "
+                       f"give each at least one prompt")
     stream = batches(ctx.data("sft", enc, field=""),
                      itertools.islice(prompt_schedule(pool, cfg.prompts_per_step, seed=ctx.cfg.seed, start=start),
                                       cfg.steps - start),
-                     rank=acc.process_index, world=acc.num_processes, workers=ctx.workers, seed=ctx.cfg.seed)
+                     rank=acc.process_index, world=acc.num_processes, workers=ctx.workers, seed=ctx.cfg.seed,
+                     cache=cache)
     rewards_fn = rule_rewards(cfg, ctx.task)
     warm = max(1, math.ceil(0.03 * cfg.steps))
     bar = tqdm(range(start, cfg.steps), desc="grpo", leave=False, disable=not ctx.main)

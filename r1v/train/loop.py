@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from r1v.model.builder import Trainable, set_trainable
 from r1v.train.config import Optim, Parts
 from r1v.train.data import Encoded, FeatureCache, batches, schedule
-from r1v.train.samples import Sample, features, image_inputs, pack, packed_batch, padded_batch
+from r1v.train.samples import Sample, image_inputs, pack, packed_batch, padded_batch
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
@@ -146,33 +146,10 @@ def lr_at(step: int, steps: int, peak: float, warmup_ratio: float) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def features_of(engine, samples: Sequence[Sample], cache: FeatureCache | None) -> torch.Tensor | None:
-    """Frozen-encoder features of every sample's tiles, in order (None: no cache, run on pixels).
-    Rows not in the cache are encoded through the engine, in one batch, and cached."""
-    if cache is None or not any(s.tiles for s in samples):
-        return None
-    have, missing = {}, {}
-    for s in samples:
-        if s.tiles and s.index not in have:
-            f = cache.get(s.index)
-            if f is None:
-                missing[s.index] = s
-            else:
-                have[s.index] = f
-    if missing:
-        todo = list(missing.values())
-        with torch.no_grad():
-            out = engine(features, pixels=torch.cat([s.pixels for s in todo]))
-        for s, f in zip(todo, out.split([s.tiles for s in todo])):
-            cache.put(s.index, f)
-            have[s.index] = f
-    return torch.cat([have[s.index] for s in samples if s.tiles])
-
-
-def lm_loss(model, *, inputs: dict, samples: Sequence[Sample], feats, n_items):
+def lm_loss(model, *, inputs: dict, samples: Sequence[Sample], cache, n_items):
     # use_cache=False matters: transformers reads packed rows from the position ids only when no
     # cache is made; with one, attention would cross samples in a row.
-    return model(**inputs, **image_inputs(model, samples, feats), use_cache=False, num_items_in_batch=n_items).loss
+    return model(**inputs, **image_inputs(model, samples, cache), use_cache=False, num_items_in_batch=n_items).loss
 
 
 def supervised(
@@ -229,9 +206,8 @@ def supervised(
             flat = [s for row in chunk for s in row]
             inputs = packed_batch(chunk, pad_id) if pack_rows else padded_batch(flat, pad_id)
             inputs = {key: v.to(acc.device) for key, v in inputs.items()}
-            feats = features_of(engine, flat, cache)
             with engine.no_sync(last=k == len(chunks) - 1):
-                loss = engine(lm_loss, inputs=inputs, samples=flat, feats=feats,
+                loss = engine(lm_loss, inputs=inputs, samples=flat, cache=cache,
                               n_items=torch.tensor(n_targets / acc.num_processes))
                 acc.backward(loss * weight)
             total += loss.item() * weight

@@ -110,9 +110,10 @@ class Scored:
 
 
 def score(task, model, tokenizer, chunks: Iterable[Sequence[Sample]], *, n: int, stop_id: int, max_new_tokens: int,
-          desc: str = "score") -> Scored:
+          desc: str = "score", keep: bool = True) -> Scored:
     """Greedy answers of `model` on the samples of `chunks` (one generation batch each, e.g. streamed
-    from `r1v/train/data.py`), scored by `task` (the harness's scorer)."""
+    from `r1v/train/data.py`), scored by `task` (the harness's scorer). `keep=False`: only the
+    verdicts are kept (E_{t-1} over all of D), not the outputs."""
     from tqdm.auto import tqdm
 
     ids, correct, texts, lengths, groups = [], [], [], [], []
@@ -122,10 +123,11 @@ def score(task, model, tokenizer, chunks: Iterable[Sequence[Sample]], *, n: int,
                             max_new_tokens=max_new_tokens, batch_size=len(chunk))
             for s, g in zip(chunk, gens):
                 text = tokenizer.decode(g[0], skip_special_tokens=True)
-                ids.append(s.id)
-                texts.append(text)
                 correct.append(task.score(s.item, text).correct)
-                lengths.append(len(g[0]))
-                groups.append(getattr(s.item, "groups", {}))
+                if keep:
+                    ids.append(s.id)
+                    texts.append(text)
+                    lengths.append(len(g[0]))
+                    groups.append(getattr(s.item, "groups", {}))
             bar.update(len(chunk))
     return Scored(sum(correct) / max(1, len(correct)), len(correct), ids, correct, texts, lengths, groups)

@@ -55,9 +55,6 @@ class Encoder:
         self.processor = processor_for_model(model, tokenizer, max_tiles=max_tiles)
         self.stop_id = tokenizer.convert_tokens_to_ids(T.get_template(template).stop)
 
-    def encode(self, item, prompt_text: str, response: str | None = None) -> Sample:
-        return self.encode_many([item], [prompt_text], [response])[0]
-
     def encode_all(self, task, items, responses: Sequence[str | None] | None = None) -> list[Sample]:
         responses = responses if responses is not None else [None] * len(items)
         return self.encode_many(items, [task.prompt(it) for it in items], responses)
@@ -113,18 +110,37 @@ def features(model, pixels: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
-def image_inputs(model, samples: Sequence[Sample], feats: torch.Tensor | None = None) -> dict:
-    """The model's image arguments for `samples`: frozen-encoder `feats` (every sample's tiles, in
-    order) through the trainable projector as `mm_encoder_outputs`, else the pixels (the vision
-    encoder runs in the step). Called inside the engine's forward (`r1v/train/engine.py`)."""
+def image_inputs(model, samples: Sequence[Sample], cache=None) -> dict:
+    """The model's image arguments for `samples`. With a `cache` (`r1v/train/data.py`'s
+    FeatureCache: the vision encoder is frozen), every tile's features come from it, the rows it
+    lacks encoded here in one batch and kept, and go through the trainable projector as
+    `mm_encoder_outputs`; without one, the pixels (the vision encoder runs in the step).
+
+    Called inside the engine's forward (`r1v/train/engine.py`), so the encoder's weights are whole
+    under FSDP and ZeRO-3, and every process runs one forward whatever its cache holds."""
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    if feats is not None:
-        projected = model.model.multi_modal_projector(feats)
-        return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=projected)}}
-    pixels = [s.pixels for s in samples if s.pixels is not None]
     device = next(model.parameters()).device
-    return {"pixel_values": torch.cat(pixels).to(device)} if pixels else {}
+    if cache is None or not any(s.tiles for s in samples):
+        pixels = [s.pixels for s in samples if s.pixels is not None]
+        return {"pixel_values": torch.cat(pixels).to(device)} if pixels else {}
+    have, missing = {}, {}
+    for s in samples:
+        if s.tiles and s.index not in have:
+            f = cache.get(s.index)
+            if f is None:
+                missing[s.index] = s
+            else:
+                have[s.index] = f
+    if missing:
+        todo = list(missing.values())
+        out = features(model, torch.cat([s.pixels for s in todo]))
+        for s, f in zip(todo, out.split([s.tiles for s in todo])):
+            cache.put(s.index, f)
+            have[s.index] = f
+    feats = torch.cat([have[s.index].to(device) for s in samples if s.tiles])
+    projected = model.model.multi_modal_projector(feats)
+    return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=projected)}}
 
 
 # --------------------------------------------------------------------------- batches

@@ -88,8 +88,9 @@ def run(ctx: Context) -> None:
             data, optim, lr = ctx.data("sft", enc), cfg.optim, cfg.optim.lr
         else:
             tau, lr = cfg.taus[t - 1], cfg.lrs[t - 1]
-            if "wrong" not in here:
+            if "wrong" not in here:  # E_{t-1} (generation over D) is saved at once: a crash keeps it
                 here.update(find_mistakes(ctx, engine, tok, enc, t))
+                ckpt.save(engine, 0, {**here, "iteration": t, "base": base}, phase=t)
             wrong = np.asarray(here["wrong"], dtype=np.int64)
             ids = iteration_ids(scores, tau, wrong)
             data = ctx.data("sft", enc, revised=wrong, subset=ids)
@@ -100,7 +101,7 @@ def run(ctx: Context) -> None:
 
         def on_step(done, ls, t=t, here=here):
             if ckpt.due(done):
-                ckpt.save(engine, done, {**here, "iteration": t, "step": done, "losses": ls, "base": base})
+                ckpt.save(engine, done, {**here, "iteration": t, "step": done, "losses": ls, "base": base}, phase=t)
 
         losses = supervised(engine, data, optim, lr=lr, pad_id=tok.pad_token_id, seed=ctx.cfg.seed + t,
                             cache=cache, pack_rows=cfg.pack, pack_length=cfg.pack_length,
@@ -123,16 +124,17 @@ def find_mistakes(ctx: Context, engine, tok, enc, t: int) -> dict:
     pool = np.arange(n)
     if 0 < cfg.mistake_pool < n:
         pool = np.sort(np.random.default_rng([ctx.cfg.seed, t]).choice(n, cfg.mistake_pool, replace=False))
+    mine = pool[ctx.state.process_index :: ctx.state.num_processes]  # each process answers its share
     with engine.generating() as m:
-        answered = score(ctx.task, m, tok, ctx.stream(ctx.data("sft", enc, field=""), pool, ctx.cfg.eval.batch_size),
-                         n=len(pool), stop_id=enc.stop_id, max_new_tokens=cfg.max_new_tokens,
-                         desc=f"sft/m{t}: E_{t - 1}")
-    wrong = mistakes(pool, answered.correct).tolist()
-    if ctx.state.num_processes > 1:  # one E_{t-1} for all (greedy ties could break differently)
-        from accelerate.utils import broadcast_object_list
+        answered = score(ctx.task, m, tok, ctx.stream(ctx.data("sft", enc, field=""), mine, ctx.cfg.eval.batch_size),
+                         n=len(mine), stop_id=enc.stop_id, max_new_tokens=cfg.max_new_tokens,
+                         desc=f"sft/m{t}: E_{t - 1}", keep=False)
+    wrong = mistakes(mine, answered.correct).tolist()
+    if ctx.state.num_processes > 1:  # every process trains on the same E_{t-1}
+        from accelerate.utils import gather_object
 
-        wrong = broadcast_object_list([wrong])[0]
-    return {"wrong": wrong, "pool": len(pool), "pool_accuracy": round(answered.accuracy, 4)}
+        wrong = sorted(gather_object(wrong))
+    return {"wrong": wrong, "pool": len(pool), "pool_accuracy": round(1 - len(wrong) / max(1, len(pool)), 4)}
 
 
 def final_stage(ctx: Context) -> str:
