@@ -19,8 +19,9 @@ trains, packed rows of 128 tokens, 32 samples a step.
    Printed: samples/s of each (wall time from data to the last step), the median candidate/baseline
    ratio and its spread. Target: >= 1.0. On a 2-core CPU, workers compete with the trainer's threads
    for the same cores (measured, 2 rounds each: 0 workers 1.13x, 1 worker 0.91x, 2 workers 0.83x),
-   so the recipe runs 0 there (`data.workers=-1`); on a GPU they overlap with the step. The up-front loop's memory is printed beside it (it grows
-   ~0.15 MB a row at this geometry, ~30 MB a row at R1V's 13 tiles of 448 px).
+   so the recipe runs 0 there (`data.workers=-1`); on a GPU they overlap with the step. The up-front
+   loop's memory is printed beside it (it grows ~0.15 MB a row at this geometry, ~30 MB a row at
+   R1V's 13 tiles of 448 px).
 """
 
 from __future__ import annotations

@@ -47,21 +47,23 @@ def expand(text: str, where: str = "") -> str:
     return os.path.expanduser(out) if out.startswith("~") else out
 
 
-def build(cls, data: dict | None, where: str = ""):
-    """A `cls` instance from a (nested) dict; unknown keys and wrong types are R1VErrors."""
+def build(cls, data: dict | None, where: str = "", *, base=None):
+    """A `cls` instance from a (nested) dict; unknown keys and wrong types are R1VErrors. A nested
+    section starts from its field's own default (`base`), not from its class's: overriding one
+    key of a section keeps the section's other defaults."""
     data = data or {}
     if not isinstance(data, dict):
         raise R1VError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
+    inst = copy.deepcopy(base) if base is not None else cls()
     for key, value in data.items():
         if key not in known:
             raise R1VError(f"unknown setting '{where}{key}'; known: {', '.join(known)}")
-        kwargs[key] = _convert(hints[key], value, f"{where}{key}")
-    inst = cls()
-    for k, v in kwargs.items():
-        setattr(inst, k, v)
+        if dataclasses.is_dataclass(hints[key]):
+            setattr(inst, key, build(hints[key], value, f"{where}{key}.", base=getattr(inst, key)))
+        else:
+            setattr(inst, key, _convert(hints[key], value, f"{where}{key}"))
     return inst
 
 
@@ -121,13 +123,15 @@ def merge(base: dict, extra: dict) -> dict:
 
 
 def help_lines(cls, prefix: str = "") -> list[str]:
-    """`key=default  help` for every setting, nested keys dotted (for --help)."""
+    """`key=default  help` for every setting, nested keys dotted (for --help). `cls`: a config class
+    or an instance (a nested section shows its field's own defaults)."""
+    obj = cls() if isinstance(cls, type) else cls
     lines = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    for f in dataclasses.fields(obj):
+        default = getattr(obj, f.name)
         if dataclasses.is_dataclass(default):
             lines.append(f"  {prefix}{f.name}.*: {f.metadata.get('help', '')}")
-            lines += help_lines(type(default), f"{prefix}{f.name}.")
+            lines += help_lines(default, f"{prefix}{f.name}.")
         else:
             shown = default if not isinstance(default, list) or len(str(default)) < 40 else "[...]"
             lines.append(f"  {f'{prefix}{f.name}={shown}':<40} {f.metadata.get('help', '')}")

@@ -49,6 +49,13 @@ def test_config_overrides_and_mistakes(tmp_path):
         load_recipe(tmp_path / "nope.yaml")
     for name in ("tiny", "r1v-38b", "r1v-1.5b-1gpu"):
         load_recipe(f"recipes/{name}.yaml")  # every shipped recipe parses
+    # overriding one key of a section keeps the section's own defaults (not its class's)
+    from r1v.config import build, help_lines
+    from r1v.world.prepare import DataSettings
+
+    d = build(DataSettings, parse_overrides(["distill.alpha=0.1"]))
+    assert (d.distill.alpha, d.distill.temperature, d.distill.max_new_tokens, d.distill.beta) == (0.1, 0.0, 96, 2.0)
+    assert any("distill.max_new_tokens=96" in line for line in help_lines(DataSettings))
 
 
 # --------------------------------------------------------------------------- the whole recipe, through the CLI
@@ -231,6 +238,10 @@ def test_cli_mistakes(tmp_path, capsys):
     assert "not valid YAML" in capsys.readouterr().err
     assert main(["recipe", "report", str(tmp_path)]) == 2
     capsys.readouterr()
+    assert main(["distill", "compare", "--config", "recipes/tiny.yaml"]) == 2
+    assert "now `r1v world compare`" in capsys.readouterr().err
+    assert main(["world", "compare", "--config", "recipes/tiny.yaml", "--fixed", "1,-1"]) == 2
+    assert "positive" in capsys.readouterr().err
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert main(["recipe", "run", str(empty)]) == 2

@@ -68,6 +68,8 @@ def add_parser(sub) -> None:
 
 def default_mode(argv: list[str]) -> list[str]:
     """`r1v distill --data ...` means `r1v distill run --data ...`."""
+    if len(argv) >= 2 and argv[0] == "distill" and argv[1] == "compare":
+        raise R1VError("`r1v distill compare` is now `r1v world compare` (the comparison runs on the mini-world)")
     if len(argv) >= 2 and argv[0] == "distill" and argv[1] not in (*MODES, "-h", "--help"):
         return ["distill", "run", *argv[1:]]
     return argv

@@ -30,6 +30,12 @@ def add_parsers(sub) -> None:
     rsub = r.add_subparsers(dest="recipe_command", metavar="ACTION")
     rsub.required = True
     p = rsub.add_parser("run", help="run every stage of a recipe, then write the report",
+                        description="Run every stage of a recipe, then write runs/<name>/report.md. Every backbone "
+                                    "and data file is checked first; a finished stage is skipped, and a stage that "
+                                    "crashed resumes from its newest mid-stage checkpoint. A recipe names its files; "
+                                    "string settings expand ~ and ${VAR:-default}. recipes/tiny.yaml names the "
+                                    "mini-world's, which `r1v world build` and `r1v world data` make (make demo "
+                                    "runs all three).",
                         epilog="examples:\n  r1v recipe run recipes/tiny.yaml\n"
                                "  r1v recipe run recipes/tiny.yaml grpo.steps=20 name=short --restart" + _settings(),
                         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -46,20 +46,22 @@ class Metrics:
                  config: dict | None = None):
         self.path = path
         self.trackers = None
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if tracking:
-            from accelerate import Accelerator
-
-            self.trackers = Accelerator(log_with=list(tracking), project_dir=str(path.parent / "tracking"))
-            self.trackers.init_trackers(name, config=_flat(config or {}))
+        self._start = (list(tracking), name, _flat(config or {})) if path is not None and tracking else None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
 
     def log(self, **row) -> None:
         if self.path is None:
             return
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        if self._start is not None:  # started at the first number: a run that fails its checks leaves none
+            from accelerate import Accelerator
+
+            tracking, name, config = self._start
+            self.trackers = Accelerator(log_with=tracking, project_dir=str(self.path.parent / "tracking"))
+            self.trackers.init_trackers(name, config=config)
+            self._start = None
         if self.trackers is not None:
             values = {f"{row.get('stage', 'train')}/{k}": v for k, v in row.items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "stage")}

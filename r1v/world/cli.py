@@ -155,8 +155,12 @@ def cmd_compare(a) -> int:
         fixed = [float(x) for x in a.fixed.split(",") if x.strip()]
     except ValueError:
         raise R1VError(f"--fixed {a.fixed!r}: comma-separated numbers, e.g. 1.0,2.0") from None
+    if any(not (p > 0) for p in fixed):  # checked now, not when its arm comes after the others
+        raise R1VError(f"--fixed {a.fixed!r}: repetition penalties are positive numbers")
     data_pairs = [kv for kv in a.settings if kv.startswith("distill.")]
     cfg = load_recipe(a.config, [kv for kv in a.settings if not kv.startswith("distill.")])
     world = Path(a.world) if a.world else DEFAULT_DIR
+    if not (world / "data" / "visual-train.jsonl").is_file():
+        raise R1VError(f"{world} holds no built mini-world; run `r1v world build --out {world}` first")
     print(f"wrote {compare(cfg, world, _data_settings(data_pairs), fixed)}")
     return 0
