@@ -417,3 +417,21 @@ def test_grpo_kl_against_a_reference_the_engine_placed(small_model):
     first = step(engine, prompts, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn, ref=ref)
     second = step(engine, prompts, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn, ref=ref)
     assert first["kl"] == pytest.approx(0.0, abs=1e-6) and second["kl"] > 1e-6, (first["kl"], second["kl"])
+
+
+def test_world_compare_trains_an_m0_per_arm(recipe_run, tmp_path, capsys):
+    """`r1v world compare` (AL-CoTD beside a fixed penalty) on the small world: each arm is distilled,
+    M0 trained from the run's transfer checkpoint, and scored; a rerun reuses the finished arms."""
+    import shutil
+
+    yaml_path, shared, world = recipe_run
+    run = tmp_path / "run"
+    shutil.copytree(shared, run)
+    args = ["world", "compare", "--config", str(yaml_path), "--world", str(world), "--fixed", "2.0", f"out={run}",
+            "distill.max_new_tokens=8"]
+    assert main(args) == 0
+    results = json.loads((run / "distill-compare" / "results.json").read_text())
+    assert set(results) == {"AL-CoTD", "fixed P=2"} and all(r["n"] == 8 for r in results.values())
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "distil, train M0" not in capsys.readouterr().out  # both arms reused

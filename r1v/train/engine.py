@@ -64,8 +64,7 @@ class Engine:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=0.0, weight_decay=weight_decay, betas=betas)
         self.module, self.opt = self.acc.prepare(TrainModule(model), opt)
-        self.sharded = self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-        if self.sharded and self.lora:
+        if self.lora and self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             from r1v.errors import R1VError
 
             raise R1VError("LoRA (parts.lora_rank) is merged into the weights on save, which r1v does only "
@@ -81,10 +80,6 @@ class Engine:
     def model(self):
         """The R1V model itself (its weights are shards under FSDP / ZeRO-3: see `generating`)."""
         return self.acc.unwrap_model(self.module).model
-
-    @property
-    def device(self):
-        return self.acc.device
 
     def set_lr(self, lr: float) -> None:
         for g in self.opt.param_groups:

@@ -79,12 +79,12 @@ def _arm(ctx, world: Path, dcfg, folder: Path) -> dict:
     from r1v.train.samples import Encoder
     from r1v.world.prepare import distil
 
-    sft, summary = distil(world, read_jsonl(world / "data" / "visual-train.jsonl"), dcfg, folder, log=print)
+    d, summary = distil(world, read_jsonl(world / "data" / "visual-train.jsonl"), dcfg, folder, log=print)
     model, tok = ctx.load("transfer")
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     sft = ctx.cfg.sft
     engine = Engine(model, sft.parts, weight_decay=sft.optim.weight_decay)
-    train = Encoded(Rows(write_jsonl(folder / "sft.jsonl", sft), need=("id", "response")), ctx.task, enc)
+    train = Encoded(Rows(write_jsonl(folder / "sft.jsonl", d), need=("id", "response")), ctx.task, enc)
     cache = ctx.feature_cache(f"compare-{folder.name}") if sft.cache_features and not sft.parts.vision else None
     supervised(engine, train, sft.optim, lr=sft.optim.lr, pad_id=tok.pad_token_id, seed=ctx.cfg.seed, cache=cache,
                pack_rows=sft.pack, pack_length=sft.pack_length, workers=ctx.workers, name=f"{folder.name}: M0")
