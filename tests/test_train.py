@@ -188,6 +188,10 @@ def test_recipe_under_accelerate_launch_with_two_processes(recipe_run, tmp_path)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {"align", "transfer", "sft", "grpo"} <= set(results["done"])
     assert done.stdout.count("report:") == 1  # one process speaks
+    # each process scored half of the held-out rows; the results hold all of them, once
+    assert all(results["stages"][s]["eval"][k]["n"] == 8 for s in ("align", "grpo") for k in ("visual", "text"))
+    ids = [json.loads(x)["id"] for x in (tmp_path / "run" / "outputs" / "grpo-visual.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 8
     # each process trained on half of every step's batch, the loss normalised over both: the same
     # update as one process, up to the order of floating-point sums
     _, one, _ = recipe_run

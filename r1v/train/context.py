@@ -270,9 +270,12 @@ class Context:
                 continue  # this held-out file is not configured
             data = self.data(key, enc, field="")
             n = min(len(data), self.cfg.data.eval_limit) if self.cfg.data.eval_limit else len(data)
-            scored = score(self.task, model, tokenizer, self.stream(data, range(n), self.cfg.eval.batch_size),
-                           n=n, stop_id=enc.stop_id, max_new_tokens=self.cfg.eval.max_new_tokens,
+            mine = range(self.state.process_index, n, self.state.num_processes)  # each process scores its share
+            scored = score(self.task, model, tokenizer, self.stream(data, mine, self.cfg.eval.batch_size),
+                           n=len(mine), stop_id=enc.stop_id, max_new_tokens=self.cfg.eval.max_new_tokens,
                            desc=f"{stage}: {kind} test")
+            if self.state.num_processes > 1:
+                scored = _gathered(scored)
             out[kind] = scored.summary()
             self._write_outputs(stage, kind, scored)
         self.results["stages"].setdefault(stage, {})["eval"] = out
@@ -287,6 +290,21 @@ class Context:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(path, ({"id": i, "correct": ok, "output": out}
                            for i, out, ok in zip(scored.ids, scored.outputs, scored.correct)))
+
+
+def _gathered(scored):
+    """Every process's share of a scoring, as one (the same on every process)."""
+    import dataclasses as dc
+
+    from accelerate.utils import gather_object
+
+    from r1v.train.rollout import Scored
+
+    parts = gather_object([dc.asdict(scored)])
+    keys = ("ids", "correct", "outputs", "lengths", "groups")
+    merged = {k: [x for part in parts for x in part[k] or []] for k in keys}
+    n = len(merged["correct"])
+    return Scored(accuracy=sum(merged["correct"]) / max(1, n), n=n, **merged)
 
 
 def check_pair(substitute_cfg, reasoning_cfg, *, warn_vocab: bool = True) -> None:
