@@ -41,3 +41,12 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def docstring(module: str) -> str:
+    """A module's docstring, read from its file without importing it (so --help needs no torch)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    return ast.get_docstring(ast.parse(open(spec.origin).read())) or module

@@ -12,6 +12,7 @@ import argparse
 import time
 
 from r1v.errors import R1VError
+from r1v.io import docstring
 
 SETTINGS = "\n\nsettings (key=value; YAML values; nested keys dotted):\n"
 
@@ -54,21 +55,12 @@ def add_parsers(sub) -> None:
     tsub = t.add_subparsers(dest="stage", metavar="STAGE")
     tsub.required = True
     for name in ("align", "transfer", "sft", "grpo"):
-        doc = _docstring(name)
+        doc = docstring(f"r1v.train.{name}")
         p = tsub.add_parser(name, help=doc.split(":")[0], description=doc, epilog=_settings(),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", required=True, help="the recipe YAML whose settings and run folder to use")
         p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting")
         p.set_defaults(func=cmd_stage)
-
-
-def _docstring(stage: str) -> str:
-    """A stage module's docstring, read without importing it (so --help needs no torch)."""
-    import ast
-    import importlib.util
-
-    spec = importlib.util.find_spec(f"r1v.train.{stage}")
-    return ast.get_docstring(ast.parse(open(spec.origin).read())) or stage
 
 
 def cmd_run(a) -> int:

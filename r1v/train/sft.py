@@ -23,6 +23,7 @@ hold the iteration, its E_{t-1} and the step, so a crash resumes inside the iter
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -94,7 +95,7 @@ def run(ctx: Context) -> None:
             wrong = np.asarray(here["wrong"], dtype=np.int64)
             ids = iteration_ids(scores, tau, wrong)
             data = ctx.data("sft", enc, revised=wrong, subset=ids)
-            optim = cfg.optim.__class__(**{**vars(cfg.optim), "epochs": cfg.iteration_epochs})
+            optim = dataclasses.replace(cfg.optim, epochs=cfg.iteration_epochs)
             extra = dict(tau=tau, lr=lr, d_rm=len(d_rm(scores, tau)), mistakes=len(wrong), pool=here["pool"],
                          pool_accuracy=here["pool_accuracy"], size=len(ids))
         ctx.metrics.forget(f"sft/{name}", here["step"])

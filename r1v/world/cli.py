@@ -11,6 +11,7 @@ import dataclasses
 import sys
 
 from r1v.errors import R1VError
+from r1v.io import docstring
 
 EPILOG = """examples:
   r1v world build                               # ~/.cache/r1v/world (R1V_CACHE moves it); reused when built
@@ -49,7 +50,7 @@ def add_parser(sub) -> None:
     from r1v.world.prepare import DataSettings
 
     p = wsub.add_parser("data", help="the recipe's training files, made from a built world (AL-CoTD makes D)",
-                        description=_docstring("prepare"), epilog="settings (key=value):\n" +
+                        description=docstring("r1v.world.prepare"), epilog="settings (key=value):\n" +
                         "\n".join(help_lines(DataSettings)), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world", default=None, help="world folder (default ~/.cache/r1v/world)")
     p.add_argument("--out", default=None, help="where the files go (default WORLD/recipe, where recipes/tiny.yaml "
@@ -59,7 +60,8 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_data)
 
     p = wsub.add_parser("compare", help="AL-CoTD beside fixed penalties: data, and M0 trained on each",
-                        description=_docstring("compare"), formatter_class=argparse.RawDescriptionHelpFormatter)
+                        description=docstring("r1v.world.compare"),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="the recipe YAML (recipes/tiny.yaml): M0's settings, held-out "
                                                    "files, run folder")
     p.add_argument("--world", default=None, help="world folder (default ~/.cache/r1v/world)")
@@ -114,15 +116,6 @@ def cmd_show(a) -> int:
     path = contact_sheet(world / "data" if (world / "data").is_dir() else None, a.split, a.n, Path(a.out))
     print(f"wrote {path}")
     return 0
-
-
-def _docstring(module: str) -> str:
-    """A world module's docstring, read without importing it (so --help needs no torch)."""
-    import ast
-    import importlib.util
-
-    spec = importlib.util.find_spec(f"r1v.world.{module}")
-    return ast.get_docstring(ast.parse(open(spec.origin).read())) or module
 
 
 def _data_settings(pairs: list[str]):
