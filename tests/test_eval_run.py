@@ -15,8 +15,9 @@ from r1v.errors import R1VError
 from r1v.evaluate.endpoint import Completion
 from r1v.evaluate.examples import GPQA_ROWS, MATH500_ROWS, MMMU_ROWS, write_examples
 from r1v.evaluate.generate import Sampling
-from r1v.evaluate.run import RunDir, evaluate, mean_ci
+from r1v.evaluate.run import RunDir, evaluate
 from r1v.evaluate.tasks import get_task
+from r1v.stats import mean_ci
 
 
 @pytest.fixture(scope="module")

@@ -99,7 +99,10 @@ def test_answers_recomputed_from_the_scene_in_words(family):
         # The chain of thought ends on the answer, and its arithmetic is right.
         for a, op, b, r in re.findall(r"(\d+) ([+-]) (\d+) = (\d+)\.", p.reasoning):
             assert (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(r)
-        assert p.reasoning.rstrip(".").split()[-1] == str(p.value)
+        last = p.reasoning.rstrip(".").split()
+        assert last[-1] == (f"({p.answer})" if p.choices else str(p.value))
+        if p.choices:  # multiple choice: the value, then the choice that holds it
+            assert last[-3] == str(p.value) and p.choices[LETTERS.index(p.answer)] == str(p.value)
         assert target(p, "reasoning").endswith(f"</think>\n\\boxed{{{p.answer}}}")
 
 
@@ -124,7 +127,7 @@ def test_world_rows_are_scored_by_the_harness(tmp_path):
     assert len(items) == 12 and all(len(it.images) == 1 for it in items)
     for it, r in zip(items, rows):
         assert task.score(it, target(r, "reasoning")).correct
-        assert task.score(it, target(r, "direct")).correct
+        assert task.score(it, target(r, "instruct")).correct
         assert not task.score(it, r["reasoning"]).correct  # unfinished: no </think>
         wrong = "Z" if r["choices"] else str(r["value"] + 1)
         assert not task.score(it, f"</think>\\boxed{{{wrong}}}").correct
@@ -341,3 +344,15 @@ def test_cli_world_build_show_and_mistakes(small_world, tmp_path, capsys):
     assert main(["world", "build", "--preset", "small", "--out", str(f)]) == 2
     assert "is a file" in capsys.readouterr().err
     assert Path(out / "world.json").exists()
+
+
+def test_world_probe_reads_a_checkpoint_at_three_points(recipe_run, capsys):
+    """`r1v world probe`: the linear probes on the encoder's tokens and on the projector's outputs,
+    and the picture-word reading, for a recipe checkpoint."""
+    _, run, _ = recipe_run
+    assert main(["world", "probe", "--model", str(run / "sft" / "m0"), "--images", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "| vision encoder (linear probe) |" in out and "| projector (linear probe) |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| occupied cells"))
+    assert all(0 <= float(c.strip().rstrip("%")) <= 100 for c in row.split("|")[2:-1])
+    assert main(["world", "probe", "--model", str(run / "sft" / "m0"), "--images", "2"]) == 2

@@ -18,7 +18,6 @@ are kept, a torn last line is dropped, and no (item, sample) is ever counted twi
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections import Counter, defaultdict
@@ -28,10 +27,10 @@ from tqdm import tqdm
 
 from r1v.errors import R1VError
 from r1v.evaluate.answers import extract
-from r1v.io import write_atomic
 from r1v.evaluate.tasks import Item, Task
+from r1v.io import write_atomic
+from r1v.stats import mean_ci
 
-Z95 = 1.959964
 # What a resumed run must share with the records already on disk.
 RUN_KEYS = ("bench", "model", "data", "samples", "think", "sampling", "load", "responses", "seed", "extraction")
 
@@ -226,24 +225,6 @@ def finish(task: Task, items: list[Item], run: RunDir, samples: int) -> dict:
 
 
 # ---------------------------------------------------------------- summary
-def mean_ci(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% interval of per-item scores, in percent: the CLT over questions (Miller
-    2024, "Adding error bars to evals"), each item's score being its mean over samples. When
-    every item scores the same the CLT interval collapses to a point; the Wilson interval over
-    the items is used then (4 items all wrong: 0-49%, not 0-0%)."""
-    n = len(values)
-    if n == 0:
-        return 0.0, 0.0, 0.0
-    m = sum(values) / n
-    se = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n) if n > 1 else 0.0
-    if se == 0:
-        z2 = Z95 ** 2
-        centre = (m + z2 / (2 * n)) / (1 + z2 / n)
-        half = Z95 * math.sqrt(m * (1 - m) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-        return 100 * m, 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
-    return 100 * m, 100 * max(0.0, m - Z95 * se), 100 * min(1.0, m + Z95 * se)
-
-
 def summarize(task: Task, items: list[Item], records: list[dict], samples: int) -> dict:
     per_item: dict[str, list[bool]] = defaultdict(list)
     for r in records:

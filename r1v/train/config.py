@@ -6,7 +6,7 @@ Every field carries its help text (`r1v recipe run --help` lists them); reading,
 checks are `r1v/config.py`'s (unknown keys are errors; `${VAR:-default}` and `~` expand in paths).
 
 Defaults are the paper's numbers (`../shared/docs/method.md`); the mini-world's recipe
-(`recipes/tiny.yaml`) overrides what a 0.6M-parameter model on two CPU cores needs, and says why.
+(`recipes/tiny.yaml`) overrides what a 1.8M-parameter model on two CPU cores needs, and says why.
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ class DataConfig:
     feature_cache_disk_mb: float = _f(0, "past feature_cache_mb, features spilled to <run>/cache/ up to this "
                                          "size; 0 = no spill")
     reference_scores: str = _f("", "optional JSON {label: accuracy} shown in the report beside the stages (e.g. "
-                                   "what the mini-world's backbones allow)")
+                                   "what the mini-world's backbones allow); a value may be {\"accuracy\": x, "
+                                   "\"claim\": \"ceiling\"}: the most a projector can reach, which the claims "
+                                   "table divides the final accuracy by")
 
 
 @dataclass
@@ -145,6 +147,21 @@ class EvalConfig:
     batch_size: int = _f(64, "prompts per generation batch")
 
 
+@dataclass
+class ClaimTargets:
+    """What the report's claims table checks the run against (0: the figure is shown, with no verdict).
+    The relative claims (each SFT iteration adds, GRPO adds, text reasoning survives) need no target:
+    they are judged by their paired intervals."""
+
+    aligned_visual: float = _f(0.0, "visual accuracy of the substitute after alignment, at least this (the paper's "
+                                     "analogue: 64.0 MMMU)")
+    transfer_kept: float = _f(0.0, "re-assembled visual accuracy over the aligned substitute's, at least this (the "
+                                    "paper: 60.2 / 64.0 = 0.94)")
+    final_visual: float = _f(0.0, "the final model's visual accuracy, at least this")
+    final_of_ceiling: float = _f(0.0, "the final visual accuracy over the ceiling (the reference_scores entry marked "
+                                       "\"claim\": \"ceiling\"), at least this")
+
+
 STAGES = ("align", "transfer", "sft", "grpo")
 
 
@@ -165,6 +182,8 @@ class RecipeConfig:
                                               "(<run>/tracking/), wandb, mlflow, ... when installed; [] = none")
     checkpoint: CheckpointConfig = _f(CheckpointConfig(), "mid-stage checkpoints: `recipe run` after a crash "
                                                           "resumes inside the stage")
+    claims: ClaimTargets = _f(ClaimTargets(), "targets of the report's claims table (the paper's claims, checked on "
+                                              "this run)")
 
     @property
     def run_dir(self) -> Path:
@@ -218,7 +237,8 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     nonneg = {"data.feature_cache_mb": cfg.data.feature_cache_mb,
               "data.feature_cache_disk_mb": cfg.data.feature_cache_disk_mb,
               "checkpoint.every_steps": cfg.checkpoint.every_steps,
-              "checkpoint.every_minutes": cfg.checkpoint.every_minutes}
+              "checkpoint.every_minutes": cfg.checkpoint.every_minutes,
+              **{f"claims.{k}": v for k, v in vars(cfg.claims).items()}}
     for key, value in nonneg.items():
         if not (math.isfinite(value) and value >= 0):
             raise R1VError(f"{key}={value}: must be 0 or more")

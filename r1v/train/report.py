@@ -15,6 +15,8 @@ import math
 import os
 from pathlib import Path
 
+from r1v.stats import paired_interval, paired_ratio
+
 
 def _recipe(run: Path) -> dict:
     import yaml
@@ -49,24 +51,142 @@ def stage_order(results: dict) -> list[str]:
 
 def paired_gap(run: Path, a: str, b: str, kind: str = "visual") -> dict | None:
     """Accuracy of stage b minus stage a on the same held-out items, with a 95% interval (paired)."""
-    fa = run / "outputs" / f"{a.replace('/', '-')}-{kind}.jsonl"
-    fb = run / "outputs" / f"{b.replace('/', '-')}-{kind}.jsonl"
-    if not (fa.exists() and fb.exists()):
-        return None
-    ra = {r["id"]: r["correct"] for r in map(json.loads, fa.read_text().splitlines())}
-    rb = {r["id"]: r["correct"] for r in map(json.loads, fb.read_text().splitlines())}
-    return paired_interval(ra, rb)
+    ra, rb = _correct(run, a, kind), _correct(run, b, kind)
+    return paired_interval(ra, rb) if ra and rb else None
 
 
-def paired_interval(ra: dict, rb: dict) -> dict | None:
-    """Mean of b - a over the items both scored (right = 1), with a 95% normal interval."""
-    diffs = [float(rb[k]) - float(ra[k]) for k in ra if k in rb]
-    if not diffs:
+def _correct(run: Path, stage: str, kind: str = "visual") -> dict | None:
+    f = run / "outputs" / f"{stage.replace('/', '-')}-{kind}.jsonl"
+    if not f.exists():
         return None
-    n = len(diffs)
-    mean = sum(diffs) / n
-    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, n - 1) / n)
-    return {"gap": mean, "lo": mean - 1.96 * se, "hi": mean + 1.96 * se, "n": n}
+    return {r["id"]: r["correct"] for r in map(json.loads, f.read_text().splitlines())}
+
+
+def references(path: str | None) -> dict[str, dict]:
+    """`data.reference_scores` as {label: {"accuracy": x, "claim": tag or None}} (plain numbers allowed)."""
+    if not path or not Path(path).is_file():
+        return {}
+    raw = json.loads(Path(path).read_text())
+    return {k: v if isinstance(v, dict) else {"accuracy": v} for k, v in raw.items()}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _verdict_at_least(value: float, lo: float, target: float) -> str:
+    """Against a floor: the whole interval above it, only the estimate above it, or neither."""
+    if not target:
+        return "no target set"
+    if lo >= target:
+        return "**holds**"
+    return "holds at the estimate (interval reaches below)" if value >= target else "**does not hold**"
+
+
+def _verdict_gap(g: dict) -> str:
+    if g["lo"] > 0:
+        return "**holds**"
+    return "gain not distinguishable from 0" if g["gap"] > 0 else "**does not hold**"
+
+
+def claims(run: Path, results: dict, cfg: dict) -> list[str]:
+    """The paper's claims checked on this run: each with the paper's figures, ours with a 95%
+    interval, and a verdict (rules under the table)."""
+    st = results["stages"]
+    order = stage_order(results)
+    targets = cfg.get("claims", {}) or {}
+    rows = []
+
+    def acc(stage, kind="visual"):
+        e = st.get(stage, {}).get("eval", {}).get(kind)
+        return (e["accuracy"], e["n"]) if e else None
+
+    def interval(stage, kind="visual"):
+        p, n = acc(stage, kind)
+        return p, max(0.0, p - _ci(p, n)), min(1.0, p + _ci(p, n))
+
+    if acc("align"):
+        p, lo, hi = interval("align")
+        rows.append(("the substitute, once aligned, is a VLM", "64.0 MMMU",
+                     f"align: {_pct(p)} ({_pct(lo)} to {_pct(hi)})",
+                     _verdict_at_least(p, lo, targets.get("aligned_visual", 0)), targets.get("aligned_visual")))
+    ra, rt = _correct(run, "align"), _correct(run, "transfer")
+    if ra and rt:
+        r = paired_ratio(ra, rt)
+        if r:
+            rows.append(("transfer keeps most of it", "60.2 / 64.0 = 94%",
+                         f"transfer / align: {_pct(r['ratio'])} ({_pct(r['lo'])} to {_pct(r['hi'])})",
+                         _verdict_at_least(r["ratio"], r["lo"], targets.get("transfer_kept", 0)),
+                         targets.get("transfer_kept")))
+    sft = [s for s in order if s.startswith("sft/")]
+    if len(sft) >= 2:
+        g = paired_gap(run, sft[0], sft[-1])
+        chain = " -> ".join(f"{100 * acc(s)[0]:.1f}" for s in sft)
+        if g:
+            rows.append(("each SFT iteration adds", "62.5 -> 63.9 -> 64.7 -> 65.2 -> 65.6",
+                         f"{chain}; {sft[-1]} - {sft[0]}: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to "
+                         f"{100 * g['hi']:+.1f})", _verdict_gap(g), "> 0, interval above 0"))
+    if "grpo" in order and sft:
+        g = paired_gap(run, sft[-1], "grpo")
+        if g:
+            rows.append(("GRPO adds", "65.6 -> 69.0", f"grpo - {sft[-1]}: {100 * g['gap']:+.1f} points "
+                         f"({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})", _verdict_gap(g), "> 0, interval above 0"))
+    text = [s for s in order if acc(s, "text") and s != "align"]
+    if len(text) >= 2:
+        g = paired_gap(run, text[0], text[-1], "text")
+        if g:
+            same = g["lo"] == g["hi"] == 0
+            verdict = "**holds** (the same answers)" if same else (
+                "**holds**" if g["lo"] <= 0 <= g["hi"] else "**does not hold**")
+            rows.append(("text reasoning survives", "94.0 MATH-500 (R1-distilled LLM: 94.3)",
+                         f"{text[0]} {_pct(acc(text[0], 'text')[0])} -> {text[-1]} {_pct(acc(text[-1], 'text')[0])}: "
+                         f"{100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})", verdict,
+                         "unchanged"))
+    rows.append(_al_cotd(run))
+    final = order[-1] if order else None
+    if final and acc(final):
+        p, lo, hi = interval(final)
+        rows.append(("the final model", "69.0 MMMU (R1V-38B)", f"{final}: {_pct(p)} ({_pct(lo)} to {_pct(hi)})",
+                     _verdict_at_least(p, lo, targets.get("final_visual", 0)), targets.get("final_visual")))
+        ceiling = [v["accuracy"] for v in references(cfg.get("data", {}).get("reference_scores")).values()
+                   if v.get("claim") == "ceiling"]
+        if ceiling and ceiling[0] > 0:
+            c = ceiling[0]
+            rows.append(("... of what a perfect projector allows", "-",
+                         f"{final} / ceiling {_pct(c)}: {_pct(p / c)} ({_pct(lo / c)} to {_pct(hi / c)})",
+                         _verdict_at_least(p / c, lo / c, targets.get("final_of_ceiling", 0)),
+                         targets.get("final_of_ceiling")))
+        elif ceiling:
+            rows.append(("... of what a perfect projector allows", "-", "the ceiling is 0%: no ratio", "-", None))
+    lines = ["## The paper's claims on this run", "",
+             "| claim | paper | this run (95% interval) | target | verdict |", "|---|---|---|---|---|"]
+    for claim, paper, ours, verdict, target in rows:
+        shown = (f">= {_pct(target)}" if isinstance(target, float) and target else
+                 target if isinstance(target, str) else "-")
+        lines.append(f"| {claim} | {paper} | {ours} | {shown} | {verdict} |")
+    lines += ["", "Verdicts: against a floor, **holds** when the whole 95% interval is above it, and \"holds at the "
+              "estimate\" when only the estimate is; a gain **holds** when its paired 95% interval is above 0. "
+              "Intervals: accuracies, normal over the held-out items; gaps, paired over the same items; the "
+              "transfer ratio, a paired bootstrap (2,000 resamples, seeded). Targets are the recipe's `claims.*`.", ""]
+    return lines
+
+
+def _al_cotd(run: Path) -> tuple:
+    """AL-CoTD's claim, from `r1v world compare`'s results in this run folder (when it was run)."""
+    claim, paper = "AL-CoTD: shorter chains on easy items, no loss of accuracy", "the R1V report's claim (no figure)"
+    arms = {}
+    for f in sorted((run / "distill-compare").glob("*/result.json")):
+        arms[f.parent.name] = json.loads(f.read_text())
+    base = arms.pop("al-cotd", None)
+    if not base or not arms:
+        return claim, paper, "not measured by the recipe: `r1v world compare` measures it", "-", None
+    name, other = min(arms.items(), key=lambda kv: kv[0])
+    g = paired_interval(other["correct"], base["correct"])
+    shorter = base["easy"]["tokens"] < other["easy"]["tokens"]
+    verdict = "**holds**" if shorter and g["hi"] >= 0 else "**does not hold**"
+    return (claim, paper, f"easy-item tokens {base['easy']['tokens']} vs {other['easy']['tokens']} ({name}); "
+            f"accuracy {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})", verdict,
+            "shorter, accuracy not below")
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -140,6 +260,8 @@ def write(run: str | Path) -> Path:
     lines = [f"# R1V recipe report: `{run.name}`", "",
              f"Config: `{run / 'recipe.yaml'}`. Every number below comes from `results.json` and `metrics.jsonl` in "
              "this folder; held-out scores are greedy, scored by the task's own scorer.", ""]
+    cfg = _recipe(run)
+    lines += claims(run, results, cfg)
     lines += ["## Held-out accuracy by stage", "",
               "| stage | visual test | text-only test | visual: mean tokens | time (s) | peak RSS (MB) |",
               "|---|---|---|---|---|---|"]
@@ -180,12 +302,11 @@ def write(run: str | Path) -> Path:
             lines.append(f"| {s} | {r.get('tau')} | {r.get('lr')} | {r.get('d_rm')} | {r.get('mistakes')} "
                          f"({r.get('pool')}) | {100 * r.get('pool_accuracy', 0):.1f}% | {r.get('size')} |")
         lines.append("")
-    cfg = _recipe(run)
     ref = cfg.get("data", {}).get("reference_scores")
-    if ref and Path(ref).is_file():
+    if references(ref):
         lines += ["## Reference points", "", f"Accuracy of reference models on the same kind of problems "
                   f"(`data.reference_scores`: `{ref}`):", "", "| reference | accuracy |", "|---|---|"]
-        lines += [f"| {k} | {100 * v:.1f}% |" for k, v in json.loads(Path(ref).read_text()).items()] + [""]
+        lines += [f"| {k} | {100 * v['accuracy']:.1f}% |" for k, v in references(ref).items()] + [""]
     if results.get("data"):
         lines += ["## Data", "", "| file | rows |", "|---|---|"]
         lines += [f"| data.{k} | {n} |" for k, n in results["data"].items()] + [""]

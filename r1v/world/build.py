@@ -37,6 +37,13 @@ from r1v.io import peak_rss_mb, read_jsonl, write_json
 
 DEFAULT_DIR = Path(os.environ.get("R1V_CACHE", Path.home() / ".cache" / "r1v")) / "world"
 STAGES = ("data", "tokenizer", "base", "substitute", "reasoning", "vision", "scores")
+# The default world's backbones, pretrained once by `r1v world build` and shipped with r1v (as the
+# real method starts from backbones pretrained elsewhere), with their provenance: the settings, the
+# code version, each stage's hash, time and memory, and the build's scores. A default build copies
+# them (checking every hash) instead of training; `--train` trains them here instead, and
+# `r1v world ship` replaces them from a built world.
+SHIPPED = Path(__file__).parent / "backbones"
+SHIPPED_STAGES = ("tokenizer", "base", "substitute", "reasoning", "vision")
 
 
 @dataclass
@@ -47,15 +54,15 @@ class WorldConfig:
     text_train: int = field(default=4000, metadata={"help": "text-only problems written to data/text-train.jsonl"})
     text_eval: int = field(default=400, metadata={"help": "text-only problems in each of val and test"})
     vocab_size: int = field(default=512, metadata={"help": "BPE vocabulary (bytes + merges), before the specials"})
-    lm_hidden: int = field(default=128, metadata={"help": "LM width"})
-    lm_layers: int = field(default=3, metadata={"help": "LM depth"})
-    lm_intermediate: int = field(default=256, metadata={"help": "LM MLP width"})
-    lm_problems: int = field(default=40000, metadata={"help": "training problems the LMs are trained on"})
-    base_steps: int = field(default=500, metadata={"help": "base LM pretraining steps"})
-    substitute_steps: int = field(default=150, metadata={"help": "fine-tuning steps of the substitute LM"})
-    reasoning_steps: int = field(default=1600, metadata={"help": "fine-tuning steps of the reasoning LM"})
+    lm_hidden: int = field(default=192, metadata={"help": "LM width"})
+    lm_layers: int = field(default=4, metadata={"help": "LM depth"})
+    lm_intermediate: int = field(default=512, metadata={"help": "LM MLP width"})
+    lm_problems: int = field(default=200000, metadata={"help": "training problems the LMs are trained on"})
+    base_steps: int = field(default=3000, metadata={"help": "base LM pretraining steps"})
+    substitute_steps: int = field(default=1500, metadata={"help": "fine-tuning steps of the substitute LM"})
+    reasoning_steps: int = field(default=4000, metadata={"help": "fine-tuning steps of the reasoning LM"})
     lm_batch: int = field(default=32, metadata={"help": "sequences per LM step"})
-    lm_lr: float = field(default=3e-3, metadata={"help": "base LM peak learning rate (fine-tuning: half)"})
+    lm_lr: float = field(default=2e-3, metadata={"help": "base LM peak learning rate (fine-tuning: half)"})
     drill_share: float = field(default=0.4, metadata={"help": "share of arithmetic drills in pretraining"})
     direct_share: float = field(default=0.3, metadata={"help": "share of pretraining problems without a solution"})
     picture_share: float = field(default=0.5, metadata={
@@ -63,10 +70,10 @@ class WorldConfig:
     overthink_share: float = field(default=0.6, metadata={
         "help": "share of the reasoning LM's training chains restated once more before </think> (overthinking: "
                 "what AL-CoTD's repetition penalty curbs)"})
-    vit_hidden: int = field(default=64, metadata={"help": "vision encoder width"})
+    vit_hidden: int = field(default=96, metadata={"help": "vision encoder width"})
     vit_layers: int = field(default=4, metadata={"help": "vision encoder depth"})
-    vit_images: int = field(default=4000, metadata={"help": "pretraining images"})
-    vit_steps: int = field(default=1000, metadata={"help": "vision pretraining steps"})
+    vit_images: int = field(default=16000, metadata={"help": "pretraining images"})
+    vit_steps: int = field(default=4000, metadata={"help": "vision pretraining steps"})
     vit_batch: int = field(default=64, metadata={"help": "images per vision step"})
     vit_lr: float = field(default=3e-3, metadata={"help": "vision peak learning rate"})
     probe_images: int = field(default=1600, metadata={"help": "images for the linear probe (half fit, half score)"})
@@ -152,9 +159,74 @@ def _publish(root: Path, stage: str, tmp: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- build
-def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
+def provenance(folder: Path = SHIPPED) -> dict | None:
+    """The shipped backbones' provenance (None when none are shipped)."""
+    f = folder / "provenance.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def _install_shipped(man: Manifest, out: Path, prov: dict, folder: Path, log) -> None:
+    """Copy the shipped backbones into `out`, each checked against its recorded hash, and take the
+    build's scores from the provenance (they were measured on exactly these files)."""
+    for name in SHIPPED_STAGES:
+        if man.done(name):
+            continue
+        t = time.perf_counter()
+        tmp = out / f".{name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(folder / name, tmp)
+        want = prov["stages"][name]["hash"]
+        if tree_hash(tmp) != want:
+            shutil.rmtree(tmp)
+            raise R1VError(f"the shipped {name} backbone ({folder / name}) does not match its provenance hash {want}: "
+                           f"reinstall r1v, or train it here with `r1v world build --train`")
+        _publish(out, name, tmp)
+        built = {k: v for k, v in prov["stages"][name].items() if k not in ("hash", "seconds", "peak_rss_mb")}
+        man.record(name, time.perf_counter() - t, shipped=True, built_seconds=prov["stages"][name]["seconds"], **built)
+        log(f"  {name}: shipped (hash {want} checked)")
+    if not man.done("scores"):
+        man.data["scores"] = prov["scores"]
+        man.record("scores", 0.0, shipped=True)
+
+
+def ship(world: Path, folder: Path = SHIPPED) -> dict:
+    """Make `world`'s backbones the shipped ones: copy them into `folder` with their provenance."""
+    import platform
+    import subprocess
+
+    import torch
+    import transformers
+
+    data = json.loads((world / "world.json").read_text()) if (world / "world.json").is_file() else {}
+    if not all(s in data.get("stages", {}) for s in STAGES):
+        raise R1VError(f"{world} holds no finished world; run `r1v world build --out {world}` first")
+    if any(data["stages"][s].get("shipped") for s in SHIPPED_STAGES):
+        raise R1VError(f"{world}'s backbones were copied from the shipped ones, not trained: build with --train")
+    try:
+        code = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        code = "unknown"
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in SHIPPED_STAGES:
+        shutil.copytree(world / name, tmp / name)
+    prov = {"config": data["config"], "code": code, "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "stages": data["stages"],
+            "scores": data["scores"], "table": table(data)}
+    write_json(tmp / "provenance.json", prov)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return prov
+
+
+def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, shipped: Path | None = SHIPPED,
           log: Callable[[str], None] = print) -> dict:
-    """Build (or finish, or reuse) the world at `out`; returns the manifest's data."""
+    """Build (or finish, or reuse) the world at `out`; returns the manifest's data. With the
+    settings the shipped backbones were built with, they are copied from `shipped` instead of
+    trained (None: train them here)."""
     from tqdm.auto import tqdm
 
     from r1v.model.tokenizer import load_tokenizer, train_bpe_tokenizer
@@ -173,7 +245,8 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
 
     def stage(name: str):
         if man.done(name):
-            log(f"  {name}: reused")
+            if not man.data["stages"][name].get("shipped"):
+                log(f"  {name}: reused")
             return None
         return time.perf_counter()
 
@@ -197,6 +270,10 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
         if "p" not in cache:
             cache["p"] = list(islice(stream("train", seed=f"lm:{seed}"), cfg.lm_problems))
         return cache["p"]
+
+    prov = provenance(shipped) if shipped else None
+    if prov and prov["config"] == asdict(cfg):
+        _install_shipped(man, out, prov, shipped, log)
 
     # ---- tokenizer
     if (t := stage("tokenizer")) is not None:
@@ -251,7 +328,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
     # ---- substitute and reasoning LMs, both from the base
     from transformers import AutoModelForCausalLM
 
-    for name, style in (("substitute", "direct"), ("reasoning", "reasoning")):
+    for name, style in (("substitute", "instruct"), ("reasoning", "reasoning")):
         if (t := stage(name)) is not None:
             model = AutoModelForCausalLM.from_pretrained(out / "base")
             # As many examples as the steps see (the problems are already in random order).
@@ -286,12 +363,17 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
         text_test = [r for r in read_jsonl(out / "data" / "text-test.jsonl") if r["steps"] >= 2]
         visual_test = read_jsonl(out / "data" / "visual-test.jsonl")
         # The base model has no chat template; it is judged through its two children.
+        visual_train = read_jsonl(out / "data" / "visual-train.jsonl")
         for name in ("substitute", "reasoning"):
             model = AutoModelForCausalLM.from_pretrained(out / name).eval()
             scores[f"{name}_text"], _ = lm.accuracy(model, tok, text_test)
             scores[f"{name}_picture"], _ = lm.accuracy(model, tok, text_test, as_picture=True)
-            scores[f"{name}_blind"], _ = lm.accuracy(model, tok, visual_test)
-        scores["majority_blind"] = majority_baseline(read_jsonl(out / "data" / "visual-train.jsonl"), visual_test)
+            scores[f"{name}_blind"], blind = lm.accuracy(model, tok, visual_test)
+            scores[f"{name}_blind_by_family"] = by_family(visual_test, [s.correct for _, s in blind])
+        scores["majority_blind"] = majority_baseline(visual_train, visual_test)
+        scores["majority_blind_by_family"] = {
+            f: majority_baseline(visual_train, [r for r in visual_test if r["family"] == f])
+            for f in sorted({r["family"] for r in visual_test})}
         encoder = InternVLVisionModel.from_pretrained(out / "vision").eval()
         half = cfg.probe_images // 2
         fit, test = render(half, "probe-fit"), render(cfg.probe_images - half, "probe-test")
@@ -300,6 +382,14 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False,
         man.data["scores"] = scores
         man.record("scores", time.perf_counter() - t)
     return man.data
+
+
+def by_family(rows: list[dict], correct: list[bool]) -> dict[str, float]:
+    """Accuracy per family of rows scored in order."""
+    fams: dict[str, list[bool]] = {}
+    for r, ok in zip(rows, correct):
+        fams.setdefault(r["family"], []).append(bool(ok))
+    return {f: sum(v) / len(v) for f, v in sorted(fams.items())}
 
 
 def majority_baseline(train_rows: list[dict], test_rows: list[dict]) -> float:
@@ -330,7 +420,7 @@ def table(data: dict) -> str:
          "tokenizer"),
         ("base LM", f"pretraining loss {st.get('base', {}).get('final_loss', '?')}", "base"),
         ("substitute LM", f"text accuracy {pct(sc['substitute_text'])}, as pictures "
-                          f"{pct(sc.get('substitute_picture', 0))} (answers directly)" if sc else "", "substitute"),
+                          f"{pct(sc.get('substitute_picture', 0))} (no think block; works briefly in its answer)" if sc else "", "substitute"),
         ("reasoning LM", f"text accuracy {pct(sc['reasoning_text'])}, as pictures "
                          f"{pct(sc.get('reasoning_picture', 0))} (<think>, then \\boxed{{}})" if sc else "",
          "reasoning"),
@@ -339,7 +429,8 @@ def table(data: dict) -> str:
     lines = ["| backbone | held-out score | build s | peak RSS MB | hash |", "|---|---|---|---|---|"]
     for name, score, key in rows:
         s = st.get(key, {})
-        cells = [name, score, s.get("seconds", ""), s.get("peak_rss_mb", ""), s.get("hash", "")]
+        seconds = f"shipped (built in {s['built_seconds']:.0f})" if s.get("shipped") else s.get("seconds", "")
+        cells = [name, score, seconds, s.get("peak_rss_mb", ""), s.get("hash", "")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     total = sum(s["seconds"] for s in st.values())
     lines.append(f"| **total** | | {total:.0f} | {max((s['peak_rss_mb'] for s in st.values()), default=0)} | |")
@@ -352,6 +443,11 @@ def table(data: dict) -> str:
             f"Ignoring the image: the reasoning LM answers the {sc['visual_items']} visual test questions without "
             f"their pictures {pct(sc['reasoning_blind'])} of the time (substitute {pct(sc['substitute_blind'])}; "
             f"the commonest training answer per question: {pct(sc['majority_blind'])}).")
+        if "reasoning_blind_by_family" in sc:
+            lines.append("")
+            lines.append("Without the picture, by family (reasoning LM / commonest answer): " + ", ".join(
+                f"{f} {pct(v)} / {pct(sc['majority_blind_by_family'][f])}"
+                for f, v in sc["reasoning_blind_by_family"].items()) + ".")
     return "\n".join(lines)
 
 

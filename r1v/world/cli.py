@@ -43,6 +43,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="world folder (default ~/.cache/r1v/world)")
     p.add_argument("--preset", default="default", help="default, or small (seconds; nothing is learnt)")
     p.add_argument("--rebuild", action="store_true", help="delete the folder and build from scratch")
+    p.add_argument("--train", action="store_true", help="train every backbone here, even where the shipped ones "
+                                                        "(built with the default settings) would be copied")
     p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting (listed below)")
     p.set_defaults(func=cmd_build)
 
@@ -70,6 +72,19 @@ def add_parser(sub) -> None:
                    help="recipe settings; distill.* ones set the AL-CoTD arm, as for `r1v world data`")
     p.set_defaults(func=cmd_compare)
 
+    p = wsub.add_parser("ship", help="(maintainers) make a built world's backbones the ones r1v ships",
+                        description="Copy a world's tokenizer, LMs and vision encoder, trained by `r1v world build "
+                                    "--train` with the default settings, into r1v/world/backbones/ with their "
+                                    "provenance (settings, code version, hashes, times, scores).")
+    p.add_argument("--world", required=True, help="the built world folder")
+    p.set_defaults(func=cmd_ship)
+
+    p = wsub.add_parser("probe", help="where the picture is lost: vision encoder, projector, LLM input",
+                        description=docstring("r1v.world.probe"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="an R1V checkpoint of the mini-world (e.g. runs/tiny/sft/m0)")
+    p.add_argument("--images", type=int, default=800, help="fresh pictures drawn (half fit the probes; default 800)")
+    p.set_defaults(func=cmd_probe)
+
     p = wsub.add_parser("show", help="a contact sheet of problems: picture, question, reasoning, answer")
     p.add_argument("--world", default=None, help="world folder (default ~/.cache/r1v/world); without a built "
                    "world, problems are generated on the fly")
@@ -92,13 +107,36 @@ def _overrides(pairs: list[str]) -> dict:
 def cmd_build(a) -> int:
     from pathlib import Path
 
-    from r1v.world.build import DEFAULT_DIR, build, config_from, table
+    from r1v.world.build import DEFAULT_DIR, SHIPPED, build, config_from, table
 
     cfg = config_from(a.preset, _overrides(a.settings))
     out = Path(a.out) if a.out else DEFAULT_DIR
     print(f"building the mini-world in {out}", file=sys.stderr)
-    data = build(cfg, out, rebuild=a.rebuild, log=lambda s: print(s, file=sys.stderr))
+    data = build(cfg, out, rebuild=a.rebuild, shipped=None if a.train else SHIPPED,
+                 log=lambda s: print(s, file=sys.stderr))
     print(table(data))
+    return 0
+
+
+def cmd_ship(a) -> int:
+    from pathlib import Path
+
+    from r1v.world.build import PRESETS, SHIPPED, ship
+
+    prov = ship(Path(a.world))
+    if prov["config"] != dataclasses.asdict(PRESETS["default"]):
+        print("note: this world was not built with the default settings, so a default build will not use it",
+              file=sys.stderr)
+    print(f"wrote {SHIPPED} ({prov['code']})")
+    return 0
+
+
+def cmd_probe(a) -> int:
+    from r1v.world.probe import readings, table
+
+    if a.images < 8:
+        raise R1VError("--images must be at least 8")
+    print(table(readings(a.model, images=a.images)))
     return 0
 
 

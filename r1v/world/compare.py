@@ -156,7 +156,7 @@ def _slug(name: str) -> str:
 
 def write(out: Path, results: dict, field: str) -> Path:
     from r1v.distill.report import plot
-    from r1v.train.report import paired_interval
+    from r1v.stats import paired_interval
 
     base = results["AL-CoTD"]
     lines = ["# AL-CoTD beside fixed-penalty distillation (mini-world)", "",

@@ -15,7 +15,8 @@ Rows are JSON lines that `r1v eval run --bench world` reads (`r1v/evaluate/tasks
 
 Training targets (what follows the template's opening `<think>\\n`):
     reasoning LM:  " {reasoning}</think>\\n\\boxed{answer}"
-    substitute LM: "</think>\\n\\boxed{answer}"   (answers directly: an empty think block)
+    substitute LM: "</think>\\n{reasoning}\\n\\boxed{answer}"   (an instruct model: no think block, the
+                   work stated briefly in the answer, as Qwen2.5-Instruct answers)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from r1v.world.scenes import FAMILIES, Problem, describe, draw, make_problem
 
 SPLITS = ("train", "val", "test")
 SHARES = {"train": range(0, 80), "val": range(80, 90), "test": range(90, 100)}
-STYLES = ("reasoning", "direct")
+STYLES = ("reasoning", "instruct")
 
 
 def split_of(p: Problem) -> str:
@@ -71,8 +72,8 @@ def target(p: Problem | dict, style: str) -> str:
         # The leading space makes the chain's first word the same token (" red") as everywhere else
         # in the prompt; right after "<think>\n" it would otherwise be a rare variant ("red").
         return f" {reasoning}</think>\n\\boxed{{{answer}}}"
-    if style == "direct":
-        return f"</think>\n\\boxed{{{answer}}}"
+    if style == "instruct":
+        return f"</think>\n{reasoning}\n\\boxed{{{answer}}}"
     raise ValueError(f"unknown style {style!r}; choose from {STYLES}")
 
 

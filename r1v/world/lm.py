@@ -6,8 +6,9 @@ As in R1V, the two LMs the method needs descend from one base, so they share an 
 * base: a Qwen2 decoder pretrained on plain-text problems of the four families (the scene stated
   in words; 70% with a worked solution, the rest with the answer alone) and on short drills of the
   skills every chain uses (arithmetic, looking a value up by its key, counting);
-* substitute (the "instruct" model): the base fine-tuned on the chat template to answer directly,
-  `</think>\\n\\boxed{5}` (an empty think block);
+* substitute (the "instruct" model): the base fine-tuned on the chat template to work briefly in
+  its answer, with no think block: `</think>\\nred shapes 3. blue circles 2. 3 + 2 = 5.\\n\\boxed{5}`,
+  as Qwen2.5-Instruct states its steps in the answer where R1-Distill-Qwen thinks first;
 * reasoning (the "R1-distilled" model): the base fine-tuned to write its chain of thought first,
   `red shapes 3. blue circles 2. 3 + 2 = 5.</think>\\n\\boxed{5}`.
 
@@ -205,7 +206,7 @@ def _length_batches(examples: Sequence[Example], batch_size: int, rng: random.Ra
 
 # --------------------------------------------------------------------------- generation
 @torch.no_grad()
-def generate(model, tok: PreTrainedTokenizerBase, prompts: Sequence[list[int]], *, max_new_tokens: int = 64,
+def generate(model, tok: PreTrainedTokenizerBase, prompts: Sequence[list[int]], *, max_new_tokens: int = 128,
              batch_size: int = 256) -> list[str]:
     """Greedy completions of token-id prompts, batched with left padding."""
     out = []

@@ -7,8 +7,8 @@
 Files (rows in the `world` task's format plus `response`, the target after `<think>\\n`):
 
 * align-full.jsonl: every visual training problem twice, as a caption ("Describe the picture." ->
-  "</think>\\n{the scene in words}") and as its question answered directly ("</think>\\n\\boxed{5}",
-  the substitute's style);
+  "</think>\\n{the scene in words}") and as its question answered in the substitute's style, the
+  work stated briefly after an empty think block ("</think>\\nred shapes 3. ... 3 + 2 = 5.\\n\\boxed{5}");
 * align-filtered.jsonl: `filtered_share` of align-full (seeded);
 * align-cot.jsonl: `cot_share` of the problems with their reference chain (" red shapes 3. ...</think>...");
 * sft.jsonl (D): every visual training problem with the reasoning LM's chain, distilled by
@@ -100,7 +100,7 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
         scene = describe(from_row(r))
         full.append({**r, "id": r["id"] + "-caption", "question": CAPTION, "choices": None, "answer": scene,
                      "response": f"</think>\n{scene}"})
-        full.append({**r, "response": target(r, "direct")})
+        full.append({**r, "response": target(r, "instruct")})
     filtered = rng.sample(full, max(1, int(cfg.filtered_share * len(full))))
     cot = [{**r, "response": target(r, "reasoning")} for r in
            rng.sample(train, max(1, int(cfg.cot_share * len(train))))]
@@ -152,4 +152,10 @@ def reference_scores(world: Path) -> dict[str, float]:
               "reasoning_blind": "reasoning LLM, visual questions without their pictures",
               "substitute_text": "substitute LLM, the scene in words",
               "substitute_picture": "substitute LLM, the scene as cell words"}
-    return {label: s[k] for k, label in labels.items() if k in s}
+    out: dict = {label: s[k] for k, label in labels.items() if k in s}
+    if "reasoning_picture" in s:  # what the claims table divides the final accuracy by
+        out[labels["reasoning_picture"]] = {"accuracy": s["reasoning_picture"], "claim": "ceiling"}
+    if s.get("probe"):
+        weakest = min(s["probe"], key=s["probe"].get)
+        out[f"vision encoder, linear probe of its weakest attribute ({weakest})"] = s["probe"][weakest]
+    return out

@@ -1,0 +1,66 @@
+"""Confidence intervals, in one place: every accuracy, gap and ratio r1v reports comes with one.
+
+* `mean_ci`: the mean of per-item scores with a 95% interval (the CLT over items; Wilson when
+  every item scores the same), what `r1v eval` reports;
+* `paired_interval`: stage b minus stage a on the same items (a paired difference; far tighter
+  than two separate intervals, since most items are right or wrong under both);
+* `paired_ratio`: b / a on the same items, with a seeded paired bootstrap interval (a ratio of two
+  correlated means has no simple normal interval).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+Z95 = 1.959964
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% interval of per-item scores, in percent: the CLT over questions (Miller
+    2024, "Adding error bars to evals"), each item's score being its mean over samples. When
+    every item scores the same the CLT interval collapses to a point; the Wilson interval over
+    the items is used then (4 items all wrong: 0-49%, not 0-0%)."""
+    n = len(values)
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    m = sum(values) / n
+    se = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n) if n > 1 else 0.0
+    if se == 0:
+        z2 = Z95 ** 2
+        centre = (m + z2 / (2 * n)) / (1 + z2 / n)
+        half = Z95 * math.sqrt(m * (1 - m) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+        return 100 * m, 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
+    return 100 * m, 100 * max(0.0, m - Z95 * se), 100 * min(1.0, m + Z95 * se)
+
+
+def paired_interval(ra: dict, rb: dict) -> dict | None:
+    """Mean of b - a over the items both scored (right = 1), with a 95% normal interval."""
+    diffs = [float(rb[k]) - float(ra[k]) for k in ra if k in rb]
+    if not diffs:
+        return None
+    n = len(diffs)
+    mean = sum(diffs) / n
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, n - 1) / n)
+    return {"gap": mean, "lo": mean - Z95 * se, "hi": mean + Z95 * se, "n": n}
+
+
+def paired_ratio(ra: dict, rb: dict, *, rounds: int = 2000, seed: int = 0) -> dict | None:
+    """mean(b) / mean(a) over the items both scored, with a 95% percentile interval from a paired
+    bootstrap (items resampled together; seeded, so the same scores give the same interval)."""
+    keys = [k for k in ra if k in rb]
+    if not keys or not sum(float(ra[k]) for k in keys):
+        return None
+    a = [float(ra[k]) for k in keys]
+    b = [float(rb[k]) for k in keys]
+    rng = random.Random(seed)
+    n = len(keys)
+    ratios = []
+    for _ in range(rounds):
+        idx = [rng.randrange(n) for _ in range(n)]
+        sa = sum(a[i] for i in idx)
+        if sa:
+            ratios.append(sum(b[i] for i in idx) / sa)
+    ratios.sort()
+    return {"ratio": sum(b) / sum(a), "lo": ratios[int(0.025 * len(ratios))],
+            "hi": ratios[min(len(ratios) - 1, int(0.975 * len(ratios)))], "n": n}
