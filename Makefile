@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)          ## the main job on the embedded default: the R1V recipe on the mini-world
-	$(VENV)/bin/r1v world build      # backbones and problems (reused when built)
+	$(VENV)/bin/r1v world build      # problems drawn, shipped backbones copied (reused when built)
 	$(VENV)/bin/r1v world data       # the recipe's files, D by AL-CoTD (reused when made)
 	$(VENV)/bin/r1v recipe run recipes/tiny.yaml
 
