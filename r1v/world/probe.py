@@ -33,7 +33,7 @@ def readings(model_dir: str | Path, images: int = 800, seed: int = 0) -> dict:
 
     model, tok, _ = load_model(model_dir, dtype=torch.float32)
     model.eval()
-    order = vit.token_cells(getattr(model.config, "ps_version", "v2"))
+    order = vit.token_cells()  # the order vit.features shuffles the tokens in
 
     def render(n: int, tag: str):
         probs = [make_problem(FAMILIES[i % len(FAMILIES)], f"probe:{tag}:{seed}:{i}") for i in range(n)]
@@ -43,19 +43,13 @@ def readings(model_dir: str | Path, images: int = 800, seed: int = 0) -> dict:
     encoder = model.model.vision_tower
     out = {"vision encoder": vit.probe(encoder, fit, test)}
     projector = model.model.multi_modal_projector
-    plain = vit.vision_tokens
-    try:  # the same probe, one layer later: on what the projector hands the LLM
-        vit.vision_tokens = lambda v, px, ps="v2": projector(plain(v, px, ps))
-        out["projector"] = vit.probe(encoder, fit, test)
-    finally:
-        vit.vision_tokens = plain
+    out["projector"] = vit.probe(encoder, fit, test, after=projector)  # what the projector hands the LLM
     ids = tok.convert_tokens_to_ids(list(PICTURE_WORDS))
     if any(i is None or i == tok.unk_token_id for i in ids):
         raise R1VError(f"{model_dir}'s tokenizer has no picture words: not a mini-world model")
     words = torch.nn.functional.normalize(model.get_input_embeddings().weight[ids], dim=-1)
     probs, imgs = test
-    with torch.no_grad():
-        feats = torch.cat([projector(vit.features(encoder, imgs[i:i + 256])) for i in range(0, len(imgs), 256)])
+    feats = vit.features(encoder, imgs, after=projector)
     nearest = (torch.nn.functional.normalize(feats, dim=-1) @ words.T).argmax(-1)
     hits: dict[str, list[bool]] = {}
     for p, row in zip(probs, nearest):

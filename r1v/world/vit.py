@@ -163,18 +163,22 @@ def pretrain(
 
 
 @torch.no_grad()
-def features(vit: InternVLVisionModel, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    return torch.cat([vision_tokens(vit, pixels(images[i : i + batch_size]))
+def features(vit: InternVLVisionModel, images: torch.Tensor, batch_size: int = 256, *,
+             after: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """The visual tokens of uint8 `images`, passed through `after` when given (e.g. a projector)."""
+    after = after or (lambda x: x)
+    return torch.cat([after(vision_tokens(vit, pixels(images[i : i + batch_size])))
                       for i in range(0, len(images), batch_size)])
 
 
 def probe(vit: InternVLVisionModel, train: tuple[Sequence[Problem], torch.Tensor],
-          test: tuple[Sequence[Problem], torch.Tensor], *, steps: int = 500, seed: int = 0) -> dict[str, float]:
-    """Held-out accuracy of fresh linear probes on the frozen visual tokens, per attribute,
-    each on the images of the families that need it (every token of those images counts)."""
+          test: tuple[Sequence[Problem], torch.Tensor], *, steps: int = 500, seed: int = 0,
+          after: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+    """Held-out accuracy of fresh linear probes on the frozen visual tokens (or on `after` of them),
+    per attribute, each on the images of the families that need it (every token of those images counts)."""
     order = token_cells()
     out = {}
-    fx = {"train": features(vit, train[1]), "test": features(vit, test[1])}
+    fx = {"train": features(vit, train[1], after=after), "test": features(vit, test[1], after=after)}
     tg = {"train": targets(train[0], order), "test": targets(test[0], order)}
     fam = {"train": [p.family for p in train[0]], "test": [p.family for p in test[0]]}
     for attr, k in ATTRIBUTES.items():
