@@ -11,11 +11,10 @@ effective-sample ratio, accuracy by stage.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
-from r1v.stats import paired_interval, paired_ratio
+from r1v.stats import half_width, paired_interval, paired_ratio
 
 
 def _recipe(run: Path) -> dict:
@@ -37,10 +36,6 @@ def _distill_summary(sft: str | None) -> tuple[dict | None, Path | None]:
             if "verdicts" in summary and "penalty" in summary:
                 return summary, folder
     return None, None
-
-
-def _ci(p: float, n: int) -> float:
-    return 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / max(1, n))
 
 
 def stage_order(results: dict) -> list[str]:
@@ -103,7 +98,7 @@ def claims(run: Path, results: dict, cfg: dict) -> list[str]:
 
     def interval(stage, kind="visual"):
         p, n = acc(stage, kind)
-        return p, max(0.0, p - _ci(p, n)), min(1.0, p + _ci(p, n))
+        return p, max(0.0, p - half_width(p, n)), min(1.0, p + half_width(p, n))
 
     if acc("align"):
         p, lo, hi = interval("align")
@@ -271,7 +266,7 @@ def write(run: str | Path) -> Path:
         for kind in ("visual", "text"):
             if kind in e:
                 p, n = e[kind]["accuracy"], e[kind]["n"]
-                cells.append(f"{100 * p:.1f}% ± {100 * _ci(p, n):.1f} (n={n})")
+                cells.append(f"{100 * p:.1f}% ± {100 * half_width(p, n):.1f} (n={n})")
             else:
                 cells.append("-")
         tok = e.get("visual", {}).get("mean_tokens", "-")
