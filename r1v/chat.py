@@ -60,54 +60,52 @@ class Conversation:
         return reply
 
 
-class ReasoningStreamer(BaseStreamer):
-    """Decodes tokens as they come and calls `callback(kind, text)`, kind "reasoning" / "answer".
+class TokenDecoder:
+    """Token ids in, text deltas out; the deltas concatenate to decoding all the ids at once.
 
-    The switch happens at `</think>`; text that might be the start of a `</think>` split
-    over several tokens is held back until it is known.
+    Only a short window is decoded per step (the offsets of TGI and vLLM's detokenizer), so a
+    16K-token reply costs linear, not quadratic, time. A delta that would end inside an
+    unfinished multi-byte character is held back until the character is complete.
     """
 
+    def __init__(self, tokenizer):
+        self.tokenizer, self.ids, self.prefix, self.read = tokenizer, [], 0, 0
+
+    def push(self, ids: list[int]) -> str:
+        self.ids += ids
+        return self._delta(final=False)
+
+    def flush(self) -> str:
+        return self._delta(final=True)
+
+    def _delta(self, final: bool) -> str:
+        before = self.tokenizer.decode(self.ids[self.prefix:self.read], skip_special_tokens=True)
+        now = self.tokenizer.decode(self.ids[self.prefix:], skip_special_tokens=True)
+        if len(now) <= len(before) or (not final and now.endswith("\ufffd")):
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return now[len(before):]
+
+
+class ReasoningStreamer(BaseStreamer):
+    """Decodes tokens as they come and calls `callback(kind, text)`, kind "reasoning" / "answer"."""
+
     def __init__(self, tokenizer, callback: Callable[[str, str], None]):
-        self.tokenizer, self.callback = tokenizer, callback
-        self.ids: list[int] = []
+        self.decoder, self.splitter, self.callback = TokenDecoder(tokenizer), T.ReasoningSplitter(), callback
         self.prompt_seen = False
-        self.sent = 0  # characters of the decoded text already passed on
 
     def put(self, value: torch.Tensor) -> None:
         if not self.prompt_seen:  # generate() first hands over the prompt
             self.prompt_seen = True
             return
-        self.ids += value.flatten().tolist()
-        self._emit(final=False)
+        self._emit(self.decoder.push(value.flatten().tolist()), final=False)
 
     def end(self) -> None:
-        self._emit(final=True)
+        self._emit(self.decoder.flush(), final=True)
 
-    def _emit(self, final: bool) -> None:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if not final and text.endswith("\ufffd"):  # an unfinished multi-byte character
-            return
-        cut = text.find(T.THINK_CLOSE)
-        if cut < 0:
-            hold = 0 if final else _partial_suffix(text, T.THINK_CLOSE)
-            self._send("reasoning", text, len(text) - hold)
-            return
-        self._send("reasoning", text, cut)
-        self.sent = max(self.sent, cut + len(T.THINK_CLOSE))
-        self._send("answer", text, len(text))
-
-    def _send(self, kind: str, text: str, upto: int) -> None:
-        if upto > self.sent:
-            self.callback(kind, text[self.sent:upto])
-            self.sent = upto
-
-
-def _partial_suffix(text: str, marker: str) -> int:
-    """Length of the longest end of `text` that is a proper start of `marker`."""
-    for n in range(min(len(marker) - 1, len(text)), 0, -1):
-        if marker.startswith(text[-n:]):
-            return n
-    return 0
+    def _emit(self, delta: str, final: bool) -> None:
+        for kind, text in self.splitter.feed(delta, final):
+            self.callback(kind, text)
 
 
 def trim_at_stop(ids: list[int], stop_ids) -> tuple[list[int], bool]:
@@ -162,8 +160,12 @@ class Chat:
         messages += list(history.messages) if history else []
         messages.append({"role": "user", "content": place_images(question, len(loaded))})
         all_images = (list(history.images) if history else []) + loaded
+        return self.render(messages), all_images
+
+    def render(self, messages: list[dict]) -> str:
+        """The prompt text for `messages` (string contents, images as `<image>` placeholders)."""
         text = T.render(self.template, messages, bos_token=self.tokenizer.bos_token or "")
-        return text.replace(T.IMAGE_PLACEHOLDER, self.processor.image_token), all_images
+        return text.replace(T.IMAGE_PLACEHOLDER, self.processor.image_token)
 
     def encode(self, prompts: list[str], images: list):
         """Model inputs (left-padded batch) for prompts from `prompt()` and their images, in order."""

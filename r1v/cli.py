@@ -9,6 +9,7 @@
     r1v recipe run recipes/tiny.yaml           # the R1V training recipe end to end (align ... GRPO, report)
     r1v train align|transfer|sft|grpo --config RECIPE   # one stage
     r1v distill --data ROWS --teacher MODEL_OR_URL [--judge MODEL_OR_URL] --out OUT   # AL-CoTD data
+    r1v serve --model DIR [--api-key KEY]      # OpenAI-compatible API and a chat page at http://127.0.0.1:8000/
 
 User mistakes end with one line on stderr and exit status 2, never a traceback.
 """
@@ -205,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     from r1v.distill.cli import add_parser as add_distill
 
     add_distill(sub)
+    from r1v.serve.cli import add_parser as add_serve
+
+    add_serve(sub)
     return ap
 
 

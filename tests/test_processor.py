@@ -33,6 +33,28 @@ def test_tiling_options(max_tiles, thumb):
     np.testing.assert_allclose(ours["pixel_values"], ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("w,h,mode", [(640, 480, "RGB"), (1920, 1080, "RGB"), (300, 1200, "L"), (100, 100, "RGBA"),
+                                      (448, 448, "P")])
+def test_tiles_are_bit_identical_to_the_model_cards_transform(w, h, mode):
+    """The reference of the official chat code: crops, then torchvision's Resize, ToTensor, Normalize."""
+    import torch
+    import torchvision.transforms as T
+    from torchvision.transforms.functional import InterpolationMode
+
+    from tests.reference_tiling import reference_crops, reference_grid
+
+    rng = np.random.default_rng(w + h)
+    img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode)
+    rgb = img.convert("RGB")
+    transform = T.Compose([T.Resize((448, 448), interpolation=InterpolationMode.BICUBIC), T.ToTensor(),
+                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    ref = torch.stack([transform(t) for t in reference_crops(rgb, *reference_grid(w, h))])
+    tiler = build_image_processor()
+    assert torch.equal(tiler(images=[img], return_tensors="pt")["pixel_values"], ref)
+    as_array = tiler(images=[np.asarray(rgb)], return_tensors="pt")["pixel_values"]  # transformers' array path
+    assert torch.equal(as_array, ref)
+
+
 def test_image_tokens_are_expanded_per_tile_in_order(tiny):
     _, tok = tiny
     proc = build_processor(tok, max_tiles=4)

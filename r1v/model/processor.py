@@ -1,9 +1,11 @@
 """Images in, model inputs out: safe image loading, dynamic tiling, `<image>` expansion.
 
-Tiling is the R1V / InternVL reference algorithm (`../shared/docs/formats.md`), done by
-transformers' `GotOcr2ImageProcessorPil`, which matches the reference exactly (its
-torchvision twin does not, so it is never used here). Token expansion is transformers'
-`InternVLProcessor`: every image becomes `<img>` + `<IMG_CONTEXT>` x (256 x tiles) + `</img>`.
+Tiling is the R1V / InternVL reference algorithm (`../shared/docs/formats.md`): transformers'
+`GotOcr2ImageProcessorPil` (its grid choice, PIL resizes), with the per-tile arithmetic done once
+per image (`TilingImageProcessor`), bit-identical to the reference transform and faster than it
+(`bench/tiling_speed.py`). transformers' torchvision twin is not PIL-exact, so it is never used.
+Token expansion is transformers' `InternVLProcessor`: every image becomes `<img>` +
+`<IMG_CONTEXT>` x (256 x tiles) + `</img>`.
 
 What this module adds on top:
 * `load_image`: one clear `R1VError` for missing, unreadable, truncated or non-image files
@@ -22,8 +24,10 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
-from transformers import GotOcr2ImageProcessorPil, InternVLProcessor, InternVLVideoProcessor
+from transformers import BatchFeature, GotOcr2ImageProcessorPil, InternVLProcessor, InternVLVideoProcessor
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
 from r1v.errors import R1VError
 from r1v.model.templates import IMAGE_PLACEHOLDER
@@ -75,11 +79,79 @@ def load_image(src: ImageLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
         raise R1VError(f"image file is corrupt or truncated: {name} ({e})") from None
 
 
-class _NoThumbnailImageProcessor(GotOcr2ImageProcessorPil):
-    """GotOcr2 tiling without the thumbnail tile (R1V checkpoints all use one; this is an option)."""
+class TilingImageProcessor(GotOcr2ImageProcessorPil):
+    """transformers' GotOcr2 PIL tiler (its grid choice, its options), with the per-tile work done
+    once per image: the whole resized canvas is scaled and normalised in one pass, then cut into
+    tiles by a reshape. The resizes are the same PIL bicubic calls, and the arithmetic is
+    torchvision's (x / 255, then - mean, then / std, in float32), so the tiles are bit-identical
+    to the R1V reference transform (bench/tiling_speed.py checks it); GotOcr2's own path,
+    tile by tile in float64-free NumPy steps, ran at ~0.7x the reference's speed.
+    NumPy, not torch: the server tiles on pool threads, where torch would start an OpenMP team
+    that competes with generation. `use_thumbnail=False` is an R1V option GotOcr2 lacks.
+    """
 
-    def crop_image_to_patches(self, image, min_patches, max_patches, use_thumbnail=True, **kwargs):
-        return super().crop_image_to_patches(image, min_patches, max_patches, use_thumbnail=False, **kwargs)
+    def __init__(self, use_thumbnail: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.use_thumbnail = use_thumbnail
+        # uint8 -> normalised float32 through a table per channel, filled by the reference's own
+        # steps in float32 (v / 255, - mean, / std): one gather per value, the same bits.
+        v = np.arange(256, dtype=np.float32)
+        mean, std = np.asarray(self.image_mean, np.float32), np.asarray(self.image_std, np.float32)
+        self._table = np.stack([((v / np.float32(255)) - mean[c]) / std[c] for c in range(3)])
+
+    def to_dict(self) -> dict:
+        # Saved as GotOcr2's own config, so that transformers and vLLM load it without r1v; a tiler
+        # without the thumbnail keeps the name r1v reads it back by (checkpoint._saved_tiling).
+        d = {k: v for k, v in super().to_dict().items() if k not in ("_table", "use_thumbnail")}
+        d["image_processor_type"] = "GotOcr2ImageProcessor" if self.use_thumbnail else "_NoThumbnailImageProcessor"
+        return d
+
+    def _prepare_image_like_inputs(self, images, *args, expected_ndims: int = 3, **kwargs):
+        # PIL images stay PIL images (RGB): the tiler resizes them with PIL anyway, so the
+        # round trip to a channels-first array and back that transformers makes is skipped.
+        flat = self._prepare_images_structure(images, expected_ndims=expected_ndims)
+        if flat and all(isinstance(im, Image.Image) for im in flat):
+            return [im if im.mode == "RGB" else im.convert("RGB") for im in flat]
+        return super()._prepare_image_like_inputs(images, *args, expected_ndims=expected_ndims, **kwargs)
+
+    def _preprocess(self, images, do_resize, size, resample, do_rescale, rescale_factor, do_normalize,
+                    image_mean, image_std, return_tensors, crop_to_patches=False, min_patches=1, max_patches=12,
+                    **kwargs):
+        if not (do_resize and do_rescale and do_normalize and rescale_factor == 1 / 255
+                and list(image_mean) == list(self.image_mean) and list(image_std) == list(self.image_std)):
+            return super()._preprocess(images, do_resize, size, resample, do_rescale, rescale_factor, do_normalize,
+                                       image_mean, image_std, return_tensors, crop_to_patches=crop_to_patches,
+                                       min_patches=min_patches, max_patches=max_patches, **kwargs)
+        th, tw = size.height, size.width
+        plans = []  # (image, cols, rows, thumbnail?)
+        for image in images:  # PIL, or uint8 channels first (transformers' working format)
+            if not isinstance(image, Image.Image):
+                image = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)))
+            cols, rows = (1, 1)
+            if crop_to_patches and max_patches > 1:
+                cols, rows = get_optimal_tiled_canvas((image.height, image.width), (th, tw), min_patches, max_patches)
+            plans.append((image, cols, rows, self.use_thumbnail and cols * rows > 1))
+        counts = [cols * rows + thumb for _, cols, rows, thumb in plans]
+        pixels = np.empty((sum(counts), 3, th, tw), dtype=np.float32)
+        k = 0
+        for image, cols, rows, thumb in plans:
+            canvas = np.asarray(image.resize((tw * cols, th * rows), resample))
+            for r in range(rows):
+                for c in range(cols):
+                    self._tile(canvas[r * th:(r + 1) * th, c * tw:(c + 1) * tw], pixels[k])
+                    k += 1
+            if thumb:
+                self._tile(np.asarray(image.resize((tw, th), resample)), pixels[k])
+                k += 1
+        if return_tensors == "pt":
+            import torch
+
+            pixels = torch.from_numpy(pixels)
+        return BatchFeature(data={"pixel_values": pixels, "num_patches": counts})
+
+    def _tile(self, hwc: np.ndarray, out: np.ndarray) -> None:
+        for c in range(3):
+            np.take(self._table[c], hwc[:, :, c], out=out[c])
 
 
 def build_image_processor(
@@ -87,8 +159,8 @@ def build_image_processor(
 ) -> GotOcr2ImageProcessorPil:
     if not 1 <= min_tiles <= max_tiles:
         raise R1VError(f"need 1 <= min_tiles <= max_tiles, got min_tiles={min_tiles}, max_tiles={max_tiles}")
-    cls = GotOcr2ImageProcessorPil if use_thumbnail else _NoThumbnailImageProcessor
-    return cls(
+    return TilingImageProcessor(
+        use_thumbnail=use_thumbnail,
         size={"height": tile_size, "width": tile_size},
         crop_to_patches=True,
         min_patches=min_tiles,
@@ -159,8 +231,6 @@ def place_images(question: str, n_images: int) -> str:
 
 if __name__ == "__main__":
     import argparse
-
-    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("image")

@@ -111,6 +111,45 @@ def split_reasoning(output: str) -> Split:
     return Split(reasoning=head.strip(), answer=tail.strip())
 
 
+class ReasoningSplitter:
+    """Streamed text in, ("reasoning" | "answer", text) pieces out, switching at the first `</think>`.
+
+    Text that may be the start of a `</think>` split over several pieces is held back until it
+    is known. `thinking=False` is for a prompt that already closed its think block (thinking
+    off): everything is answer. The pieces concatenate to the input minus the `</think>`.
+    """
+
+    def __init__(self, thinking: bool = True):
+        self.text, self.sent, self.closed = "", 0, not thinking
+
+    def feed(self, delta: str, final: bool = False) -> list[tuple[str, str]]:
+        self.text += delta
+        out: list[tuple[str, str]] = []
+        if not self.closed:
+            cut = self.text.find(THINK_CLOSE, max(0, self.sent - len(THINK_CLOSE)))
+            if cut < 0:
+                hold = 0 if final else _partial_suffix(self.text, THINK_CLOSE)
+                self._send(out, "reasoning", len(self.text) - hold)
+                return out
+            self._send(out, "reasoning", cut)
+            self.sent, self.closed = max(self.sent, cut + len(THINK_CLOSE)), True
+        self._send(out, "answer", len(self.text))
+        return out
+
+    def _send(self, out: list, kind: str, upto: int) -> None:
+        if upto > self.sent:
+            out.append((kind, self.text[self.sent:upto]))
+            self.sent = upto
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest end of `text` that is a proper start of `marker`."""
+    for n in range(min(len(marker) - 1, len(text)), 0, -1):
+        if marker.startswith(text[-n:]):
+            return n
+    return 0
+
+
 if __name__ == "__main__":
     demo = [
         {"role": "user", "content": "<image>\nHow many circles?"},
