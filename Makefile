@@ -32,6 +32,7 @@ bench: $(STAMP)         ## speed benchmarks, each printed beside its baseline
 	$(PY) bench/grpo.py
 	$(PY) bench/chat_speed.py
 	$(PY) bench/tiling_speed.py
+	$(PY) bench/serve.py
 	$(PY) bench/convert_memory.py
 	$(PY) bench/scoring_speed.py
 

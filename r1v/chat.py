@@ -225,9 +225,9 @@ BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
 class TerminalPrinter:
     """Streams a reply: reasoning dimmed under a 'thinking' header, then the answer."""
 
-    def __init__(self, show_reasoning: bool = True, out=sys.stdout):
-        self.out, self.show = out, show_reasoning
-        self.color = out.isatty()
+    def __init__(self, show_reasoning: bool = True, out=None):
+        self.out, self.show = out or sys.stdout, show_reasoning  # sys.stdout now, not at import time
+        self.color = self.out.isatty()
         self.kind = None
 
     def __call__(self, kind: str, text: str) -> None:
@@ -250,8 +250,19 @@ class TerminalPrinter:
         if self.color:
             self.out.write(RESET)
         if reply.answer is None:
-            self.out.write(f"\n[no answer: the reasoning was cut off after {reply.new_tokens} tokens; "
-                           f"raise --max-new-tokens]" if reply.new_tokens else "\n[no answer]")
+            if not reply.stopped:
+                self.out.write(f"\n[no answer: the reasoning was cut off at the limit of {reply.new_tokens} tokens; "
+                               f"raise --max-new-tokens]")
+            else:
+                self.out.write("\n[no answer: the model ended its turn without closing its reasoning (no </think>)]")
         self.out.write("\n")
+        self.out.flush()
+        self.kind = None
+
+    def interrupted(self) -> None:
+        """Ctrl-C during an answer: the answer stops, the conversation goes on (without that turn)."""
+        if self.color:
+            self.out.write(RESET)
+        self.out.write("\n[stopped]\n")
         self.out.flush()
         self.kind = None

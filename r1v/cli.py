@@ -64,8 +64,10 @@ def _gen_options(a) -> dict:
 
 def cmd_chat(a) -> int:
     from r1v.chat import Chat
+    from r1v.generation import GenerationOptions
     from r1v.model.checkpoint import resolve_device
 
+    GenerationOptions(**_gen_options(a))  # sampling settings checked before the model loads
     device = resolve_device(a.device)
     chat = Chat.from_pretrained(a.model, dtype=a.dtype, device=device, device_map=a.device_map,
                                 quantization=a.load_in, template=a.template, max_tiles=a.max_tiles,
@@ -81,21 +83,33 @@ def cmd_chat(a) -> int:
     return _interactive(chat, a.image, printer, opts)
 
 
+CHAT_COMMANDS = """commands:
+  /image PATH   attach an image to the next question
+  /reset        start a new conversation
+  /help         this list
+  /quit         leave (or Ctrl-D); Ctrl-C stops an answer"""
+
+
 def _interactive(chat, images, printer, opts) -> int:
     conv = chat.conversation()
     pending = list(images)
-    print("r1v chat: type a question. /image PATH attaches an image to the next question, "
-          "/reset starts over, /quit leaves.")
+    print("r1v chat: type a question (/help lists the commands).")
     while True:
         try:
             line = input(">>> ").strip()
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:  # at the prompt, Ctrl-C leaves; during an answer it stops the answer
             print()
             return 0
         if not line:
             continue
         if line in ("/quit", "/exit"):
             return 0
+        if line == "/help":
+            print(CHAT_COMMANDS)
+            continue
         if line == "/reset":
             conv, pending = chat.conversation(), []
             print("(new conversation)")
@@ -111,10 +125,15 @@ def _interactive(chat, images, printer, opts) -> int:
             except R1VError as e:
                 print(f"error: {e}")
             continue
+        if line.startswith("/"):
+            print(f"unknown command {line.split()[0]}; /help lists the commands (a question cannot start with /)")
+            continue
         try:
             reply = conv.ask(line, images=pending, stream=printer, **opts)
             printer.finish(reply)
             pending = []
+        except KeyboardInterrupt:
+            printer.interrupted()
         except R1VError as e:
             print(f"error: {e}")
 
@@ -151,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="r1v", description="Build, convert and chat with Skywork-R1V-style "
                                  "multimodal reasoning models.", formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n")[1])
+    from r1v import __version__
+
+    ap.add_argument("--version", action="version", version=f"r1v {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

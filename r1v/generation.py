@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from r1v.errors import R1VError
@@ -17,9 +18,25 @@ class GenerationOptions:
     seed: int | None = field(default=None, metadata={"help": "seed for sampling, for repeatable replies"})
     min_new_tokens: int = field(default=0, metadata={"help": "generate at least this many tokens"})
 
-    def generate_kwargs(self) -> dict:
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> R1VError:
+            return R1VError(f"{name} must be {rule}, got {getattr(self, name)}")
+
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            if not math.isfinite(getattr(self, name)):
+                raise bad(name, "a finite number")
         if self.max_new_tokens < 1:
-            raise R1VError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+            raise bad("max_new_tokens", "at least 1")
+        if self.min_new_tokens < 0:
+            raise bad("min_new_tokens", "0 or more")
+        if self.temperature < 0:
+            raise bad("temperature", "0 (greedy) or more")
+        if not 0 < self.top_p <= 1:
+            raise bad("top_p", "in (0, 1]")
+        if self.repetition_penalty <= 0:
+            raise bad("repetition_penalty", "positive (1 = none)")
+
+    def generate_kwargs(self) -> dict:
         greedy = self.temperature <= 0
         kw = dict(max_new_tokens=self.max_new_tokens, repetition_penalty=self.repetition_penalty,
                   do_sample=not greedy)

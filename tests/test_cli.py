@@ -50,6 +50,56 @@ def test_interactive_multi_turn(tmp_path, images):
     assert "error: image not found" in r.stdout and "(new conversation)" in r.stdout
 
 
+def test_interactive_commands_and_ctrl_c_stops_only_the_answer(monkeypatch, capsys, tiny):
+    from r1v import cli
+    from r1v.chat import Chat, TerminalPrinter
+
+    chat = Chat(*tiny, max_tiles=1)
+    lines = iter(["/help", "/imagine x", "Tell me.", "And now?", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    asked = []
+
+    def ask(self, question, **kw):
+        asked.append(question)
+        if question == "Tell me.":
+            raise KeyboardInterrupt  # Ctrl-C while the model answers
+        return chat.ask(question, max_new_tokens=2, temperature=0)
+
+    monkeypatch.setattr("r1v.chat.Conversation.ask", ask)
+    assert cli._interactive(chat, [], TerminalPrinter(), {}) == 0
+    out = capsys.readouterr().out
+    assert "/image PATH" in out and "unknown command /imagine" in out and "[stopped]" in out
+    assert asked == ["Tell me.", "And now?"]  # the session went on after Ctrl-C; /imagine never reached the model
+
+
+@pytest.mark.parametrize("stopped,expect", [(False, "cut off at the limit of 7 tokens"),
+                                            (True, "ended its turn without closing its reasoning")])
+def test_no_answer_says_why(stopped, expect):
+    import io
+
+    from r1v.chat import Reply, TerminalPrinter
+
+    out = io.StringIO()
+    TerminalPrinter(out=out).finish(Reply("abc", "abc", None, 7, stopped))
+    assert expect in out.getvalue()
+
+
+@pytest.mark.parametrize("flag,value,msg", [("--temperature", "nan", "finite"), ("--temperature", "-1", "greedy"),
+                                            ("--top-p", "2", "(0, 1]"), ("--top-p", "0", "(0, 1]"),
+                                            ("--repetition-penalty", "0", "positive"),
+                                            ("--max-new-tokens", "0", "at least 1")])
+def test_sampling_settings_are_checked_before_the_model_loads(flag, value, msg, tmp_path, capsys):
+    assert main(["chat", "--model", str(tmp_path / "never-loaded"), flag, value, "Q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and msg in err, err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("r1v ")
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli") / "model"
