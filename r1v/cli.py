@@ -244,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     except R1VError as e:
         print(f"r1v: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path the user gave that cannot be read or written (permissions, a file in the way)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"r1v: error: {e.strerror or e}{where}; choose a path you can read and write", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -116,7 +116,17 @@ def bad_inputs(model_dir, images, tmp_path):
     shutil.copytree(model_dir, broken)
     (broken / "model.safetensors").write_bytes(b"\x00" * 10)
     m, img = str(model_dir), str(images[0])
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    notes = tmp_path / "notes"
+    notes.mkdir(exist_ok=True)
+    (notes / "todo.txt").write_text("keep me too")
     return {
+        "build onto a file": (["build", "--out", str(afile), "--overwrite"], "is a file"),
+        "convert onto a file": (["convert", m, str(afile), "--to", "hf", "--overwrite"], "is a file"),
+        "overwrite a folder that is not a model": (["build", "--out", str(notes), "--overwrite"], "not a model"),
+        "convert onto itself": (["convert", m, m, "--to", "hf", "--overwrite"], "the source itself"),
+        "build under a file": (["build", "--out", str(afile / "model")], "Not a directory"),
         "missing model": (["chat", "--model", str(tmp_path / "nope"), "Q"], "model directory not found"),
         "missing image": (["chat", "--model", m, "--image", str(tmp_path / "x.png"), "Q"], "image not found"),
         "corrupt image": (["chat", "--model", m, "--image", str(corrupt), "Q"], "corrupt or truncated"),
@@ -131,7 +141,8 @@ def bad_inputs(model_dir, images, tmp_path):
 
 
 CASES = ["missing model", "missing image", "corrupt image", "not an image", "placeholders", "empty prompt",
-         "broken shard", "convert to existing", "bad shard size"]
+         "broken shard", "convert to existing", "bad shard size", "build onto a file", "convert onto a file",
+         "overwrite a folder that is not a model", "convert onto itself", "build under a file"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -140,6 +151,8 @@ def test_bad_input_gives_one_clear_line(case, model_dir, images, tmp_path, capsy
     assert main(args + (["--max-new-tokens", "2"] if args[0] == "chat" else [])) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("r1v: error:") and msg in err, err
+    assert not list(tmp_path.glob("*.partial"))  # nothing half-written left behind
+    assert (tmp_path / "afile").read_text() == "keep me" and (tmp_path / "notes" / "todo.txt").exists()
 
 
 def test_bad_input_through_the_process_has_no_traceback(model_dir, tmp_path):

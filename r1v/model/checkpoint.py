@@ -23,6 +23,7 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -420,9 +421,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str, dtype: s
     from r1v.model.tokenizer import load_tokenizer
 
     source = inspect(src, allow_pickle=allow_pickle)
-    out = Path(dst)
-    if out.exists() and not overwrite:
-        raise R1VError(f"{out} exists; choose another destination or pass --overwrite")
+    out = _destination(dst, overwrite)
+    if out.resolve() == source.path.resolve():
+        raise R1VError(f"{out} is the source itself; write the conversion somewhere else")
     if to not in ("hf", "skywork"):
         raise R1VError(f"--to must be 'hf' or 'skywork', not {to!r}")
     target_dtype = None
@@ -444,29 +445,26 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str, dtype: s
         tiles = _saved_tiling(source.path)
     expected = _expected_hf_keys(hf_cfg)
 
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    stored_dtype = None
-    seen: dict[str, tuple] = {}  # hf name -> shape, to check the checkpoint is complete
-    mapper = TensorMapper(to, target_dtype, source=source.layout)
-    writer = ShardWriter(tmp, parse_size(max_shard_size))
-    bar = tqdm(total=len(expected), desc=f"converting to {to}", unit="tensor", disable=not progress)
-    for key, tensor in iter_tensors(source.weight_files):
-        if tensor.is_floating_point():
-            stored_dtype = stored_dtype or tensor.dtype
-        shapes = hf_shapes(key, tensor.shape, source.layout)
-        seen.update(shapes)
-        for new_key, new_tensor in mapper.feed(key, tensor):
-            writer.add(new_key, new_tensor)
-        bar.update(len(shapes))
-    bar.close()
-    mapper.finish()
-    _check_complete(seen, expected, source.path)
-    writer.close()
-
-    _write_metadata(tmp, to, hf_cfg, tokenizer, tiles, target_dtype or stored_dtype or torch.float32)
-    _publish(tmp, out)
+    shard_size = parse_size(max_shard_size)
+    with _partial(out) as tmp:
+        stored_dtype = None
+        seen: dict[str, tuple] = {}  # hf name -> shape, to check the checkpoint is complete
+        mapper = TensorMapper(to, target_dtype, source=source.layout)
+        writer = ShardWriter(tmp, shard_size)
+        bar = tqdm(total=len(expected), desc=f"converting to {to}", unit="tensor", disable=not progress)
+        for key, tensor in iter_tensors(source.weight_files):
+            if tensor.is_floating_point():
+                stored_dtype = stored_dtype or tensor.dtype
+            shapes = hf_shapes(key, tensor.shape, source.layout)
+            seen.update(shapes)
+            for new_key, new_tensor in mapper.feed(key, tensor):
+                writer.add(new_key, new_tensor)
+            bar.update(len(shapes))
+        bar.close()
+        mapper.finish()
+        _check_complete(seen, expected, source.path)
+        writer.close()
+        _write_metadata(tmp, to, hf_cfg, tokenizer, tiles, target_dtype or stored_dtype or torch.float32)
     return out
 
 
@@ -475,27 +473,52 @@ def save_model(model, tokenizer, out: str | os.PathLike, *, layout: str = "hf", 
                overwrite: bool = True, state_dict: dict | None = None) -> Path:
     """Write an in-memory R1V model in `layout` ("hf" or "skywork"), shard by shard. `state_dict`:
     its weights when the model's own are not whole (gathered from a sharded engine)."""
+    out = _destination(out, overwrite)
+    shard_size = parse_size(max_shard_size)
+    with _partial(out) as tmp:
+        mapper = TensorMapper(layout) if layout == "skywork" else None
+        writer = ShardWriter(tmp, shard_size)
+        state = dict(state_dict) if state_dict is not None else model.state_dict()
+        if model.config.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        for key, tensor in state.items():
+            for k, t in (mapper.feed(key, tensor) if mapper else [(key, tensor)]):
+                writer.add(k, t.detach().cpu())
+        if mapper:
+            mapper.finish()
+        writer.close()
+        tiles = dict(max_tiles=max_tiles, min_tiles=min_tiles, use_thumbnail=use_thumbnail)
+        _write_metadata(tmp, layout, model.config, tokenizer, tiles, model.dtype)
+    return out
+
+
+def _destination(out: str | os.PathLike, overwrite: bool) -> Path:
+    """Where a model may be written: a new path, or (with overwrite) a model folder or an empty one.
+    A file, or a folder that holds something other than a model, is never replaced."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise R1VError(f"{out} exists; choose another destination or pass --overwrite")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise R1VError(f"{out} is a file, not a model folder; choose another destination")
+        if not overwrite:
+            raise R1VError(f"{out} exists; choose another destination or pass --overwrite")
+        if any(out.iterdir()) and not (out / "config.json").exists():
+            raise R1VError(f"{out} holds files that are not a model; it is not replaced even with --overwrite")
+    return out
+
+
+@contextlib.contextmanager
+def _partial(out: Path):
+    """A `<out>.partial` folder to write into, renamed to `out` when complete and removed on any
+    failure: a crash never leaves a half-written model where a complete one is expected."""
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    mapper = TensorMapper(layout) if layout == "skywork" else None
-    writer = ShardWriter(tmp, parse_size(max_shard_size))
-    state = dict(state_dict) if state_dict is not None else model.state_dict()
-    if model.config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    for key, tensor in state.items():
-        for k, t in (mapper.feed(key, tensor) if mapper else [(key, tensor)]):
-            writer.add(k, t.detach().cpu())
-    if mapper:
-        mapper.finish()
-    writer.close()
-    tiles = dict(max_tiles=max_tiles, min_tiles=min_tiles, use_thumbnail=use_thumbnail)
-    _write_metadata(tmp, layout, model.config, tokenizer, tiles, model.dtype)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _publish(tmp, out)
-    return out
 
 
 def _write_metadata(path: Path, layout: str, hf_cfg, tokenizer, tiles: dict, dtype: torch.dtype) -> None:
