@@ -208,8 +208,18 @@ BAD = {
     "n > 1": (good(n=2), 400),
     "stop strings": (good(stop=["\n"]), 400),
     "another model": (good(model="gpt-4o"), 404),
-    "a negative budget": (good(max_reasoning_tokens=-1), 400),
+    "a negative budget": (good(max_reasoning_tokens=-2), 400),
     "a body that is a list": (b"[1, 2]", 400),
+    "JSON nested 100,000 deep": (b'{"messages": ' + b"[" * 100000 + b"]" * 100000 + b"}", 400),
+    "a lone surrogate": (b'{"messages": [{"role": "user", "content": "\\ud800 hi"}]}', 400),
+    "a placeholder split over two parts": (good(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "<ima"}, {"type": "text", "text": "ge> hi"}]}]), 400),
+    "an image token split over two parts": (good(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "<IMG_CON"}, {"type": "text", "text": "TEXT> hi"}]}]), 400),
+    "a corrupt PPM header": (good(messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/x-portable-pixmap;base64,"
+                                            + base64.b64encode(b"P6\n1 1\n25x\n").decode()}}]}]), 400),
+    "n = 0": (good(n=0), 400),
 }
 
 
@@ -219,6 +229,17 @@ def test_bad_requests_get_their_4xx(server, case):
     got, reply, _ = post(server, body)
     assert got == status, reply
     assert set(reply["error"]) >= {"message", "type"} and "Traceback" not in reply["error"]["message"]
+
+
+def test_not_json_and_foreign_hosts_are_refused(server):
+    """A cross-site form or text/plain POST (no CORS preflight) and a rebound DNS name cannot drive it."""
+    status, reply, _ = post(server, good(), headers={"Content-Type": "text/plain"})
+    assert status == 415 and "application/json" in reply["error"]["message"]
+    req = urllib.request.Request(server + "/v1/models", headers={"Host": "evil.example",
+                                                                 "Authorization": f"Bearer {KEY}"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 400
 
 
 def test_too_many_images(server, images):
@@ -268,7 +289,7 @@ def test_full_queue_429_and_a_gone_client_frees_its_place(model_dir):
     engine.close()
 
 
-def test_a_waiting_non_streaming_client_that_leaves_is_dropped(model_dir):
+def test_a_waiting_non_streaming_client_that_leaves_is_dropped(model_dir, caplog):
     cfg = ServeConfig(max_queue=4, max_tokens=8000, max_batch=1)
     engine = HFEngine.load(str(model_dir), cfg)
     app = build_app(engine, cfg, "tiny")
@@ -292,6 +313,7 @@ def test_a_waiting_non_streaming_client_that_leaves_is_dropped(model_dir):
             time.sleep(0.05)
         assert app.state.admitted == 0 and time.monotonic() - t < 3  # two 8000-token replies would take ~18 s
     engine.close()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # a gone client is no server error
 
 
 # ---------------------------------------------------------------- r1v's own client
@@ -320,16 +342,20 @@ def test_remote_images_only_when_allowed(model_dir, images, tmp_path):
     remote = f"http://127.0.0.1:{files.server_address[1]}/pic.png"
     body = good(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": remote}},
                                                        {"type": "text", "text": "What?"}]}])
-    cfg = ServeConfig(allow_remote_images=True)
+    cfg = ServeConfig(allow_remote_images=True, allow_private_image_hosts=True)
     engine = HFEngine.load(str(model_dir), cfg)
     try:
+        public_only = ServeConfig(allow_remote_images=True)
+        with running(build_app(engine, public_only, "tiny")) as url:
+            status, reply, _ = post(url, body, key=None)  # the file server is on loopback: not fetched
+            assert status == 400 and "private, loopback" in reply["error"]["message"]
         with running(build_app(engine, cfg, "tiny")) as url:
             status, reply, _ = post(url, body, key=None)
             assert status == 200 and reply["usage"]["prompt_tokens"] > 256
             missing = good(messages=[{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": remote + ".gone"}}]}])
             status, reply, _ = post(url, missing, key=None)
-            assert status == 400 and "cannot fetch" in reply["error"]["message"]
+            assert status == 400 and reply["error"]["message"].endswith("HTTP 404")
     finally:
         engine.close()
         files.shutdown()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from transformers import BatchFeature, GotOcr2ImageProcessorPil, InternVLProcess
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
 from r1v.errors import R1VError
-from r1v.model.templates import IMAGE_PLACEHOLDER
+from r1v.model.templates import IMAGE_PLACEHOLDER, IMAGE_TOKENS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,8 +41,17 @@ DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 ImageLike = str | os.PathLike | bytes | Image.Image
 
 
-def load_image(src: ImageLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open `src` (path, bytes or PIL image) as a fully decoded RGB image, or raise R1VError."""
+# The formats a server decodes from requests: the common ones, none that run an outside program
+# (EPS through Ghostscript) or exotic decoders.
+WEB_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+# What PIL raises on a malformed header, besides OSError, depending on the format's plugin.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
+
+
+def load_image(src: ImageLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               formats: tuple[str, ...] | None = None) -> Image.Image:
+    """Open `src` (path, bytes or PIL image) as a fully decoded RGB image, or raise R1VError.
+    `formats`: only these PIL formats are tried (e.g. WEB_FORMATS for untrusted bytes)."""
     if isinstance(src, Image.Image):
         img, name = src, "image"
     else:
@@ -57,12 +67,13 @@ def load_image(src: ImageLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+                img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src, formats=formats)
         except UnidentifiedImageError:
-            raise R1VError(f"not an image (or a format PIL cannot read): {name}") from None
+            what = f"one of {', '.join(formats)}" if formats else "a format PIL can read"
+            raise R1VError(f"not an image (or not {what}): {name}") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise R1VError(f"image is too large to decode safely (decompression bomb?): {name}") from None
-        except OSError as e:
+        except _DECODE_ERRORS as e:
             raise R1VError(f"cannot read image {name}: {e}") from None
     w, h = img.size
     if w < 1 or h < 1:
@@ -75,7 +86,7 @@ def load_image(src: ImageLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
     try:
         img.load()  # decode now, so a truncated file fails here and not deep in the model
         return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as e:
+    except _DECODE_ERRORS as e:
         raise R1VError(f"image file is corrupt or truncated: {name} ({e})") from None
 
 
@@ -204,16 +215,13 @@ def processor_for_model(model, tokenizer, **options) -> InternVLProcessor:
     )
 
 
-RESERVED = ("<img>", "</img>", "<IMG_CONTEXT>")
-
-
 def place_images(question: str, n_images: int) -> str:
     """The question with exactly one `<image>` per image.
 
     No placeholder and n images: "<image>\\n" (or "Image-k: <image>\\n" for several) is put
     in front, as in the R1V chat code. Otherwise the count must match.
     """
-    for tok in RESERVED:
+    for tok in IMAGE_TOKENS:
         if tok in question:
             raise R1VError(f"the prompt contains the reserved token {tok!r}; write images as {IMAGE_PLACEHOLDER}")
     found = question.count(IMAGE_PLACEHOLDER)

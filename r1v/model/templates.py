@@ -30,6 +30,7 @@ ASSISTANT = "<｜Assistant｜>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 IMAGE_PLACEHOLDER = "<image>"
+IMAGE_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>")  # the processor's own: never typed in a prompt
 
 # Message contents are plain strings; images are written in them as `<image>` placeholders
 # (see r1v.model.processor.place_images), so the template itself never sees pixels.

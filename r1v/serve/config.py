@@ -32,7 +32,10 @@ class ServeConfig:
     max_request_mb: float = setting(64.0, "largest request body in MB; larger gets 413")
     allow_remote_images: bool = setting(False, "fetch http(s) image URLs in requests (off: data URLs only; "
                                                "a local path is never read)")
-    remote_image_timeout: float = setting(10.0, "seconds to fetch one remote image")
+    allow_private_image_hosts: bool = setting(False, "with --allow-remote-images, also fetch from private, "
+                                                     "loopback and link-local addresses (your own network)")
+    remote_image_timeout: float = setting(10.0, "seconds to fetch one remote image, in all")
+    request_timeout: float = setting(60.0, "seconds a request body may take to arrive; slower gets 408")
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -40,7 +43,7 @@ class ServeConfig:
                 raise R1VError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
 
         for name in ("max_batch", "max_queue", "max_images", "max_image_pixels", "max_prompt_tokens",
-                     "max_tokens", "max_request_mb", "remote_image_timeout"):
+                     "max_tokens", "max_request_mb", "remote_image_timeout", "request_timeout"):
             positive(name)
         if self.batch_wait_ms < 0:
             raise R1VError(f"--batch-wait-ms must be 0 or more, got {self.batch_wait_ms}")

@@ -108,7 +108,13 @@ class HFEngine:
                 return
             finally:
                 ready.set()
-            self._run()
+            try:
+                self._run()
+            finally:  # stopped, or died: nobody waits for a reply that will never come
+                with self.cv:
+                    self.stopped = True
+                    left, self.waiting = list(self.waiting), collections.deque()
+                self._send_all([(job, Event("error", text="the generation engine stopped")) for job in left])
 
         self.worker = threading.Thread(target=start, name="r1v-generate", daemon=True)
         self.worker.start()
@@ -373,34 +379,55 @@ class _ThinkingBudget:
 
 # ------------------------------------------------------------------ vLLM
 class VLLMEngine:
-    """vLLM's AsyncLLM (continuous batching, paged attention) with r1v's template and limits."""
+    """vLLM's AsyncLLM (continuous batching, paged attention) with r1v's template and limits.
+
+    Written against vLLM >= 0.20's API (`AsyncLLM`, `SamplingParams.thinking_token_budget`, the
+    deepseek_r1 reasoning parser that configures it); not run on a GPU in this project's CI.
+    """
 
     name = "vllm"
+    refuses_on_first_output = True  # the prompt's length is known once vLLM has processed the images
+    DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
     def __init__(self, path: str, cfg: ServeConfig, *, max_tiles: int | None = None, dtype: str = "auto",
                  template: str | None = None):
-        from vllm import AsyncEngineArgs
+        import json
+        import types
+
+        from vllm import AsyncEngineArgs, SamplingParams
         from vllm.v1.engine.async_llm import AsyncLLM
 
         from r1v.model import templates as T
-        from r1v.model.checkpoint import inspect
+        from r1v.model.checkpoint import inspect, template_of
         from r1v.model.tokenizer import load_tokenizer
 
-        source = inspect(path)
-        hf_path = self._hf_layout(source)
-        self.tokenizer = load_tokenizer(hf_path)
-        config = source.config if source.layout == "hf" else {}
-        self.template = T.get_template(template or config.get("template") or "r1v")
-        self.image_token = getattr(self.tokenizer, "context_image_token", "<IMG_CONTEXT>")
+        if "thinking_token_budget" not in getattr(SamplingParams, "__struct_fields__", ()) and \
+                "thinking_token_budget" not in getattr(SamplingParams, "__annotations__", {}):
+            raise R1VError("r1v serve needs vLLM >= 0.20 (SamplingParams.thinking_token_budget): "
+                           "pip install -U 'vllm>=0.20', or --engine hf")
+        hf_path = self._hf_layout(inspect(path))
+        config = json.loads((Path(hf_path) / "config.json").read_text())
         text_cfg = config.get("text_config") or {}
-        limit = prompt_limit(cfg, text_cfg.get("max_position_embeddings"))
-        mm = {"max_patches": max_tiles} if max_tiles else None
-        # vLLM refuses a prompt longer than max_model_len itself (a ValueError, answered 400).
-        args = AsyncEngineArgs(model=hf_path, dtype=dtype, limit_mm_per_prompt={"image": cfg.max_images},
-                               max_model_len=limit + 1 if limit else None, mm_processor_kwargs=mm,
-                               reasoning_parser="deepseek_r1")
+        self.tokenizer = load_tokenizer(hf_path)
+        self.template = T.get_template(template or template_of(config, types.SimpleNamespace(**text_cfg)))
+        self.image_token = getattr(self.tokenizer, "context_image_token", "<IMG_CONTEXT>")
+        self.stop_ids = sorted({i for i in (self.tokenizer.eos_token_id,
+                                            self.tokenizer.convert_tokens_to_ids(self.template.stop))
+                                if i is not None and i != self.tokenizer.unk_token_id})
+        # vLLM tokenizes a text prompt with the tokenizer's special tokens: a BOS the tokenizer adds
+        # itself is left out of the rendered text, so that it is not there twice.
+        bos = self.tokenizer.bos_token
+        self.drop_bos = bool(bos) and self.tokenizer("", add_special_tokens=True)["input_ids"][:1] == \
+            [self.tokenizer.bos_token_id]
+        self.limit = prompt_limit(cfg, text_cfg.get("max_position_embeddings"))
+        self.close_id = self.tokenizer.convert_tokens_to_ids(THINK_CLOSE)
+        if dtype not in self.DTYPES:
+            raise R1VError(f"--dtype must be one of {', '.join(self.DTYPES)}, got {dtype!r}")
+        mm = {"max_dynamic_patch": max_tiles} if max_tiles else None
+        # max_model_len stays the model's context (prompt + reply); the prompt limit is checked apart.
+        args = AsyncEngineArgs(model=hf_path, dtype=self.DTYPES[dtype], limit_mm_per_prompt={"image": cfg.max_images},
+                               mm_processor_kwargs=mm, reasoning_parser="deepseek_r1")
         self.engine = AsyncLLM.from_engine_args(args)
-        self.close_ids = self.tokenizer.convert_tokens_to_ids(THINK_CLOSE)
 
     @staticmethod
     def _hf_layout(source) -> str:
@@ -420,9 +447,8 @@ class VLLMEngine:
     def prepare(self, req: ChatRequest):
         from r1v.model import templates as T
 
-        text = T.render(self.template, req.messages, bos_token=self.tokenizer.bos_token or "")
+        text = T.render(self.template, req.messages, bos_token="" if self.drop_bos else self.tokenizer.bos_token or "")
         text = text.replace(T.IMAGE_PLACEHOLDER, self.image_token) + ("" if req.thinking else THINKING_OFF)
-        # vLLM expands each image token into its tiles and checks the length (max_model_len).
         return {"text": text, "req": req}
 
     async def generate(self, job) -> AsyncIterator[Event]:
@@ -433,20 +459,26 @@ class VLLMEngine:
 
         req, o = job["req"], job["req"].options
         params = dict(max_tokens=o.max_new_tokens, temperature=max(o.temperature, 0.0), top_p=o.top_p,
-                      repetition_penalty=o.repetition_penalty, seed=o.seed, output_kind=RequestOutputKind.DELTA)
+                      repetition_penalty=o.repetition_penalty, seed=o.seed, stop_token_ids=self.stop_ids,
+                      output_kind=RequestOutputKind.DELTA)
         if req.reasoning_budget is not None:
-            params["thinking_token_budget"] = req.reasoning_budget
+            # vLLM counts the "\n" after the prompt's `<think>` as a thinking token: one more here.
+            params["thinking_token_budget"] = req.reasoning_budget + 1
         prompt = {"prompt": job["text"]}
         if req.images:
             prompt["multi_modal_data"] = {"image": req.images}
-        rid, generated, reasoning = uuid.uuid4().hex, 0, None
+        rid, generated, reasoning, first = uuid.uuid4().hex, 0, None, True
         try:
             stream = self.engine.generate(prompt, SamplingParams(**params), rid)
             async for out in _refusals_as_400(stream):
+                if first:
+                    check_prompt(len(out.prompt_token_ids or []), self.limit)
+                    first = False
                 piece = out.outputs[0]
-                if reasoning is None and self.close_ids in piece.token_ids:
-                    reasoning = generated + list(piece.token_ids).index(self.close_ids)
-                generated += len(piece.token_ids)
+                ids = list(piece.token_ids)
+                if reasoning is None and self.close_id in ids:
+                    reasoning = generated + ids.index(self.close_id)
+                generated += len(ids)
                 if piece.text:
                     yield Event("text", text=piece.text)
                 if out.finished:
@@ -455,7 +487,8 @@ class VLLMEngine:
                                 reasoning_tokens=(generated if reasoning is None else reasoning) if req.thinking else 0)
                     return
         finally:
-            await self.engine.abort(rid)
+            with contextlib.suppress(Exception):  # a dead engine cannot abort; the request is gone with it
+                await self.engine.abort(rid)
 
     def healthy(self) -> bool:
         return not getattr(self.engine, "errored", False)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from r1v.errors import R1VError
 from r1v.generation import GenerationOptions
-from r1v.model.templates import IMAGE_PLACEHOLDER, split_reasoning
+from r1v.model.templates import IMAGE_PLACEHOLDER, IMAGE_TOKENS, split_reasoning
 from r1v.serve.config import ServeConfig
 
 
@@ -76,7 +76,10 @@ def parse_chat(body, cfg: ServeConfig, *, fetch=None) -> ChatRequest:
         raise APIError(400, "the request body must be a JSON object")
     for key, what in UNSUPPORTED.items():
         value = body.get(key)
-        if value not in (None, False, [], "") and not (key == "n" and value == 1):
+        if key == "n":
+            if value is not None and (isinstance(value, bool) or value != 1):
+                raise APIError(400, f"`n` must be 1 (one reply a request), got {value!r}", param="n")
+        elif value is not None and value is not False and value != [] and value != "":
             raise APIError(400, f"{what} are not supported by r1v serve; leave `{key}` out", param=key)
     req = ChatRequest(messages=[], model=body.get("model"))
     parts_seen = _messages(body.get("messages"), req, cfg, fetch)
@@ -97,7 +100,7 @@ def parse_chat(body, cfg: ServeConfig, *, fetch=None) -> ChatRequest:
         req.thinking = _bool(kwargs, "enable_thinking", True, "chat_template_kwargs.")
     budget = None
     for key in ("max_reasoning_tokens", "thinking_token_budget"):
-        if body.get(key) is not None:
+        if body.get(key) is not None and body.get(key) != -1:  # -1: unbounded, as vLLM reads it
             budget = _int(body, key, 0, cfg.max_tokens)
     if budget == 0:
         req.thinking = False
@@ -122,7 +125,7 @@ def _messages(messages, req: ChatRequest, cfg: ServeConfig, fetch) -> int:
             parts = content
         else:
             raise APIError(400, f"{where}.content must be a string or a list of parts", param=f"{where}.content")
-        text = []
+        text, n_here = [], 0
         for j, part in enumerate(parts):
             pwhere = f"{where}.content[{j}]"
             kind = part.get("type") if isinstance(part, dict) else None
@@ -132,7 +135,7 @@ def _messages(messages, req: ChatRequest, cfg: ServeConfig, fetch) -> int:
             elif kind == "image_url":
                 if m["role"] != "user":
                     raise APIError(400, f"{pwhere}: images go in user messages", param=pwhere)
-                n_images += 1
+                n_images, n_here = n_images + 1, n_here + 1
                 if n_images <= cfg.max_images:  # past the limit: counted, not decoded
                     req.images.append(_image(part.get("image_url"), cfg, fetch, pwhere))
                 text.append(IMAGE_PLACEHOLDER)
@@ -140,6 +143,11 @@ def _messages(messages, req: ChatRequest, cfg: ServeConfig, fetch) -> int:
                 raise APIError(400, f"{pwhere}: a part is {{type: text, text}} or {{type: image_url, image_url: "
                                     f"{{url}}}}", param=pwhere)
         content = "".join(text)
+        # Parts are joined with nothing between them: check the joined text too (a "<ima" part and a
+        # "ge>" part must not make an image placeholder with no image).
+        if content.count(IMAGE_PLACEHOLDER) != n_here or any(t in content for t in IMAGE_TOKENS):
+            raise APIError(400, f"{where}: the text holds {IMAGE_PLACEHOLDER} or an image token; send images as "
+                                "image_url parts, and text without them", param=where)
         if m["role"] == "assistant" and "</think>" in content:
             content = split_reasoning(content).answer or ""  # past turns keep only their answer
         if m["role"] == "user" and not content.strip():
@@ -154,13 +162,17 @@ def _check_text(text: str, where: str) -> None:
     from r1v.model.processor import place_images
 
     try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise APIError(400, f"{where}: the text is not valid Unicode (a lone surrogate?)", param=where) from None
+    try:
         place_images(text, 0)  # reserved image tokens, or a literal <image> with no image for it
     except R1VError as e:
         raise APIError(400, f"{where}: {e}; send images as image_url parts", param=where) from None
 
 
 def _image(spec, cfg: ServeConfig, fetch, where: str):
-    from r1v.model.processor import load_image
+    from r1v.model.processor import WEB_FORMATS, load_image
 
     url = spec.get("url") if isinstance(spec, dict) else spec
     if not isinstance(url, str) or not url:
@@ -185,7 +197,7 @@ def _image(spec, cfg: ServeConfig, fetch, where: str):
         raise APIError(400, f"{where}: images are data URLs (or http(s) with --allow-remote-images); "
                             "local paths are never read", param=where)
     try:
-        return load_image(data, max_pixels=cfg.max_image_pixels)
+        return load_image(data, max_pixels=cfg.max_image_pixels, formats=WEB_FORMATS)
     except R1VError as e:
         raise APIError(400, f"{where}: {e}", param=where, code="bad_image") from None
 
