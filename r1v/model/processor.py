@@ -69,8 +69,8 @@ def load_image(src: ImageLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src, formats=formats)
         except UnidentifiedImageError:
-            what = f"one of {', '.join(formats)}" if formats else "a format PIL can read"
-            raise R1VError(f"not an image (or not {what}): {name}") from None
+            what = f"not one of {', '.join(formats)}" if formats else "a format PIL cannot read"
+            raise R1VError(f"not an image (or {what}): {name}") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise R1VError(f"image is too large to decode safely (decompression bomb?): {name}") from None
         except _DECODE_ERRORS as e:
