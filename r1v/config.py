@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import re
 import typing
@@ -82,7 +83,10 @@ def _convert(tp, value, where: str):
                 return value
             raise ValueError
         if tp is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            return float(value)  # YAML 1.1 reads "2e-3" (no dot) as a string
+            number = float(value)  # YAML 1.1 reads "2e-3" (no dot) as a string
+            if not math.isfinite(number):  # no setting here means anything by nan or inf
+                raise R1VError(f"setting {where}={value!r} must be a finite number")
+            return number
         if tp is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if tp is str and isinstance(value, (str, int, float)):

@@ -392,3 +392,22 @@ def test_eval_mistakes_give_one_clear_line(case, data, tmp_path, capsys):
     assert main(["eval", *args, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("r1v: error: ") and len(err.splitlines()) == 1, err
+
+
+def test_leakage_catches_short_questions_copied_inside_longer_rows(data, tmp_path):
+    """MATH-500's example file as its own training data: every item is flagged, the short ones by
+    containment in their row (problem + solution + answer)."""
+    train = tmp_path / "train.jsonl"
+    train.write_text(data["math500"].read_text())
+    out = tmp_path / "leak.json"
+    assert main(["eval", "leakage", "--train", str(train), "--bench", "math500", "--data", str(data["math500"]),
+                 "--out", str(out)]) == 0
+    flagged = json.loads(out.read_text())["flagged"]
+    assert len(flagged) == len(MATH500_ROWS) and all(f["match"] == "contained" for f in flagged)
+    # A row that is a JSON array holds several examples; a question not in them is not flagged.
+    rows = [[{"text": "Intro. " + MATH500_ROWS[0]["problem"] + " Then more words follow."}, {"text": "unrelated"}]]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval", "leakage", "--train", str(train), "--bench", "math500", "--data", str(data["math500"]),
+                 "--out", str(out)]) == 0
+    flagged = json.loads(out.read_text())["flagged"]
+    assert [f["id"] for f in flagged] == [MATH500_ROWS[0]["unique_id"]] and flagged[0]["train_line"] == 1

@@ -109,6 +109,35 @@ def test_world_data_is_reused_and_other_settings_need_overwrite(recipe_run, caps
     assert "shares" in capsys.readouterr().err
 
 
+def test_a_moved_world_and_run_resume_and_report(recipe_run, tmp_path, capsys):
+    """The world folder (its recipe files included) and the run folder, moved elsewhere: the files are
+    reused (not distilled again), their rows find their images, and the run resumes (nothing to redo)
+    and writes its report."""
+    import shutil
+
+    from r1v.evaluate.tasks import get_task
+
+    yaml_path, run, world = recipe_run
+    moved_world, moved_run = tmp_path / "elsewhere" / "world", tmp_path / "elsewhere" / "run"
+    shutil.copytree(world, moved_world)
+    shutil.copytree(run, moved_run)
+    capsys.readouterr()
+    assert main(["world", "data", "--world", str(moved_world)]) == 0
+    assert "reused" in capsys.readouterr().err
+    for name in ("align-full.jsonl", "sft.jsonl"):
+        items = get_task("world").read(moved_world / "recipe" / name)
+        assert items and all(items[0].images)  # the images, found from the moved folder
+        row = json.loads((moved_world / "recipe" / name).read_text().splitlines()[0])
+        assert not Path(row["image"]).is_absolute()
+    recipe = yaml_path.read_text().replace(str(world), str(moved_world))
+    (tmp_path / "moved.yaml").write_text(recipe)
+    (moved_run / "report.md").unlink()
+    assert main(["recipe", "run", str(tmp_path / "moved.yaml"), f"out={moved_run}"]) == 0
+    assert (moved_run / "report.md").read_text().startswith("#")
+    assert json.loads((moved_run / "results.json").read_text())["done"] == \
+        json.loads((run / "results.json").read_text())["done"]  # nothing was redone
+
+
 def test_stages_train_what_they_should_and_nothing_else(recipe_run):
     _, run, world = recipe_run
     vision = load_file(world / "vision" / "model.safetensors")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,7 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
         made = json.loads(marker.read_text())
         if made.pop("settings", None) == settings:
             log(f"{out}: made already, reused")
-            return made
+            return {k: str((out / v).resolve()) for k, v in made.items()}  # relative: the folder may have moved
         if not overwrite:
             raise R1VError(f"{out} was made with other settings or from another world; pass --overwrite to remake "
                            f"it, or choose another --out")
@@ -92,8 +93,11 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
     src = world / "data"
     train = read_jsonl(src / "visual-train.jsonl")
     sft, summary = distil(world, train, cfg.distill, out / "distill", log=log)
+    # Image paths relative to `out`, where the rows are written: the world folder can be moved or copied whole.
     for r in train:
-        r["image"] = str((src / r["image"]).resolve())  # rows move to another folder
+        r["image"] = os.path.relpath(src / r["image"], out)
+    for r in sft:
+        r["image"] = os.path.relpath(Path(r["image"]), out.resolve()) if r.get("image") else r.get("image")
     rng = random.Random(cfg.seed)
     full = []
     for r in train:
@@ -105,9 +109,13 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
     cot = [{**r, "response": target(r, "reasoning")} for r in
            rng.sample(train, max(1, int(cfg.cot_share * len(train))))]
     files = {"align_full": full, "align_filtered": filtered, "align_cot": cot, "sft": sft}
-    paths = {k: str(write_jsonl(out / f"{k.replace('_', '-')}.jsonl", rows).resolve()) for k, rows in files.items()}
-    paths["reference_scores"] = str(write_json(out / "reference-scores.json", reference_scores(world)).resolve())
-    write_json(marker, {**paths, "settings": settings})
+    names = {k: f"{k.replace('_', '-')}.jsonl" for k in files}
+    for k, rows in files.items():
+        write_jsonl(out / names[k], rows)
+    write_json(out / "reference-scores.json", reference_scores(world))
+    names["reference_scores"] = "reference-scores.json"
+    write_json(marker, {**names, "settings": settings})  # names relative to `out`, so a moved folder resumes
+    paths = {k: str((out / v).resolve()) for k, v in names.items()}
     log(f"{out}: {', '.join(f'{k} {len(v)} rows' for k, v in files.items())}; teacher accuracy "
         f"{100 * summary['teacher_accuracy']:.1f}%")
     return paths
