@@ -67,7 +67,13 @@ def cmd_chat(a) -> int:
     from r1v.generation import GenerationOptions
     from r1v.model.checkpoint import resolve_device
 
-    GenerationOptions(**_gen_options(a))  # sampling settings checked before the model loads
+    GenerationOptions(**_gen_options(a))  # sampling settings and images checked before the model loads
+    from r1v.model.processor import load_image
+
+    for image in a.image:
+        load_image(image)
+    if a.max_tiles is not None and a.max_tiles < 1:
+        raise R1VError(f"--max-tiles must be at least 1, got {a.max_tiles}")
     device = resolve_device(a.device)
     chat = Chat.from_pretrained(a.model, dtype=a.dtype, device=device, device_map=a.device_map,
                                 quantization=a.load_in, template=a.template, max_tiles=a.max_tiles,
@@ -245,8 +251,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"r1v: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a path the user gave that cannot be read or written (permissions, a file in the way)
-        where = f": {e.filename}" if e.filename else ""
-        print(f"r1v: error: {e.strerror or e}{where}; choose a path you can read and write", file=sys.stderr)
+        import errno
+
+        if e.errno in (errno.ENOTDIR, errno.EEXIST) and e.filename:
+            print(f"r1v: error: a file is in the way of {e.filename}: a folder on that path is a file; "
+                  f"choose another path", file=sys.stderr)
+        else:
+            where = f": {e.filename}" if e.filename else ""
+            print(f"r1v: error: {e.strerror or e}{where}; choose a path you can read and write", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -126,7 +126,7 @@ def bad_inputs(model_dir, images, tmp_path):
         "convert onto a file": (["convert", m, str(afile), "--to", "hf", "--overwrite"], "is a file"),
         "overwrite a folder that is not a model": (["build", "--out", str(notes), "--overwrite"], "not a model"),
         "convert onto itself": (["convert", m, m, "--to", "hf", "--overwrite"], "the source itself"),
-        "build under a file": (["build", "--out", str(afile / "model")], "Not a directory"),
+        "build under a file": (["build", "--out", str(afile / "model")], "a file is in the way"),
         "missing model": (["chat", "--model", str(tmp_path / "nope"), "Q"], "model directory not found"),
         "missing image": (["chat", "--model", m, "--image", str(tmp_path / "x.png"), "Q"], "image not found"),
         "corrupt image": (["chat", "--model", m, "--image", str(corrupt), "Q"], "corrupt or truncated"),

@@ -138,6 +138,17 @@ def test_a_moved_world_and_run_resume_and_report(recipe_run, tmp_path, capsys):
         json.loads((run / "results.json").read_text())["done"]  # nothing was redone
 
 
+def test_a_stage_without_its_input_stops_before_any_work(recipe_run, tmp_path, capsys):
+    import time
+
+    yaml_path, _, _ = recipe_run
+    t = time.monotonic()
+    assert main(["train", "sft", "--config", str(yaml_path), f"out={tmp_path / 'fresh'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "starts from the transfer stage's model" in err and len(err.splitlines()) == 1
+    assert time.monotonic() - t < 10 and not (tmp_path / "fresh" / "sft").exists()  # no distilling first
+
+
 def test_stages_train_what_they_should_and_nothing_else(recipe_run):
     _, run, world = recipe_run
     vision = load_file(world / "vision" / "model.safetensors")
@@ -187,7 +198,7 @@ def test_train_cli_reruns_a_stage_with_lora(recipe_run, tmp_path, capsys):
     assert main(["train", "grpo", "--config", str(yaml_path), f"out={run}"]) == 2  # sft/m2 is stale now
     assert "or r1v train sft" in capsys.readouterr().err
     assert main(["train", "grpo", "--config", str(yaml_path), f"out={tmp_path / 'fresh'}"]) == 2
-    assert "or r1v train sft" in capsys.readouterr().err
+    assert "starts from the transfer stage's model" in capsys.readouterr().err
 
 
 def test_grpo_cli_moves_the_projector(recipe_run, monkeypatch):
@@ -286,7 +297,7 @@ def test_cli_mistakes(tmp_path, capsys):
     empty.write_text("")
     assert main(["recipe", "run", str(empty)]) == 2
     assert "is empty" in capsys.readouterr().err
-    for setting, msg in (("grpo.lr=nan", "positive number"), ("sft.optim.lr=-0.1", "positive number"),
+    for setting, msg in (("grpo.lr=nan", "finite number"), ("sft.optim.lr=-0.1", "positive number"),
                          ("data.workers=-2", "automatic"), ("model.vision=${NO_SUCH_VAR_R1V}/v", "is not set"),
                          ("tracking=[nope]", "unknown tracker")):
         assert main(["recipe", "run", "recipes/tiny.yaml", setting]) == 2, setting
@@ -296,11 +307,14 @@ def test_cli_mistakes(tmp_path, capsys):
 def test_every_file_is_checked_before_the_first_stage(recipe_run, tmp_path, capsys):
     """A bad row in the SFT data, or a missing file, stops the run before align spends a minute."""
     yaml_path, _, world = recipe_run
-    bad = tmp_path / "sft.jsonl"
+    bad = world / "recipe" / "broken-sft.jsonl"  # beside the rows' images (their paths are relative)
     bad.write_text((world / "recipe" / "sft.jsonl").read_text() + "{broken\n")
     n = len(bad.read_text().splitlines())
-    assert main(["recipe", "run", str(yaml_path), f"out={tmp_path / 'run'}", f"data.sft={bad}"]) == 2
-    assert f"sft.jsonl:{n}: not JSON" in capsys.readouterr().err
+    try:
+        assert main(["recipe", "run", str(yaml_path), f"out={tmp_path / 'run'}", f"data.sft={bad}"]) == 2
+    finally:
+        bad.unlink()
+    assert f"broken-sft.jsonl:{n}: not JSON" in capsys.readouterr().err
     assert not (tmp_path / "run" / "align").exists()
     assert main(["recipe", "run", str(yaml_path), f"out={tmp_path / 'run'}", f"data.sft={tmp_path / 'no.jsonl'}"]) == 2
     assert "no.jsonl does not exist" in capsys.readouterr().err

@@ -310,7 +310,7 @@ def test_build_is_reused_resumed_and_deterministic(small_world, tmp_path):
     redone = build(config_from("small"), tmp_path / "w2", log=lambda s: None)
     assert redone["stages"]["reasoning"]["hash"] == data["stages"]["reasoning"]["hash"]
     with pytest.raises(R1VError, match="other settings"):
-        build(config_from("small", {"seed": "1"}), out, log=lambda s: None)
+        build(config_from("small", {"seed": 1}), out, log=lambda s: None)
 
 
 def test_ignoring_the_image_baseline():
@@ -335,7 +335,7 @@ def test_cli_world_build_show_and_mistakes(small_world, tmp_path, capsys):
     assert main(["world", "show", "--world", str(tmp_path / "nothing"), "--out", str(sheet)]) == 2
     assert "no built world" in capsys.readouterr().err
     assert main(["world", "build", "--preset", "small", "--out", str(tmp_path / "x"), "colour=red"]) == 2
-    assert "unknown world setting 'colour'" in capsys.readouterr().err
+    assert "unknown setting 'colour'" in capsys.readouterr().err
     assert main(["world", "build", "--preset", "small", "--out", str(tmp_path / "x"), "base_steps=lots"]) == 2
     assert "is not a int" in capsys.readouterr().err
     assert main(["world", "build", "--preset", "huge", "--out", str(tmp_path / "x")]) == 2

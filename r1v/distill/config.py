@@ -62,5 +62,11 @@ class DistillConfig:
         for ok, msg in checks:
             if not ok:
                 raise R1VError(msg)
+        from r1v.generation import GenerationOptions
+
+        try:  # the sampling values, by the rules every r1v command checks them with
+            GenerationOptions(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p)
+        except R1VError as e:
+            raise R1VError(f"distill.{e}") from None
 
 

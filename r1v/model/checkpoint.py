@@ -184,7 +184,7 @@ def _weight_files(p: Path, allow_pickle: bool) -> list[Path]:
                 f"pass --allow-pickle if you trust it, or use a safetensors checkpoint"
             )
         if not index.exists():
-            return [one]
+            return _whole([one])
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError) as e:
@@ -193,8 +193,31 @@ def _weight_files(p: Path, allow_pickle: bool) -> list[Path]:
         missing = [f.name for f in files if not f.exists()]
         if missing:
             raise R1VError(f"{p}: shard(s) listed in {index_name} are missing: {', '.join(missing[:5])}")
-        return files
+        return _whole(files)
     raise R1VError(f"no weights in {p} (expected model.safetensors or a shard index)")
+
+
+def _whole(files: list[Path]) -> list[Path]:
+    """The files, after checking that each safetensors file is as long as its header says (reading
+    only the header): a truncated or damaged shard is named now, not deep inside a load."""
+    for f in files:
+        if f.suffix != ".safetensors":
+            continue
+        size = f.stat().st_size
+        try:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n)) if 0 < n <= size - 8 else None
+        except (OSError, ValueError):
+            header = None
+        if not isinstance(header, dict):
+            raise R1VError(f"{f} is not a safetensors file or is corrupt or truncated (its header cannot be read); "
+                           f"copy or download it again")
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if size != 8 + n + end:
+            raise R1VError(f"{f} is corrupt or truncated: {size:,} bytes where its header says {8 + n + end:,}; "
+                           f"copy or download it again")
+    return files
 
 
 def iter_tensors(files: list[Path]):
@@ -347,12 +370,16 @@ def skywork_config_from_hf(cfg, *, max_tiles: int = 12, min_tiles: int = 1, use_
 # ------------------------------------------------------------------- writing shards
 def parse_size(size: str | int) -> int:
     if isinstance(size, int):
-        return size
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", size.upper())
-    if not m:
-        raise R1VError(f"cannot read the size {size!r}; write it like 5GB or 500MB")
-    unit = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "M": 2**20, "MB": 2**20, "G": 2**30, "GB": 2**30}[m[2]]
-    return int(float(m[1]) * unit)
+        value = size
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", size.upper())
+        if not m:
+            raise R1VError(f"cannot read the size {size!r}; write it like 5GB or 500MB")
+        unit = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "M": 2**20, "MB": 2**20, "G": 2**30, "GB": 2**30}[m[2]]
+        value = int(float(m[1]) * unit)
+    if value < 1:
+        raise R1VError(f"a shard size must be positive, got {size!r}; write it like 5GB or 500MB")
+    return value
 
 
 class ShardWriter:

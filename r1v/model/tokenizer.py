@@ -58,9 +58,21 @@ def _declared_class(path: str) -> str | None:
         return None
 
 
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("tokenizer.model",), ("vocab.txt",))
+
+
 def load_tokenizer(path: str, **kwargs) -> PreTrainedTokenizerBase:
     """Load a tokenizer from `path` with the R1V tokens and their InternVLProcessor names."""
+    from pathlib import Path
+
     from transformers import AutoTokenizer
+
+    from r1v.errors import R1VError
+
+    folder = Path(path)
+    if folder.is_dir() and not any(all((folder / f).is_file() for f in files) for files in TOKENIZER_FILES):
+        raise R1VError(f"{folder} has no tokenizer: it needs tokenizer.json (or vocab.json + merges.txt, or "
+                       f"tokenizer.model); copy the tokenizer files from the model it came from")
 
     # Named tokens given at load time become "model-specific special tokens" in transformers
     # v5: attributes (`tok.context_image_token`, `..._id`) that are saved with the tokenizer.

@@ -44,7 +44,10 @@ def add_parsers(sub) -> None:
     p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting (listed below)")
     p.add_argument("--restart", action="store_true", help="delete the run folder and start over")
     p.set_defaults(func=cmd_run)
-    p = rsub.add_parser("report", help="(re)write runs/<name>/report.md and its plots")
+    p = rsub.add_parser("report", help="(re)write runs/<name>/report.md and its plots",
+                        description="Write a recipe run's report again from its results.json and metrics.jsonl: the "
+                                    "claims table, each stage's held-out accuracy, the plots and the example answer. "
+                                    "Nothing is trained or evaluated.")
     p.add_argument("run", help="the run folder, e.g. runs/tiny")
     p.set_defaults(func=cmd_report)
 

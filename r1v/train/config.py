@@ -199,9 +199,13 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not p.is_file():
             raise R1VError(f"recipe {p} not found; the shipped ones are in recipes/ (e.g. recipes/tiny.yaml)")
         try:
-            data = yaml.safe_load(p.read_text())
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise R1VError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        except UnicodeDecodeError:
+            raise R1VError(f"{p} is not UTF-8 text; a recipe is a YAML file") from None
+        if data is not None and not isinstance(data, dict):
+            raise R1VError(f"{p} holds a YAML {type(data).__name__}, not a mapping of settings; see recipes/tiny.yaml")
         if not data:
             raise R1VError(f"{p} is empty: a recipe names at least its backbones (model.*) and data files (data.*); "
                            f"see recipes/tiny.yaml")

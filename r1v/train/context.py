@@ -210,9 +210,15 @@ class Context:
         (a bad row in the SFT data is found now, not after the align stage)."""
         needs = {"align": (("vision", "substitute"), ("align_full", "align_filtered", "align_cot")),
                  "transfer": (("reasoning",), ()), "sft": ((), ("sft",)), "grpo": ((), ("sft",))}
+        # The stage whose model each starts from (GRPO: the last SFT model, else the transferred one).
+        starts_from = {"transfer": "align", "sft": "transfer", "grpo": "transfer"}
         for stage in stages:
             if self.done(stage):
                 continue
+            prev = starts_from.get(stage)
+            if prev and prev not in stages and not self.done(prev):
+                raise R1VError(f"the {stage} stage starts from the {prev} stage's model, and {self.dir / prev} does "
+                               f"not hold it yet; run `r1v train {prev}` with this recipe first, or `r1v recipe run`")
             models, files = needs[stage]
             for m in models:
                 self.resolve(getattr(self.cfg.model, m))

@@ -19,7 +19,6 @@ Layout:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -92,18 +91,23 @@ PRESETS = {
 def config_from(preset: str = "default", overrides: dict | None = None) -> WorldConfig:
     if preset not in PRESETS:
         raise R1VError(f"unknown world preset {preset!r}; choose from {', '.join(PRESETS)}")
-    cfg = copy.deepcopy(PRESETS[preset])
-    fields = {f.name: f for f in dataclasses.fields(WorldConfig)}
-    for k, v in (overrides or {}).items():
-        if k not in fields:
-            raise R1VError(f"unknown world setting {k!r}; known: {', '.join(fields)}")
-        kind = type(getattr(cfg, k))
-        try:
-            setattr(cfg, k, kind(v))
-        except ValueError:
-            raise R1VError(f"world setting {k}={v!r} is not a {kind.__name__}") from None
-        if getattr(cfg, k) < 0 or (kind is int and k.endswith(("steps", "batch", "layers")) and getattr(cfg, k) < 1):
-            raise R1VError(f"world setting {k}={v!r} is out of range")
+    from r1v.config import build as build_config
+
+    # Typed like every r1v setting (finite numbers, whole numbers for counts), then ranged: every count
+    # and size at least 1 (the seed 0 or more), every share in (0, 1], learning rates positive.
+    cfg = build_config(WorldConfig, overrides or {}, base=PRESETS[preset])
+    for f in dataclasses.fields(WorldConfig):
+        v = getattr(cfg, f.name)
+        if f.name.endswith("_share"):
+            ok, rule = 0 <= v <= 1, "a share in [0, 1]"
+        elif f.name.endswith("_lr"):
+            ok, rule = v > 0, "a positive learning rate"
+        elif f.name == "seed":
+            ok, rule = v >= 0, "0 or more"
+        else:
+            ok, rule = v >= 1, "at least 1"
+        if not ok:
+            raise R1VError(f"world setting {f.name}={v!r} must be {rule}")
     return cfg
 
 

@@ -85,7 +85,10 @@ def add_parser(sub) -> None:
     p.add_argument("--images", type=int, default=800, help="fresh pictures drawn (half fit the probes; default 800)")
     p.set_defaults(func=cmd_probe)
 
-    p = wsub.add_parser("show", help="a contact sheet of problems: picture, question, reasoning, answer")
+    p = wsub.add_parser("show", help="a contact sheet of problems: picture, question, reasoning, answer",
+                        description="Draw a contact sheet of the mini-world's problems (picture, question, reference "
+                                    "reasoning and answer) into one image, to see what the tasks look like. "
+                                    "Reads a built world's split, or generates problems on the fly without one.")
     p.add_argument("--world", default=None, help="world folder (default ~/.cache/r1v/world); without a built "
                    "world, problems are generated on the fly")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default test)")
@@ -95,12 +98,14 @@ def add_parser(sub) -> None:
 
 
 def _overrides(pairs: list[str]) -> dict:
+    import yaml
+
     out = {}
     for kv in pairs:
         if "=" not in kv:
             raise R1VError(f"settings are key=value, got {kv!r}; see `r1v world build --help`")
         k, v = kv.split("=", 1)
-        out[k.strip()] = v.strip()
+        out[k.strip()] = yaml.safe_load(v.strip()) if v.strip() else v  # typed as on any r1v command line
     return out
 
 
@@ -111,6 +116,8 @@ def cmd_build(a) -> int:
 
     cfg = config_from(a.preset, _overrides(a.settings))
     out = Path(a.out) if a.out else DEFAULT_DIR
+    if out.exists() and not out.is_dir():
+        raise R1VError(f"--out {out} is a file, not a folder")
     print(f"building the mini-world in {out}", file=sys.stderr)
     data = build(cfg, out, rebuild=a.rebuild, shipped=None if a.train else SHIPPED,
                  log=lambda s: print(s, file=sys.stderr))
@@ -148,6 +155,11 @@ def cmd_show(a) -> int:
 
     if a.n < 1:
         raise R1VError("--n must be at least 1")
+    from PIL import Image
+
+    suffix = Path(a.out).suffix.lower()
+    if suffix not in Image.registered_extensions():
+        raise R1VError(f"--out {a.out}: name a picture file (.png, .jpg, ...), not {suffix or 'no extension'}")
     world = Path(a.world) if a.world else DEFAULT_DIR
     if a.world and not (world / "data").is_dir():
         raise R1VError(f"{world} holds no built world (no data/ folder); run `r1v world build --out {world}`")
