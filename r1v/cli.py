@@ -24,6 +24,15 @@ from r1v.errors import R1VError
 
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake said in one line (exit 2), as every other mistake is; every
+    subcommand's parser is one of these (argparse makes subparsers of their parent's class)."""
+
+    def error(self, message: str):
+        print(f"r1v: error: {self.prog}: {message}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _quiet_transformers() -> None:
     # Environment only: transformers reads these when (and if) a command imports it, so
     # commands that never touch a model (eval score, report) do not pay for importing it.
@@ -173,7 +182,7 @@ def cmd_demo(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="r1v", description="Build, convert and chat with Skywork-R1V-style "
+    ap = _Parser(prog="r1v", description="Build, convert and chat with Skywork-R1V-style "
                                  "multimodal reasoning models.", formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n")[1])
     from r1v import __version__

@@ -90,6 +90,7 @@ def corpus(tmp_path_factory, tiny):
     assert main(["eval", "score", "--responses", str(_responses(c, d)), "--bench", "math500",
                  "--data", str(c["data"]["math500"]), "--out", str(d / "evalrun")]) == 0
     c["an eval run"] = d / "evalrun"
+    c["responses"] = d / "responses.jsonl"
     return c
 
 
@@ -205,6 +206,42 @@ def tries(c) -> dict[str, list[str]]:
         t[f"serve {' '.join(flags)}"] = ["serve", "--model", m, *flags]
     for bad in ("missing", "folder", "truncated shard", "missing tokenizer"):
         t[f"serve --model {bad}"] = ["serve", "--model", str(c[bad]), "--port", "0"]
+    # usage mistakes argparse finds: one line too
+    t["eval run --bench unknown"] = ["eval", "run", "--model", m, "--bench", "mathverse", "--data", math]
+    t["eval run without --data"] = ["eval", "run", "--model", m, "--bench", "math500"]
+    t["world show --split unknown"] = ["world", "show", "--split", "dev", "--out", "{out}/s.png"]
+    t["convert --to unknown"] = ["convert", m, "{out}/x", "--to", "gguf"]
+    t["chat --dtype unknown"] = ["chat", "--model", m, "--dtype", "fp8", "Q"]
+    t["chat --device unknown"] = ["chat", "--model", m, "--device", "tpu", "Q"]
+    t["build --layout unknown"] = ["build", "--out", "{out}/m", "--layout", "onnx"]
+    t["an unknown command"] = ["fly"]
+    t["eval run --samples not a number"] = ["eval", "run", "--model", m, "--bench", "math500", "--data", math,
+                                            "--samples", "many"]
+    # eval score: the data and numbers beside good responses
+    good = str(c["responses"])
+    for bad in ("missing", "empty", "torn last line", "missing fields"):
+        t[f"eval score --data {bad}"] = ["eval", "score", "--responses", good, "--bench", "math500",
+                                         "--data", str(c[bad]), "--out", "{out}/run"]
+    t["eval score with the wrong benchmark's file"] = ["eval", "score", "--responses", good, "--bench", "math500",
+                                                       "--data", gpqa, "--out", "{out}/run"]
+    for flag, v in (("--limit", "0"), ("--verify-timeout", "-1")):
+        t[f"eval score {flag} {v}"] = ["eval", "score", "--responses", good, "--bench", "math500", "--data", math,
+                                       "--out", "{out}/run", flag, v]
+    t["eval score --out a file"] = ["eval", "score", "--responses", good, "--bench", "math500", "--data", math,
+                                    "--out", str(c["a file"])]
+    # distill: more settings and limits
+    for kv in ("max_new_tokens=0", "top_p=2", "chunk=0", "batch_size=0", "concurrency=0", "penalty=sometimes",
+               "revise=judge", "fixed_penalty=-1", "timeout=0", "beta=-1"):
+        t[f"distill {kv}"] = ["distill", "--data", rows, "--teacher", m, "--out", "{out}/d", kv]
+    for v in ("0", "-1"):
+        t[f"distill --limit {v}"] = ["distill", "--data", rows, "--teacher", m, "--out", "{out}/d", "--limit", v]
+    t["distill --judge missing"] = ["distill", "--data", rows, "--teacher", m, "--judge", str(c["missing"]),
+                                    "--out", "{out}/d"]
+    # serve: the other limits
+    for flags in (["--max-tokens", "0"], ["--max-request-mb", "0"], ["--request-timeout", "0"],
+                  ["--remote-image-timeout", "-1"], ["--port", "-1"], ["--max-prompt-tokens", "0"],
+                  ["--max-images", "0"]):
+        t[f"serve {' '.join(flags)}"] = ["serve", "--model", m, *flags]
     return t
 
 
@@ -219,6 +256,8 @@ def _bounded(fn, argv, seconds: int):
     signal.alarm(seconds)
     try:
         return fn(argv)
+    except SystemExit as e:  # argparse's own refusals (an unknown choice, a missing argument)
+        return e.code
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
@@ -235,7 +274,7 @@ def tries_of(corpus):
 
 
 def test_the_corpus_is_large(tries_of):
-    assert len(tries_of) >= 170
+    assert len(tries_of) >= 191  # the 191 tries, by category
 
 
 @pytest.fixture(scope="module")
