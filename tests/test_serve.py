@@ -167,6 +167,30 @@ def test_async_clients_batched_equal_one_at_a_time(server, client, images):
     assert asyncio.run(together()) == alone
 
 
+def test_sampled_requests_share_a_batch_and_keep_their_seed(server, client, images):
+    """A seed gives the same reply alone and in a batch of other seeds and temperatures (each row
+    draws from its own generator), and other seeds give other replies."""
+    def body(seed, temperature=1.0):
+        return dict(model="tiny", messages=[user("Describe it.", images[0])], max_tokens=12, temperature=temperature,
+                    top_p=0.9, seed=seed)
+
+    alone = client.chat.completions.create(**body(7)).choices[0].message.reasoning_content
+    assert client.chat.completions.create(**body(7)).choices[0].message.reasoning_content == alone
+
+    async def together():
+        aclient = openai.AsyncOpenAI(base_url=server + "/v1", api_key=KEY, max_retries=0)
+        replies = await asyncio.gather(*[aclient.chat.completions.create(**b) for b in
+                                         (body(1), body(7), body(2, 0.5), body(3), body(4, 0))])
+        await aclient.close()
+        return [r.choices[0].message.reasoning_content for r in replies]
+
+    batched = asyncio.run(together())
+    assert batched[1] == alone
+    assert len({batched[0], batched[1], batched[3]}) > 1  # other seeds, other draws
+    greedy = ask(client, [user("Describe it.", images[0])], max_tokens=12).choices[0].message.reasoning_content
+    assert batched[4] == greedy  # a greedy row in a sampling batch stays greedy
+
+
 # ---------------------------------------------------------------- bad requests
 def post(server, body: bytes | dict, key: str | None = KEY, headers: dict | None = None):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()

@@ -13,9 +13,10 @@ cancels its request, and the slot it held is free for the next one.
   continuous batching (`ContinuousBatchingManager`, `transformers serve --continuous-batching`),
   but it takes token ids only: no pixel values, so `transformers serve` falls back to one
   request at a time for image-text models (`GenerationState.use_continuous_batching`). Batching
-  whole `generate` calls is the gap filled here; requests of one batch share their sampling
-  settings (a sampled request with a seed runs alone, so that its seed means the same reply;
-  vLLM batches those too).
+  whole `generate` calls is the gap filled here. Each row samples with its own temperature,
+  top_p and random generator (seeded by its `seed`), so requests with different settings and
+  seeds share a batch and a seed gives the same reply whatever the batch (vLLM's per-request
+  generators); only the repetition penalty, a batch-wide processor in transformers, is shared.
   The thinking budget is a logits processor that forces `</think>` once a row has written
   that many tokens without closing its reasoning (what vLLM's and llama.cpp's budgets do).
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -162,12 +164,8 @@ class HFEngine:
         max_new = req.options.max_new_tokens
         if self.chat.context:
             max_new = min(max_new, self.chat.context - len(ids))
-        o = req.options
-        if o.temperature <= 0:  # greedy: the seed and the sampling knobs do not matter
-            key = ("greedy", o.repetition_penalty)
-        else:  # a seeded sample runs alone, so that its seed means the same reply
-            key = ("sample", o.temperature, o.top_p, o.repetition_penalty, o.seed)
-        return _Job(ids, inputs.get("pixel_values"), req, max_new, key=key)
+        # Rows sample on their own (_RowSampler); transformers' repetition penalty is one per batch.
+        return _Job(ids, inputs.get("pixel_values"), req, max_new, key=(req.options.repetition_penalty,))
 
     async def generate(self, job: _Job) -> AsyncIterator[Event]:
         job.loop, job.events = asyncio.get_running_loop(), asyncio.Queue()
@@ -233,8 +231,7 @@ class HFEngine:
             for job in self.waiting:
                 if job.cancelled:
                     continue
-                alone = first.key[0] == "sample" and first.key[-1] is not None
-                if not alone and job.key == first.key and len(batch) < self.cfg.max_batch:
+                if job.key == first.key and len(batch) < self.cfg.max_batch:
                     batch.append(job)
                 else:
                     rest.append(job)
@@ -259,12 +256,13 @@ class HFEngine:
         tiles = [torch.from_numpy(j.pixel_values) for j in batch if j.pixel_values is not None]
         if tiles:
             inputs["pixel_values"] = torch.cat(tiles).to(chat.model.device, chat.model.dtype)
-        opts = batch[0].req.options
-        kw = opts.generate_kwargs()
+        # generate() runs greedy: a sampling row draws its token in _RowSampler, which leaves only that
+        # token possible, so the argmax takes it; a greedy row is left as it is.
+        kw = dataclasses.replace(batch[0].req.options, temperature=0).generate_kwargs()
         kw["max_new_tokens"] = max(j.max_new for j in batch)
-        if opts.seed is not None and opts.temperature > 0:
-            torch.manual_seed(opts.seed)
         processors = LogitsProcessorList()
+        if any(j.req.options.temperature > 0 for j in batch):
+            processors.append(_RowSampler([j.req.options for j in batch], chat.model.device))
         if any(j.req.reasoning_budget is not None for j in batch):
             processors.append(_ThinkingBudget([j.req.reasoning_budget for j in batch], width, self.close_id))
         streamer = _RowStreamer(self, batch)
@@ -359,6 +357,43 @@ class _RowsDone:
         import torch
 
         return torch.tensor([j.done or j.cancelled for j in self.batch], device=input_ids.device)
+
+
+class _RowSampler:
+    """Per-row sampling inside a greedy generate(): each sampling row's scores go through
+    transformers' own temperature and top-p warpers, a token is drawn with the row's generator
+    (seeded by its request's seed, else at random), and every other token is ruled out."""
+
+    def __init__(self, options: list, device):
+        import random
+
+        import torch
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.rows = []
+        for o in options:
+            if o.temperature <= 0:
+                self.rows.append(None)
+                continue
+            gen = torch.Generator(device=device)
+            gen.manual_seed(o.seed if o.seed is not None else random.SystemRandom().randrange(2**63))
+            warpers = [TemperatureLogitsWarper(o.temperature)] + ([TopPLogitsWarper(o.top_p)] if o.top_p < 1 else [])
+            self.rows.append((warpers, gen))
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        for r, row in enumerate(self.rows):
+            if row is None:
+                continue
+            warpers, gen = row
+            s = scores[r:r + 1].float()
+            for w in warpers:
+                s = w(input_ids[r:r + 1], s)
+            token = torch.multinomial(torch.softmax(s, dim=-1), 1, generator=gen).item()
+            scores[r] = float("-inf")
+            scores[r, token] = 0.0
+        return scores
 
 
 class _ThinkingBudget:
