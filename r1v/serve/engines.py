@@ -151,9 +151,6 @@ class HFEngine:
 
     def prepare(self, req: ChatRequest) -> _Job:
         """Prompt rendered, images tiled, tokens counted (blocking: run it off the event loop)."""
-        return self._prepare(req)
-
-    def _prepare(self, req: ChatRequest) -> _Job:
         text = self.chat.render(req.messages) + ("" if req.thinking else THINKING_OFF)
         # NumPy, not torch: torch ops on this (pool) thread would start a second OpenMP team that
         # slows the worker's generate() down; the worker turns the tiles into a tensor.
