@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     from r1v.train.cli import add_parsers as add_train
 
     add_train(sub)
+    from r1v.train.rm_cli import add_parser as add_rm
+
+    add_rm(sub)
     from r1v.distill.cli import add_parser as add_distill
 
     add_distill(sub)

@@ -7,6 +7,12 @@ GRPO's rule rewards, TRL-style (`fn(completions, **columns) -> list[float]`):
 * `format_reward`: 1 for the DeepSeek-R1 template the prompt opens: non-empty reasoning, exactly
   one `</think>`, then an answer holding `\\boxed{...}`.
 
+R1V2's preference signal (MPO's pairs; `r1v/train/mpo.py`):
+* `preference_reward`: the reward model's raw score plus the rule checks (accuracy, format, and a
+  penalty for a fact the data contradicts), weighted;
+* `best_worst_pairs`: per prompt, its best completion against its worst when the gap reaches the
+  threshold (R1V2's "calibrated threshold"), else no pair.
+
 The iterative SFT's data selection (method.md, Stage 2):
 * `rubric_score`: the mini-world's reward model, 0..5 (the paper's is a learnt RM; the mini-world
   can check a chain exactly, so its RM is a rubric). Pluggable: `sft.reward_model=field` reads a
@@ -68,6 +74,37 @@ def effective_ratio(rewards: Sequence[float], group: int) -> float:
     """Share of groups whose rewards differ (non-zero advantage): R1V2's vanishing-advantage measure."""
     groups = [rewards[g : g + group] for g in range(0, len(rewards), group)]
     return sum(max(g) != min(g) for g in groups) / max(1, len(groups))
+
+
+# --------------------------------------------------------------------------- MPO's pairs
+def preference_reward(rm: Sequence[float] | None, accuracy: Sequence[float], fmt: Sequence[float],
+                      hallucinated: Sequence[bool | None], *, rm_weight: float = 1.0, accuracy_weight: float = 1.0,
+                      format_weight: float = 1.0, fact_weight: float = 1.0) -> list[float]:
+    """rm_weight * r_theta + accuracy_weight * accuracy + format_weight * format - fact_weight * [a false
+    fact] per completion; `rm` None: the rules alone; a hallucination flag of None (the data does
+    not know its facts) costs nothing."""
+    rm = [0.0] * len(accuracy) if rm is None else rm
+    if not len(rm) == len(accuracy) == len(fmt) == len(hallucinated):
+        raise ValueError("one reward-model score, accuracy, format and hallucination flag per completion")
+    return [rm_weight * r + accuracy_weight * a + format_weight * f - fact_weight * bool(h)
+            for r, a, f, h in zip(rm, accuracy, fmt, hallucinated)]
+
+
+def best_worst_pairs(rewards: Sequence[float], group: int, threshold: float) -> list[tuple[int, int]]:
+    """(chosen, rejected) indices into `rewards`, one pair per group of `group` consecutive
+    completions: its highest-rewarded against its lowest, made only when the gap is at least
+    `threshold` (and above 0: equal rewards never make a pair). Ties go to the earlier sample."""
+    if len(rewards) % group:
+        raise ValueError(f"{len(rewards)} rewards do not split into groups of {group}")
+    out = []
+    for g in range(0, len(rewards), group):
+        rs = list(rewards[g : g + group])
+        hi = max(range(group), key=lambda k: (rs[k], -k))
+        lo = min(range(group), key=lambda k: (rs[k], k))
+        gap = rs[hi] - rs[lo]
+        if gap > 0 and gap >= threshold:
+            out.append((g + hi, g + lo))
+    return out
 
 
 # --------------------------------------------------------------------------- SFT data selection

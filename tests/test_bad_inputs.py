@@ -43,6 +43,9 @@ def corpus(tmp_path_factory, tiny):
     c = {"dir": d, "model": save_model(*tiny, d / "model", max_tiles=1)}
     c["data"] = write_examples(d / "benchdata")
     Image.new("RGB", (64, 48), (200, 30, 30)).save(d / "ok.png")
+    c["pairs"] = d / "pairs.jsonl"
+    c["pairs"].write_text(json.dumps({"id": "p1", "prompt": "Red?", "image": "ok.png", "chosen": " yes</think>\\boxed{1}",
+                                      "rejected": " no</think>\\boxed{2}"}) + "\n")
     c["missing"] = d / "missing.jsonl"
     (d / "folder").mkdir()
     (d / "folder" / "inside.txt").write_text("x")
@@ -237,6 +240,23 @@ def tries(c) -> dict[str, list[str]]:
         t[f"distill --limit {v}"] = ["distill", "--data", rows, "--teacher", m, "--out", "{out}/d", "--limit", v]
     t["distill --judge missing"] = ["distill", "--data", rows, "--teacher", m, "--judge", str(c["missing"]),
                                     "--out", "{out}/d"]
+    # R1V2's settings and the reward model's command
+    for kv in ("mpo.samples_per_prompt=1", "mpo.beta=-1", "mpo.threshold=nan", "rm.pooling=max",
+               "grpo.hallucination_action=warn", "grpo.hallucination_ceiling=2", "mpo.rounds=0", "rm.optim.lr=0",
+               "mpo.dpo_weight=0 mpo.bco_weight=0 mpo.nll_weight=0"):
+        t[f"recipe run recipes/r1v2-tiny.yaml {kv}"] = ["recipe", "run", "recipes/r1v2-tiny.yaml", *kv.split(),
+                                                        "out={out}/run"]
+    t["train mpo with no reward model and no rm stage"] = ["train", "mpo", "--config", "recipes/tiny.yaml",
+                                                           "out={out}/run"]
+    for bad in ("missing", "folder", "truncated shard"):
+        t[f"rm score --model {bad}"] = ["rm", "score", "--model", str(c[bad]), "--data", str(c["pairs"]),
+                                        "--out", "{out}/s.jsonl"]
+    t["rm score --model a plain R1V model"] = ["rm", "score", "--model", m, "--data", str(c["pairs"]),
+                                               "--out", "{out}/s.jsonl"]
+    t["rm score --data rows that are not pairs"] = ["rm", "score", "--model", m, "--data", math]
+    for bad in ("missing", "empty", "torn last line"):
+        t[f"rm score --data {bad}"] = ["rm", "score", "--model", m, "--data", str(c[bad])]
+    t["rm serve --model a plain R1V model"] = ["rm", "serve", "--model", m, "--port", "0"]
     # serve: the other limits
     for flags in (["--max-tokens", "0"], ["--max-request-mb", "0"], ["--request-timeout", "0"],
                   ["--remote-image-timeout", "-1"], ["--port", "-1"], ["--max-prompt-tokens", "0"],

@@ -35,12 +35,12 @@ def right_and_wrong(bench, data):
     task = get_task(bench)
     items = task.read(data[bench])
     good = {"math500": "\\boxed{2}", "aime24": "\\boxed{24}", "mathvista": "\\boxed{B}",
-            "mmmu": "\\boxed{B}", "gpqa": f"\\boxed{{{items[0].answer}}}"}[bench]
+            "mmmu": "\\boxed{B}", "gpqa": f"\\boxed{{{items[0].answer}}}", "pope": "Yes, there is."}[bench]
     return [{"id": items[0].id, "output": f"thinking...</think>{good}"},
             {"id": items[1].id, "output": "thinking...</think>\\boxed{999}"}]
 
 
-@pytest.mark.parametrize("bench", ["math500", "aime24", "gpqa", "mathvista", "mmmu"])
+@pytest.mark.parametrize("bench", ["math500", "aime24", "gpqa", "mathvista", "mmmu", "pope"])
 def test_score_every_benchmark_format(bench, data, tmp_path, capsys):
     resp = tmp_path / "resp.jsonl"
     resp.write_text("".join(json.dumps(r) + "\n" for r in right_and_wrong(bench, data)))
@@ -411,3 +411,32 @@ def test_leakage_catches_short_questions_copied_inside_longer_rows(data, tmp_pat
                  "--out", str(out)]) == 0
     flagged = json.loads(out.read_text())["flagged"]
     assert [f["id"] for f in flagged] == [MATH500_ROWS[0]["unique_id"]] and flagged[0]["train_line"] == 1
+
+
+def test_pope_reads_both_splits_scores_officially_and_reports_its_metrics(data, tmp_path, capsys):
+    from r1v.evaluate.tasks.pope import pope_answer
+
+    task = get_task("pope")
+    items = task.read(data["pope"])
+    assert len(items) == 8 and {it.groups["split"] for it in items} == {"random", "adversarial"}
+    assert all(it.images for it in items) and items[0].answer == "yes" and items[1].answer == "no"
+    # POPE's evaluate.py: first sentence, commas dropped, "No" / "not" / "no" as a word -> no
+    assert pope_answer("No, there is no dog.") == "no" and pope_answer("Yes. It is not a cat.") == "yes"
+    assert pope_answer("There is not a dog") == "no" and pope_answer("Not at all") == "yes"  # official pitfall
+    assert pope_answer("Nope") == "yes" and pope_answer("no") == "no"
+    # the reasoning is never read: only what follows </think>
+    assert task.score(items[1], "I do not see a dog... wait</think>\\boxed{yes}").extracted == "yes"
+    assert task.hallucinated(items[1], "x</think>Yes.") is True      # yes to an absent object
+    assert task.hallucinated(items[1], "x</think>No.") is False
+    assert task.hallucinated(items[0], "x</think>No.") is False      # a miss is not a hallucination
+    outs = ["x</think>Yes.", "x</think>Yes.", "x</think>Yes.", "x</think>No."] * 2  # one false yes per split
+    resp = tmp_path / "resp.jsonl"
+    resp.write_text("".join(json.dumps({"id": it.id, "output": o}) + "\n" for it, o in zip(items, outs)))
+    assert main(["eval", "score", "--bench", "pope", "--data", str(data["pope"]), "--responses", str(resp),
+                 "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    m = summary["metrics"]["all"]
+    # per split: tp 2, fp 1, tn 1, fn 0 -> accuracy 75, precision 66.67, recall 100, f1 80, yes-ratio 75
+    assert m == {"n": 8, "accuracy": 75.0, "precision": 66.67, "recall": 100.0, "f1": 80.0, "yes_ratio": 75.0}
+    assert summary["metrics"]["random"]["n"] == 4 and summary["hallucination"] == 25.0
+    assert "hallucination: 25.0%" in capsys.readouterr().out

@@ -196,9 +196,9 @@ def test_train_cli_reruns_a_stage_with_lora(recipe_run, tmp_path, capsys):
     assert not any("lora" in k for k in after)  # merged into the weights: a plain R1V checkpoint
     assert not same(part(before, L), part(after, L)) and same(part(before, V), part(after, V))
     assert main(["train", "grpo", "--config", str(yaml_path), f"out={run}"]) == 2  # sft/m2 is stale now
-    assert "or r1v train sft" in capsys.readouterr().err
+    assert "r1v train sft" in capsys.readouterr().err
     assert main(["train", "grpo", "--config", str(yaml_path), f"out={tmp_path / 'fresh'}"]) == 2
-    assert "starts from the transfer stage's model" in capsys.readouterr().err
+    assert "starts from the sft stage's model" in capsys.readouterr().err
 
 
 def test_grpo_cli_moves_the_projector(recipe_run, monkeypatch):

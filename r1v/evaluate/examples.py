@@ -5,7 +5,8 @@
 They let anyone try every `r1v eval` command offline, and the tests read them through the
 same readers as the real files: MMMU's per-subject parquet folders (with a dev file that must
 be skipped), MathVista's testmini parquet (decoded_image + metadata struct), MATH-500's
-jsonl, AIME's parquet, GPQA's csv (with a multi-line quoted column). Images are real PNG
+jsonl, AIME's parquet, GPQA's csv (with a multi-line quoted column), POPE's JSON lines (one
+file per split, COCO-named images in a val2014/ folder beside them). Images are real PNG
 bytes in the parquet image struct ({"bytes", "path"}) that `datasets` writes. The questions
 are not the benchmarks' (those are never copied here).
 """
@@ -154,14 +155,34 @@ def write_gpqa(path: Path) -> list[dict]:
     return GPQA_ROWS
 
 
+POPE_ROWS = [  # (question_id, image, object, label): present and absent objects, as POPE pairs them
+    (1, "COCO_val2014_000000000001.jpg", "circle", "yes"), (2, "COCO_val2014_000000000001.jpg", "dog", "no"),
+    (3, "COCO_val2014_000000000002.jpg", "circle", "yes"), (4, "COCO_val2014_000000000002.jpg", "car", "no"),
+]
+
+
+def write_pope(root: Path) -> list[dict]:
+    """RUCAIBox/POPE's layout: coco_pope_<split>.json (JSON lines) with the images in val2014/."""
+    (root / "val2014").mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(sorted({r[1] for r in POPE_ROWS})):
+        (root / "val2014" / name).write_bytes(png(k + 7))
+    rows = [{"question_id": q, "image": img, "text": f"Is there a {obj} in the image?", "label": label}
+            for q, img, obj, label in POPE_ROWS]
+    for split in ("random", "adversarial"):
+        (root / f"coco_pope_{split}.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
 def write_examples(root: Path) -> dict[str, Path]:
     """Write every benchmark's examples under `root`; {bench: the path to pass as --data}."""
     root = Path(root)
     paths = {"mmmu": root / "MMMU", "mathvista": root / "MathVista", "math500": root / "MATH-500" / "test.jsonl",
-             "aime24": root / "aime_2024" / "train-00000-of-00001.parquet", "gpqa": root / "gpqa" / "gpqa_diamond.csv"}
+             "aime24": root / "aime_2024" / "train-00000-of-00001.parquet", "gpqa": root / "gpqa" / "gpqa_diamond.csv",
+             "pope": root / "POPE"}
     write_mmmu(paths["mmmu"])
     write_mathvista(paths["mathvista"])
     write_math500(paths["math500"])
     write_aime(paths["aime24"])
     write_gpqa(paths["gpqa"])
+    write_pope(paths["pope"])
     return paths

@@ -151,7 +151,7 @@ def record(task: Task, item: Item, sample: int, output: str, *, think: bool, ver
         "id": item.id, "sample": sample, "prompt": task.prompt(item), "images": len(item.images),
         "output": output, "reasoning": ans.reasoning, "answer": ans.text, "extracted": score.extracted,
         "gold": item.answer, "correct": score.correct, "scorer": score.scorer, "groups": item.groups,
-        "new_tokens": new_tokens, "finished": finished,
+        "new_tokens": new_tokens, "finished": finished, "hallucinated": task.hallucinated(item, output),
     }
 
 
@@ -250,7 +250,14 @@ def summarize(task: Task, items: list[Item], records: list[dict], samples: int) 
         "scorers": dict(Counter(r["scorer"] for r in mine).most_common()),
         "mean_new_tokens": round(sum(tokens) / len(tokens), 1) if tokens else None,
         "groups": breakdown,
+        **_hallucination(mine), **({"metrics": m} if (m := task.metrics(wanted, mine)) else {}),
     }
+
+
+def _hallucination(records: list[dict]) -> dict:
+    """The share of outputs the task marks as stating something false (where it can tell)."""
+    known = [r["hallucinated"] for r in records if r.get("hallucinated") is not None]
+    return {"hallucination": round(100 * sum(known) / len(known), 2), "hallucination_n": len(known)} if known else {}
 
 
 def print_summary(summary: dict, out: Path, *, resumable: bool = True) -> None:
@@ -261,6 +268,11 @@ def print_summary(summary: dict, out: Path, *, resumable: bool = True) -> None:
     for key, vals in summary["groups"].items():
         if 1 < len(vals) <= 40:
             print(f"  by {key}: " + ", ".join(f"{v} {s['accuracy']:.0f}% ({s['n']})" for v, s in vals.items()))
+    if "hallucination" in summary:
+        print(f"  hallucination: {summary['hallucination']:.1f}% of {summary['hallucination_n']} outputs state "
+              f"something the data says is false")
+    for split, m in (summary.get("metrics") or {}).items():
+        print(f"  {split}: " + ", ".join(f"{k} {v}" for k, v in m.items()))
     if summary["generation_failed"]:
         print(f"  {summary['generation_failed']} output(s) could not be generated (see `error` in the records)")
     if not summary["complete"]:

@@ -51,13 +51,13 @@ def add_parsers(sub) -> None:
     p.add_argument("run", help="the run folder, e.g. runs/tiny")
     p.set_defaults(func=cmd_report)
 
-    t = sub.add_parser("train", help="run one stage of the recipe: align, transfer, sft or grpo",
+    t = sub.add_parser("train", help="run one stage of a recipe: align, transfer, sft, rm, mpo or grpo",
                        description="Run one stage of a recipe (its earlier stages' checkpoints must exist in "
                                    "the run folder). The stage reruns even when it finished before.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     tsub = t.add_subparsers(dest="stage", metavar="STAGE")
     tsub.required = True
-    for name in ("align", "transfer", "sft", "grpo"):
+    for name in ("align", "transfer", "sft", "rm", "mpo", "grpo"):
         doc = docstring(f"r1v.train.{name}")
         p = tsub.add_parser(name, help=doc.split(":")[0], description=doc, epilog=_settings(),
                             formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -61,6 +61,10 @@ class DataConfig:
     align_filtered: str = _f("", "JSONL for align pass 2, the quality-filtered subset")
     align_cot: str = _f("", "JSONL for align pass 3, chain-of-thought rows")
     sft: str = _f("", "JSONL of the SFT data D (with `response`; `score` 0..5 when reward_model=field)")
+    prompts: str = _f("", "JSONL of the task's rows (no `response` needed) that MPO samples from; empty: the SFT "
+                          "data's rows (data.sft)")
+    rm_train: str = _f("", "preference pairs the reward model trains on: {id, prompt, images, chosen, rejected}")
+    rm_eval: str = _f("", "held-out preference pairs: the reward model's pair accuracy")
     eval_visual: str = _f("", "held-out JSONL with images, scored after every stage")
     eval_text: str = _f("", "held-out text-only JSONL, scored after every stage (text reasoning survives?)")
     eval_limit: int = _f(400, "at most this many rows of each held-out file")
@@ -132,6 +136,51 @@ class GRPOConfig:
     parts: Parts = _f(Parts(), "what trains")
     micro_groups: int = _f(8, "prompts (each with its G completions) per forward pass")
     eval_every: int = _f(0, "score the held-out visual split every N steps (0: only at the end)")
+    hallucination_ceiling: float = _f(0.0, "R1V2's monitoring: when a held-out scoring (eval_every) finds more than "
+                                           "this share of visual outputs stating a false fact, act "
+                                           "(hallucination_action); 0 = off")
+    hallucination_action: str = _f("stop", "stop: end GRPO there and keep that model; flag: note it in the report "
+                                           "and go on")
+
+
+@dataclass
+class RMConfig:
+    base: str = _f("transfer", "what the reward model starts from: a finished stage of this run (transfer, "
+                               "sft/m4, ...) or an R1V model folder")
+    optim: Optim = _f(Optim(lr=1e-5, samples_per_step=128, micro_batch_per_device=8, warmup_ratio=0.03),
+                      "optimiser; samples are pairs (Skywork-VL Reward does not report its settings)")
+    parts: Parts = _f(Parts(vision=False, projector=True, language=True),
+                      "what trains besides the head (Skywork-VL Reward: everything but the vision encoder)")
+    pooling: str = _f("last", "what the head reads: last (the final hidden state at the response's last token, "
+                              "Skywork-VL Reward's) or mean (the mean over the response's tokens)")
+    eval_batch_pairs: int = _f(32, "pairs per forward pass of the held-out scoring")
+
+
+@dataclass
+class MPOConfig:
+    rounds: int = _f(3, "sample -> pair -> train rounds (R1V2 runs MPO iteratively; how many is not reported)")
+    prompts_per_round: int = _f(1024, "prompts sampled each round (a seeded draw without replacement)")
+    samples_per_prompt: int = _f(8, "K: completions sampled per prompt, scored, and paired best against worst")
+    temperature: float = _f(1.0, "sampling temperature of the K completions")
+    max_completion_tokens: int = _f(8192, "completion length limit; a cut-off completion has no answer")
+    reward_model: str = _f("", "the reward model: empty = this run's `rm` stage; a folder `r1v train rm` wrote; "
+                               "an http(s) URL of a scoring endpoint (`r1v rm serve`); or none (rules only)")
+    rm_weight: float = _f(1.0, "weight of the reward model's raw score")
+    accuracy_weight: float = _f(1.0, "weight of the task's scorer (1 right, 0 wrong or guessed)")
+    format_weight: float = _f(1.0, "weight of the format check (R1 template)")
+    fact_weight: float = _f(1.0, "penalty for stating a fact the data contradicts (task.hallucinated), where the "
+                                 "data knows its facts (R1V2's factual-consistency constraint)")
+    threshold: float = _f(10.0, "R1V2's calibrated threshold: a pair is made only when the best completion's reward "
+                                "beats the worst one's by at least this (its ablation: 15 / 10 / 7, on Skywork-VL "
+                                "Reward's scale; on another reward model, calibrate it)")
+    beta: float = _f(0.1, "beta of DPO and BCO (not reported by R1V2; InternVL's MPO: 0.1)")
+    dpo_weight: float = _f(0.8, "w1, the DPO (sigmoid) term (InternVL's MPO default; R1V2 does not report its own)")
+    bco_weight: float = _f(0.2, "w2, the BCO term with delta a running mean of past rewards (InternVL's default)")
+    nll_weight: float = _f(1.0, "w3, the chosen response's length-normalised NLL (InternVL's default)")
+    optim: Optim = _f(Optim(lr=5e-6, samples_per_step=64, micro_batch_per_device=8, warmup_ratio=0.05),
+                      "optimiser; samples are pairs (InternVL's MPO: lr 5e-6, one epoch)")
+    parts: Parts = _f(Parts(), "what trains (R1V2: the adapter only, better than adapter + LLM)")
+    micro_prompts: int = _f(16, "prompts per generation batch while sampling")
 
 
 @dataclass
@@ -160,9 +209,12 @@ class ClaimTargets:
     final_visual: float = _f(0.0, "the final model's visual accuracy, at least this")
     final_of_ceiling: float = _f(0.0, "the final visual accuracy over the ceiling (the reference_scores entry marked "
                                        "\"claim\": \"ceiling\"), at least this")
+    rm_pair_accuracy: float = _f(0.0, "the reward model's held-out pair accuracy, at least this")
+    against: str = _f("", "a run of R1V's recipe on the same held-out files (e.g. runs/tiny): its last SFT stage's "
+                          "hallucination rate is compared with this run's MPO (R1V2's Table 3)")
 
 
-STAGES = ("align", "transfer", "sft", "grpo")
+STAGES = ("align", "transfer", "sft", "rm", "mpo", "grpo")
 
 
 @dataclass
@@ -170,12 +222,15 @@ class RecipeConfig:
     name: str = _f("r1v", "run name; outputs go to runs/<name>")
     out: str = _f("", "output folder (default runs/<name>)")
     seed: int = _f(0, "seed of data order, sampling and initialisation")
-    stages: list[str] = _f(list(STAGES), "which stages run, in order")
+    stages: list[str] = _f(["align", "transfer", "sft", "grpo"], "which stages run, in order (R1V's by default; R1V2: "
+                                                                  "align, transfer, rm, mpo, grpo)")
     model: ModelConfig = _f(ModelConfig(), "backbones")
     data: DataConfig = _f(DataConfig(), "data files")
     align: AlignConfig = _f(AlignConfig(), "Stage 0: align the projector against the substitute LLM")
     transfer: TransferConfig = _f(TransferConfig(), "Stage 0: re-assemble with the reasoning LLM")
     sft: SFTConfig = _f(SFTConfig(), "Stages 1-2: M0, then iterative SFT")
+    rm: RMConfig = _f(RMConfig(), "R1V2: the reward model (an R1V model with a scalar head, pairwise loss)")
+    mpo: MPOConfig = _f(MPOConfig(), "R1V2: Mixed Preference Optimization in rounds (sample, pair, train)")
     grpo: GRPOConfig = _f(GRPOConfig(), "Stage 3: GRPO with rule rewards")
     eval: EvalConfig = _f(EvalConfig(), "held-out scoring after every stage")
     tracking: list[str] = _f(["tensorboard"], "experiment trackers (accelerate's) beside metrics.jsonl: tensorboard "
@@ -225,12 +280,20 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
                 "grpo.steps": cfg.grpo.steps, "grpo.prompts_per_step": cfg.grpo.prompts_per_step,
                 "grpo.micro_groups": cfg.grpo.micro_groups,
                 "grpo.max_completion_tokens": cfg.grpo.max_completion_tokens,
-                "eval.batch_size": cfg.eval.batch_size, "eval.max_new_tokens": cfg.eval.max_new_tokens}
+                "eval.batch_size": cfg.eval.batch_size, "eval.max_new_tokens": cfg.eval.max_new_tokens,
+                "rm.optim.samples_per_step": cfg.rm.optim.samples_per_step,
+                "rm.optim.micro_batch_per_device": cfg.rm.optim.micro_batch_per_device,
+                "rm.eval_batch_pairs": cfg.rm.eval_batch_pairs, "mpo.rounds": cfg.mpo.rounds,
+                "mpo.prompts_per_round": cfg.mpo.prompts_per_round,
+                "mpo.optim.samples_per_step": cfg.mpo.optim.samples_per_step,
+                "mpo.optim.micro_batch_per_device": cfg.mpo.optim.micro_batch_per_device,
+                "mpo.max_completion_tokens": cfg.mpo.max_completion_tokens, "mpo.micro_prompts": cfg.mpo.micro_prompts}
     positive["checkpoint.keep_last"] = cfg.checkpoint.keep_last
     for key, value in positive.items():
         if value < 1:
             raise R1VError(f"{key}={value}: must be at least 1")
     lrs = {"grpo.lr": cfg.grpo.lr, "sft.optim.lr": cfg.sft.optim.lr, "align.optim.lr": cfg.align.optim.lr,
+           "rm.optim.lr": cfg.rm.optim.lr, "mpo.optim.lr": cfg.mpo.optim.lr,
            **{f"align.passes[{k}].lr": p.lr for k, p in enumerate(cfg.align.passes)},
            **{f"sft.lrs[{k}]": lr for k, lr in enumerate(cfg.sft.lrs)}}
     for key, value in lrs.items():
@@ -242,10 +305,24 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
               "data.feature_cache_disk_mb": cfg.data.feature_cache_disk_mb,
               "checkpoint.every_steps": cfg.checkpoint.every_steps,
               "checkpoint.every_minutes": cfg.checkpoint.every_minutes,
-              **{f"claims.{k}": v for k, v in vars(cfg.claims).items()}}
+              "grpo.hallucination_ceiling": cfg.grpo.hallucination_ceiling, "mpo.beta": cfg.mpo.beta,
+              "mpo.threshold": cfg.mpo.threshold, "mpo.temperature": cfg.mpo.temperature,
+              **{f"mpo.{k}_weight": getattr(cfg.mpo, f"{k}_weight")
+                 for k in ("rm", "accuracy", "format", "fact", "dpo", "bco", "nll")},
+              **{f"claims.{k}": v for k, v in vars(cfg.claims).items() if k != "against"}}
     for key, value in nonneg.items():
         if not (math.isfinite(value) and value >= 0):
             raise R1VError(f"{key}={value}: must be 0 or more")
+    if cfg.mpo.samples_per_prompt < 2:
+        raise R1VError("mpo.samples_per_prompt must be at least 2: a pair is the best and the worst of K samples")
+    if cfg.rm.pooling not in ("last", "mean"):
+        raise R1VError(f"rm.pooling={cfg.rm.pooling!r}; choose last or mean")
+    if cfg.grpo.hallucination_action not in ("stop", "flag"):
+        raise R1VError(f"grpo.hallucination_action={cfg.grpo.hallucination_action!r}; choose stop or flag")
+    if cfg.grpo.hallucination_ceiling > 1:
+        raise R1VError("grpo.hallucination_ceiling is a share of outputs, in 0..1 (0: off)")
+    if cfg.mpo.dpo_weight + cfg.mpo.bco_weight + cfg.mpo.nll_weight == 0:
+        raise R1VError("mpo.dpo_weight, bco_weight and nll_weight are all 0: MPO would train nothing")
     if cfg.grpo.generations_per_prompt < 2:
         raise R1VError("grpo.generations_per_prompt must be at least 2: GRPO's advantage compares a group")
     _check_trackers(cfg.tracking)

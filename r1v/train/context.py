@@ -67,7 +67,19 @@ class Context:
     def done(self, stage: str) -> bool:
         if stage == "sft":  # done only if its last iteration (for the current sft.taus) is
             return "sft" in self.results["done"] and self.done(f"sft/m{len(self.cfg.sft.taus)}")
+        if stage == "mpo":  # likewise its last round
+            return "mpo" in self.results["done"] and self.done(f"mpo/r{self.cfg.mpo.rounds}")
         return stage in self.results["done"] and (self.dir / stage).exists()
+
+    def policy_before(self, stage: str) -> str:
+        """The model a policy stage starts from: the last of transfer, SFT, MPO that this recipe runs
+        before it (R1V: GRPO after SFT; R1V2: MPO after transfer, GRPO after MPO)."""
+        from r1v.train.config import STAGES
+
+        before = [s for s in ("transfer", "sft", "mpo") if STAGES.index(s) < STAGES.index(stage)
+                  and (s in self.cfg.stages or self.done(s))]
+        last = before[-1] if before else "transfer"
+        return {"sft": f"sft/m{len(self.cfg.sft.taus)}", "mpo": f"mpo/r{self.cfg.mpo.rounds}"}.get(last, last)
 
     def forget(self, stage: str) -> None:
         """Mark `stage` and every stage after it as not done (they were built on what it replaces)."""
@@ -176,6 +188,17 @@ class Context:
             shutil.rmtree(folder, ignore_errors=True)  # a previous run's (the model may have changed)
         return FeatureCache(memory_mb=d.feature_cache_mb, disk_mb=d.feature_cache_disk_mb, folder=folder)
 
+    def load_model(self, ref: str):
+        """(model, tokenizer) of `ref`: a finished stage of this run (transfer, sft/m4, ...) or a model folder."""
+        from r1v.train.config import STAGES
+
+        if ref.split("/")[0] in STAGES:
+            return self.load(ref)
+        from r1v.model.checkpoint import load_model
+
+        model, tok, _ = load_model(self.resolve(ref), dtype=self.dtype)
+        return model, tok
+
     def load(self, stage: str):
         """(model, tokenizer) of a finished stage's checkpoint."""
         from r1v.model.checkpoint import load_model
@@ -209,12 +232,25 @@ class Context:
         """Every backbone and data file the `stages` need, read and checked before any of them runs
         (a bad row in the SFT data is found now, not after the align stage)."""
         needs = {"align": (("vision", "substitute"), ("align_full", "align_filtered", "align_cot")),
-                 "transfer": (("reasoning",), ()), "sft": ((), ("sft",)), "grpo": ((), ("sft",))}
-        # The stage whose model each starts from (GRPO: the last SFT model, else the transferred one).
-        starts_from = {"transfer": "align", "sft": "transfer", "grpo": "transfer"}
+                 "transfer": (("reasoning",), ()), "sft": ((), ("sft",)), "grpo": ((), ("sft",)),
+                 "rm": ((), ()), "mpo": ((), ("prompts" if self.cfg.data.prompts else "sft",))}
+        # The stage whose model each starts from.
+        starts_from = {"transfer": "align", "sft": "transfer", "grpo": self.policy_before("grpo").split("/")[0],
+                       "mpo": "transfer"}
+        rm = self.cfg.rm.base.split("/")[0]
+        if rm in ("align", "transfer", "sft", "mpo", "grpo"):
+            starts_from["rm"] = rm
+        elif "rm" in stages:
+            self.resolve(self.cfg.rm.base)
         for stage in stages:
             if self.done(stage):
                 continue
+            if stage == "rm":
+                self.rows("rm_train", need=("id", "prompt", "chosen", "rejected"))
+                if self.cfg.data.rm_eval:
+                    self.rows("rm_eval", need=("id", "prompt", "chosen", "rejected"))
+            if stage == "mpo":
+                self._check_reward_model(stages)
             prev = starts_from.get(stage)
             if prev and prev not in stages and not self.done(prev):
                 raise R1VError(f"the {stage} stage starts from the {prev} stage's model, and {self.dir / prev} does "
@@ -225,10 +261,21 @@ class Context:
             for key in files:
                 if key.startswith("align_") and key.split("_")[1] not in {p.name for p in self.cfg.align.passes}:
                     continue
-                self.rows(key, need=("id", "response"))
+                self.rows(key, need=("id",) if key == "prompts" or stage == "mpo" else ("id", "response"))
         for key in ("eval_visual", "eval_text"):
             if getattr(self.cfg.data, key):
                 self.rows(key)
+
+    def _check_reward_model(self, stages) -> None:
+        ref = self.cfg.mpo.reward_model
+        if ref == "" and "rm" not in stages and not self.done("rm"):
+            raise R1VError("mpo.reward_model is empty, which means this run's `rm` stage, and it has not run: add rm "
+                           "to `stages`, name a reward model folder or URL, or set mpo.reward_model=none")
+        if ref and ref != "none" and not ref.startswith(("http://", "https://")):
+            from r1v.model.reward import is_reward_model
+
+            if not is_reward_model(self.resolve(ref)):
+                raise R1VError(f"mpo.reward_model={ref}: not a reward model folder (`r1v train rm` writes one)")
 
     def rows(self, key: str, *, need: tuple[str, ...] = ("id",)):
         """The rows of a data file, read lazily (`r1v/train/data.py`'s Rows: an offset index, no rows
@@ -236,7 +283,8 @@ class Context:
         from r1v.train.data import Rows
 
         path = self.data_file(key)
-        need = tuple(need) + tuple(getattr(self.task, "columns", ()))  # the task's reader needs its fields too
+        if not key.startswith("rm_"):  # the task's reader needs its fields too (pairs are not task rows)
+            need = tuple(need) + tuple(getattr(self.task, "columns", ()))
         have = self._rows.get(path)
         if have is None or not set(need) <= set(have[1]):
             need = tuple(sorted(set(need) | set(have[1] if have else ())))
@@ -294,8 +342,9 @@ class Context:
             return
         path = self.dir / "outputs" / f"{stage.replace('/', '-')}-{kind}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_jsonl(path, ({"id": i, "correct": ok, "output": out}
-                           for i, out, ok in zip(scored.ids, scored.outputs, scored.correct)))
+        false = scored.hallucinated or [None] * len(scored.ids)
+        write_jsonl(path, ({"id": i, "correct": ok, "hallucinated": h, "output": out}
+                           for i, out, ok, h in zip(scored.ids, scored.outputs, scored.correct, false)))
 
 
 def _gathered(scored):
@@ -307,7 +356,7 @@ def _gathered(scored):
     from r1v.train.rollout import Scored
 
     parts = gather_object([dc.asdict(scored)])
-    keys = ("ids", "correct", "outputs", "lengths", "groups")
+    keys = ("ids", "correct", "outputs", "lengths", "groups", "hallucinated")
     merged = {k: [x for part in parts for x in part[k] or []] for k in keys}
     n = len(merged["correct"])
     return Scored(accuracy=sum(merged["correct"]) / max(1, n), n=n, **merged)

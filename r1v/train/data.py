@@ -274,7 +274,8 @@ def batches(data: Encoded, steps: Iterable[np.ndarray], *, rank: int = 0, world:
             ready.append(next(it))
         loaded = [s for _ in range(n) for s in ready.popleft()]
         got = iter(loaded)
-        samples = [known[int(p)] if int(p) in known else next(got) for p in mine]
+        # (a dataset may give several Samples a position, as the reward model's pairs do; none is cached)
+        samples = [known[int(p)] if int(p) in known else next(got) for p in mine] if known else loaded
         yield [dataclasses.replace(s, response=[]) for s in samples] if empty else samples
         for s in loaded if cache is not None and not empty else ():  # features computed in the step: keep it
             if s.index in cache.memory or s.index in cache.on_disk:  # (not `get`: no disk read)

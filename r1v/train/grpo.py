@@ -6,7 +6,12 @@ normalised advantages, PPO's clipped surrogate, an optional KL penalty against t
 
 Logged every step (`metrics.jsonl`, plotted in the report): reward, accuracy, format, response
 length, the effective-sample ratio (share of groups whose rewards differ, so whose advantages are
-non-zero; R1V2's vanishing-advantage measure), loss and KL.
+non-zero; R1V2's vanishing-advantage measure), the rollouts' hallucination rate (where the task
+knows its facts), loss and KL.
+
+R1V2's monitoring: with `grpo.eval_every`, the held-out visual split is scored every N steps, its
+hallucination rate beside its accuracy; past `grpo.hallucination_ceiling` the run stops there and
+keeps that model (`hallucination_action: stop`) or notes it and goes on (`flag`).
 
 Why a loop of our own rather than TRL's GRPOTrainer (which trains this model too): the group
 shares its prompt. Each image is encoded once per run (frozen encoder, cached features) and each
@@ -105,7 +110,7 @@ def rule_rewards(cfg, task):
 
 
 def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rewards_fn, cache=None, ref=None,
-         min_new_tokens: int = 0) -> dict:
+         min_new_tokens: int = 0, task=None) -> dict:
     """One GRPO step: G rollouts per prompt (prefix shared), rewards, advantages, one update."""
     acc = engine.acc
     G = cfg.generations_per_prompt
@@ -118,6 +123,8 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
     flat = [c for g in gens for c in g]
     texts = tok.batch_decode(flat, skip_special_tokens=True)
     rewards, acc_r, fmt_r = rewards_fn(texts, [s.item for s in batch for _ in range(G)])
+    false = [task.hallucinated(s.item, t) for s, t in zip((s for s in batch for _ in range(G)), texts)] if task else []
+    false = [float(h) for h in false if h is not None]
     adv = torch.tensor(group_advantages(rewards, G), device=acc.device)
     # the loss is normalised by the completion tokens of the whole step, over every process; the
     # engine averages gradients over processes, so each divides by its share of that count
@@ -153,12 +160,15 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
     engine.module.eval()
     # the step's numbers over every process's groups
     sums = acc.reduce(torch.tensor([sum(rewards), sum(acc_r), sum(fmt_r), sum(len(c) for c in flat), len(rewards),
-                                    effective_ratio(rewards, G) * len(batch), len(batch), loss_total, kl_total],
-                                   dtype=torch.float64, device=acc.device), "sum").tolist()
+                                    effective_ratio(rewards, G) * len(batch), len(batch), loss_total, kl_total,
+                                    sum(false), len(false)], dtype=torch.float64, device=acc.device), "sum").tolist()
     n, k = sums[4], acc.num_processes
-    return dict(reward=sums[0] / n, accuracy=sums[1] / n, format=sums[2] / n, length=sums[3] / n,
-                effective=sums[5] / sums[6], loss=sums[7], kl=sums[8] / k, seconds=round(time.perf_counter() - t0, 3),
-                generate_seconds=round(t_gen, 3))
+    out = dict(reward=sums[0] / n, accuracy=sums[1] / n, format=sums[2] / n, length=sums[3] / n,
+               effective=sums[5] / sums[6], loss=sums[7], kl=sums[8] / k, seconds=round(time.perf_counter() - t0, 3),
+               generate_seconds=round(t_gen, 3))
+    if sums[10]:
+        out["hallucination"] = sums[9] / sums[10]
+    return out
 
 
 def setup(model, cfg) -> tuple[Engine, object]:
@@ -179,7 +189,7 @@ def prompt_schedule(pool: np.ndarray, per_step: int, *, seed: int, start: int = 
 
 
 def run(ctx: Context) -> None:
-    from r1v.train.sft import final_stage, scores_of
+    from r1v.train.sft import scores_of
 
     cfg = ctx.cfg.grpo
     t0 = time.perf_counter()
@@ -188,7 +198,7 @@ def run(ctx: Context) -> None:
         from r1v.errors import R1VError
 
         raise R1VError(f"no SFT sample scores grpo.tau={cfg.tau} or more: no prompts for GRPO")
-    model, tok = ctx.load(final_stage(ctx))
+    model, tok = ctx.load(ctx.policy_before("grpo"))
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     engine, ref = setup(model, cfg)
     cache = ctx.feature_cache("grpo") if not cfg.parts.vision else None
@@ -216,13 +226,26 @@ def run(ctx: Context) -> None:
     for i, batch in zip(bar, stream):
         lr = cfg.lr * min(1.0, (i + 1) / warm)  # constant after a linear warm-up
         engine.set_lr(lr)
-        row = step(engine, batch, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn, cache=cache, ref=ref)
+        row = step(engine, batch, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn, cache=cache, ref=ref,
+                   task=ctx.task)
         row = {"stage": "grpo", "step": i, **row, "lr": lr}
         history.append({k: row[k] for k in ("reward", "effective")})
         ctx.metrics.log(**{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
         if cfg.eval_every and (i + 1) % cfg.eval_every == 0 and i + 1 < cfg.steps:
             with engine.generating() as m:
-                ctx.evaluate(m, tok, f"grpo@{i + 1}")
+                rate = ctx.evaluate(m, tok, f"grpo@{i + 1}").get("visual", {}).get("hallucination")
+            if cfg.hallucination_ceiling and rate is not None and rate > cfg.hallucination_ceiling:
+                note = {"step": i + 1, "hallucination": rate, "ceiling": cfg.hallucination_ceiling,
+                        "action": cfg.hallucination_action}
+                ctx.results["stages"].setdefault("grpo", {}).setdefault("hallucination_alarms", []).append(note)
+                ctx.save_results()
+                if ctx.main:
+                    print(f"grpo step {i + 1}: held-out hallucination {100 * rate:.1f}% is above the ceiling "
+                          f"{100 * cfg.hallucination_ceiling:.1f}%: "
+                          + ("stopping here (grpo.hallucination_action=stop)" if cfg.hallucination_action == "stop"
+                             else "flagged, going on"))
+                if cfg.hallucination_action == "stop":
+                    break
         if ckpt.due(i + 1):
             ckpt.save(engine, i + 1, {"step": i + 1, "history": history})
     del ref
@@ -231,7 +254,7 @@ def run(ctx: Context) -> None:
         ctx.evaluate(m, tok, "grpo")
     ckpt.clear()
     first, last = history[: max(1, len(history) // 5)], history[-max(1, len(history) // 5):]
-    ctx.mark_done("grpo", time.perf_counter() - t0, prompts=len(pool),
+    ctx.mark_done("grpo", time.perf_counter() - t0, prompts=len(pool), steps_run=len(history),
                   reward_first=statistics.fmean(r["reward"] for r in first),
                   reward_last=statistics.fmean(r["reward"] for r in last),
                   effective_first=statistics.fmean(r["effective"] for r in first),

@@ -105,17 +105,23 @@ def _flat(config: dict, prefix: str = "") -> dict:
 
 
 def set_parts(model, parts: Parts):
-    """Freeze per the config; with LoRA, wrap the LLM's projections (peft). Returns the model to train."""
-    set_trainable(model, Trainable(vision=parts.vision, projector=parts.projector, language=parts.language))
+    """Freeze per the config; with LoRA, wrap the LLM's projections (peft). Returns the model to train.
+    A reward model (`r1v/model/reward.py`) has its parts frozen the same way; its head always trains."""
+    from r1v.model.reward import RewardModel
+
+    vlm = model.backbone if isinstance(model, RewardModel) else model
+    set_trainable(vlm, Trainable(vision=parts.vision, projector=parts.projector, language=parts.language))
     if parts.lora_rank > 0 and not parts.language:
         from peft import LoraConfig, inject_adapter_in_model
 
         cfg = LoraConfig(r=parts.lora_rank, lora_alpha=parts.lora_alpha, target_modules=LORA_TARGETS)
-        inject_adapter_in_model(cfg, model)  # (peft leaves only the adapters trainable: re-apply the parts)
-        set_trainable(model, Trainable(vision=parts.vision, projector=parts.projector, language=False))
-        for name, p in model.named_parameters():
+        inject_adapter_in_model(cfg, vlm)  # (peft leaves only the adapters trainable: re-apply the parts)
+        set_trainable(vlm, Trainable(vision=parts.vision, projector=parts.projector, language=False))
+        for name, p in vlm.named_parameters():
             if "lora_" in name:
                 p.requires_grad_(True)
+    if vlm is not model:
+        model.head.requires_grad_(True)
     return model
 
 

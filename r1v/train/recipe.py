@@ -21,9 +21,9 @@ DIM, BOLD, RESET = "\033[2m", "\033[1m", "\033[0m"
 
 
 def stage_module(name: str):
-    from r1v.train import align, grpo, sft, transfer
+    from r1v.train import align, grpo, mpo, rm, sft, transfer
 
-    return {"align": align, "transfer": transfer, "sft": sft, "grpo": grpo}[name]
+    return {"align": align, "transfer": transfer, "sft": sft, "rm": rm, "mpo": mpo, "grpo": grpo}[name]
 
 
 def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:

@@ -39,9 +39,20 @@ def _distill_summary(sft: str | None) -> tuple[dict | None, Path | None]:
 
 
 def stage_order(results: dict) -> list[str]:
-    order = ["align", "transfer"] + sorted((s for s in results["stages"] if s.startswith("sft/")),
-                                           key=lambda s: int(s.split("/m")[1])) + ["grpo"]
+    order = (["align", "transfer"]
+             + sorted((s for s in results["stages"] if s.startswith("sft/")), key=lambda s: int(s.split("/m")[1]))
+             + sorted((s for s in results["stages"] if s.startswith("mpo/")), key=lambda s: int(s.split("/r")[1]))
+             + ["grpo"])
     return [s for s in order if "eval" in results["stages"].get(s, {})]
+
+
+def _flags(run: Path, stage: str, kind: str = "visual") -> dict | None:
+    """{id: hallucinated} of a stage's held-out outputs, where the task could tell."""
+    f = run / "outputs" / f"{stage.replace('/', '-')}-{kind}.jsonl"
+    if not f.exists():
+        return None
+    rows = [json.loads(x) for x in f.read_text().splitlines()]
+    return {r["id"]: r["hallucinated"] for r in rows if r.get("hallucinated") is not None} or None
 
 
 def paired_gap(run: Path, a: str, b: str, kind: str = "visual") -> dict | None:
@@ -137,7 +148,9 @@ def claims(run: Path, results: dict, cfg: dict) -> list[str]:
                          f"{text[0]} {_pct(acc(text[0], 'text')[0])} -> {text[-1]} {_pct(acc(text[-1], 'text')[0])}: "
                          f"{100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})", verdict,
                          "unchanged"))
-    rows.append(_al_cotd(run))
+    rows += _r1v2_claims(run, results, cfg, order)
+    if "sft" in (cfg.get("stages") or ["sft"]):
+        rows.append(_al_cotd(run))
     final = order[-1] if order else None
     if final and acc(final):
         p, lo, hi = interval(final)
@@ -166,6 +179,44 @@ def claims(run: Path, results: dict, cfg: dict) -> list[str]:
     return lines
 
 
+def _r1v2_claims(run: Path, results: dict, cfg: dict, order: list[str]) -> list[tuple]:
+    """R1V2's claims: the reward model ranks pairs, MPO adds to the transferred model, and its
+    hallucination rate is at or below SFT's (here, or in `claims.against`, R1V's run on the same
+    held-out files)."""
+    st, targets, rows = results["stages"], cfg.get("claims", {}) or {}, []
+    ev = st.get("rm", {}).get("pairs_eval")
+    if ev:
+        p, n = ev["accuracy"], ev["n"]
+        lo = max(0.0, p - half_width(p, n))
+        kinds = ", ".join(f"{k} {_pct(v['accuracy'])}" for k, v in ev.get("by_kind", {}).items())
+        rows.append(("the reward model ranks held-out pairs", "Skywork-VL Reward (no pair accuracy on R1V2's data)",
+                     f"{_pct(p)} ({_pct(lo)} to {_pct(min(1.0, p + half_width(p, n)))}; n={n}; {kinds})",
+                     _verdict_at_least(p, lo, targets.get("rm_pair_accuracy", 0)), targets.get("rm_pair_accuracy")))
+    mpo = [s for s in order if s.startswith("mpo/")]
+    if mpo and "transfer" in order:
+        g = paired_gap(run, "transfer", mpo[-1])
+        if g:
+            chain = " -> ".join(f"{100 * st[s]['eval']['visual']['accuracy']:.1f}" for s in ["transfer", *mpo])
+            rows.append(("MPO adds to the transferred model", "R1V2: 73.6 MMMU (no SFT)",
+                         f"{chain}; {mpo[-1]} - transfer: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to "
+                         f"{100 * g['hi']:+.1f})", _verdict_gap(g), "> 0, interval above 0"))
+    if mpo:
+        against = Path(targets["against"]) if targets.get("against") else run
+        other = json.loads((against / "results.json").read_text()) if (against / "results.json").exists() else None
+        sft = [s for s in stage_order(other) if s.startswith("sft/")] if other else []
+        a, b = (_flags(against, sft[-1]) if sft else None), _flags(run, mpo[-1])
+        if a and b:
+            g = paired_interval({k: float(v) for k, v in a.items()}, {k: float(v) for k, v in b.items()})
+            where = "" if against == run else f" (`{against}`)"
+            verdict = "**holds**" if g["hi"] < 0 else ("holds at the estimate (interval reaches above 0)"
+                                                        if g["gap"] <= 0 else "**does not hold**")
+            rows.append(("MPO hallucinates no more than SFT", "SFT 12.1% -> MPO 8.7% (R1V2 Table 3)",
+                         f"{sft[-1]}{where} {_pct(sum(a.values()) / len(a))} -> {mpo[-1]} "
+                         f"{_pct(sum(b.values()) / len(b))}: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to "
+                         f"{100 * g['hi']:+.1f}, paired, n={g['n']})", verdict, "at or below"))
+    return rows
+
+
 def _al_cotd(run: Path) -> tuple:
     """AL-CoTD's claim, from `r1v world compare`'s results in this run folder (when it was run)."""
     claim, paper = "AL-CoTD: shorter chains on easy items, no loss of accuracy", "the R1V report's claim (no figure)"
@@ -184,6 +235,36 @@ def _al_cotd(run: Path) -> tuple:
             "shorter, accuracy not below")
 
 
+def _r1v2_sections(st: dict) -> list[str]:
+    lines = []
+    r = st.get("rm")
+    if r and r.get("pairs_eval"):
+        ev = r["pairs_eval"]
+        lines += ["## Reward model", "", f"Trained on {r.get('pairs')} pairs ({r.get('ties_dropped', 0)} ties dropped); "
+                  f"held-out pair accuracy **{_pct(ev['accuracy'])}** (n={ev['n']}), mean margin {ev['margin']:.2f}.",
+                  "", "| rejected kind | pair accuracy | n |", "|---|---|---|"]
+        lines += [f"| {k} | {_pct(v['accuracy'])} | {v['n']} |" for k, v in ev.get("by_kind", {}).items()] + [""]
+    rounds = sorted((s for s in st if s.startswith("mpo/r") and "sampling" in st[s]), key=lambda s: int(s[5:]))
+    if rounds:
+        lines += ["## MPO rounds", "", "| round | prompts | pairs (share) | samples: reward | accuracy | format | "
+                  "hallucination | loss (first -> last) |", "|---|---|---|---|---|---|---|---|"]
+        for s in rounds:
+            m, loss = st[s]["sampling"], st[s].get("loss") or ["-", "-"]
+            fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+            lines.append(f"| {s} | {m['prompts']} | {m['pairs']} ({_pct(m['pair_share'])}) | {fmt(m['sample_reward'])} "
+                         f"| {fmt(m['sample_accuracy'])} | {fmt(m['sample_format'])} | "
+                         f"{fmt(m['sample_hallucination'])} | " + " -> ".join(
+                             f"{x:.3f}" if isinstance(x, float) else str(x) for x in loss) + " |")
+        lines += ["", f"A pair is a prompt's best sample against its worst, when the reward gap is at least "
+                  f"{st[rounds[-1]].get('threshold')} (`mpo.threshold`).", ""]
+    alarms = st.get("grpo", {}).get("hallucination_alarms")
+    if alarms:
+        lines += ["## Hallucination alarms (GRPO)", ""] + [
+            f"- step {a['step']}: {_pct(a['hallucination'])} above the ceiling {_pct(a['ceiling'])}: {a['action']}"
+            for a in alarms] + [""]
+    return lines
+
+
 def read_metrics(run: Path) -> list[dict]:
     path = run / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -199,7 +280,8 @@ def plots(run: Path, results: dict, metrics: list[dict]) -> list[str]:
     out.mkdir(exist_ok=True)
     made = []
     # loss curves of every supervised run, in order
-    sup = [m for m in metrics if "loss" in m and m.get("stage") != "grpo"]
+    sup = [m for m in metrics if "loss" in m and m.get("stage") != "grpo" and m.get("stage") != "rm"
+           and not str(m.get("stage")).startswith("mpo/")]
     if sup:
         fig, ax = plt.subplots(figsize=(8, 3.5))
         x0 = 0
@@ -230,14 +312,37 @@ def plots(run: Path, results: dict, metrics: list[dict]) -> list[str]:
         fig.savefig(out / "grpo.png", dpi=110)
         plt.close(fig)
         made.append("grpo.png")
+    pref = [m for m in metrics if m.get("stage") == "rm" or str(m.get("stage")).startswith("mpo/")]
+    if pref:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3))
+        rm = [m for m in pref if m["stage"] == "rm"]
+        if rm:
+            axes[0].plot([m["loss"] for m in rm], label="pairwise loss")
+            axes[0].plot([m["pair_accuracy"] for m in rm], label="pair accuracy (batch)")
+            axes[0].set(title="Reward model", xlabel="step")
+            axes[0].legend(fontsize=7)
+        mpo = [m for m in pref if m["stage"] != "rm"]
+        if mpo:
+            for key in ("dpo", "bco", "nll", "preferred"):
+                axes[1].plot([m[key] for m in mpo], label=key)
+            axes[1].set(title="MPO (rounds in order)", xlabel="step")
+            axes[1].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "preference.png", dpi=110)
+        plt.close(fig)
+        made.append("preference.png")
     order = stage_order(results)
     if order:
         fig, ax = plt.subplots(figsize=(8, 3.5))
-        for j, kind in enumerate(("visual", "text")):
-            vals = [results["stages"][s]["eval"].get(kind, {}).get("accuracy", float("nan")) * 100 for s in order]
-            ax.bar([i + (j - 0.5) * 0.38 for i in range(len(order))], vals, width=0.38, label=f"{kind} test")
+        bars = [("visual", "accuracy", "visual test"), ("text", "accuracy", "text test")]
+        if any("hallucination" in results["stages"][s]["eval"].get("visual", {}) for s in order):
+            bars.append(("visual", "hallucination", "visual: hallucination"))
+        w = 0.8 / len(bars)
+        for j, (kind, key, label) in enumerate(bars):
+            vals = [results["stages"][s]["eval"].get(kind, {}).get(key, float("nan")) * 100 for s in order]
+            ax.bar([i + (j - (len(bars) - 1) / 2) * w for i in range(len(order))], vals, width=w, label=label)
         ax.set_xticks(range(len(order)), order, rotation=30, fontsize=8)
-        ax.set(ylabel="accuracy (%)", ylim=(0, 100), title="Held-out accuracy by stage")
+        ax.set(ylabel="%", ylim=(0, 100), title="Held-out accuracy (and hallucination) by stage")
         ax.legend()
         fig.tight_layout()
         fig.savefig(out / "accuracy.png", dpi=110)
@@ -258,8 +363,8 @@ def write(run: str | Path) -> Path:
     cfg = _recipe(run)
     lines += claims(run, results, cfg)
     lines += ["## Held-out accuracy by stage", "",
-              "| stage | visual test | text-only test | visual: mean tokens | time (s) | peak RSS (MB) |",
-              "|---|---|---|---|---|---|"]
+              "| stage | visual test | visual: hallucination | text-only test | visual: mean tokens | time (s) | "
+              "peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
     for s in stage_order(results):
         e = st[s]["eval"]
         cells = []
@@ -269,10 +374,13 @@ def write(run: str | Path) -> Path:
                 cells.append(f"{100 * p:.1f}% ± {100 * half_width(p, n):.1f} (n={n})")
             else:
                 cells.append("-")
+        h = e.get("visual", {}).get("hallucination")
+        hall = f"{100 * h:.1f}% ± {100 * half_width(h, e['visual']['hallucination_n']):.1f}" if h is not None else "-"
         tok = e.get("visual", {}).get("mean_tokens", "-")
-        lines.append(f"| {s} | {cells[0]} | {cells[1]} | {tok} | {st[s].get('seconds', '-')} | "
+        lines.append(f"| {s} | {cells[0]} | {hall} | {cells[1]} | {tok} | {st[s].get('seconds', '-')} | "
                      f"{st[s].get('peak_rss_mb', '-')} |")
-    lines += ["", "± is a 95% normal interval of the accuracy.", ""]
+    lines += ["", "± is a 95% normal interval. Hallucination: the share of outputs stating a visual fact the "
+              "scene contradicts (the task's `hallucinated`; R1V2's Table 3 tracks it by stage).", ""]
     fams = sorted({f for s in stage_order(results) for f in st[s]["eval"].get("visual", {}).get("by", {})
                    .get("family", {})})
     if fams:
@@ -297,6 +405,7 @@ def write(run: str | Path) -> Path:
             lines.append(f"| {s} | {r.get('tau')} | {r.get('lr')} | {r.get('d_rm')} | {r.get('mistakes')} "
                          f"({r.get('pool')}) | {100 * r.get('pool_accuracy', 0):.1f}% | {r.get('size')} |")
         lines.append("")
+    lines += _r1v2_sections(st)
     ref = cfg.get("data", {}).get("reference_scores")
     if references(ref):
         lines += ["## Reference points", "", f"Accuracy of reference models on the same kind of problems "

@@ -94,6 +94,7 @@ class Scored:
     lengths: list[int]  # generated tokens per output
 
     groups: list[dict] | None = None  # each item's breakdown keys (family, level, ...)
+    hallucinated: list[bool | None] | None = None  # `task.hallucinated` per output (None: cannot tell)
 
     def summary(self) -> dict:
         import statistics
@@ -101,6 +102,10 @@ class Scored:
         out = {"accuracy": round(self.accuracy, 4), "n": self.n,
                "mean_tokens": round(statistics.fmean(self.lengths), 1) if self.lengths else 0.0,
                "median_tokens": statistics.median(self.lengths) if self.lengths else 0}
+        known = [h for h in self.hallucinated or [] if h is not None]
+        if known:  # R1V2's Table 3: the share of outputs stating a fact the data contradicts
+            out["hallucination"] = round(sum(known) / len(known), 4)
+            out["hallucination_n"] = len(known)
         by: dict[str, dict[str, list[bool]]] = {}
         for g, ok in zip(self.groups or [], self.correct):
             for key, value in g.items():
@@ -116,7 +121,7 @@ def score(task, model, tokenizer, chunks: Iterable[Sequence[Sample]], *, n: int,
     verdicts are kept (E_{t-1} over all of D), not the outputs."""
     from tqdm.auto import tqdm
 
-    ids, correct, texts, lengths, groups = [], [], [], [], []
+    ids, correct, texts, lengths, groups, false = [], [], [], [], [], []
     with tqdm(total=n, desc=desc, leave=False) as bar:
         for chunk in chunks:
             gens = generate(model, chunk, stop_id=stop_id, pad_id=tokenizer.pad_token_id,
@@ -129,5 +134,6 @@ def score(task, model, tokenizer, chunks: Iterable[Sequence[Sample]], *, n: int,
                     texts.append(text)
                     lengths.append(len(g[0]))
                     groups.append(getattr(s.item, "groups", {}))
+                    false.append(task.hallucinated(s.item, text))
             bar.update(len(chunk))
-    return Scored(sum(correct) / max(1, len(correct)), len(correct), ids, correct, texts, lengths, groups)
+    return Scored(sum(correct) / max(1, len(correct)), len(correct), ids, correct, texts, lengths, groups, false)

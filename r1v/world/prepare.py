@@ -13,7 +13,11 @@ Files (rows in the `world` task's format plus `response`, the target after `<thi
 * align-cot.jsonl: `cot_share` of the problems with their reference chain (" red shapes 3. ...</think>...");
 * sft.jsonl (D): every visual training problem with the reasoning LM's chain, distilled by
   AL-CoTD (`r1v distill`'s code, its records, summary and plots in `distill/`);
-* reference-scores.json: what the world's backbones allow (shown in the recipe's report).
+* reference-scores.json: what the world's backbones allow (shown in the recipe's report);
+* rm-train.jsonl, rm-eval.jsonl: preference pairs for R1V2's reward model (`r1v/world/pairs.py`:
+  the right chain against a wrong answer, a false visual fact, a broken format), from the visual
+  training and validation problems. Made on their own when missing, so a world prepared before
+  they existed gains them without remaking D.
 
 Decisions, where the paper's data do not exist in miniature:
 * Captions carry the most signal per sample for a projector (every object of the scene is a
@@ -82,6 +86,9 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
     if marker.exists():
         made = json.loads(marker.read_text())
         if made.pop("settings", None) == settings:
+            if "rm_train" not in made:
+                made.update(write_pairs(world, out, cfg.seed))
+                write_json(marker, {**made, "settings": settings})
             log(f"{out}: made already, reused")
             return {k: str((out / v).resolve()) for k, v in made.items()}  # relative: the folder may have moved
         if not overwrite:
@@ -114,11 +121,26 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
         write_jsonl(out / names[k], rows)
     write_json(out / "reference-scores.json", reference_scores(world))
     names["reference_scores"] = "reference-scores.json"
+    names.update(write_pairs(world, out, cfg.seed))
     write_json(marker, {**names, "settings": settings})  # names relative to `out`, so a moved folder resumes
     paths = {k: str((out / v).resolve()) for k, v in names.items()}
     log(f"{out}: {', '.join(f'{k} {len(v)} rows' for k, v in files.items())}; teacher accuracy "
         f"{100 * summary['teacher_accuracy']:.1f}%")
     return paths
+
+
+def write_pairs(world: Path, out: Path, seed: int) -> dict[str, str]:
+    """The reward model's pairs: one of each kind per visual training / validation problem."""
+    from r1v.world.pairs import preference_pairs
+
+    names = {}
+    for key, split in (("rm_train", "train"), ("rm_eval", "val")):
+        rows = read_jsonl(world / "data" / f"visual-{split}.jsonl")
+        for r in rows:
+            r["image"] = os.path.relpath(world / "data" / r["image"], out)
+        names[key] = f"{key.replace('_', '-')}.jsonl"
+        write_jsonl(out / names[key], preference_pairs(rows, random.Random(f"{seed}:{split}")))
+    return names
 
 
 def _settings(world: Path, cfg: DataSettings) -> dict:

@@ -69,6 +69,16 @@ class Task:
         """(correct, extracted, path detail) by the benchmark's official rules, on non-empty text."""
         raise NotImplementedError
 
+    def metrics(self, items: list[Item], records: list[dict]) -> dict | None:
+        """Benchmark metrics beyond pass@1 (POPE's precision, recall, F1), from the records."""
+        return None
+
+    def hallucinated(self, item: Item, output: str) -> bool | None:
+        """Does `output` state something the item's data says is false (the mini-world's scene facts,
+        POPE's absent objects)? None when the task cannot tell: the hallucination rate counts only
+        the items it can."""
+        return None
+
     def score(self, item: Item, output: str, *, think: bool = True, verifier=None, judge=None) -> Score:
         """Score one raw output.
 
@@ -96,9 +106,10 @@ def _registry() -> dict[str, type[Task]]:
     from r1v.evaluate.tasks.math500 import MATH500
     from r1v.evaluate.tasks.mathvista import MathVista
     from r1v.evaluate.tasks.mmmu import MMMU
+    from r1v.evaluate.tasks.pope import POPE
     from r1v.evaluate.tasks.world import JSONL, World
 
-    return {t.name: t for t in (MATH500, AIME24, GPQA, MathVista, MMMU, World, JSONL)}
+    return {t.name: t for t in (MATH500, AIME24, GPQA, MathVista, MMMU, POPE, World, JSONL)}
 
 
 def names() -> list[str]:

@@ -6,11 +6,20 @@ answers are integers compared by the MATH-500 path (math-verify, whose exact-int
 needs no subprocess); multiple-choice answers are letters read by the GPQA letter rules.
 Breakdowns: family, level and steps. The GRPO accuracy reward of the recipe calls this scorer.
 
+Hallucination (`false_facts`, `World.hallucinated`): the world knows every fact of every scene
+(the row's `scene`), so an output *hallucinates* when a sentence of it states a visual fact the
+scene contradicts: a count ("red shapes 4." with three red shapes), a bar ("tallest green 7."
+when green is not the tallest, or not 7), the clock's hour ("clock 9."), or an operand read off an
+expression ("3 + 6 = 9." under "3+5"). Sums that are merely wrong are reasoning errors, not
+hallucinations; sentences the grammar does not know are not counted either way. R1V2 tracks this
+rate by stage (its Table 3) without saying how it measured it; this is the mini-world's measure.
+
     r1v eval run --model runs/tiny/final --bench world --data ~/.cache/r1v/world/data/visual-test.jsonl
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from r1v.errors import R1VError
@@ -55,17 +64,66 @@ class World(Task):
             images.append(img.read_bytes())
         question = "\n".join(x for x in (r.get("context"), r["question"]) if x)
         groups = {k: str(r[k]) for k in ("family", "level", "steps") if r.get(k) is not None}
+        info = {"family": r["family"], "scene": r["scene"]} if isinstance(r.get("scene"), dict) else {}
         return Item(id=str(r["id"]), question=question, answer=str(r["answer"]), images=images,
-                    choices=r.get("choices") or None, groups=groups)
+                    choices=r.get("choices") or None, groups=groups, info=info)
 
     def prompt(self, item: Item) -> str:
         return prompt(item.question, item.choices)
+
+    def hallucinated(self, item: Item, output: str) -> bool | None:
+        """Does `output` state a fact its scene contradicts? None: the row carries no scene."""
+        if "scene" not in item.info:
+            return None
+        return bool(false_facts(item.info["family"], item.info["scene"], output))
 
     def rules(self, item, text, *, boxed, verifier):
         if item.choices:
             letter, rule = extract_letter(text)
             return letter == item.answer, letter, rule
         return math_rules(item.answer, text, boxed, verifier)
+
+
+_COUNT = re.compile(r"^(?:(red|green|blue|yellow) )?(?:(circle|square|triangle)s|shapes) (-?\d+)$")
+_BAR = re.compile(r"^(?:(tallest|shortest) )?(red|green|blue|yellow) (-?\d+)$")
+_CLOCK = re.compile(r"^clock (-?\d+)$")
+_EQUATION = re.compile(r"(-?\d+) ([+-]) (-?\d+) = -?\d+")
+
+
+def false_facts(family: str, scene: dict, output: str) -> list[str]:
+    """The sentences of `output` (reasoning and answer alike: the substitute states its work after
+    the think block) that state a visual fact `scene` contradicts. Pure; see the module docstring."""
+    text = re.sub(r"\\boxed\{[^{}]*\}", " ", output.replace("<think>", " ").replace("</think>", " "))
+    sentences = [" ".join(s.split()) for s in re.split(r"[.\n]", text)]
+    false = []
+    if family == "expr":  # operands in the order the expression gives them, left to right
+        expr = scene["expression"]
+        nums = [int(n) for n in re.findall(r"\d+", expr)]
+        signs = re.findall(r"(?<=\d)[+-]", expr)
+        for k, m in enumerate(_EQUATION.finditer(text)):
+            if k >= len(signs):
+                break
+            a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
+            if (k == 0 and a != nums[0]) or op != signs[k] or b != nums[k + 1]:
+                false.append(m.group(0))
+        return false
+    for s in sentences:
+        if family == "shapes" and (m := _COUNT.match(s)):
+            colour, shape, n = m.group(1), m.group(2), int(m.group(3))
+            true = sum((colour is None or o["colour"] == colour) and (shape is None or o["shape"] == shape)
+                       for o in scene["objects"])
+            if n != true:
+                false.append(s)
+        elif family == "bars" and (m := _BAR.match(s)):
+            which, colour, n = m.group(1), m.group(2), int(m.group(3))
+            of = {b["colour"]: b["value"] for b in scene["bars"]}
+            pick = {"tallest": max, "shortest": min}.get(which)
+            if colour not in of or of[colour] != n or (pick and of[colour] != pick(of.values())):
+                false.append(s)
+        elif family == "clock" and (m := _CLOCK.match(s)):
+            if int(m.group(1)) != scene["hour"]:
+                false.append(s)
+    return false
 
 
 class JSONL(World):

@@ -1,0 +1,300 @@
+"""R1V2's preference stage: the reward model's loss and gradient by hand, the MPO terms by hand,
+the pairing threshold, the hallucination measure on hand-written outputs, the mini-world's pairs,
+and the `rm` and `mpo` stages on the small world (what trains, what stays bit-identical)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+
+import pytest
+import torch
+
+from r1v.cli import main
+from r1v.evaluate.tasks.world import World, false_facts
+from r1v.rewards import best_worst_pairs, format_reward, preference_reward
+from r1v.train.mpo import RunningMean, mpo_loss
+from r1v.train.rm import pairwise_loss
+
+
+def sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# --------------------------------------------------------------------------- the reward model's loss
+def test_pairwise_loss_and_its_gradient_by_hand():
+    c = torch.tensor([1.0, -2.0, 0.5], requires_grad=True)
+    r = torch.tensor([-0.5, 1.0, 0.5], requires_grad=True)
+    loss = pairwise_loss(c, r)
+    want = [math.log(1 + math.exp(-1.5)), math.log(1 + math.exp(3.0)), math.log(2)]
+    assert loss.tolist() == pytest.approx(want, rel=1e-6)
+    loss.sum().backward()
+    # d/dc -log sig(c - r) = -(1 - sig(c - r)) = -sig(r - c); d/dr = +sig(r - c)
+    assert c.grad.tolist() == pytest.approx([-sig(-1.5), -sig(3.0), -0.5], rel=1e-6)
+    assert r.grad.tolist() == pytest.approx([sig(-1.5), sig(3.0), 0.5], rel=1e-6)
+
+
+def test_reward_head_gradient_is_the_hand_formula(tiny):
+    """Through a real RewardModel: dL/dw = -sig(r- - r+) (h+ - h-), h the last token's state."""
+    from r1v.model.reward import RewardModel
+
+    model, tok = tiny
+    rm = RewardModel.build(model, seed=0)
+    ids = torch.tensor([[5, 6, 7, 8], [5, 6, 9, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    last = torch.tensor([3, 2])
+    scores = rm(input_ids=ids, attention_mask=mask, last=last)
+    pairwise_loss(scores[0], scores[1]).backward()
+    with torch.no_grad():
+        h = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        hp, hn = h[0, 3], h[1, 2]
+        rp, rn = float(rm.head(hp)), float(rm.head(hn))
+    s = scores.detach()
+    assert float(s[0]) == pytest.approx(rp, rel=1e-5) and float(s[1]) == pytest.approx(rn, rel=1e-5)
+    want = -sig(rn - rp) * (hp - hn)
+    assert torch.allclose(rm.head.weight.grad[0], want, atol=1e-6)
+
+
+def test_mean_pooling_reads_the_response_tokens_only(tiny):
+    from r1v.model.reward import RewardModel
+
+    model, _ = tiny
+    rm = RewardModel.build(model, seed=1, pooling="mean")
+    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 9, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        got = rm(input_ids=ids, attention_mask=mask, last=torch.tensor([4, 2]), first=torch.tensor([2, 1]))
+        h = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        want = torch.stack([rm.head(h[0, 2:5].mean(0)), rm.head(h[1, 1:3].mean(0))]).squeeze(-1)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_reward_model_saves_and_loads_as_one_folder(tiny, tmp_path):
+    from r1v.model.reward import RewardModel, is_reward_model, load_reward, save_reward
+
+    model, tok = tiny
+    rm = RewardModel.build(model, seed=3, pooling="mean")
+    out = save_reward(rm, tok, tmp_path / "rm", max_tiles=1, info={"base": "x"})
+    assert is_reward_model(out) and (out / "config.json").exists()
+    back, _, meta = load_reward(out)
+    ids, last, first = torch.tensor([[5, 6, 7, 8]]), torch.tensor([3]), torch.tensor([1])
+    with torch.no_grad():
+        assert torch.equal(rm(input_ids=ids, last=last, first=first), back(input_ids=ids, last=last, first=first))
+    assert meta["base"] == "x" and meta["pooling"] == "mean" and back.pooling == "mean"
+    from r1v.errors import R1VError
+
+    with pytest.raises(R1VError, match="not a reward model"):
+        load_reward(tmp_path)
+
+
+# --------------------------------------------------------------------------- MPO's loss
+def test_mpo_terms_by_hand():
+    lc, lr = torch.tensor([-10.0, -4.0]), torch.tensor([-12.0, -3.0])
+    rc, rr = torch.tensor([-11.0, -4.5]), torch.tensor([-11.0, -2.0])
+    n = torch.tensor([5.0, 2.0])
+    beta, delta = 0.5, 0.1
+    total, t = mpo_loss(lc, lr, rc, rr, n, beta=beta, delta=delta, w_dpo=0.8, w_bco=0.2, w_nll=1.0)
+    for i in range(2):
+        a = beta * (float(lc[i]) - float(rc[i]))  # beta * log-ratio, chosen
+        b = beta * (float(lr[i]) - float(rr[i]))
+        dpo = -math.log(sig(a - b))
+        bco = -math.log(sig(a - delta)) - math.log(sig(-(b - delta)))
+        nll = -float(lc[i]) / float(n[i])
+        assert float(t["dpo"][i]) == pytest.approx(dpo, rel=1e-6)
+        assert float(t["bco"][i]) == pytest.approx(bco, rel=1e-6)
+        assert float(t["nll"][i]) == pytest.approx(nll, rel=1e-6)
+        assert float(total[i]) == pytest.approx(0.8 * dpo + 0.2 * bco + nll, rel=1e-6)
+    # with delta 0 the BCO term is TRL's `bco_pair` and the DPO term TRL's `sigmoid` (trl/trainer/dpo_trainer.py)
+    _, t0 = mpo_loss(lc, lr, rc, rr, n, beta=beta, delta=0.0, w_dpo=1, w_bco=1, w_nll=1)
+    a, b = beta * (lc - rc), beta * (lr - rr)
+    assert torch.allclose(t0["bco"], -torch.nn.functional.logsigmoid(a) - torch.nn.functional.logsigmoid(-b))
+
+
+def test_mpo_loss_gradient_pushes_chosen_up_and_rejected_down():
+    lc = torch.tensor([-5.0], requires_grad=True)
+    lr = torch.tensor([-5.0], requires_grad=True)
+    loss, _ = mpo_loss(lc, lr, torch.tensor([-5.0]), torch.tensor([-5.0]), torch.tensor([4.0]), beta=0.1, delta=0.0,
+                       w_dpo=0.8, w_bco=0.2, w_nll=1.0)
+    loss.sum().backward()
+    assert lc.grad.item() < 0 < lr.grad.item()  # descent raises log p(chosen), lowers log p(rejected)
+
+
+def test_running_mean_is_the_mean_of_everything_added():
+    m = RunningMean()
+    m.add(3.0, 2)
+    m.add(-1.0, 1)
+    m.add(0.0, 0)
+    assert m.mean == pytest.approx(2 / 3) and m.count == 3
+    assert RunningMean(**m.state()).mean == m.mean
+
+
+# --------------------------------------------------------------------------- pairs and rewards
+def test_pairs_below_the_threshold_are_never_made():
+    rewards = [1.0, 3.0, 2.0, 1.5,    # gap 2.0: exactly the threshold -> a pair (3.0 vs 1.0)
+               0.0, 1.99, 1.0, 0.5,   # gap 1.99: none
+               2.0, 2.0, 2.0, 2.0,    # all equal: none
+               5.0, -1.0, 5.0, -1.0]  # ties: the earlier sample on each side
+    assert best_worst_pairs(rewards, 4, 2.0) == [(1, 0), (12, 13)]
+    assert best_worst_pairs([1.0, 1.0], 2, 0.0) == []  # equal rewards never pair, even at threshold 0
+    rng = random.Random(0)
+    for _ in range(300):
+        g, t = rng.randint(2, 6), rng.uniform(0, 3)
+        rs = [round(rng.uniform(-2, 2), 1) for _ in range(g * 5)]
+        made = best_worst_pairs(rs, g, t)
+        for c, r in made:
+            assert c // g == r // g and rs[c] - rs[r] >= t and rs[c] == max(rs[c // g * g : c // g * g + g])
+        should = [k for k in range(5) if max(rs[k * g : k * g + g]) - min(rs[k * g : k * g + g]) >= max(t, 1e-12)]
+        assert [c // g for c, _ in made] == should
+    with pytest.raises(ValueError):
+        best_worst_pairs([1.0, 2.0, 3.0], 2, 0.0)
+
+
+def test_preference_reward_adds_the_rules_to_the_reward_model():
+    out = preference_reward([2.0, 2.0, -1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0], [False, True, None], rm_weight=0.5,
+                            accuracy_weight=2.0, format_weight=1.0, fact_weight=3.0)
+    assert out == [1.0 + 2.0 + 1.0, 1.0 + 0.0 + 1.0 - 3.0, -0.5 + 2.0 + 0.0]  # None: the data cannot tell, no cost
+    assert preference_reward(None, [1.0], [0.0], [None]) == [1.0]
+    with pytest.raises(ValueError):
+        preference_reward([1.0], [1.0, 0.0], [1.0, 1.0], [None, None])
+
+
+# --------------------------------------------------------------------------- hallucination, by hand
+SHAPES = {"objects": [{"cell": 0, "colour": "red", "shape": "circle"}, {"cell": 1, "colour": "red", "shape": "square"},
+                      {"cell": 2, "colour": "blue", "shape": "circle"}]}
+BARS = {"bars": [{"colour": "red", "value": 2}, {"colour": "green", "value": 7}, {"colour": "blue", "value": 4},
+                 {"colour": "yellow", "value": 5}]}
+
+
+@pytest.mark.parametrize("family, scene, output, false", [
+    ("shapes", SHAPES, "<think>\nred shapes 2. circles 2. 2 + 2 = 4.</think>\n\\boxed{4}", []),
+    ("shapes", SHAPES, " red shapes 3. circles 2. 3 + 2 = 5.</think>\\boxed{5}", ["red shapes 3"]),
+    ("shapes", SHAPES, " red circles 1. blue squares 0. green shapes 0.</think>", []),
+    ("shapes", SHAPES, " blue circles 2.</think>", ["blue circles 2"]),
+    ("shapes", SHAPES, " red shapes 2. circles 2. 2 + 2 = 5.</think>\\boxed{5}", []),  # bad sum: not a visual fact
+    ("shapes", SHAPES, "I am not sure what the picture shows.</think>\\boxed{3}", []),  # no fact stated
+    ("shapes", SHAPES, "</think>\nred shapes 9.\n\\boxed{9}", ["red shapes 9"]),  # stated after the think block
+    ("bars", BARS, " tallest green 7. shortest red 2. 7 - 2 = 5.</think>", []),
+    ("bars", BARS, " tallest yellow 5. shortest red 2.</think>", ["tallest yellow 5"]),  # yellow is 5, not tallest
+    ("bars", BARS, " blue 4. red 3.</think>", ["red 3"]),
+    ("clock", {"hour": 9}, " clock 9. 9 + 5 = 14. 14 - 12 = 2.</think>", []),
+    ("clock", {"hour": 9}, " clock 8. 8 + 5 = 13.</think>", ["clock 8"]),
+    ("expr", {"expression": "8+7-1"}, " 8 + 7 = 15. 15 - 1 = 14.</think>", []),
+    ("expr", {"expression": "8+7-1"}, " 8 + 9 = 17. 17 - 1 = 16.</think>", ["8 + 9 = 17"]),
+    ("expr", {"expression": "8+7-1"}, " 8 + 7 = 16. 16 - 1 = 15.</think>", []),  # wrong sum, digits read right
+    ("expr", {"expression": "8+7-1"}, " 8 - 7 = 1.</think>", ["8 - 7 = 1"]),  # the sign misread
+])
+def test_false_facts_on_hand_written_outputs(family, scene, output, false):
+    assert false_facts(family, scene, output) == false
+
+
+def test_the_task_says_hallucinated_only_where_it_knows_the_scene():
+    task = World()
+    row = {"id": "x", "family": "clock", "question": "q", "answer": "2", "scene": {"hour": 9}}
+    item = task.read_row(row)
+    assert task.hallucinated(item, " clock 3.</think>\\boxed{2}") is True
+    assert task.hallucinated(item, " clock 9.</think>\\boxed{2}") is False
+    assert task.hallucinated(task.read_row({**row, "scene": None}), " clock 3.</think>") is None
+
+
+def test_world_pairs_are_what_they_say(small_world):
+    from r1v.world.pairs import KINDS, preference_pairs
+
+    out, _ = small_world
+    rows = [json.loads(x) for x in (out / "data" / "visual-train.jsonl").read_text().splitlines()][:60]
+    pairs = preference_pairs(rows, random.Random(0))
+    assert {p["kind"] for p in pairs} == set(KINDS)
+    task = World()
+    by = {r["id"]: r for r in rows}
+    for p in pairs:
+        item = task.read_row(by[p["id"].rsplit("-", 1)[0]])
+        chosen, rejected = "<think>\n" + p["chosen"], "<think>\n" + p["rejected"]
+        assert task.score(item, chosen).correct and not task.hallucinated(item, chosen)
+        assert format_reward([p["chosen"]]) == [1.0]
+        if p["kind"] == "false_fact":
+            assert task.hallucinated(item, rejected) and format_reward([p["rejected"]]) == [1.0]
+        if p["kind"] == "wrong_answer":
+            assert not task.score(item, rejected).correct and not task.hallucinated(item, rejected)
+        if p["kind"] == "format":
+            assert format_reward([p["rejected"]]) == [0.0] and not task.hallucinated(item, rejected)
+
+
+# --------------------------------------------------------------------------- the stages on the small world
+@pytest.fixture(scope="module")
+def r1v2_run(recipe_run, tmp_path_factory):
+    """rm then mpo on a copy of the small recipe's run (its transfer stage), a few steps each."""
+    yaml_path, shared, world = recipe_run
+    run = tmp_path_factory.mktemp("r1v2") / "run"
+    shutil.copytree(shared, run)
+    settings = [f"out={run}", f"data.rm_train={world}/recipe/rm-train.jsonl", f"data.rm_eval={world}/recipe/rm-eval.jsonl",
+                "rm.optim.samples_per_step=8", "rm.optim.micro_batch_per_device=4", "rm.optim.epochs=0.1",
+                "rm.optim.lr=1e-2", "mpo.rounds=2", "mpo.prompts_per_round=6", "mpo.samples_per_prompt=4",
+                "mpo.max_completion_tokens=10", "mpo.optim.samples_per_step=4", "mpo.optim.micro_batch_per_device=2",
+                "mpo.optim.lr=1e-2", "mpo.threshold=0.0001", "stages=[align,transfer,rm,mpo]"]
+    assert main(["recipe", "run", str(yaml_path), *settings]) == 0
+    return run, world, settings, yaml_path
+
+
+def test_rm_trains_its_head_and_llm_and_leaves_vision_bit_identical(r1v2_run):
+    from tests.test_train import part, same, weights
+
+    run, world, _, _ = r1v2_run
+    transfer, rm = weights(run / "transfer"), weights(run / "rm")
+    V, P, L = "model.vision_tower.", "model.multi_modal_projector.", "model.language_model."
+    assert same(part(transfer, V), part(rm, V))
+    assert not same(part(transfer, L), part(rm, L)) and not same(part(transfer, P), part(rm, P))
+    results = json.loads((run / "results.json").read_text())
+    ev = results["stages"]["rm"]["pairs_eval"]
+    assert ev["n"] > 0 and set(ev["by_kind"]) == {"wrong_answer", "false_fact", "format"}
+    scores = [json.loads(x) for x in (run / "outputs" / "rm-pairs.jsonl").read_text().splitlines()]
+    assert len(scores) == ev["n"] and sum(s["chosen"] > s["rejected"] for s in scores) / len(scores) == pytest.approx(
+        ev["accuracy"], abs=1e-4)
+
+
+def test_mpo_trains_the_projector_only_and_pairs_respect_the_threshold(r1v2_run):
+    from tests.test_train import part, same, weights
+
+    run, _, settings, _ = r1v2_run
+    results = json.loads((run / "results.json").read_text())
+    assert "mpo" in results["done"] and {"mpo/r1", "mpo/r2"} <= set(results["stages"])
+    transfer, r2 = weights(run / "transfer"), weights(run / "mpo" / "r2")
+    V, P, L = "model.vision_tower.", "model.multi_modal_projector.", "model.language_model."
+    assert same(part(transfer, V), part(r2, V)) and same(part(transfer, L), part(r2, L))
+    assert not same(part(transfer, P), part(r2, P))
+    for r in (1, 2):
+        rows = [json.loads(x) for x in (run / "mpo-pairs" / f"round-{r}.jsonl").read_text().splitlines()]
+        assert len(rows) == results["stages"][f"mpo/r{r}"]["sampling"]["pairs"] > 0
+        assert all(x["reward_chosen"] - x["reward_rejected"] >= 0.0001 for x in rows)
+    assert "hallucination" in results["stages"]["mpo/r2"]["eval"]["visual"]
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"dpo", "bco", "nll", "delta"} <= set(next(m for m in metrics if m["stage"] == "mpo/r1"))
+
+
+def test_a_high_threshold_makes_no_pairs_and_says_so(r1v2_run, tmp_path, capsys):
+    run, _, settings, yaml_path = r1v2_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    args = [s for s in settings if not s.startswith(("out=", "mpo.threshold"))]
+    assert main(["train", "mpo", "--config", str(yaml_path), f"out={copy}", *args, "mpo.threshold=1e9"]) == 2
+    assert "no pairs; lower the threshold" in capsys.readouterr().err
+
+
+def test_local_reward_scores_as_the_stage_scored(r1v2_run):
+    """LocalReward (MPO's in-process scorer) gives the held-out pair scores the rm stage wrote."""
+    from r1v.evaluate.tasks import Item
+    from r1v.model.reward import load_reward
+    from r1v.train.rm import LocalReward
+
+    run, world, _, _ = r1v2_run
+    rm, tok, _ = load_reward(run / "rm")
+    scorer = LocalReward(rm, tok, max_tiles=1)
+    pairs = [json.loads(x) for x in (world / "recipe" / "rm-eval.jsonl").read_text().splitlines()][:3]
+    written = {json.loads(x)["id"]: json.loads(x) for x in (run / "outputs" / "rm-pairs.jsonl").read_text().splitlines()}
+    root = world / "recipe"
+    items = [Item(id=p["id"], question=p["prompt"], answer=None, images=[(root / p["image"]).read_bytes()])
+             for p in pairs for _ in range(2)]
+    got = scorer.score(items, [p["prompt"] for p in pairs for _ in range(2)],
+                       [x for p in pairs for x in (p["chosen"], p["rejected"])])
+    want = [x for p in pairs for x in (written[p["id"]]["chosen"], written[p["id"]]["rejected"])]
+    assert got == pytest.approx(want, abs=1e-4)
