@@ -298,3 +298,44 @@ def test_local_reward_scores_as_the_stage_scored(r1v2_run):
                        [x for p in pairs for x in (p["chosen"], p["rejected"])])
     want = [x for p in pairs for x in (written[p["id"]]["chosen"], written[p["id"]]["rejected"])]
     assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_a_served_reward_model_scores_as_the_local_one(r1v2_run):
+    """RemoteReward against `r1v rm serve`'s app on a loopback port gives LocalReward's scores; a
+    bad request is a 400, a missing key a 401, a dead endpoint one clear error."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    import uvicorn
+
+    from r1v.errors import R1VError
+    from r1v.evaluate.tasks import Item
+    from r1v.train.rm import RemoteReward
+    from r1v.train.rm_cli import make_app, open_scorer
+
+    run, world, _, _ = r1v2_run
+    local = open_scorer(str(run / "rm"), max_tiles=1)
+    server = uvicorn.Server(uvicorn.Config(make_app(local, api_key="k"), host="127.0.0.1", port=0, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        thread.join(0.05)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    try:
+        p = json.loads((world / "recipe" / "rm-eval.jsonl").read_text().splitlines()[0])
+        item = Item(id=p["id"], question=p["prompt"], answer=None,
+                    images=[(world / "recipe" / p["image"]).read_bytes()])
+        args = ([item, item], [p["prompt"]] * 2, [p["chosen"], p["rejected"]])
+        assert RemoteReward(url, api_key="k").score(*args) == pytest.approx(local.score(*args), abs=1e-5)
+        for body, key, code in ((b'{"prompt": 3}', "k", 400), (b'{"prompt": "q", "responses": []}', None, 401)):
+            req = urllib.request.Request(url + "/score", data=body, method="POST",
+                                         headers={"Authorization": f"Bearer {key}"} if key else {})
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req)
+            assert e.value.code == code
+        with pytest.raises(R1VError, match="failed: HTTPError"):
+            RemoteReward(url).score(*args)  # no key
+    finally:
+        server.should_exit = True
+        thread.join(5)

@@ -101,6 +101,8 @@ def load_reward(path: str | os.PathLike, *, dtype="auto", device: str = "cpu") -
 
     from r1v.model.checkpoint import load_model
 
+    if not Path(path).exists():
+        raise R1VError(f"{path} not found: a reward model folder (`r1v train rm` writes one)")
     if not is_reward_model(path):
         raise R1VError(f"{path} is not a reward model (no {META_FILE} and {HEAD_FILE}): train one with `r1v train "
                        f"rm`, or serve yours behind an endpoint and give its URL")

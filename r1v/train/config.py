@@ -313,6 +313,8 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     for key, value in nonneg.items():
         if not (math.isfinite(value) and value >= 0):
             raise R1VError(f"{key}={value}: must be 0 or more")
+    if not cfg.mpo.temperature > 0:
+        raise R1VError(f"mpo.temperature={cfg.mpo.temperature}: the K samples must differ, so it must be above 0")
     if cfg.mpo.samples_per_prompt < 2:
         raise R1VError("mpo.samples_per_prompt must be at least 2: a pair is the best and the worst of K samples")
     if cfg.rm.pooling not in ("last", "mean"):

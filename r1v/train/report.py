@@ -200,6 +200,13 @@ def _r1v2_claims(run: Path, results: dict, cfg: dict, order: list[str]) -> list[
             rows.append(("MPO adds to the transferred model", "R1V2: 73.6 MMMU (no SFT)",
                          f"{chain}; {mpo[-1]} - transfer: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to "
                          f"{100 * g['hi']:+.1f})", _verdict_gap(g), "> 0, interval above 0"))
+    a, b = _flags(run, "transfer"), (_flags(run, mpo[-1]) if mpo else None)
+    if a and b:
+        g = paired_interval({k: float(v) for k, v in a.items()}, {k: float(v) for k, v in b.items()})
+        rows.append(("MPO hallucinates less than the transferred model", "-",
+                     f"transfer {_pct(sum(a.values()) / len(a))} -> {mpo[-1]} {_pct(sum(b.values()) / len(b))}: "
+                     f"{100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f}, paired)",
+                     "**holds**" if g["hi"] < 0 else "**does not hold**", "below, interval below 0"))
     if mpo:
         against = Path(targets["against"]) if targets.get("against") else run
         other = json.loads((against / "results.json").read_text()) if (against / "results.json").exists() else None

@@ -281,8 +281,9 @@ class RemoteReward:
 
     def score(self, items: list[Item], prompts: list[str], responses: list[str]) -> list[float]:
         import base64
-
-        import httpx
+        import json
+        import urllib.error
+        import urllib.request
 
         out = []
         k = 0
@@ -291,16 +292,17 @@ class RemoteReward:
             while j < len(items) and items[j].id == items[k].id and prompts[j] == prompts[k]:
                 j += 1
             images = [f"data:image/png;base64,{base64.b64encode(b).decode()}" for b in items[k].images]
+            body = json.dumps({"prompt": prompts[k], "images": images, "responses": responses[k:j]}).encode()
+            request = urllib.request.Request(f"{self.url}/score", data=body, method="POST",
+                                             headers={"Content-Type": "application/json", **self.headers})
             try:
-                r = httpx.post(f"{self.url}/score", json={"prompt": prompts[k], "images": images,
-                                                          "responses": responses[k:j]},
-                               timeout=self.timeout, headers=self.headers)
-                r.raise_for_status()
-                scores = r.json()["scores"]
-            except (httpx.HTTPError, KeyError, ValueError) as e:
+                with urllib.request.urlopen(request, timeout=self.timeout) as r:
+                    scores = json.loads(r.read())["scores"]
+            except (urllib.error.URLError, OSError, KeyError, ValueError, TypeError) as e:
                 raise R1VError(f"the reward endpoint {self.url} failed: {type(e).__name__}: {e}") from None
-            if len(scores) != j - k or not all(isinstance(s, (int, float)) for s in scores):
-                raise R1VError(f"the reward endpoint {self.url} answered {len(scores)} scores for {j - k} responses")
+            if not isinstance(scores, list) or len(scores) != j - k or \
+                    not all(isinstance(s, (int, float)) for s in scores):
+                raise R1VError(f"the reward endpoint {self.url} did not answer {j - k} scores")
             out += [float(s) for s in scores]
             k = j
         return out

@@ -7,9 +7,11 @@
 A file of pairs ({prompt, images, chosen, rejected}) gets its pair accuracy (by `kind`, when the
 rows have one); a file of single responses ({prompt, images, response}) gets a score each. Scores
 go to `--out` (default: beside the data, `<name>.scores.jsonl`).
+
+(No `from __future__ import annotations` here: FastAPI reads the endpoint's `Request` annotation,
+imported inside `make_app`, at definition time.)
 """
 
-from __future__ import annotations
 
 import argparse
 import json
@@ -98,22 +100,30 @@ def cmd_score(a) -> int:
 
 
 def cmd_serve(a) -> int:
-    import base64
     import os
 
     import uvicorn
+
+    app = make_app(open_scorer(a.model, template=a.template), api_key=a.api_key or os.environ.get("R1V_API_KEY"))
+    print(f"reward model {a.model}: POST http://{a.host}:{a.port}/score")
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
+    return 0
+
+
+def make_app(scorer, *, api_key: str | None = None):
+    """The scoring endpoint: POST /score {prompt, images: [data URLs], responses} -> {scores}."""
+    import base64
+
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
     from r1v.evaluate.tasks import Item
 
-    scorer = open_scorer(a.model, template=a.template)
-    key = a.api_key or os.environ.get("R1V_API_KEY")
     app = FastAPI(title="r1v reward model")
 
     @app.post("/score")
     async def score(request: Request):
-        if key and request.headers.get("authorization") != f"Bearer {key}":
+        if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
             return JSONResponse({"error": "a bearer token is required (--api-key)"}, status_code=401)
         try:
             body = await request.json()
@@ -122,13 +132,11 @@ def cmd_serve(a) -> int:
             if not isinstance(prompt, str) or not isinstance(responses, list) or \
                     not all(isinstance(r, str) for r in responses):
                 raise TypeError
-        except (KeyError, TypeError, ValueError, IndexError, json.JSONDecodeError):
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, json.JSONDecodeError):
             return JSONResponse({"error": "send {prompt: str, images: [data URLs], responses: [str]}"},
                                 status_code=400)
         item = Item(id="request", question=prompt, answer=None, images=images)
-        # one request at a time: the model runs on this thread (as r1v serve's worker does)
+        # one request at a time: the model runs on the server's thread (as r1v serve's worker does)
         return {"scores": scorer.score([item] * len(responses), [prompt] * len(responses), responses)}
 
-    print(f"reward model {a.model}: POST http://{a.host}:{a.port}/score")
-    uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
-    return 0
+    return app
