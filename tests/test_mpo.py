@@ -339,3 +339,22 @@ def test_a_served_reward_model_scores_as_the_local_one(r1v2_run):
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+@pytest.mark.parametrize("action, steps_run, alarms", [("stop", 1, 1), ("flag", 3, 2)])
+def test_grpo_hallucination_ceiling_stops_or_flags(recipe_run, tmp_path, monkeypatch, action, steps_run, alarms):
+    """R1V2's monitoring: every held-out scoring (grpo.eval_every) past the ceiling is an alarm; `stop`
+    ends GRPO there and keeps that model, `flag` goes on. (The small world's untrained LM states no
+    facts, so the task is made to call every output a hallucination.)"""
+    yaml_path, shared, _ = recipe_run
+    run = tmp_path / "run"
+    shutil.copytree(shared, run)
+    monkeypatch.setattr(World, "hallucinated", lambda self, item, output: True)
+    assert main(["train", "grpo", "--config", str(yaml_path), f"out={run}", "grpo.steps=3", "grpo.eval_every=1",
+                 "grpo.hallucination_ceiling=0.5", f"grpo.hallucination_action={action}"]) == 0
+    r = json.loads((run / "results.json").read_text())["stages"]["grpo"]
+    assert r["steps_run"] == steps_run and len(r["hallucination_alarms"]) == alarms
+    assert r["hallucination_alarms"][0] == {"step": 1, "hallucination": 1.0, "ceiling": 0.5, "action": action}
+    assert r["eval"]["visual"]["hallucination"] == 1.0
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["hallucination"] for m in rows if m.get("stage") == "grpo"] == [1.0] * steps_run  # rollouts, every step

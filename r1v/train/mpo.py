@@ -242,10 +242,11 @@ def train_round(ctx: Context, engine: Engine, tok, enc: Encoder, round_: int, ca
                 step_loss = loss.sum() / max(1.0, n_pairs / acc.num_processes)
                 acc.backward(step_loss * weight)
             if weight:
-                sums += torch.tensor([float(step_loss.detach()) * acc.num_processes, float(terms["dpo"].sum()),
-                                      float(terms["bco"].sum()), float(terms["nll"].sum()),
-                                      float((terms["reward_c"] + terms["reward_r"]).sum()),
-                                      float((terms["reward_c"] > terms["reward_r"]).sum())], dtype=torch.float64)
+                t = {k: v.detach() for k, v in terms.items()}
+                sums += torch.tensor([float(step_loss.detach()) * acc.num_processes, float(t["dpo"].sum()),
+                                      float(t["bco"].sum()), float(t["nll"].sum()),
+                                      float((t["reward_c"] + t["reward_r"]).sum()),
+                                      float((t["reward_c"] > t["reward_r"]).sum())], dtype=torch.float64)
         engine.step(optim.max_grad_norm)
         total = acc.reduce(sums.to(acc.device), "sum").tolist()
         npairs = max(1.0, n_pairs)
