@@ -114,6 +114,8 @@ def make_pairs(ctx: Context, engine: Engine, tok, enc: Encoder, reward, round_: 
     draw = np.random.default_rng([ctx.cfg.seed, round_]).choice(len(rows), min(cfg.prompts_per_round, len(rows)),
                                                                  replace=False)
     mine = draw[ctx.state.process_index :: ctx.state.num_processes]
+    # the round's samples are a function of (seed, round, policy): the same after a crash or in another process
+    torch.manual_seed(ctx.cfg.seed * 1000 + round_)
     K = cfg.samples_per_prompt
     out, stats = [], {"prompts": 0, "pairs": 0, "reward": [], "accuracy": [], "format": [], "hallucinated": []}
     with tqdm(total=len(mine), desc=f"mpo/r{round_}: sample", leave=False, disable=not ctx.main) as bar:
@@ -280,7 +282,9 @@ def run(ctx: Context) -> None:
     pos["base"] = base
     cache = ctx.feature_cache("mpo") if not cfg.parts.vision else None
     reward = open_reward(ctx)
-    delta = pos.get("delta", {})
+    # delta runs on over rounds: from the mid-round checkpoint, else from the last finished round
+    delta = pos.get("delta") or (ctx.results["stages"].get(f"mpo/r{last}", {}).get("delta") if last else None) or {}
+    pos.setdefault("delta", delta)
     for r in range(pos["round"], R + 1):
         t1 = time.perf_counter()
         here = pos if pos["round"] == r else {"step": 0, "base": base, "delta": delta}
@@ -294,7 +298,7 @@ def run(ctx: Context) -> None:
             raise R1VError(f"mpo round {r}: no prompt's samples differ by mpo.threshold={cfg.threshold} or more, so "
                            f"no pairs; lower the threshold (see the rewards in {pairs_file(ctx, r).parent})")
         trained = train_round(ctx, engine, tok, enc, r, cache, here, ckpt)
-        delta = trained.pop("delta")
+        delta = trained["delta"]
         ctx.save(engine.model, f"mpo/r{r}", tok, state=engine.state_dict())
         with engine.generating() as m:
             ctx.evaluate(m, tok, f"mpo/r{r}")
