@@ -61,26 +61,22 @@ def pair_item(row: dict, root: Path | None) -> Item:
 
 class Pairs(Encoded):
     """`data[[i, ...]]` -> [chosen_i, rejected_i, ...]: both Samples share the prompt, its pixels
-    and its row index (so its cached features). `responses=("response",)` encodes one Sample a
-    row instead (scoring rows that are not pairs)."""
+    and its row index (so its cached features)."""
 
-    def __init__(self, rows, encoder, *, subset=None, responses=("chosen", "rejected")):
+    def __init__(self, rows, encoder, *, subset=None):
         super().__init__(rows, None, encoder, field="", subset=subset)
-        self.responses = responses
 
     def _encode(self, positions) -> list:
         positions = np.atleast_1d(np.asarray(positions, dtype=np.int64))
         indices = [int(i) for i in (positions if self.subset is None else self.subset[positions])]
         rows = [self.rows[i] for i in indices]
         items = [pair_item(r, self.rows.root(i)) for i, r in zip(indices, rows)]
-        first = self.encoder.encode_many(items, [r["prompt"] for r in rows], [r[self.responses[0]] for r in rows])
+        chosen = self.encoder.encode_many(items, [r["prompt"] for r in rows], [r["chosen"] for r in rows])
         out = []
-        for i, r, s in zip(indices, rows, first):
+        for i, r, s in zip(indices, rows, chosen):
             s.index, s.item = i, dataclasses.replace(s.item, images=[])
-            out.append(s)
-            for key in self.responses[1:]:
-                ids = self.encoder.tok(r[key], add_special_tokens=False)["input_ids"]
-                out.append(dataclasses.replace(s, response=ids + [self.encoder.stop_id]))
+            ids = self.encoder.tok(r["rejected"], add_special_tokens=False)["input_ids"]
+            out += [s, dataclasses.replace(s, response=ids + [self.encoder.stop_id])]
         return out
 
 
