@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo demo-r1v2 r1v2-ablation test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,21 @@ demo: $(STAMP)          ## the main job on the embedded default: the R1V recipe 
 	$(VENV)/bin/r1v world data       # the recipe's files, D by AL-CoTD (reused when made)
 	$(VENV)/bin/r1v recipe run recipes/tiny.yaml
 
+demo-r1v2: $(STAMP)     ## the second main job: R1V2's recipe (rm, MPO, hybrid GRPO with SSB) on the mini-world
+	$(VENV)/bin/r1v world build
+	$(VENV)/bin/r1v world data
+	$(VENV)/bin/r1v recipe run recipes/r1v2-tiny.yaml
+
+# R1V2's GRPO ablation (README): from demo-r1v2's MPO policy, the rule-only baseline, the Selective Sample
+# Buffer and the reward-model term, alone and together, then the runs side by side.
+ABLATE := grpo.base=runs/r1v2-tiny/mpo/r4 grpo.filter_pool=false
+r1v2-ablation: demo-r1v2
+	$(VENV)/bin/r1v train grpo --config recipes/r1v2-tiny.yaml name=r1v2-tiny-rules $(ABLATE) grpo.reward_model=none grpo.ssb.enabled=false
+	$(VENV)/bin/r1v train grpo --config recipes/r1v2-tiny.yaml name=r1v2-tiny-rules-ssb $(ABLATE) grpo.reward_model=none
+	$(VENV)/bin/r1v train grpo --config recipes/r1v2-tiny.yaml name=r1v2-tiny-rm $(ABLATE) grpo.reward_model=runs/r1v2-tiny/rm grpo.ssb.enabled=false
+	$(VENV)/bin/r1v train grpo --config recipes/r1v2-tiny.yaml name=r1v2-tiny-rm-ssb $(ABLATE) grpo.reward_model=runs/r1v2-tiny/rm
+	$(VENV)/bin/r1v recipe compare runs/r1v2-tiny-rules runs/r1v2-tiny-rules-ssb runs/r1v2-tiny-rm runs/r1v2-tiny-rm-ssb runs/r1v2-tiny --out runs/r1v2-ablation
+
 test: $(STAMP)          ## the test suite (CI runs this)
 	$(PY) -m pytest -q
 
@@ -29,7 +44,8 @@ bench: $(STAMP)         ## speed benchmarks, each printed beside its baseline
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/align.py
 	$(PY) bench/scale.py
-	$(PY) bench/grpo.py
+	$(PY) -m pip install -q --no-deps --target $(VENV)/trl-1.0 trl==1.0.0
+	$(PY) bench/grpo.py --trl-replay $(VENV)/trl-1.0
 	$(PY) bench/chat_speed.py
 	$(PY) bench/tiling_speed.py
 	$(PY) bench/serve.py

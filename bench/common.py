@@ -7,7 +7,7 @@ import io
 
 
 def world_model(n: int, seed: int = 0):
-    """(model factory, tokenizer, samples): `n` samples, half captions, half questions answered directly."""
+    """(model factory, tokenizer, samples): `n` samples, half captions, half questions answered (instruct style)."""
     from r1v.evaluate.tasks import Item, get_task
     from r1v.model.builder import build_r1v
     from r1v.model.tokenizer import train_bpe_tokenizer
@@ -40,7 +40,7 @@ def world_model(n: int, seed: int = 0):
         for kind in ("caption", "direct"):
             items.append(Item(id=f"{k}-{kind}", question="Describe the picture." if kind == "caption" else p.question,
                               answer=p.answer, images=[buf.getvalue()], choices=p.choices))
-            responses.append(f"</think>\n{describe(p)}" if kind == "caption" else target(p, "direct"))
+            responses.append(f"</think>\n{describe(p)}" if kind == "caption" else target(p, "instruct"))
     samples = Encoder(model(), tok, max_tiles=1).encode_all(get_task("world"), items, responses)
     for k, s in enumerate(samples):
         s.index = k  # its row (the feature cache's key)

@@ -7,6 +7,14 @@ GRPO's rule rewards, TRL-style (`fn(completions, **columns) -> list[float]`):
 * `format_reward`: 1 for the DeepSeek-R1 template the prompt opens: non-empty reasoning, exactly
   one `</think>`, then an answer holding `\\boxed{...}`.
 
+R1V2's hybrid GRPO reward (`r1v/train/grpo.py`):
+* `normalise_rm`: the reward model's raw, unbounded score mapped to a bounded term: a z-score
+  within the group, clipped (`group`), or a sigmoid (`sigmoid`); a NaN or infinite score gets the
+  scheme's floor;
+* `hybrid_reward`: r = accuracy_weight * r_rule + format_weight * r_format + rm_weight * norm(r_theta),
+  the reward-model term never positive for a completion that fails the format;
+* `informative_groups`: the offline prompt-pool filter's rule: a group is kept when its rewards differ.
+
 R1V2's preference signal (MPO's pairs; `r1v/train/mpo.py`):
 * `preference_reward`: the reward model's raw score plus the rule checks (accuracy, format, and a
   penalty for a fact the data contradicts), weighted;
@@ -70,10 +78,87 @@ def group_advantages(rewards: Sequence[float], group: int, eps: float = 1e-4) ->
     return out
 
 
+def informative_groups(rewards: Sequence[float], group: int) -> list[bool]:
+    """Per group of `group` consecutive rewards: True when they differ (its advantages are not all 0).
+    The offline pool filter keeps exactly these prompts (all right or all wrong: dropped)."""
+    if len(rewards) % group:
+        raise ValueError(f"{len(rewards)} rewards do not split into groups of {group}")
+    return [max(rewards[g : g + group]) != min(rewards[g : g + group]) for g in range(0, len(rewards), group)]
+
+
 def effective_ratio(rewards: Sequence[float], group: int) -> float:
     """Share of groups whose rewards differ (non-zero advantage): R1V2's vanishing-advantage measure."""
     groups = [rewards[g : g + group] for g in range(0, len(rewards), group)]
     return sum(max(g) != min(g) for g in groups) / max(1, len(groups))
+
+
+# --------------------------------------------------------------------------- GRPO's hybrid reward
+def normalise_rm(scores: Sequence[float], group: int, *, scheme: str = "group", clip: float = 2.0,
+                 center: float = 0.0, scale: float = 1.0) -> list[float]:
+    """The reward model's raw scores (unbounded: Skywork-VL Reward gives 5.86 or -15.5) as a bounded
+    term, per completion; groups of `group` consecutive scores.
+
+    R1V2 does not say how it scales r_theta next to the 0/1 rules. Two schemes:
+    * `group`: (r - mean) / std within the group over its finite scores, clipped to [-clip, clip] and
+      divided by clip, so in [-1, 1]. Invariant to the reward model's offset and scale, so one weight
+      fits any reward model; a group whose finite scores are all equal (or a group of one) gets 0;
+    * `sigmoid`: sigmoid((r - center) / scale), in [0, 1]: absolute, so a group the reward model
+      rates uniformly high keeps its credit (but then adds no advantage either).
+    A NaN or infinite score (a broken endpoint, an overflow) is never rewarded: it gets the scheme's
+    floor (-1, or 0) and is left out of its group's mean and std."""
+    import math
+
+    if len(scores) % group:
+        raise ValueError(f"{len(scores)} reward-model scores do not split into groups of {group}")
+    if scheme == "sigmoid":
+        if not scale > 0:
+            raise ValueError(f"the sigmoid's scale must be above 0, not {scale}")
+        out = []
+        for r in scores:
+            r = float(r)
+            if not math.isfinite(r):
+                out.append(0.0)
+                continue
+            z = (r - center) / scale
+            out.append(1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0)  # exp(700+) overflows a float
+        return out
+    if scheme != "group":
+        raise ValueError(f"unknown reward-model normalisation {scheme!r}: group or sigmoid")
+    if not clip > 0:
+        raise ValueError(f"the clip must be above 0, not {clip}")
+    out = []
+    for g in range(0, len(scores), group):
+        rs = [float(r) for r in scores[g : g + group]]
+        # a z-score does not change with scale: divide by the largest |r| first, so 1e308s do not overflow
+        big = max((abs(r) for r in rs if math.isfinite(r)), default=0.0) or 1.0
+        rs = [r / big for r in rs]
+        ok = [r for r in rs if math.isfinite(r)]
+        mean = math.fsum(ok) / len(ok) if ok else 0.0
+        std = math.sqrt(math.fsum((r - mean) ** 2 for r in ok) / len(ok)) if ok else 0.0
+        for r in rs:
+            if not math.isfinite(r):
+                out.append(-1.0)
+            elif std > 0 and math.isfinite(std):
+                out.append(max(-clip, min(clip, (r - mean) / std)) / clip)
+            else:
+                out.append(0.0)
+    return out
+
+
+def hybrid_reward(accuracy: Sequence[float], fmt: Sequence[float], rm: Sequence[float] | None, *,
+                  accuracy_weight: float = 1.0, format_weight: float = 1.0, rm_weight: float = 1.0) -> list[float]:
+    """R1V2's GRPO reward, r = r_rule + r_theta + r_format, weighted: `rm` is the normalised term
+    (`normalise_rm`), None for rules alone.
+
+    Reward hacking: a completion that fails the format (no reasoning, no `</think>`, no non-empty
+    `\\boxed{}`) keeps the reward model's penalty but never its credit (min(term, 0)), so an empty
+    or format-only answer the reward model happens to like earns nothing. The rule part is the
+    task's scorer, which gives a guess 0 (`accuracy_reward`)."""
+    rm = [0.0] * len(accuracy) if rm is None else rm
+    if not len(rm) == len(accuracy) == len(fmt):
+        raise ValueError("one accuracy, format and reward-model term per completion")
+    return [accuracy_weight * a + format_weight * f + rm_weight * (t if f > 0 else min(t, 0.0))
+            for a, f, t in zip(accuracy, fmt, rm)]
 
 
 # --------------------------------------------------------------------------- MPO's pairs

@@ -197,6 +197,16 @@ def tries(c) -> dict[str, list[str]]:
                "stages=[fly]", "align.passes=3", "model.dtype=fp64"):
         t[f"recipe run recipes/tiny.yaml {kv}"] = ["recipe", "run", "recipes/tiny.yaml", kv, "out={out}/run"]
     t["train sft with the recipe's files not made"] = ["train", "sft", "--config", "recipes/tiny.yaml", "out={out}/run"]
+    # R1V2's GRPO settings: refused before anything loads
+    for kv in ("grpo.rm_norm=tanh", "grpo.rm_clip=0", "grpo.ssb.when=sometimes", "grpo.ssb.target=1.5",
+               "grpo.ssb.size=0", "grpo.eval_every=0", "grpo.critical=nouns", "grpo.critical_share=0",
+               "grpo.rm_weight=-1", "grpo.critical=words grpo.critical_words=[]"):
+        t[f"recipe run recipes/r1v2-tiny.yaml {kv}"] = ["recipe", "run", "recipes/r1v2-tiny.yaml", *kv.split(),
+                                                        "out={out}/run"]
+    t["train grpo-filter with the recipe's files not made"] = ["train", "grpo-filter", "--config", "recipes/tiny.yaml",
+                                                               "out={out}/run"]
+    t["train grpo grpo.base=missing"] = ["train", "grpo", "--config", "recipes/tiny.yaml", "out={out}/run",
+                                         "grpo.base=" + str(c["missing"])]
     # distill: the teacher and the settings
     for kv in ("alpha=nan", "no_such_key=1", "temperature=-1"):
         t[f"distill {kv}"] = ["distill", "--data", rows, "--teacher", m, "--out", "{out}/d", kv]

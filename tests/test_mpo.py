@@ -363,8 +363,7 @@ def test_grpo_hallucination_ceiling_stops_or_flags(recipe_run, tmp_path, monkeyp
 def test_mpo_resumes_inside_a_round_after_a_crash(r1v2_run, tmp_path, monkeypatch):
     """A crash while training round 2 loses no pairs: `recipe run` takes round 2's pairs file, resumes
     from the mid-round checkpoint, and ends with the weights and held-out outputs of an uninterrupted run."""
-    from r1v.train.engine import Engine
-    from tests.test_train import same, weights
+    from tests.test_train import crash_at_step, same, weights
 
     run, _, settings, yaml_path = r1v2_run
     args = [s for s in settings if not s.startswith("out=")] + ["checkpoint.every_steps=1", "mpo.optim.epochs=2"]
@@ -375,18 +374,8 @@ def test_mpo_resumes_inside_a_round_after_a_crash(r1v2_run, tmp_path, monkeypatc
     metrics = [json.loads(x) for x in (whole / "metrics.jsonl").read_text().splitlines()]
     first = sum(m.get("stage") == "mpo/r1" for m in metrics)
     assert sum(m.get("stage") == "mpo/r2" for m in metrics) >= 2
-    real, calls = Engine.step, []
-
-    def dies(self, *a, **k):
-        calls.append(1)
-        if len(calls) == first + 2:  # round 2's second step, after its first was checkpointed
-            raise RuntimeError("killed")
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(Engine, "step", dies)
-    with pytest.raises(RuntimeError, match="killed"):
-        main(["train", "mpo", "--config", str(yaml_path), f"out={crashed}", *args])
-    monkeypatch.setattr(Engine, "step", real)
+    # round 2's second step dies, after its first was checkpointed
+    crash_at_step(monkeypatch, first + 2, ["train", "mpo", "--config", str(yaml_path), f"out={crashed}", *args])
     pairs = (crashed / "mpo-pairs" / "round-2.jsonl").read_text()
     assert any((crashed / "checkpoints" / "mpo").glob("step-002-*"))
     assert main(["recipe", "run", str(yaml_path), f"out={crashed}", *args]) == 0

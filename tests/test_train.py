@@ -31,6 +31,24 @@ def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def crash_at_step(monkeypatch, n: int, argv: list[str]) -> None:
+    """Run `r1v argv` with the engine's n-th optimiser step raising, as a crash there would."""
+    from r1v.train.engine import Engine
+
+    real, calls = Engine.step, []
+
+    def dies(self, *a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise RuntimeError("killed")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Engine, "step", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        main(argv)
+    monkeypatch.setattr(Engine, "step", real)
+
+
 # --------------------------------------------------------------------------- config
 def test_config_overrides_and_mistakes(tmp_path):
     assert parse_overrides(["grpo.steps=3", "sft.taus=[2,5]", "name=x"]) == {
@@ -437,10 +455,10 @@ def test_grpo_steps_raise_the_reward_they_are_given(small_model):
     # reach), found from one step of its rollouts with an all-zero reward (no advantage, no update).
     seen = Counter()
 
-    def look(texts, items):
+    def look(texts, items, **_):
         for t in texts:
             seen.update(tok(t, add_special_tokens=False)["input_ids"])
-        return [0.0] * len(texts), [0.0] * len(texts), [0.0] * len(texts)
+        return [0.0] * len(texts), {"accuracy": [0.0] * len(texts), "format": [0.0] * len(texts)}
 
     torch.manual_seed(0)
     step(setup(copy.deepcopy(model), cfg)[0], prompts, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=look)
@@ -449,10 +467,10 @@ def test_grpo_steps_raise_the_reward_they_are_given(small_model):
     engine, _ = setup(model, cfg)
     engine.set_lr(cfg.lr)
 
-    def rewards_fn(texts, items):
+    def rewards_fn(texts, items, **_):
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         r = [sum(i == target for i in x) / max(1, len(x)) for x in ids]
-        return r, r, [0.0] * len(r)
+        return r, {"accuracy": r, "format": [0.0] * len(r)}
 
     torch.manual_seed(0)
     history = [step(engine, prompts, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn)["reward"]
@@ -477,9 +495,9 @@ def test_grpo_kl_against_a_reference_the_engine_placed(small_model):
     engine.set_lr(cfg.lr)
     prompts = [Sample(s.id, s.prompt, [], s.pixels, s.item) for s in samples[:2]]
 
-    def rewards_fn(texts, items):
+    def rewards_fn(texts, items, **_):
         r = [float(len(t) % 3) for t in texts]
-        return r, r, [0.0] * len(r)
+        return r, {"accuracy": r, "format": [0.0] * len(r)}
 
     torch.manual_seed(0)
     first = step(engine, prompts, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn, ref=ref)

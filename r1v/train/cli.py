@@ -1,9 +1,11 @@
 """`r1v train STAGE` and `r1v recipe run|report`: the recipe's command line.
 
     r1v recipe run recipes/tiny.yaml [key=value ...] [--restart]
-    r1v train align|transfer|sft|grpo --config recipes/tiny.yaml [key=value ...]
+    r1v train align|transfer|sft|rm|mpo|grpo --config recipes/tiny.yaml [key=value ...]
+    r1v train grpo-filter --config recipes/r1v2-tiny.yaml       # R1V2's offline prompt-pool filter
     accelerate launch -m r1v train sft --config recipes/r1v-38b.yaml      # many GPUs, unchanged
     r1v recipe report runs/tiny
+    r1v recipe compare runs/A runs/B ... --out DIR             # GRPO of several runs, each against the first
 """
 
 from __future__ import annotations
@@ -50,6 +52,19 @@ def add_parsers(sub) -> None:
                                     "Nothing is trained or evaluated.")
     p.add_argument("run", help="the run folder, e.g. runs/tiny")
     p.set_defaults(func=cmd_report)
+    p = rsub.add_parser("compare", help="the GRPO stage of several runs side by side, each against the first",
+                        description="Compare the GRPO stage of several runs on the same held-out files: "
+                                    "visual accuracy and hallucination, each run minus the first as a 95% paired "
+                                    "interval, the effective-sample shares with and without the Selective Sample "
+                                    "Buffer, and a plot of the effective share over steps. Writes OUT/compare.md "
+                                    "and OUT/effective.png.",
+                        epilog="example (make r1v2-ablation makes these runs):\n  r1v recipe compare "
+                               "runs/r1v2-tiny-rules runs/r1v2-tiny-rules-ssb runs/r1v2-tiny-rm runs/r1v2-tiny "
+                               "--out runs/r1v2-ablation",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run folders; the first is the baseline")
+    p.add_argument("--out", required=True, help="folder for compare.md and effective.png")
+    p.set_defaults(func=cmd_compare)
 
     t = sub.add_parser("train", help="run one stage of a recipe: align, transfer, sft, rm, mpo or grpo",
                        description="Run one stage of a recipe (its earlier stages' checkpoints must exist in "
@@ -64,6 +79,18 @@ def add_parsers(sub) -> None:
         p.add_argument("--config", required=True, help="the recipe YAML whose settings and run folder to use")
         p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting")
         p.set_defaults(func=cmd_stage)
+    p = tsub.add_parser("grpo-filter", help="R1V2's offline prompt-pool filter: drop the prompts GRPO's policy "
+                                            "answers all right or all wrong",
+                        description="Roll out every prompt of GRPO's pool (D_rm(grpo.tau); the first "
+                                    "grpo.filter_limit in a seeded order) G times with the policy GRPO starts from, "
+                                    "and keep the prompts whose answers differ: a uniform group has advantage 0 and "
+                                    "teaches nothing. The rollouts go to <run>/grpo-filter/ as they finish (a rerun "
+                                    "goes on from there); GRPO with grpo.filter_pool=true trains on the kept ones.",
+                        epilog="example:\n  r1v train grpo-filter --config recipes/r1v2-tiny.yaml grpo.filter_limit=512"
+                               + _settings(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="the recipe YAML whose settings and run folder to use")
+    p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting")
+    p.set_defaults(func=cmd_filter)
 
 
 def cmd_run(a) -> int:
@@ -81,7 +108,9 @@ def cmd_stage(a) -> int:
 
     ctx = Context(load_recipe(a.config, a.settings))
     t0 = time.perf_counter()
-    ctx.check([a.stage])
+    ctx.check([a.stage], rerun=True)  # before anything of the finished stage is forgotten
+    if (ctx.dir / "checkpoints" / a.stage).is_dir() and ctx.main:
+        print(f"{a.stage}: starting afresh; its mid-stage checkpoints go (`r1v recipe run` would resume from them)")
     ctx.forget(a.stage)  # an explicit rerun starts the stage afresh; the stages after it are stale
     stage_module(a.stage).run(ctx)
     ctx.metrics.close()
@@ -89,6 +118,29 @@ def cmd_stage(a) -> int:
     for s, r in ctx.results["stages"].items():
         if s.split("/")[0] == a.stage and "eval" in r:
             print(f"  {s}: " + ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in r["eval"].items()))
+    if ctx.main:
+        from r1v.train.report import write
+
+        print(f"report: {write(ctx.dir)}")
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from r1v.train.report import compare
+
+    print(f"wrote {compare(a.runs, a.out)}")
+    return 0
+
+
+def cmd_filter(a) -> int:
+    from r1v.train.config import load_recipe
+    from r1v.train.context import Context
+    from r1v.train.grpo import run_filter
+
+    ctx = Context(load_recipe(a.config, a.settings))
+    ctx.check(["grpo"], rerun=True, reward_model=False)
+    run_filter(ctx)
+    ctx.metrics.close()
     return 0
 
 

@@ -61,8 +61,8 @@ class DataConfig:
     align_filtered: str = _f("", "JSONL for align pass 2, the quality-filtered subset")
     align_cot: str = _f("", "JSONL for align pass 3, chain-of-thought rows")
     sft: str = _f("", "JSONL of the SFT data D (with `response`; `score` 0..5 when reward_model=field)")
-    prompts: str = _f("", "JSONL of the task's rows (no `response` needed) that MPO samples from; empty: the SFT "
-                          "data's rows (data.sft)")
+    prompts: str = _f("", "JSONL of the task's rows (no `response` needed) that MPO and GRPO sample from; empty: "
+                          "the SFT data's rows (data.sft; GRPO then keeps D_rm(grpo.tau))")
     rm_train: str = _f("", "preference pairs the reward model trains on: {id, prompt, images, chosen, rejected}")
     rm_eval: str = _f("", "held-out preference pairs: the reward model's pair accuracy")
     eval_visual: str = _f("", "held-out JSONL with images, scored after every stage")
@@ -121,6 +121,20 @@ class SFTConfig:
 
 
 @dataclass
+class SSBConfig:
+    """R1V2's Selective Sample Buffer (`r1v/train/ssb.py`); R1V2 reports none of these numbers."""
+
+    enabled: bool = _f(False, "keep groups with non-zero advantages and replay them in place of uniform groups")
+    size: int = _f(256, "most groups buffered (the oldest go first)")
+    when: str = _f("vanishing", "vanishing: replay only while the fresh groups' effective share is under `target`; "
+                                "always: replace every uniform fresh group")
+    target: float = _f(0.6, "effective share (groups with non-zero advantages) replay fills up to (R1V2: above 60% "
+                            "with SSB)")
+    max_share: float = _f(0.5, "at most this share of a step's groups come from the buffer (VL-Rethinker's SSR: half)")
+    max_age: int = _f(8, "groups sampled more than this many steps ago are dropped (off-policy); 0 = no limit")
+
+
+@dataclass
 class GRPOConfig:
     steps: int = _f(100, "optimisation steps (one batch of fresh rollouts each)")
     prompts_per_step: int = _f(64, "prompts per step, drawn from D_rm(tau)")
@@ -141,6 +155,34 @@ class GRPOConfig:
                                            "(hallucination_action); 0 = off")
     hallucination_action: str = _f("stop", "stop: end GRPO there and keep that model; flag: note it in the report "
                                            "and go on")
+    base: str = _f("", "the policy GRPO starts from: empty = the last of transfer, SFT, MPO this recipe runs; a "
+                       "finished stage of this run (mpo/r2, ...) or an R1V model folder (e.g. another run's mpo/r4)")
+    reward_model: str = _f("none", "R1V2's hybrid reward: none (R1V: rules only); empty = this run's `rm` stage; a "
+                                   "folder `r1v train rm` wrote; or the URL of `r1v rm serve`")
+    rm_weight: float = _f(0.5, "weight of the reward model's normalised term")
+    rm_norm: str = _f("group", "how the raw, unbounded score is bounded (R1V2 does not say): group (z-score within the "
+                               "group, clipped at rm_clip, in [-1, 1]) or sigmoid (sigmoid((r - rm_center) / "
+                               "rm_scale), in [0, 1])")
+    rm_clip: float = _f(2.0, "group: z-scores are clipped to +-this, then divided by it")
+    rm_center: float = _f(0.0, "sigmoid: the raw score that maps to 0.5")
+    rm_scale: float = _f(1.0, "sigmoid: raw-score units per unit of the sigmoid's input")
+    ssb: SSBConfig = _f(SSBConfig(), "R1V2's Selective Sample Buffer against vanishing advantages")
+    filter_pool: bool = _f(False, "R1V2's offline filter: before training, roll out every prompt of the pool G "
+                                  "times and keep only those whose groups are not uniform (`r1v train grpo-filter`)")
+    filter_limit: int = _f(0, "filter only N prompts of the pool, in a seeded order of what is left once the probe "
+                              "prompts are held out (0 = the whole pool); GRPO then draws from the kept ones")
+    critical: str = _f("forks", "R1V3's critical reasoning tokens, whose entropy is logged: forks (the highest-entropy "
+                                "critical_share of the reasoning's tokens: where the chain branches) or words (the "
+                                "tokens that begin critical_words: wait, but, so, ...)")
+    critical_share: float = _f(0.2, "forks: the share of reasoning tokens counted as critical (Wang et al. 2025: 20%)")
+    critical_words: list[str] = _f(["wait", "but", "however", "alternatively", "hmm", "so", "therefore", "thus",
+                                    "check", "verify", "maybe", "perhaps", "actually"],
+                                   "words: the reasoning connectives whose first token counts as critical")
+    select: str = _f("last", "which checkpoint is GRPO's output: last, or entropy (R1V3: of the checkpoints made every "
+                             "eval_every steps and the last, the one whose critical-token entropy on the probe "
+                             "prompts is highest)")
+    probe_prompts: int = _f(64, "prompts of the pool (left out of training) whose rollouts measure the critical-token "
+                                "entropy at each eval_every checkpoint")
 
 
 @dataclass
@@ -231,7 +273,8 @@ class RecipeConfig:
     sft: SFTConfig = _f(SFTConfig(), "Stages 1-2: M0, then iterative SFT")
     rm: RMConfig = _f(RMConfig(), "R1V2: the reward model (an R1V model with a scalar head, pairwise loss)")
     mpo: MPOConfig = _f(MPOConfig(), "R1V2: Mixed Preference Optimization in rounds (sample, pair, train)")
-    grpo: GRPOConfig = _f(GRPOConfig(), "Stage 3: GRPO with rule rewards")
+    grpo: GRPOConfig = _f(GRPOConfig(), "Stage 3: GRPO with rule rewards (R1V2: plus a reward model, and the "
+                                        "Selective Sample Buffer)")
     eval: EvalConfig = _f(EvalConfig(), "held-out scoring after every stage")
     tracking: list[str] = _f(["tensorboard"], "experiment trackers (accelerate's) beside metrics.jsonl: tensorboard "
                                               "(<run>/tracking/), wandb, mlflow, ... when installed; [] = none")
@@ -287,7 +330,8 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
                 "mpo.prompts_per_round": cfg.mpo.prompts_per_round,
                 "mpo.optim.samples_per_step": cfg.mpo.optim.samples_per_step,
                 "mpo.optim.micro_batch_per_device": cfg.mpo.optim.micro_batch_per_device,
-                "mpo.max_completion_tokens": cfg.mpo.max_completion_tokens, "mpo.micro_prompts": cfg.mpo.micro_prompts}
+                "mpo.max_completion_tokens": cfg.mpo.max_completion_tokens, "mpo.micro_prompts": cfg.mpo.micro_prompts,
+                "grpo.ssb.size": cfg.grpo.ssb.size}
     positive["checkpoint.keep_last"] = cfg.checkpoint.keep_last
     for key, value in positive.items():
         if value < 1:
@@ -306,6 +350,8 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
               "checkpoint.every_steps": cfg.checkpoint.every_steps,
               "checkpoint.every_minutes": cfg.checkpoint.every_minutes,
               "grpo.hallucination_ceiling": cfg.grpo.hallucination_ceiling, "mpo.beta": cfg.mpo.beta,
+              "grpo.rm_weight": cfg.grpo.rm_weight, "grpo.ssb.max_age": cfg.grpo.ssb.max_age,
+              "grpo.filter_limit": cfg.grpo.filter_limit, "grpo.probe_prompts": cfg.grpo.probe_prompts,
               "mpo.threshold": cfg.mpo.threshold, "mpo.temperature": cfg.mpo.temperature,
               **{f"mpo.{k}_weight": getattr(cfg.mpo, f"{k}_weight")
                  for k in ("rm", "accuracy", "format", "fact", "dpo", "bco", "nll")},
@@ -321,6 +367,27 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         raise R1VError(f"rm.pooling={cfg.rm.pooling!r}; choose last or mean")
     if cfg.grpo.hallucination_action not in ("stop", "flag"):
         raise R1VError(f"grpo.hallucination_action={cfg.grpo.hallucination_action!r}; choose stop or flag")
+    g = cfg.grpo
+    if g.rm_norm not in ("group", "sigmoid"):
+        raise R1VError(f"grpo.rm_norm={g.rm_norm!r}; choose group or sigmoid")
+    if not (math.isfinite(g.rm_clip) and g.rm_clip > 0) or not (math.isfinite(g.rm_scale) and g.rm_scale > 0):
+        raise R1VError("grpo.rm_clip and grpo.rm_scale must be positive numbers")
+    if g.ssb.when not in ("vanishing", "always"):
+        raise R1VError(f"grpo.ssb.when={g.ssb.when!r}; choose vanishing or always")
+    for key in ("target", "max_share"):
+        if not 0 <= getattr(g.ssb, key) <= 1:
+            raise R1VError(f"grpo.ssb.{key}={getattr(g.ssb, key)} is a share of the step's groups, in 0..1")
+    if g.critical not in ("forks", "words"):
+        raise R1VError(f"grpo.critical={g.critical!r}; choose forks or words")
+    if not 0 < g.critical_share <= 1:
+        raise R1VError(f"grpo.critical_share={g.critical_share} is a share of the reasoning's tokens, in (0, 1]")
+    if g.critical == "words" and not g.critical_words:
+        raise R1VError("grpo.critical=words needs grpo.critical_words (e.g. [wait, but, so])")
+    if g.select not in ("last", "entropy"):
+        raise R1VError(f"grpo.select={g.select!r}; choose last or entropy")
+    if g.select == "entropy" and not g.eval_every:
+        raise R1VError("grpo.select=entropy chooses among the checkpoints made every grpo.eval_every steps: set "
+                       "grpo.eval_every (e.g. 10)")
     if cfg.grpo.hallucination_ceiling > 1:
         raise R1VError("grpo.hallucination_ceiling is a share of outputs, in 0..1 (0: off)")
     if cfg.mpo.dpo_weight + cfg.mpo.bco_weight + cfg.mpo.nll_weight == 0:

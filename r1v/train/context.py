@@ -228,29 +228,37 @@ class Context:
                            f"recipes/tiny.yaml's: r1v world build && r1v world data)")
         return Path(path)
 
-    def check(self, stages) -> None:
+    def check(self, stages, *, rerun: bool = False, reward_model: bool = True) -> None:
         """Every backbone and data file the `stages` need, read and checked before any of them runs
-        (a bad row in the SFT data is found now, not after the align stage)."""
+        (a bad row in the SFT data is found now, not after the align stage). `rerun`: the stages run
+        even if done (`r1v train STAGE`), so they are checked even then; `reward_model=False`: the
+        command does not use the stage's reward model (`r1v train grpo-filter`)."""
+        prompts = "prompts" if self.cfg.data.prompts else "sft"  # MPO's and GRPO's prompts
         needs = {"align": (("vision", "substitute"), ("align_full", "align_filtered", "align_cot")),
-                 "transfer": (("reasoning",), ()), "sft": ((), ("sft",)), "grpo": ((), ("sft",)),
-                 "rm": ((), ()), "mpo": ((), ("prompts" if self.cfg.data.prompts else "sft",))}
+                 "transfer": (("reasoning",), ()), "sft": ((), ("sft",)), "grpo": ((), (prompts,)),
+                 "rm": ((), ()), "mpo": ((), (prompts,))}
         # The stage whose model each starts from.
         starts_from = {"transfer": "align", "sft": "transfer", "grpo": self.policy_before("grpo").split("/")[0],
                        "mpo": "transfer"}
-        rm = self.cfg.rm.base.split("/")[0]
-        if rm in ("align", "transfer", "sft", "mpo", "grpo"):
-            starts_from["rm"] = rm
-        elif "rm" in stages:
-            self.resolve(self.cfg.rm.base)
+        for stage, base in (("rm", self.cfg.rm.base), ("grpo", self.cfg.grpo.base)):
+            if not base:
+                continue
+            if base.split("/")[0] in ("align", "transfer", "sft", "mpo", "grpo"):
+                starts_from[stage] = base.split("/")[0]
+            else:  # a model folder: it must exist, and no stage of this run need run first
+                starts_from.pop(stage, None)
+                if stage in stages and not Path(base).exists():
+                    raise R1VError(f"{stage}.base={base} not found: name a finished stage of this run (transfer, "
+                                   f"mpo/r4, ...) or an R1V model folder")
         for stage in stages:
-            if self.done(stage):
+            if self.done(stage) and not rerun:
                 continue
             if stage == "rm":
                 self.rows("rm_train", need=("id", "prompt", "chosen", "rejected"))
                 if self.cfg.data.rm_eval:
                     self.rows("rm_eval", need=("id", "prompt", "chosen", "rejected"))
-            if stage == "mpo":
-                self._check_reward_model(stages)
+            if stage in ("mpo", "grpo") and reward_model:
+                self._check_reward_model(stages, f"{stage}.reward_model")
             prev = starts_from.get(stage)
             if prev and prev not in stages and not self.done(prev):
                 raise R1VError(f"the {stage} stage starts from the {prev} stage's model, and {self.dir / prev} does "
@@ -266,16 +274,16 @@ class Context:
             if getattr(self.cfg.data, key):
                 self.rows(key)
 
-    def _check_reward_model(self, stages) -> None:
-        ref = self.cfg.mpo.reward_model
+    def _check_reward_model(self, stages, setting: str) -> None:
+        ref = getattr(getattr(self.cfg, setting.split(".")[0]), "reward_model")
         if ref == "" and "rm" not in stages and not self.done("rm"):
-            raise R1VError("mpo.reward_model is empty, which means this run's `rm` stage, and it has not run: add rm "
-                           "to `stages`, name a reward model folder or URL, or set mpo.reward_model=none")
+            raise R1VError(f"{setting} is empty, which means this run's `rm` stage, and it has not run: add rm "
+                           f"to `stages`, name a reward model folder or URL, or set {setting}=none")
         if ref and ref != "none" and not ref.startswith(("http://", "https://")):
             from r1v.model.reward import is_reward_model
 
             if not is_reward_model(self.resolve(ref)):
-                raise R1VError(f"mpo.reward_model={ref}: not a reward model folder (`r1v train rm` writes one)")
+                raise R1VError(f"{setting}={ref}: not a reward model folder (`r1v train rm` writes one)")
 
     def rows(self, key: str, *, need: tuple[str, ...] = ("id",)):
         """The rows of a data file, read lazily (`r1v/train/data.py`'s Rows: an offset index, no rows

@@ -183,9 +183,10 @@ class Checkpoints:
             flag = broadcast_object_list(flag)
         return bool(flag[0])
 
-    def save(self, engine: Engine, step: int, position: dict, *, phase: int = 0) -> Path:
+    def save(self, engine: Engine, step: int, position: dict, *, phase: int = 0, local: dict | None = None) -> Path:
         """`phase`: the align pass or SFT iteration, so checkpoints sort in the order they were made
-        (steps restart in every pass)."""
+        (steps restart in every pass). `local`: each process's own state (GRPO's sample buffer),
+        `torch.save`d as `local-<rank>.pt`."""
         final = self.folder / f"step-{phase:03d}-{step:08d}"
         tmp = final.with_name(final.name + ".partial")
         if self.state.is_main_process:
@@ -193,6 +194,8 @@ class Checkpoints:
             tmp.mkdir(parents=True)
         self.state.wait_for_everyone()
         engine.acc.save_state(str(tmp))
+        if local is not None:
+            torch.save(local, tmp / f"local-{self.state.process_index}.pt")
         self.state.wait_for_everyone()
         if self.state.is_main_process:
             from r1v.io import write_json
@@ -236,6 +239,9 @@ class Checkpoints:
         # non-strict: the checkpoint holds the trainable weights only (DeepSpeed loads its own shards)
         strict = {} if engine.acc.distributed_type == DistributedType.DEEPSPEED else {"strict": False}
         engine.acc.load_state(position["path"], **strict)
+        local = Path(position["path"]) / f"local-{self.state.process_index}.pt"
+        if local.is_file():
+            position["local"] = torch.load(local, weights_only=True)
         if self.state.is_main_process:
             print(f"resuming from {position['path']}")
         return position

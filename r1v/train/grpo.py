@@ -1,17 +1,32 @@
-"""Stage 3, GRPO with rule rewards (method.md): prompts from D_rm(tau = 5), G = 8 completions each
-at temperature 1.0, reward = accuracy (the task's own scorer) + format (the R1 template), group-
-normalised advantages, PPO's clipped surrogate, an optional KL penalty against the starting policy.
+"""Stage 3, GRPO (method.md): prompts from D_rm(tau = 5) (R1V2: `data.prompts`), G = 8 completions each at
+temperature 1.0, group-normalised advantages, PPO's clipped surrogate, an optional KL penalty against the
+starting policy. R1V's reward: accuracy (the task's own scorer) + format (the R1 template). R1V2's
+additions, each a setting:
+* the hybrid reward (`grpo.reward_model`, `rm_weight`, `rm_norm`): r = r_rule + w * norm(r_theta)
+  + r_format (`rewards.hybrid_reward`), the reward model in-process or at an endpoint;
+* the Selective Sample Buffer (`grpo.ssb.*`, `r1v/train/ssb.py`): groups with non-zero advantages
+  kept and replayed, with their sampling-time log-probs, in place of uniform groups;
+* the offline prompt-pool filter (`grpo.filter_pool`, or `r1v train grpo-filter` alone): every
+  prompt rolled out G times, the uniform ones (all right or all wrong) dropped;
+* R1V3's monitor and checkpoint choice (`grpo.critical`, `grpo.select`, `r1v/train/critical.py`).
 
     r1v train grpo --config recipes/tiny.yaml [grpo.steps=50 grpo.kl=0.01 ...]
+    r1v train grpo --config recipes/r1v2-tiny.yaml grpo.ssb.enabled=false name=r1v2-tiny-nossb \\
+        grpo.base=runs/r1v2-tiny/mpo/r4                       # an ablation from another run's policy
+    r1v train grpo-filter --config recipes/r1v2-tiny.yaml    # the pool filter alone
 
-Logged every step (`metrics.jsonl`, plotted in the report): reward, accuracy, format, response
-length, the effective-sample ratio (share of groups whose rewards differ, so whose advantages are
-non-zero; R1V2's vanishing-advantage measure), the rollouts' hallucination rate (where the task
-knows its facts), loss and KL.
+Logged every step (`metrics.jsonl`, plotted in the report): reward, accuracy, format, the reward
+model's raw score, response length, the effective-sample share of the fresh groups (`effective`:
+groups whose rewards differ, so whose advantages are non-zero; R1V2's vanishing-advantage measure)
+and of the groups trained on after SSB's replay (`effective_trained`), groups replayed, the
+rollouts' hallucination rate (where the task knows its facts), the critical-token entropy, loss, KL.
 
 R1V2's monitoring: with `grpo.eval_every`, the held-out visual split is scored every N steps, its
 hallucination rate beside its accuracy; past `grpo.hallucination_ceiling` the run stops there and
-keeps that model (`hallucination_action: stop`) or notes it and goes on (`flag`).
+keeps that model (`hallucination_action: stop`) or notes it and goes on (`flag`). At the same
+points the critical-token entropy is measured on probe prompts held out of the pool; with
+`grpo.select=entropy` the checkpoint with the highest is GRPO's output (the others stay as
+`grpo@N`).
 
 Why a loop of our own rather than TRL's GRPOTrainer (which trains this model too): the group
 shares its prompt. Each image is encoded once per run (frozen encoder, cached features) and each
@@ -24,39 +39,49 @@ Under accelerate the step goes through the engine (`r1v/train/engine.py`): rollo
 (gathered) model, the loss as one engine forward per micro-group (prompt, then completions on its
 KV cache), gradients reduced by DDP / FSDP / ZeRO, not by hand; the KL reference is placed by the
 engine too. Prompts are drawn per step as a pure function of (seed, step) and streamed from D;
-mid-stage checkpoints keep the step, the optimiser and the sampling RNG, so a resumed run goes on
-as the uninterrupted one would.
+mid-stage checkpoints keep the step, the optimiser, the sampling RNG and each process's sample
+buffer, so a resumed run goes on as the uninterrupted one would.
 
 Decisions (the papers leave them open): one optimisation step per batch of rollouts, so the
-"old" policy is the current one and the ratio is 1 at the step (as TRL's default); the loss is
-normalised by the completion tokens of the whole step (DAPO's token-level mean, no length bias
-towards short answers); KL by the k3 estimator, against a frozen copy of the starting model.
+"old" policy of a fresh group is the current one and its ratio is 1 at the step (as TRL's
+default); a replayed group's old policy is the one that sampled it, its log-probs stored in the
+buffer, so its ratio is pi_now / pi_then, clipped; the loss is normalised by the completion tokens
+of the whole step (DAPO's token-level mean, no length bias towards short answers); KL by the k3
+estimator, against a frozen copy of the starting model.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
+import shutil
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from r1v.errors import R1VError
+from r1v.rewards import (accuracy_reward, d_rm, effective_ratio, format_reward, group_advantages, hybrid_reward,
+                         informative_groups, normalise_rm)
 from r1v.train.context import Context
-from r1v.train.data import batches
+from r1v.train.critical import choose, critical_entropy, critical_token_ids, reasoning_mask
+from r1v.train.data import batches, loader
 from r1v.train.engine import Engine
-from r1v.rewards import accuracy_reward, d_rm, effective_ratio, format_reward, group_advantages
 from r1v.train.rollout import generate, prefill
 from r1v.train.samples import Encoder, Sample, image_inputs
+from r1v.train.ssb import Group, SelectiveSampleBuffer, replay_count
 
 
 def completion_logprobs(model, *, prompts: Sequence[Sample], completions: Sequence[list[int]], group: int,
-                        pad_id: int, cache=None, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probabilities (B*G, C) of the completions and their mask, each prompt run once.
+                        pad_id: int, cache=None, temperature: float = 1.0, entropy: bool = False):
+    """Per-token log-probabilities (B*G, C) of the completions and their mask, each prompt run once;
+    with `entropy`, also the entropy (nats) of the policy at every completion position.
 
     The prompts (B, P) go through the model once (images: the feature `cache`, or pixels); their KV
     cache is repeated G times and the completions (B*G, C-1 inputs) attend to it. The first
@@ -79,14 +104,21 @@ def completion_logprobs(model, *, prompts: Sequence[Sample], completions: Sequen
         rest = model(input_ids=comp[:, :-1], attention_mask=torch.cat([pmask, cmask[:, :-1]], 1), position_ids=pos,
                      cache=cache, use_cache=True)
         logits = torch.cat([logits, rest.logits], 1)
-    logp = torch.log_softmax(logits.float() / temperature, -1).gather(-1, comp.unsqueeze(-1)).squeeze(-1)
-    return logp, cmask
+    logsm = torch.log_softmax(logits.float() / temperature, -1)
+    logp = logsm.gather(-1, comp.unsqueeze(-1)).squeeze(-1)
+    if not entropy:
+        return logp, cmask
+    with torch.no_grad():
+        ent = -(logsm.exp() * logsm).sum(-1)
+    return logp, cmask, ent
 
 
 def grpo_loss(logp, old_logp, advantages, mask, *, clip_eps: float, kl: float = 0.0, ref_logp=None,
               n_tokens: int | None = None) -> tuple[torch.Tensor, float]:
     """PPO's clipped surrogate with group advantages (B*G,), summed over tokens and divided by
-    `n_tokens` (the step's completion tokens); plus kl * k3(ref || policy). Returns (loss, mean kl)."""
+    `n_tokens` (the step's completion tokens); plus kl * k3(ref || policy). Returns (loss, mean kl).
+    `old_logp`: the log-probs under the policy that sampled the completions (a fresh group's are
+    the current ones, detached; a replayed group's, its stored ones: `old_logprobs`)."""
     ratio = torch.exp(logp - old_logp)
     adv = advantages.unsqueeze(-1)
     per_token = -torch.minimum(ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv)
@@ -100,18 +132,50 @@ def grpo_loss(logp, old_logp, advantages, mask, *, clip_eps: float, kl: float = 
     return (per_token * mask).sum() / max(1, denom), mean_kl
 
 
+def old_logprobs(logp: torch.Tensor, stored: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """The old policy's per-token log-probs (N, C) for the loss: row i is `stored[i]` (a replayed
+    completion's sampling-time log-probs, its length) where given, else the current `logp`, detached."""
+    old = logp.detach().clone()
+    for i, lp in enumerate(stored):
+        if lp is not None:
+            old[i, : len(lp)] = lp.to(old.device, old.dtype)
+    return old
+
+
+# --------------------------------------------------------------------------- rewards
 def rule_rewards(cfg, task):
     """reward = accuracy_weight * accuracy + format_weight * format, per completion."""
-    def fn(texts, items):
+    def fn(texts, items, **_):
         acc_r = accuracy_reward(texts, items=items, task=task)
         fmt_r = format_reward(texts)
-        return [cfg.accuracy_weight * a + cfg.format_weight * f for a, f in zip(acc_r, fmt_r)], acc_r, fmt_r
+        total = hybrid_reward(acc_r, fmt_r, None, accuracy_weight=cfg.accuracy_weight, format_weight=cfg.format_weight)
+        return total, {"accuracy": acc_r, "format": fmt_r}
     return fn
 
 
+def hybrid_rewards(cfg, task, reward, *, rows=None):
+    """R1V2's r = r_rule + rm_weight * norm(r_theta) + r_format; `reward`: a LocalReward or
+    RemoteReward (`r1v/train/rm.py`), which scores the task's row as the reward model saw it."""
+    def fn(texts, items, *, samples, group):
+        acc_r = accuracy_reward(texts, items=items, task=task)
+        fmt_r = format_reward(texts)
+        full = [task.read_row(rows[s.index], root=rows.root(s.index)) for s in samples]
+        each = lambda xs: [x for x in xs for _ in range(group)]  # noqa: E731
+        raw = reward.score(each(full), each([task.prompt(f) for f in full]), texts)
+        term = normalise_rm(raw, group, scheme=cfg.rm_norm, clip=cfg.rm_clip, center=cfg.rm_center,
+                            scale=cfg.rm_scale)
+        total = hybrid_reward(acc_r, fmt_r, term, accuracy_weight=cfg.accuracy_weight,
+                              format_weight=cfg.format_weight, rm_weight=cfg.rm_weight)
+        return total, {"accuracy": acc_r, "format": fmt_r, "rm": [float(r) for r in raw if math.isfinite(r)]}
+    return fn
+
+
+# --------------------------------------------------------------------------- one step
 def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rewards_fn, cache=None, ref=None,
-         min_new_tokens: int = 0, task=None) -> dict:
-    """One GRPO step: G rollouts per prompt (prefix shared), rewards, advantages, one update."""
+         min_new_tokens: int = 0, task=None, buffer: SelectiveSampleBuffer | None = None, replay_samples=None,
+         step_no: int = 0, seed: int = 0, critical: dict | None = None) -> dict:
+    """One GRPO step: G rollouts per prompt (prefix shared), rewards, advantages; with a `buffer`,
+    buffered groups replace uniform ones (`replay_samples(positions)` gives their prompts); one update."""
     acc = engine.acc
     G = cfg.generations_per_prompt
     t0 = time.perf_counter()
@@ -122,50 +186,100 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
     t_gen = time.perf_counter() - t0
     flat = [c for g in gens for c in g]
     texts = tok.batch_decode(flat, skip_special_tokens=True)
-    rewards, acc_r, fmt_r = rewards_fn(texts, [s.item for s in batch for _ in range(G)])
+    rewards, parts = rewards_fn(texts, [s.item for s in batch for _ in range(G)], samples=batch, group=G)
     false = [task.hallucinated(s.item, t) for s, t in zip((s for s in batch for _ in range(G)), texts)] if task else []
     false = [float(h) for h in false if h is not None]
-    adv = torch.tensor(group_advantages(rewards, G), device=acc.device)
+    adv = group_advantages(rewards, G)
+    useful = informative_groups(rewards, G)
+
+    # the step's units: (prompt, its G completions, advantages, stored old log-probs or None, fresh?)
+    units = [(s, flat[b * G : (b + 1) * G], adv[b * G : (b + 1) * G], None, True) for b, s in enumerate(batch)]
+    replayed: list[Group] = []
+    if buffer is not None:
+        buffer.expire(step_no)
+        n = replay_count(useful, available=len(buffer), when=cfg.ssb.when, target=cfg.ssb.target,
+                         max_share=cfg.ssb.max_share)
+        replayed = buffer.draw(n, np.random.default_rng([seed, step_no, 1]))
+        if replayed:
+            prompts = replay_samples([g.position for g in replayed])
+            uniform = [k for k, u in enumerate(useful) if not u][: len(replayed)]
+            for k, g, s in zip(uniform, replayed, prompts):
+                units[k] = (s, [c.tolist() for c in g.completions], g.advantages, g.logprobs, False)
+    trained_useful = sum(u for u, unit in zip(useful, units) if unit[4]) + len(replayed)
+
     # the loss is normalised by the completion tokens of the whole step, over every process; the
     # engine averages gradients over processes, so each divides by its share of that count
-    n_tokens = float(acc.reduce(torch.tensor(float(sum(len(c) for c in flat)), device=acc.device), "sum"))
+    n_tokens = float(acc.reduce(torch.tensor(float(sum(len(c) for u in units for c in u[1])), device=acc.device),
+                                "sum"))
     n_tokens /= acc.num_processes
-    groups = list(range(0, len(batch), cfg.micro_groups))
+    groups = list(range(0, len(units), cfg.micro_groups))
     if acc.num_processes == 1:  # a micro-group whose groups are all uniform has no gradient: skip it
-        groups = [g0 for g0 in groups if cfg.kl or bool((adv[g0 * G : (g0 + cfg.micro_groups) * G] != 0).any())]
+        groups = [g0 for g0 in groups if cfg.kl or any(a != 0 for u in units[g0 : g0 + cfg.micro_groups] for a in u[2])]
     # every process runs as many forward passes (the engine reduces and gathers in each)
     n = int(acc.reduce(torch.tensor(len(groups), device=acc.device), "max"))
     weights = [1.0] * len(groups) + [0.0] * (n - len(groups))
     groups += [0] * (n - len(groups))
     engine.module.train()
-    loss_total, kl_total = 0.0, 0.0
+    loss_total, kl_total, ents = 0.0, 0.0, []
     for k, (g0, weight) in enumerate(zip(groups, weights)):
-        prompts = batch[g0 : g0 + cfg.micro_groups]
-        comps = flat[g0 * G : (g0 + len(prompts)) * G]
-        a = adv[g0 * G : (g0 + len(prompts)) * G]
-        args = dict(prompts=prompts, completions=comps, group=G, pad_id=tok.pad_token_id, cache=cache,
+        part = units[g0 : g0 + cfg.micro_groups]
+        comps = [c for u in part for c in u[1]]
+        a = torch.tensor([x for u in part for x in u[2]], device=acc.device, dtype=torch.float32)
+        args = dict(prompts=[u[0] for u in part], completions=comps, group=G, pad_id=tok.pad_token_id, cache=cache,
                     temperature=cfg.temperature)
         ref_logp = None
         if ref is not None:
             with torch.no_grad():
                 ref_logp, _ = ref(fn=completion_logprobs, **args)
         with engine.no_sync(last=k == len(groups) - 1):
-            logp, mask = engine(completion_logprobs, **args)
-            loss, mean_kl = grpo_loss(logp, logp.detach(), a, mask.float(), clip_eps=cfg.clip_eps, kl=cfg.kl,
-                                      ref_logp=ref_logp, n_tokens=n_tokens)
+            logp, mask, ent = engine(completion_logprobs, entropy=True, **args)
+            stored = [lp for u in part for lp in (u[3] if u[3] is not None else [None] * G)]
+            loss, mean_kl = grpo_loss(logp, old_logprobs(logp, stored), a, mask.float(), clip_eps=cfg.clip_eps,
+                                      kl=cfg.kl, ref_logp=ref_logp, n_tokens=n_tokens)
             acc.backward(loss * weight)
         loss_total += loss.item() * weight
-        kl_total += mean_kl * len(prompts) / len(batch) * weight
+        kl_total += mean_kl * len(part) / len(units) * weight
+        if weight:
+            fresh = [j for j, u in enumerate(part) if u[4]]
+            if fresh and critical is not None:
+                comp = torch.nn.utils.rnn.pad_sequence([torch.tensor(c) for c in comps], batch_first=True,
+                                                       padding_value=tok.pad_token_id).to(mask.device)
+                rows = [j * G + i for j in fresh for i in range(G)]
+                reasoning = reasoning_mask(comp[rows], mask[rows], critical["close_id"])
+                ents.append((ent[rows], reasoning, comp[rows]))
+            if buffer is not None:  # the fresh informative groups, with the log-probs they were sampled with
+                lp = logp.detach()
+                buffer.add([Group.of(u[0].index, u[1], u[2], lp[j * G : (j + 1) * G], step_no)
+                            for j, u in enumerate(part) if u[4] and any(x != 0 for x in u[2])])
     engine.step(max_grad_norm=1.0)
     engine.module.eval()
+    crit = math.nan
+    if ents:
+        width = max(e.shape[1] for e, _, _ in ents)
+        pad = lambda t, v: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=v)  # noqa: E731
+        crit = critical_entropy(torch.cat([pad(e, 0.0) for e, _, _ in ents]),
+                                torch.cat([pad(r, False) for _, r, _ in ents]), mode=critical["mode"],
+                                share=critical["share"], tokens=torch.cat([pad(c, 0) for _, _, c in ents]),
+                                word_ids=critical.get("word_ids"))
     # the step's numbers over every process's groups
-    sums = acc.reduce(torch.tensor([sum(rewards), sum(acc_r), sum(fmt_r), sum(len(c) for c in flat), len(rewards),
-                                    effective_ratio(rewards, G) * len(batch), len(batch), loss_total, kl_total,
-                                    sum(false), len(false)], dtype=torch.float64, device=acc.device), "sum").tolist()
+    rm = parts.get("rm", [])
+    sums = acc.reduce(torch.tensor([sum(rewards), sum(parts["accuracy"]), sum(parts["format"]),
+                                    sum(len(c) for c in flat), len(rewards), effective_ratio(rewards, G) * len(batch),
+                                    len(batch), loss_total, kl_total, sum(false), len(false), trained_useful,
+                                    len(replayed), sum(rm), len(rm), 0.0 if math.isnan(crit) else crit,
+                                    0.0 if math.isnan(crit) else 1.0],
+                                   dtype=torch.float64, device=acc.device), "sum").tolist()
     n, k = sums[4], acc.num_processes
     out = dict(reward=sums[0] / n, accuracy=sums[1] / n, format=sums[2] / n, length=sums[3] / n,
-               effective=sums[5] / sums[6], loss=sums[7], kl=sums[8] / k, seconds=round(time.perf_counter() - t0, 3),
+               effective=sums[5] / sums[6], effective_trained=sums[11] / sums[6], replayed=int(sums[12]),
+               loss=sums[7], kl=sums[8] / k, seconds=round(time.perf_counter() - t0, 3),
                generate_seconds=round(t_gen, 3))
+    if buffer is not None:
+        out["buffer"] = int(acc.reduce(torch.tensor(len(buffer), device=acc.device), "sum"))
+    if sums[14]:
+        out["rm_score"] = sums[13] / sums[14]
+    if sums[16]:
+        out["critical_entropy"] = sums[15] / sums[16]
     if sums[10]:
         out["hallucination"] = sums[9] / sums[10]
     return out
@@ -188,52 +302,250 @@ def prompt_schedule(pool: np.ndarray, per_step: int, *, seed: int, start: int = 
         yield np.random.default_rng([seed, i]).choice(pool, min(per_step, len(pool)), replace=False)
 
 
-def run(ctx: Context) -> None:
+# --------------------------------------------------------------------------- the prompt pool
+def prompt_key(ctx: Context) -> str:
+    """The data file GRPO's prompts come from: `data.prompts` when set (R1V2: no SFT data), else D."""
+    return "prompts" if ctx.cfg.data.prompts else "sft"
+
+
+def prompt_pool(ctx: Context) -> np.ndarray:
+    """R1V: D_rm(tau), the rows of D whose reward-model score is at least grpo.tau. With
+    `data.prompts` (R1V2), every row of it (the offline filter, `grpo.filter_pool`, thins it)."""
     from r1v.train.sft import scores_of
 
+    if prompt_key(ctx) == "prompts":
+        return np.arange(len(ctx.rows("prompts")), dtype=np.int64)
+    pool = d_rm(scores_of(ctx, ctx.rows("sft", need=("id", "response"))), ctx.cfg.grpo.tau)
+    if not len(pool):
+        raise R1VError(f"no SFT sample scores grpo.tau={ctx.cfg.grpo.tau} or more: no prompts for GRPO")
+    return pool
+
+
+def split_probe(ctx: Context, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(training pool, probe rows): with `grpo.select=entropy` or `eval_every`, `probe_prompts`
+    rows of the pool (a seeded draw) are held out to measure the critical-token entropy."""
+    cfg = ctx.cfg.grpo
+    if not cfg.eval_every or not cfg.probe_prompts:
+        return pool, pool[:0]
+    n = min(cfg.probe_prompts, len(pool) // 2)
+    probe = np.sort(np.random.default_rng([ctx.cfg.seed, 31]).choice(pool, n, replace=False))
+    return np.setdiff1d(pool, probe), probe
+
+
+def filter_file(ctx: Context, rank: int):
+    return ctx.dir / "grpo-filter" / f"rollouts-{rank}.jsonl"
+
+
+def filter_settings(ctx: Context) -> dict:
+    """What the filter's rollouts depend on: the policy (its folder and its weights' times), the
+    prompts, G, the sampling settings and the seed. `filter_limit` is not among them: a larger
+    limit rolls out only the prompts not yet done."""
+    cfg = ctx.cfg.grpo
+    ref = cfg.base or ctx.policy_before("grpo")
+    folder = ctx.dir / ref if ref.split("/")[0] in ("transfer", "sft", "mpo", "grpo") else Path(ref)
+    weights = {f.name: f.stat().st_mtime_ns for f in sorted(folder.glob("*.safetensors"))}
+    return {"policy": str(folder), "weights": weights, "prompts": getattr(ctx.cfg.data, prompt_key(ctx)),
+            "generations": cfg.generations_per_prompt, "temperature": cfg.temperature,
+            "max_completion_tokens": cfg.max_completion_tokens, "seed": ctx.cfg.seed, "task": ctx.cfg.data.task}
+
+
+def filter_pool(ctx: Context, pool: np.ndarray, *, engine: Engine | None = None, tok=None, enc=None) -> np.ndarray:
+    """R1V2's offline filter: each prompt of `pool` (the first `filter_limit` in a seeded order)
+    rolled out G times by the policy GRPO starts from, scored by the task; the prompts whose G
+    answers are all right or all wrong are dropped. Rollouts are appended to
+    `<run>/grpo-filter/rollouts-<rank>.jsonl` as they finish, so a crash loses one chunk at most and a
+    rerun goes on. Returns the kept rows, sorted."""
+    cfg = ctx.cfg.grpo
+    G = cfg.generations_per_prompt
+    order = np.random.default_rng([ctx.cfg.seed, 17]).permutation(pool)
+    if cfg.filter_limit:
+        order = order[: cfg.filter_limit]
+    rank, world = ctx.state.process_index, ctx.state.num_processes
+    path = filter_file(ctx, rank)
+    done = {}
+    made_by = filter_settings(ctx)
+    stamp = path.parent / "settings.json"
+    if ctx.main and path.parent.is_dir() and (not stamp.is_file() or json.loads(stamp.read_text()) != made_by):
+        print(f"grpo: {path.parent} was rolled out under other settings or another policy: filtering afresh")
+        shutil.rmtree(path.parent)
+    ctx.state.wait_for_everyone()
+    if ctx.main:
+        from r1v.io import write_json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(stamp, made_by)
+    ctx.state.wait_for_everyone()
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                done[int(r["row"])] = r["correct"]
+            except (ValueError, KeyError):
+                break  # a line cut by a crash: that chunk is rolled out again
+    mine = [int(r) for r in order[rank::world]]
+    todo = [r for r in mine if r not in done]
+    if todo:
+        if engine is None:
+            model, tok = ctx.load_model(cfg.base or ctx.policy_before("grpo"))
+            enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
+            engine = Engine(model, cfg.parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = ctx.data(prompt_key(ctx), enc, field="")
+        with open(path, "a") as f, tqdm(total=len(mine), initial=len(mine) - len(todo), desc="grpo: filter pool",
+                                        leave=False, disable=not ctx.main) as bar:
+            for k, chunk in enumerate(ctx.stream(data, todo, cfg.micro_groups)):
+                torch.manual_seed(ctx.cfg.seed * 1_000_003 + chunk[0].index)  # a chunk's rollouts: the same on a rerun
+                with engine.generating() as model:
+                    gens = generate(model, chunk, stop_id=enc.stop_id, pad_id=tok.pad_token_id, n=G,
+                                    temperature=cfg.temperature, max_new_tokens=cfg.max_completion_tokens,
+                                    batch_size=len(chunk), image_args=lambda ch, m=model: image_inputs(m, ch, None))
+                texts = tok.batch_decode([c for g in gens for c in g], skip_special_tokens=True)
+                right = accuracy_reward(texts, items=[s.item for s in chunk for _ in range(G)], task=ctx.task)
+                for b, s in enumerate(chunk):
+                    done[int(s.index)] = right[b * G : (b + 1) * G]
+                    f.write(json.dumps({"row": int(s.index), "id": s.id, "correct": done[int(s.index)]}) + "\n")
+                f.flush()
+                bar.update(len(chunk))
+    verdicts = [(r, informative_groups(done[r], G)[0], min(done[r]) == 1) for r in mine]
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        verdicts = gather_object(verdicts)
+    kept = np.array(sorted(r for r, keep, _ in verdicts if keep), dtype=np.int64)
+    all_right = sum(1 for _, keep, right in verdicts if not keep and right)
+    note = {"filtered": len(verdicts), "kept": len(kept), "all_right": all_right,
+            "all_wrong": len(verdicts) - len(kept) - all_right}
+    ctx.results["stages"].setdefault("grpo", {})["filter"] = note
+    ctx.save_results()
+    if ctx.main:
+        print(f"grpo: the pool filter kept {len(kept)} of {len(verdicts)} prompts ({note['all_wrong']} all wrong, "
+              f"{note['all_right']} all right)")
+    if not len(kept):
+        raise R1VError("the pool filter kept no prompt: every group was uniform; lower grpo.tau, raise "
+                       "grpo.filter_limit, or leave grpo.filter_pool off")
+    return kept
+
+
+def run_filter(ctx: Context) -> None:
+    """`r1v train grpo-filter`: the pool filter alone (GRPO with grpo.filter_pool=true reuses it)."""
+    t0 = time.perf_counter()
+    kept = filter_pool(ctx, split_probe(ctx, prompt_pool(ctx))[0])
+    if ctx.main:
+        print(f"grpo-filter: {len(kept)} prompts kept in {time.perf_counter() - t0:.0f} s -> "
+              f"{filter_file(ctx, 0).parent}")
+
+
+# --------------------------------------------------------------------------- R1V3's probe
+def probe_entropy(engine: Engine, chunks, *, cfg, tok, stop_id: int, critical: dict, cache=None, seed: int = 0,
+                  n: int = 4) -> float:
+    """The critical-token entropy of `n` rollouts per probe prompt (`chunks`: lists of Samples,
+    streamed) at the GRPO temperature, sampled under a fixed seed that leaves the training RNG as it was."""
+    ents, reas, toks = [], [], []
+    with torch.random.fork_rng(devices=[]), engine.generating() as model, torch.no_grad():
+        torch.manual_seed(seed)
+        for chunk in chunks:
+            gens = generate(model, chunk, stop_id=stop_id, pad_id=tok.pad_token_id, n=n, temperature=cfg.temperature,
+                            max_new_tokens=cfg.max_completion_tokens, batch_size=len(chunk),
+                            image_args=lambda ch: image_inputs(model, ch, cache))
+            comps = [c for g in gens for c in g]
+            _, mask, ent = completion_logprobs(model, prompts=chunk, completions=comps, group=n,
+                                               pad_id=tok.pad_token_id, cache=cache, temperature=cfg.temperature,
+                                               entropy=True)
+            comp = torch.nn.utils.rnn.pad_sequence([torch.tensor(c) for c in comps], batch_first=True,
+                                                   padding_value=tok.pad_token_id).to(mask.device)
+            ents.append(ent.cpu())
+            reas.append(reasoning_mask(comp, mask, critical["close_id"]).cpu())
+            toks.append(comp.cpu())
+    if not ents:
+        return math.nan
+    width = max(e.shape[1] for e in ents)
+    pad = lambda t, v: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=v)  # noqa: E731
+    return critical_entropy(torch.cat([pad(e, 0.0) for e in ents]), torch.cat([pad(r, False) for r in reas]),
+                            mode=critical["mode"], share=critical["share"], tokens=torch.cat([pad(t, 0) for t in toks]),
+                            word_ids=critical.get("word_ids"))
+
+
+def critical_setup(cfg, tok) -> dict:
+    from r1v.model.templates import THINK_CLOSE
+
+    out = {"mode": cfg.critical, "share": cfg.critical_share, "close_id": tok.convert_tokens_to_ids(THINK_CLOSE)}
+    if cfg.critical == "words":
+        out["word_ids"] = critical_token_ids(tok, cfg.critical_words)
+    return out
+
+
+# --------------------------------------------------------------------------- the stage
+def run(ctx: Context) -> None:
     cfg = ctx.cfg.grpo
     t0 = time.perf_counter()
-    pool = d_rm(scores_of(ctx, ctx.rows("sft", need=("id", "response"))), cfg.tau)
-    if not len(pool):
-        from r1v.errors import R1VError
-
-        raise R1VError(f"no SFT sample scores grpo.tau={cfg.tau} or more: no prompts for GRPO")
-    model, tok = ctx.load(ctx.policy_before("grpo"))
+    pool, probe_rows = split_probe(ctx, prompt_pool(ctx))
+    model, tok = ctx.load_model(cfg.base or ctx.policy_before("grpo"))
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     engine, ref = setup(model, cfg)
+    if cfg.filter_pool:
+        pool = filter_pool(ctx, pool, engine=engine, tok=tok, enc=enc)
     cache = ctx.feature_cache("grpo") if not cfg.parts.vision else None
     ckpt = ctx.checkpoints("grpo")
-    pos = ckpt.resume(engine)  # restores the sampling RNG with the weights
+    buffer = SelectiveSampleBuffer(cfg.ssb.size, max_age=cfg.ssb.max_age) if cfg.ssb.enabled else None
+    # everything that draws random numbers while loading (the reward model's head) comes before the
+    # RNG is restored, so a resumed run samples as the uninterrupted one did
+    if cfg.reward_model == "none":
+        rewards_fn = rule_rewards(cfg, ctx.task)
+    else:
+        from r1v.train.rm import open_reward
+
+        rewards_fn = hybrid_rewards(cfg, ctx.task, open_reward(ctx, cfg.reward_model, "grpo.reward_model"),
+                                    rows=ctx.rows(prompt_key(ctx)))
+    pos = ckpt.resume(engine)  # restores the sampling RNG with the weights, and the buffer
     if pos is None:
         torch.manual_seed(ctx.cfg.seed)
-        pos = {"step": 0, "history": []}
-    start, history = pos["step"], pos["history"]
+        pos = {"step": 0, "history": [], "candidates": []}
+        if ctx.main:  # an earlier run's candidates would be mistaken for this one's
+            for old in ctx.dir.glob("grpo@*"):
+                shutil.rmtree(old, ignore_errors=True)
+    elif buffer is not None and pos.get("local"):
+        buffer.load_state_dict(pos["local"])
+    start, history, candidates = pos["step"], pos["history"], pos.get("candidates", [])
     ctx.metrics.forget("grpo", start)
     acc = engine.acc
     if cfg.prompts_per_step < acc.num_processes:
-        from r1v.errors import R1VError
-
         raise R1VError(f"grpo.prompts_per_step={cfg.prompts_per_step} is fewer than the {acc.num_processes} processes: "
                        f"give each at least one prompt")
-    stream = batches(ctx.data("sft", enc, field=""),
-                     itertools.islice(prompt_schedule(pool, cfg.prompts_per_step, seed=ctx.cfg.seed, start=start),
-                                      cfg.steps - start),
+    data = ctx.data(prompt_key(ctx), enc, field="")
+    stream = batches(data, itertools.islice(prompt_schedule(pool, cfg.prompts_per_step, seed=ctx.cfg.seed, start=start),
+                                            cfg.steps - start),
                      rank=acc.process_index, world=acc.num_processes, workers=ctx.workers, seed=ctx.cfg.seed,
                      cache=cache)
-    rewards_fn = rule_rewards(cfg, ctx.task)
+    critical = critical_setup(cfg, tok)
+
+    def checkpoint_candidate(at: int) -> None:
+        """R1V3: the probe's critical-token entropy of the model at step `at` (kept as grpo@at when
+        grpo.select=entropy)."""
+        ent = probe_entropy(engine, ctx.stream(data, probe_rows, cfg.micro_groups), cfg=cfg, tok=tok,
+                            stop_id=enc.stop_id, critical=critical, cache=cache, seed=ctx.cfg.seed)
+        evaluated = ctx.results["stages"].get(f"grpo@{at}", {}).get("eval", {}).get("visual", {})
+        candidates.append({"step": at, "critical_entropy": None if math.isnan(ent) else round(ent, 5),
+                           "accuracy": evaluated.get("accuracy"), "hallucination": evaluated.get("hallucination")})
+        ctx.results["stages"].setdefault("grpo", {})["candidates"] = candidates
+        ctx.save_results()
+
     warm = max(1, math.ceil(0.03 * cfg.steps))
     bar = tqdm(range(start, cfg.steps), desc="grpo", leave=False, disable=not ctx.main)
     for i, batch in zip(bar, stream):
         lr = cfg.lr * min(1.0, (i + 1) / warm)  # constant after a linear warm-up
         engine.set_lr(lr)
         row = step(engine, batch, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn, cache=cache, ref=ref,
-                   task=ctx.task)
+                   task=ctx.task, buffer=buffer, replay_samples=lambda positions: next(loader(data, [positions])),
+                   step_no=i, seed=ctx.cfg.seed, critical=critical)
         row = {"stage": "grpo", "step": i, **row, "lr": lr}
-        history.append({k: row[k] for k in ("reward", "effective")})
+        history.append({k: row[k] for k in ("reward", "effective", "effective_trained", "replayed")})
         ctx.metrics.log(**{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
         if cfg.eval_every and (i + 1) % cfg.eval_every == 0 and i + 1 < cfg.steps:
             with engine.generating() as m:
                 rate = ctx.evaluate(m, tok, f"grpo@{i + 1}").get("visual", {}).get("hallucination")
+            checkpoint_candidate(i + 1)
+            if cfg.select == "entropy":
+                ctx.save(engine.model, f"grpo@{i + 1}", tok, state=engine.state_dict())
             if cfg.hallucination_ceiling and rate is not None and rate > cfg.hallucination_ceiling:
                 note = {"step": i + 1, "hallucination": rate, "ceiling": cfg.hallucination_ceiling,
                         "action": cfg.hallucination_action}
@@ -247,15 +559,46 @@ def run(ctx: Context) -> None:
                 if cfg.hallucination_action == "stop":
                     break
         if ckpt.due(i + 1):
-            ckpt.save(engine, i + 1, {"step": i + 1, "history": history})
+            ckpt.save(engine, i + 1, {"step": i + 1, "history": history, "candidates": candidates},
+                      local=buffer.state_dict() if buffer is not None else None)
     del ref
+    last = len(history)
     ctx.save(engine.model, "grpo", tok, state=engine.state_dict())
     with engine.generating() as m:
         ctx.evaluate(m, tok, "grpo")
+    if cfg.eval_every:
+        ctx.results["stages"][f"grpo@{last}"] = {"eval": ctx.results["stages"]["grpo"]["eval"]}
+        checkpoint_candidate(last)
+    extra = {}
+    if cfg.select == "entropy" and candidates:
+        chosen = choose([{**c, "critical_entropy": math.nan if c["critical_entropy"] is None else
+                          c["critical_entropy"]} for c in candidates])
+        extra["selected"] = {"rule": "entropy", "step": chosen["step"], "last": last}
+        if chosen["step"] != last:
+            adopt(ctx, f"grpo@{chosen['step']}", keep_last=f"grpo@{last}")
     ckpt.clear()
-    first, last = history[: max(1, len(history) // 5)], history[-max(1, len(history) // 5):]
-    ctx.mark_done("grpo", time.perf_counter() - t0, prompts=len(pool), steps_run=len(history),
-                  reward_first=statistics.fmean(r["reward"] for r in first),
-                  reward_last=statistics.fmean(r["reward"] for r in last),
-                  effective_first=statistics.fmean(r["effective"] for r in first),
-                  effective_last=statistics.fmean(r["effective"] for r in last))
+    first, tail = history[: max(1, len(history) // 5)], history[-max(1, len(history) // 5):]
+    mean = lambda rows, k: statistics.fmean(r[k] for r in rows)  # noqa: E731
+    ctx.mark_done("grpo", time.perf_counter() - t0, prompts=len(pool), probe_prompts=len(probe_rows),
+                  steps_run=len(history), reward_first=mean(first, "reward"), reward_last=mean(tail, "reward"),
+                  effective_first=mean(first, "effective"), effective_last=mean(tail, "effective"),
+                  effective_trained_first=mean(first, "effective_trained"),
+                  effective_trained_last=mean(tail, "effective_trained"),
+                  replayed=sum(r.get("replayed", 0) for r in history), **extra)
+
+
+def adopt(ctx: Context, chosen: str, *, keep_last: str) -> None:
+    """Make the checkpoint `chosen` (grpo@N) GRPO's output: the last model moves to `keep_last`,
+    `chosen`'s folder, held-out scores and output files become `grpo`'s."""
+    if ctx.main:
+        shutil.rmtree(ctx.dir / keep_last, ignore_errors=True)
+        (ctx.dir / "grpo").rename(ctx.dir / keep_last)
+        shutil.copytree(ctx.dir / chosen, ctx.dir / "grpo")
+        out = ctx.dir / "outputs"
+        for f in sorted(out.glob("grpo-*.jsonl")) if out.is_dir() else []:
+            shutil.copyfile(f, out / f.name.replace("grpo-", f"{keep_last}-", 1))
+        for f in sorted(out.glob(f"{chosen}-*.jsonl")) if out.is_dir() else []:
+            shutil.copyfile(f, out / f.name.replace(f"{chosen}-", "grpo-", 1))
+    ctx.state.wait_for_everyone()
+    ctx.results["stages"]["grpo"]["eval"] = ctx.results["stages"][chosen]["eval"]
+    ctx.save_results()

@@ -86,24 +86,6 @@ class RunningMean:
 
 
 # --------------------------------------------------------------------------- sample -> score -> pair
-def open_reward(ctx: Context):
-    """The reward model `mpo.reward_model` names, ready to score (None: `none`, rules only)."""
-    from r1v.train.rm import LocalReward, RemoteReward
-
-    ref = ctx.cfg.mpo.reward_model
-    if ref == "none":
-        return None
-    if ref.startswith(("http://", "https://")):
-        return RemoteReward(ref)
-    from r1v.model.reward import load_reward
-
-    path = ctx.dir / "rm" if ref == "" else ref
-    if ref == "" and not ctx.done("rm"):
-        raise R1VError(f"{path} holds no finished reward model: run `r1v train rm` with this recipe first")
-    rm, tok, _ = load_reward(path, dtype=ctx.dtype, device=str(ctx.state.device))
-    return LocalReward(rm, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
-
-
 def make_pairs(ctx: Context, engine: Engine, tok, enc: Encoder, reward, round_: int, cache) -> dict:
     """Steps 1-3 of a round; writes `<run>/mpo-pairs/round-K.jsonl`; returns the round's numbers."""
     from r1v.io import write_jsonl
@@ -281,7 +263,9 @@ def run(ctx: Context) -> None:
     pos = ckpt.resume(engine) or {"round": last + 1, "step": 0, "base": base}
     pos["base"] = base
     cache = ctx.feature_cache("mpo") if not cfg.parts.vision else None
-    reward = open_reward(ctx)
+    from r1v.train.rm import open_reward
+
+    reward = open_reward(ctx, ctx.cfg.mpo.reward_model, "mpo.reward_model")
     # delta runs on over rounds: from the mid-round checkpoint, else from the last finished round
     delta = pos.get("delta") or (ctx.results["stages"].get(f"mpo/r{last}", {}).get("delta") if last else None) or {}
     pos.setdefault("delta", delta)

@@ -221,6 +221,35 @@ def _r1v2_claims(run: Path, results: dict, cfg: dict, order: list[str]) -> list[
                          f"{sft[-1]}{where} {_pct(sum(a.values()) / len(a))} -> {mpo[-1]} "
                          f"{_pct(sum(b.values()) / len(b))}: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to "
                          f"{100 * g['hi']:+.1f}, paired, n={g['n']})", verdict, "at or below"))
+    g_st, g_cfg = st.get("grpo", {}), cfg.get("grpo", {}) or {}
+    if mpo and "grpo" in order:
+        g = paired_gap(run, mpo[-1], "grpo")
+        if g:
+            rows.append(("GRPO adds to MPO", "R1V2: MPO + GRPO 73.6 MMMU", f"grpo - {mpo[-1]}: {100 * g['gap']:+.1f} "
+                         f"points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})", _verdict_gap(g),
+                         "> 0, interval above 0"))
+    if (g_cfg.get("ssb") or {}).get("enabled") and "effective_trained_last" in g_st:
+        e = g_st["effective_trained_last"]
+        shares = (f"groups with non-zero advantages, last fifth of steps: {_pct(g_st['effective_last'])} fresh, "
+                  f"{_pct(e)} trained on")
+        if not g_st.get("replayed"):  # the fresh groups never fell under ssb.target: the buffer did nothing
+            rows.append(("SSB keeps the effective-sample share up", "above 60% with SSB, below 40% without (R1V2)",
+                         f"{shares}; no group was replayed (the fresh share never fell under grpo.ssb.target)",
+                         "not tested here", ">= 60%"))
+        else:
+            rows.append(("SSB keeps the effective-sample share up", "above 60% with SSB, below 40% without (R1V2)",
+                         f"{shares}; {g_st['replayed']} groups replayed", "**holds**" if e >= 0.6 else
+                         "**does not hold**", ">= 60%"))
+    sel = g_st.get("selected")
+    if sel and sel.get("step") != sel.get("last"):
+        g = paired_gap(run, f"grpo@{sel['last']}", "grpo")
+        if g:
+            rows.append(("the entropy-chosen checkpoint beats the last", "R1V3 (no figure)",
+                         f"step {sel['step']} - step {sel['last']}: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} "
+                         f"to {100 * g['hi']:+.1f})", _verdict_gap(g), "> 0, interval above 0"))
+    elif sel:
+        rows.append(("the entropy-chosen checkpoint beats the last", "R1V3 (no figure)",
+                     "the entropy chose the last checkpoint", "-", None))
     return rows
 
 
@@ -272,6 +301,56 @@ def _r1v2_sections(st: dict) -> list[str]:
     return lines
 
 
+def _grpo_section(run: Path, st: dict, cfg: dict, *, before: str) -> list[str]:
+    """GRPO against the policy it started from; its effective shares, pool filter and, with
+    eval_every, R1V3's candidates and the one chosen."""
+    r, g_cfg, lines = st["grpo"], cfg.get("grpo", {}) or {}, ["## GRPO", ""]
+    reward = ("rules only (accuracy + format)" if g_cfg.get("reward_model", "none") == "none" else
+              f"hybrid: rules + {g_cfg.get('rm_weight')} x reward model ({g_cfg.get('rm_norm')}-normalised)")
+    ssb = g_cfg.get("ssb", {}) or {}
+    lines.append(f"Reward: {reward}. Selective Sample Buffer: " + (
+        f"on ({ssb.get('when')}, target {ssb.get('target')}, at most {ssb.get('max_share')} of a step, "
+        f"{ssb.get('size')} groups, {ssb.get('max_age')} steps old at most)." if ssb.get("enabled") else "off."))
+    lines.append("")
+    g = paired_gap(run, before, "grpo")
+    if g:
+        verdict = "above" if g["lo"] > 0 else ("below" if g["hi"] < 0 else "not distinguishable from")
+        lines.append(f"GRPO minus {before} on the same {g['n']} visual test items: **{100 * g['gap']:+.1f} "
+                     f"points** (95% paired interval {100 * g['lo']:+.1f} to {100 * g['hi']:+.1f}): {verdict} "
+                     f"the model it started from.")
+    if "reward_first" in r:
+        trained = (f"; trained on after replay {r['effective_trained_first']:.2f} -> {r['effective_trained_last']:.2f}"
+                   if "effective_trained_first" in r else "")
+        lines.append(f"Rollout reward {r['reward_first']:.3f} (first fifth of steps) -> {r['reward_last']:.3f} "
+                     f"(last fifth); effective-sample share of the fresh groups {r['effective_first']:.2f} -> "
+                     f"{r['effective_last']:.2f}{trained}; {r.get('prompts')} prompts in the pool.")
+    if r.get("filter"):
+        f = r["filter"]
+        lines.append(f"Pool filter (R1V2, offline): {f['kept']} of {f['filtered']} prompts kept ({f['all_wrong']} "
+                     f"answered all wrong, {f['all_right']} all right, by the starting policy's G rollouts).")
+    lines.append("")
+    if r.get("candidates"):
+        sel = r.get("selected", {})
+        lines += ["### Checkpoint choice (R1V3: critical-token entropy)", "",
+                  f"Critical tokens: `{g_cfg.get('critical')}`"
+                  + (f" (the top {g_cfg.get('critical_share')} of reasoning tokens by entropy)"
+                     if g_cfg.get("critical") == "forks" else "")
+                  + f", on {r.get('probe_prompts')} probe prompts held out of the pool.", "",
+                  "| step | critical-token entropy (nats) | visual test | hallucination | |", "|---|---|---|---|---|"]
+        for c in r["candidates"]:
+            mark = "chosen" if c["step"] == sel.get("step") else ("last" if c is r["candidates"][-1] else "")
+            fmt = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+            ent = "-" if c["critical_entropy"] is None else f"{c['critical_entropy']:.4f}"
+            lines.append(f"| {c['step']} | {ent} | {fmt(c.get('accuracy'))} | {fmt(c.get('hallucination'))} | {mark} |")
+        if sel and sel.get("step") != sel.get("last"):
+            g = paired_gap(run, f"grpo@{sel['last']}", "grpo")
+            if g:
+                lines += ["", f"Chosen (step {sel['step']}) minus last (step {sel['last']}): {100 * g['gap']:+.1f} "
+                          f"points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f}, paired, n={g['n']})."]
+        lines.append("")
+    return lines
+
+
 def read_metrics(run: Path) -> list[dict]:
     path = run / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -304,16 +383,27 @@ def plots(run: Path, results: dict, metrics: list[dict]) -> list[str]:
         made.append("loss.png")
     grpo = [m for m in metrics if m.get("stage") == "grpo"]
     if grpo:
-        fig, axes = plt.subplots(1, 4, figsize=(13, 3))
-        steps = [m["step"] for m in grpo]
-        for ax, key, title in zip(axes, ("reward", "accuracy", "length", "effective"),
-                                  ("reward", "accuracy (rollouts)", "response length (tokens)",
-                                   "effective-sample ratio")):
-            ys = [m[key] for m in grpo]
-            ax.plot(steps, ys, alpha=0.35, color="C0")
-            k = max(1, len(ys) // 10)
-            smooth = [sum(ys[max(0, i - k + 1) : i + 1]) / len(ys[max(0, i - k + 1) : i + 1]) for i in range(len(ys))]
-            ax.plot(steps, smooth, color="C0")
+        panels = [("reward", "reward"), ("accuracy", "accuracy (rollouts)"), ("length", "response length (tokens)"),
+                  ("effective", "effective-sample share")]
+        if any("critical_entropy" in m for m in grpo):
+            panels.append(("critical_entropy", "critical-token entropy (nats)"))
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3))
+        for ax, (key, title) in zip(axes, panels):
+            series = [(key, "C0", "fresh groups" if key == "effective" else None)]
+            if key == "effective" and any(m.get("replayed") for m in grpo):
+                series.append(("effective_trained", "C1", "after SSB's replay"))
+            for k_, color, label in series:
+                pts = [(m["step"], m[k_]) for m in grpo if m.get(k_) is not None]
+                if not pts:
+                    continue
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, alpha=0.35, color=color)
+                k = max(1, len(ys) // 10)
+                smooth = [sum(ys[max(0, i - k + 1) : i + 1]) / len(ys[max(0, i - k + 1) : i + 1])
+                          for i in range(len(ys))]
+                ax.plot(xs, smooth, color=color, label=label)
+            if len(series) > 1:
+                ax.legend(fontsize=7)
             ax.set(title=title, xlabel="GRPO step")
         fig.tight_layout()
         fig.savefig(out / "grpo.png", dpi=110)
@@ -434,24 +524,114 @@ def write(run: str | Path) -> Path:
                   + f". Teacher accuracy {100 * dist['teacher_accuracy']:.1f}%. Details: [{rel}/report.md]"
                     f"({rel}/report.md).", "", table(dist), "", f"![P and length]({rel}/penalty.png)", ""]
     last_sft = sft_rows[-1] if sft_rows else ("sft/m0" if "sft/m0" in st else None)
-    if "grpo" in st and last_sft:
-        g = paired_gap(run, last_sft, "grpo")
-        r = st["grpo"]
-        lines += ["## GRPO", ""]
-        if g:
-            verdict = "above" if g["lo"] > 0 else ("below" if g["hi"] < 0 else "not distinguishable from")
-            lines.append(f"GRPO minus {last_sft} on the same {g['n']} visual test items: **{100 * g['gap']:+.1f} "
-                         f"points** (95% paired interval {100 * g['lo']:+.1f} to {100 * g['hi']:+.1f}): {verdict} "
-                         f"the last SFT iteration.")
-        if "reward_first" in r:
-            lines.append(f"Rollout reward {r['reward_first']:.3f} (first fifth of steps) -> {r['reward_last']:.3f} "
-                         f"(last fifth); effective-sample ratio {r['effective_first']:.2f} -> "
-                         f"{r['effective_last']:.2f}; {r.get('prompts')} prompts in D_rm(tau).")
-        lines.append("")
+    if "grpo" in st:
+        lines += _grpo_section(run, st, cfg, before=last_sft or next(
+            (s for s in reversed(stage_order(results)) if s.startswith("mpo/")), "transfer"))
     if images:
         lines += ["## Plots", ""] + [f"![{i}](plots/{i})" for i in images] + [""]
     if results.get("example"):
         lines += ["## The final model on a test image", "", results["example"], ""]
     path = run / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+# --------------------------------------------------------------------------- runs side by side
+def st_of(run: Path) -> dict:
+    return json.loads((run / "results.json").read_text())["stages"]
+
+
+def last_outputs(run: Path, stage: str, st: dict) -> str:
+    """The stage name whose outputs are the last checkpoint's: `grpo@<last>` when a rule chose an
+    earlier one, else the stage itself."""
+    sel = st.get(stage, {}).get("selected")
+    if sel and sel.get("step") != sel.get("last") and _correct(run, f"{stage}@{sel['last']}"):
+        return f"{stage}@{sel['last']}"
+    return stage
+
+
+def compare(runs: list[str | Path], out: str | Path, *, stage: str = "grpo") -> Path:
+    """`r1v recipe compare BASELINE RUN ...`: one stage of several runs on the same held-out files
+    (e.g. GRPO with and without SSB, with and without the reward model): accuracy and hallucination,
+    each run minus the first as a 95% paired interval, the effective-sample shares, and the plot of
+    the effective share over steps. Writes OUT/compare.md and OUT/effective.png."""
+    from r1v.errors import R1VError
+
+    runs = [Path(r) for r in runs]
+    for r in runs:
+        if not (r / "results.json").exists():
+            raise R1VError(f"{r} holds no results.json: not a recipe run folder")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = runs[0]
+    rows, curves = [], {}
+    for r in runs:
+        st = json.loads((r / "results.json").read_text())["stages"]
+        if stage not in st or "eval" not in st[stage]:
+            raise R1VError(f"{r} has no finished {stage} stage")
+        cfg = (_recipe(r).get(stage) or {}) if stage == "grpo" else {}
+        ev = st[stage]["eval"].get("visual", {})
+        ca, cb = _correct(base, stage), _correct(r, stage)
+        g = paired_interval(ca, cb) if r != base and ca and cb else None
+        fb, fr = _flags(base, stage), _flags(r, stage)
+        h = (paired_interval({k: float(v) for k, v in fb.items()}, {k: float(v) for k, v in fr.items()})
+             if fb and fr and r != base else None)
+        s = st[stage]
+        parts = [("reward model" if cfg.get("reward_model", "none") != "none" else "rules"),
+                 ("SSB" if (cfg.get("ssb") or {}).get("enabled") else "no SSB")]
+        if cfg.get("filter_pool"):
+            parts.append("pool filter")
+        sel = s.get("selected")
+        # the last checkpoint too, when a rule chose another one (its outputs were kept as grpo@<last>)
+        la, lb = last_outputs(base, stage, st_of(base)), last_outputs(r, stage, st)
+        gl = paired_interval(_correct(base, la), _correct(r, lb)) if r != base else None
+        acc_last = sum(_correct(r, lb).values()) / max(1, len(_correct(r, lb)))
+        rows.append((r, " + ".join(parts), ev, g, h, s, sel, acc_last, gl))
+        curves[r.name] = [m for m in read_metrics(r) if m.get("stage") == stage]
+    lines = [f"# {stage}: runs side by side", "",
+             f"Every run minus `{base}` on the same held-out visual items (95% paired intervals). Made by "
+             f"`r1v recipe compare {' '.join(str(r) for r in runs)} --out {out}`.", "",
+             "| run | reward, buffer | visual test | minus the first | hallucination | minus the first | "
+             "effective share, fresh (first -> last fifth) | after replay | chosen checkpoint | the last checkpoint | "
+             "minus the first's last |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r, parts, ev, g, h, s, sel, acc_last, gl in rows:
+        acc = f"{100 * ev['accuracy']:.1f}% ± {100 * half_width(ev['accuracy'], ev['n']):.1f}" if ev else "-"
+        gap = "-" if r == base or not g else f"{100 * g['gap']:+.1f} ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})"
+        hal = f"{100 * ev['hallucination']:.1f}%" if ev.get("hallucination") is not None else "-"
+        hgap = "-" if not h else f"{100 * h['gap']:+.1f} ({100 * h['lo']:+.1f} to {100 * h['hi']:+.1f})"
+        eff = f"{s['effective_first']:.2f} -> {s['effective_last']:.2f}" if "effective_first" in s else "-"
+        trained = (f"{s['effective_trained_first']:.2f} -> {s['effective_trained_last']:.2f}"
+                   if "effective_trained_first" in s else "-")
+        chosen = "-" if not sel else f"step {sel['step']} of {sel['last']}"
+        glast = "-" if not gl else f"{100 * gl['gap']:+.1f} ({100 * gl['lo']:+.1f} to {100 * gl['hi']:+.1f})"
+        lines.append(f"| `{r}` | {parts} | {acc} | {gap} | {hal} | {hgap} | {eff} | {trained} | {chosen} | "
+                     f"{100 * acc_last:.1f}% | {glast} |")
+    lines += ["", "Effective share: the groups whose rewards differ (non-zero advantages); after replay: the "
+              "share of the groups trained on, buffered ones included (R1V2: below 40% without SSB, above 60% "
+              "with it).", "", "![effective share](effective.png)", ""]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for k, (name, ms) in enumerate(curves.items()):
+        for key, style in (("effective", "-"), ("effective_trained", "--")):
+            pts = [(m["step"], m[key]) for m in ms if m.get(key) is not None]
+            if not pts or (key == "effective_trained" and not any(m.get("replayed") for m in ms)):
+                continue
+            xs, ys = zip(*pts)
+            w = max(1, len(ys) // 8)
+            smooth = [sum(ys[max(0, i - w + 1) : i + 1]) / len(ys[max(0, i - w + 1) : i + 1]) for i in range(len(ys))]
+            ax.plot(xs, smooth, style, color=f"C{k}", label=f"{name}" + (" (after replay)" if style == "--" else ""))
+    ax.axhline(0.6, color="grey", lw=0.5)
+    ax.axhline(0.4, color="grey", lw=0.5, ls=":")
+    ax.set(xlabel=f"{stage} step", ylabel="effective-sample share", ylim=(0, 1.02),
+           title="Groups with non-zero advantages (moving mean)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "effective.png", dpi=110)
+    plt.close(fig)
+    path = out / "compare.md"
     path.write_text("\n".join(lines))
     return path

@@ -230,6 +230,23 @@ def evaluate(ctx: Context, rm, tok, enc) -> dict:
 
 
 # --------------------------------------------------------------------------- scoring, for MPO and `r1v rm score`
+def open_reward(ctx: Context, ref: str, setting: str):
+    """The reward model a setting (`mpo.reward_model`, `grpo.reward_model`) names, ready to score:
+    empty = this run's `rm` stage, a folder, or an http(s) URL of `r1v rm serve`; None for `none`."""
+    if ref == "none":
+        return None
+    if ref.startswith(("http://", "https://")):
+        return RemoteReward(ref)
+    from r1v.model.reward import load_reward
+
+    path = ctx.dir / "rm" if ref == "" else ref
+    if ref == "" and not ctx.done("rm"):
+        raise R1VError(f"{setting} is empty, which means this run's reward model, and {path} holds none: run `r1v "
+                       f"train rm` with this recipe first")
+    rm, tok, _ = load_reward(path, dtype=ctx.dtype, device=str(ctx.state.device))
+    return LocalReward(rm, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
+
+
 class LocalReward:
     """A reward model in this process: `score(items, prompts, responses)` -> one float each.
     Consecutive responses to the same prompt (MPO's K samples) share one encoding of it and its
