@@ -61,6 +61,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -171,6 +172,17 @@ def hybrid_rewards(cfg, task, reward, *, rows=None):
 
 
 # --------------------------------------------------------------------------- one step
+class Unit(NamedTuple):
+    """One prompt's group as the loss sees it: fresh from this step's rollouts, or replayed from the
+    buffer with the log-probs its completions were sampled with (`stored`; None when fresh)."""
+
+    prompt: Sample
+    completions: list[list[int]]
+    advantages: list[float]
+    stored: list[torch.Tensor] | None
+    fresh: bool
+
+
 def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rewards_fn, cache=None, ref=None,
          min_new_tokens: int = 0, task=None, buffer: SelectiveSampleBuffer | None = None, replay_samples=None,
          step_no: int = 0, seed: int = 0, critical: dict | None = None) -> dict:
@@ -192,8 +204,7 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
     adv = group_advantages(rewards, G)
     useful = informative_groups(rewards, G)
 
-    # the step's units: (prompt, its G completions, advantages, stored old log-probs or None, fresh?)
-    units = [(s, flat[b * G : (b + 1) * G], adv[b * G : (b + 1) * G], None, True) for b, s in enumerate(batch)]
+    units = [Unit(s, flat[b * G : (b + 1) * G], adv[b * G : (b + 1) * G], None, True) for b, s in enumerate(batch)]
     replayed: list[Group] = []
     if buffer is not None:
         buffer.expire(step_no)
@@ -204,17 +215,18 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
             prompts = replay_samples([g.position for g in replayed])
             uniform = [k for k, u in enumerate(useful) if not u][: len(replayed)]
             for k, g, s in zip(uniform, replayed, prompts):
-                units[k] = (s, [c.tolist() for c in g.completions], g.advantages, g.logprobs, False)
-    trained_useful = sum(u for u, unit in zip(useful, units) if unit[4]) + len(replayed)
+                units[k] = Unit(s, [c.tolist() for c in g.completions], g.advantages, g.logprobs, False)
+    trained_useful = sum(u for u, unit in zip(useful, units) if unit.fresh) + len(replayed)
 
     # the loss is normalised by the completion tokens of the whole step, over every process; the
     # engine averages gradients over processes, so each divides by its share of that count
-    n_tokens = float(acc.reduce(torch.tensor(float(sum(len(c) for u in units for c in u[1])), device=acc.device),
-                                "sum"))
+    mine = float(sum(len(c) for u in units for c in u.completions))
+    n_tokens = float(acc.reduce(torch.tensor(mine, device=acc.device), "sum"))
     n_tokens /= acc.num_processes
     groups = list(range(0, len(units), cfg.micro_groups))
     if acc.num_processes == 1:  # a micro-group whose groups are all uniform has no gradient: skip it
-        groups = [g0 for g0 in groups if cfg.kl or any(a != 0 for u in units[g0 : g0 + cfg.micro_groups] for a in u[2])]
+        groups = [g0 for g0 in groups
+                  if cfg.kl or any(a != 0 for u in units[g0 : g0 + cfg.micro_groups] for a in u.advantages)]
     # every process runs as many forward passes (the engine reduces and gathers in each)
     n = int(acc.reduce(torch.tensor(len(groups), device=acc.device), "max"))
     weights = [1.0] * len(groups) + [0.0] * (n - len(groups))
@@ -223,9 +235,9 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
     loss_total, kl_total, ents = 0.0, 0.0, []
     for k, (g0, weight) in enumerate(zip(groups, weights)):
         part = units[g0 : g0 + cfg.micro_groups]
-        comps = [c for u in part for c in u[1]]
-        a = torch.tensor([x for u in part for x in u[2]], device=acc.device, dtype=torch.float32)
-        args = dict(prompts=[u[0] for u in part], completions=comps, group=G, pad_id=tok.pad_token_id, cache=cache,
+        comps = [c for u in part for c in u.completions]
+        a = torch.tensor([x for u in part for x in u.advantages], device=acc.device, dtype=torch.float32)
+        args = dict(prompts=[u.prompt for u in part], completions=comps, group=G, pad_id=tok.pad_token_id, cache=cache,
                     temperature=cfg.temperature)
         ref_logp = None
         if ref is not None:
@@ -233,14 +245,14 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
                 ref_logp, _ = ref(fn=completion_logprobs, **args)
         with engine.no_sync(last=k == len(groups) - 1):
             logp, mask, ent = engine(completion_logprobs, entropy=True, **args)
-            stored = [lp for u in part for lp in (u[3] if u[3] is not None else [None] * G)]
+            stored = [lp for u in part for lp in (u.stored if u.stored is not None else [None] * G)]
             loss, mean_kl = grpo_loss(logp, old_logprobs(logp, stored), a, mask.float(), clip_eps=cfg.clip_eps,
                                       kl=cfg.kl, ref_logp=ref_logp, n_tokens=n_tokens)
             acc.backward(loss * weight)
         loss_total += loss.item() * weight
         kl_total += mean_kl * len(part) / len(units) * weight
         if weight:
-            fresh = [j for j, u in enumerate(part) if u[4]]
+            fresh = [j for j, u in enumerate(part) if u.fresh]
             if fresh and critical is not None:
                 comp = torch.nn.utils.rnn.pad_sequence([torch.tensor(c) for c in comps], batch_first=True,
                                                        padding_value=tok.pad_token_id).to(mask.device)
@@ -249,8 +261,8 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
                 ents.append((ent[rows], reasoning, comp[rows]))
             if buffer is not None:  # the fresh informative groups, with the log-probs they were sampled with
                 lp = logp.detach()
-                buffer.add([Group.of(u[0].index, u[1], u[2], lp[j * G : (j + 1) * G], step_no)
-                            for j, u in enumerate(part) if u[4] and any(x != 0 for x in u[2])])
+                buffer.add([Group.of(u.prompt.index, u.completions, u.advantages, lp[j * G : (j + 1) * G], step_no)
+                            for j, u in enumerate(part) if u.fresh and any(x != 0 for x in u.advantages)])
     engine.step(max_grad_norm=1.0)
     engine.module.eval()
     crit = math.nan
