@@ -370,9 +370,14 @@ def test_a_rerun_with_a_bad_setting_leaves_the_finished_stage_alone(recipe_run, 
     run = tmp_path / "run"
     shutil.copytree(shared, run)
     before = (run / "results.json").read_text(), (run / "metrics.jsonl").read_text()
-    bad = f"grpo.reward_model={tmp_path / 'no'}"
-    assert main(["train", "grpo", "--config", str(yaml_path), f"out={run}", bad]) == 2
-    assert ((run / "results.json").read_text(), (run / "metrics.jsonl").read_text()) == before
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for bad in (f"grpo.reward_model={tmp_path / 'no'}", f"grpo.reward_model=http://127.0.0.1:{port}"):
+        assert main(["train", "grpo", "--config", str(yaml_path), f"out={run}", bad]) == 2
+        assert ((run / "results.json").read_text(), (run / "metrics.jsonl").read_text()) == before
 
 
 def test_the_filter_reuses_rollouts_only_under_the_same_settings(recipe_run, tmp_path, monkeypatch):

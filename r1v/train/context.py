@@ -279,7 +279,11 @@ class Context:
         if ref == "" and "rm" not in stages and not self.done("rm"):
             raise R1VError(f"{setting} is empty, which means this run's `rm` stage, and it has not run: add rm "
                            f"to `stages`, name a reward model folder or URL, or set {setting}=none")
-        if ref and ref != "none" and not ref.startswith(("http://", "https://")):
+        if ref.startswith(("http://", "https://")):
+            from r1v.train.rm import RemoteReward
+
+            RemoteReward(ref, timeout=30).ping(setting)
+        elif ref and ref != "none":
             from r1v.model.reward import is_reward_model
 
             if not is_reward_model(self.resolve(ref)):

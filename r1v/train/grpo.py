@@ -494,13 +494,9 @@ def run(ctx: Context) -> None:
     model, tok = ctx.load_model(cfg.base or ctx.policy_before("grpo"))
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     engine, ref = setup(model, cfg)
-    if cfg.filter_pool:
-        pool = filter_pool(ctx, pool, engine=engine, tok=tok, enc=enc)
-    cache = ctx.feature_cache("grpo") if not cfg.parts.vision else None
-    ckpt = ctx.checkpoints("grpo")
-    buffer = SelectiveSampleBuffer(cfg.ssb.size, max_age=cfg.ssb.max_age) if cfg.ssb.enabled else None
-    # everything that draws random numbers while loading (the reward model's head) comes before the
-    # RNG is restored, so a resumed run samples as the uninterrupted one did
+    # the reward model is opened (an endpoint asked once) before the long work, and everything that
+    # draws random numbers while loading (its head) before the RNG is restored, so a resumed run
+    # samples as the uninterrupted one did
     if cfg.reward_model == "none":
         rewards_fn = rule_rewards(cfg, ctx.task)
     else:
@@ -508,6 +504,11 @@ def run(ctx: Context) -> None:
 
         rewards_fn = hybrid_rewards(cfg, ctx.task, open_reward(ctx, cfg.reward_model, "grpo.reward_model"),
                                     rows=ctx.rows(prompt_key(ctx)))
+    if cfg.filter_pool:
+        pool = filter_pool(ctx, pool, engine=engine, tok=tok, enc=enc)
+    cache = ctx.feature_cache("grpo") if not cfg.parts.vision else None
+    ckpt = ctx.checkpoints("grpo")
+    buffer = SelectiveSampleBuffer(cfg.ssb.size, max_age=cfg.ssb.max_age) if cfg.ssb.enabled else None
     pos = ckpt.resume(engine)  # restores the sampling RNG with the weights, and the buffer
     if pos is None:
         torch.manual_seed(ctx.cfg.seed)

@@ -595,7 +595,8 @@ def compare(runs: list[str | Path], out: str | Path, *, stage: str = "grpo") -> 
              "effective share, fresh (first -> last fifth) | after replay | chosen checkpoint | the last checkpoint | "
              "minus the first's last |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r, parts, ev, g, h, s, sel, acc_last, gl in rows:
-        acc = f"{100 * ev['accuracy']:.1f}% ± {100 * half_width(ev['accuracy'], ev['n']):.1f}" if ev else "-"
+        acc = (f"{100 * ev['accuracy']:.1f}% ± {100 * half_width(ev['accuracy'], ev['n']):.1f} (n={ev['n']})"
+               if ev else "-")
         gap = "-" if r == base or not g else f"{100 * g['gap']:+.1f} ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})"
         hal = f"{100 * ev['hallucination']:.1f}%" if ev.get("hallucination") is not None else "-"
         hgap = "-" if not h else f"{100 * h['gap']:+.1f} ({100 * h['lo']:+.1f} to {100 * h['hi']:+.1f})"

@@ -292,6 +292,13 @@ class RemoteReward:
         self.headers = {"Authorization": f"Bearer {api_key or os.environ.get('R1V_API_KEY', '')}"} \
             if (api_key or os.environ.get("R1V_API_KEY")) else {}
 
+    def ping(self, setting: str) -> None:
+        """One tiny request, so an endpoint that is down is found before the long work, not at step 1."""
+        try:
+            self.score([Item(id="ping", question="ping", answer="")], ["ping"], ["ping"])
+        except R1VError as e:
+            raise R1VError(f"{setting}={self.url}: {e}; start `r1v rm serve` there, or set {setting}=none") from None
+
     def score(self, items: list[Item], prompts: list[str], responses: list[str]) -> list[float]:
         import base64
         import json
