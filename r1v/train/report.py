@@ -550,8 +550,8 @@ def last_outputs(run: Path, stage: str, st: dict) -> str:
     return stage
 
 
-def compare(runs: list[str | Path], out: str | Path, *, stage: str = "grpo") -> Path:
-    """`r1v recipe compare BASELINE RUN ...`: one stage of several runs on the same held-out files
+def compare(runs: list[str | Path], out: str | Path) -> Path:
+    """`r1v recipe compare BASELINE RUN ...`: the GRPO stage of several runs on the same held-out files
     (e.g. GRPO with and without SSB, with and without the reward model): accuracy and hallucination,
     each run minus the first as a 95% paired interval, the effective-sample shares, and the plot of
     the effective share over steps. Writes OUT/compare.md and OUT/effective.png."""
@@ -563,13 +563,14 @@ def compare(runs: list[str | Path], out: str | Path, *, stage: str = "grpo") -> 
             raise R1VError(f"{r} holds no results.json: not a recipe run folder")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    base = runs[0]
+    base, stage = runs[0], "grpo"
+    base_last = last_outputs(base, stage, st_of(base))
     rows, curves = [], {}
     for r in runs:
         st = json.loads((r / "results.json").read_text())["stages"]
         if stage not in st or "eval" not in st[stage]:
             raise R1VError(f"{r} has no finished {stage} stage")
-        cfg = (_recipe(r).get(stage) or {}) if stage == "grpo" else {}
+        cfg = _recipe(r).get(stage) or {}
         ev = st[stage]["eval"].get("visual", {})
         ca, cb = _correct(base, stage), _correct(r, stage)
         g = paired_interval(ca, cb) if r != base and ca and cb else None
@@ -583,8 +584,8 @@ def compare(runs: list[str | Path], out: str | Path, *, stage: str = "grpo") -> 
             parts.append("pool filter")
         sel = s.get("selected")
         # the last checkpoint too, when a rule chose another one (its outputs were kept as grpo@<last>)
-        la, lb = last_outputs(base, stage, st_of(base)), last_outputs(r, stage, st)
-        gl = paired_interval(_correct(base, la), _correct(r, lb)) if r != base else None
+        lb = last_outputs(r, stage, st)
+        gl = paired_interval(_correct(base, base_last), _correct(r, lb)) if r != base else None
         acc_last = sum(_correct(r, lb).values()) / max(1, len(_correct(r, lb)))
         rows.append((r, " + ".join(parts), ev, g, h, s, sel, acc_last, gl))
         curves[r.name] = [m for m in read_metrics(r) if m.get("stage") == stage]
