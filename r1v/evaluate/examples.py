@@ -6,7 +6,9 @@ They let anyone try every `r1v eval` command offline, and the tests read them th
 same readers as the real files: MMMU's per-subject parquet folders (with a dev file that must
 be skipped), MathVista's testmini parquet (decoded_image + metadata struct), MATH-500's
 jsonl, AIME's parquet, GPQA's csv (with a multi-line quoted column), POPE's JSON lines (one
-file per split, COCO-named images in a val2014/ folder beside them). Images are real PNG
+file per split, COCO-named images in a val2014/ folder beside them), OlympiadBench's per-config
+parquet, MathVision's test / testmini parquet, MathVerse's testmini (+ text-only) parquet, MMMU-Pro's
+per-config folders, and HallusionBench's JSON with its figure folder. Images are real PNG
 bytes in the parquet image struct ({"bytes", "path"}) that `datasets` writes. The questions
 are not the benchmarks' (those are never copied here).
 """
@@ -173,16 +175,257 @@ def write_pope(root: Path) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------- OlympiadBench, MathVision, MathVerse
+OLYMPIADBENCH_ROWS = [  # (config, row): made-up problems in the published fields
+    ("OE_MM_maths_en_COMP", dict(id=3001, question="<image_1>\nA square has side 2. What is its area?",
+                                 final_answer=["$4$"], is_multiple_answer=False, unit=None,
+                                 answer_type="Numerical", error=None, subfield="Geometry", n_images=1)),
+    ("OE_MM_maths_en_COMP", dict(id=3002, question="Find all real $x$ with $x^2=5x-6$, as in <image_1>.",
+                                 final_answer=["$2, 3$"], is_multiple_answer=True, unit=None,
+                                 answer_type="Numerical", error=None, subfield="Algebra", n_images=1)),
+    ("OE_TO_maths_en_COMP", dict(id=3101, question="Solve $|x|<2$.", final_answer=["$(-2,2)$"],
+                                 is_multiple_answer=False, unit=None, answer_type="Interval", error=None,
+                                 subfield="Algebra", n_images=0)),
+    ("OE_TO_maths_en_COMP", dict(id=3102, question="Give $\\sqrt{2}$ to two decimal places.",
+                                 final_answer=["$1.41$"], is_multiple_answer=False, unit=None,
+                                 answer_type="Numerical", error="0.01", subfield="Number Theory", n_images=0)),
+    ("OE_TO_maths_en_COMP", dict(id=3103, question="Simplify $(x+1)^2-x^2$.", final_answer=["$2 x+1$"],
+                                 is_multiple_answer=False, unit=None, answer_type="Expression", error=None,
+                                 subfield="Algebra", n_images=0)),
+]
+OLYMPIADBENCH_SKIPPED = [  # under a folder: other languages and theorem proofs are not read
+    ("OE_TO_maths_zh_COMP", dict(id=9001, question="计算 $1+1$。", final_answer=["$2$"], is_multiple_answer=False,
+                                 unit=None, answer_type="Numerical", error=None, subfield="代数", n_images=0)),
+    ("TP_TO_maths_en_COMP", dict(id=9501, question="Prove that 1 < 2.", final_answer=None, is_multiple_answer=False,
+                                 unit=None, answer_type=None, error=None, subfield="Algebra", n_images=0)),
+]
+
+
+def write_olympiadbench(root: Path) -> list[dict]:
+    """Hothan/OlympiadBench (parquet export): <config>/train/0000.parquet, image_1..image_5 structs."""
+    by_config: dict[str, list[dict]] = {}
+    for config, row in OLYMPIADBENCH_ROWS + OLYMPIADBENCH_SKIPPED:
+        by_config.setdefault(config, []).append(row)
+    for config, rows in by_config.items():
+        arrays = {
+            "id": pa.array([r["id"] for r in rows], pa.int64()),
+            "question": pa.array([r["question"] for r in rows], pa.string()),
+            "solution": pa.array([[f"Worked solution for {r['id']}."] for r in rows], pa.list_(pa.string())),
+            "final_answer": pa.array([r["final_answer"] for r in rows], pa.list_(pa.string())),
+            "context": pa.array([None] * len(rows), pa.string()),
+        }
+        for k in range(1, 6):
+            arrays[f"image_{k}"] = pa.array([{"bytes": png(r["id"] + k), "path": None} if k <= r["n_images"] else None
+                                             for r in rows], IMAGE)
+        arrays["modality"] = pa.array(["Multimodal" if "_MM_" in config else "Text-only"] * len(rows), pa.string())
+        arrays["difficulty"] = pa.array(["Competition"] * len(rows), pa.string())
+        arrays["is_multiple_answer"] = pa.array([r["is_multiple_answer"] for r in rows], pa.bool_())
+        for k in ("unit", "answer_type", "error", "subfield"):
+            arrays[k] = pa.array([r[k] for r in rows], pa.string())
+        arrays["question_type"] = pa.array(["Theorem proof" if config.startswith("TP") else "Open-ended"] * len(rows))
+        arrays["subject"] = pa.array(["Math"] * len(rows), pa.string())
+        arrays["language"] = pa.array(["Chinese" if "_zh_" in config else "English"] * len(rows), pa.string())
+        d = root / config / "train"
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(arrays), d / "0000.parquet")
+    return [r for _, r in OLYMPIADBENCH_ROWS]
+
+
+MATHVISION_ROWS = [  # test; ids "1" and "2" are also in testmini, as testmini is a subset of test
+    dict(id="1", question="<image1>\nHow many dots are in the picture?", options=["3", "4", "5", "6", "7"],
+         answer="C", level=1, subject="counting"),
+    dict(id="2", question="<image1>\nThe triangle is equilateral with side 4. What is its height?", options=[],
+         answer="2\\sqrt{3}", level=3, subject="metric geometry - length"),
+    dict(id="3", question="<image1>\nWhich of the figures can be folded into a cube?",
+         options=["A", "B", "C", "D", "E"],
+         answer="E", level=2, subject="solid geometry"),
+]
+
+
+def write_mathvision(root: Path) -> list[dict]:
+    """MathLLMs/MathVision: data/test-*.parquet and data/testmini-*.parquet (decoded_image struct)."""
+    d = root / "data"
+    d.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("test-00000-of-00001-3532b8d3f1b4047a.parquet", MATHVISION_ROWS),
+                       ("testmini-00000-of-00001-f8ff70fcb2f29b1d.parquet", MATHVISION_ROWS[:2])):
+        arrays = {k: pa.array([r[k] for r in rows], pa.string()) for k in ("id", "question", "answer", "subject")}
+        arrays["options"] = pa.array([r["options"] for r in rows], pa.list_(pa.string()))
+        arrays["image"] = pa.array([f"images/{r['id']}.jpg" for r in rows], pa.string())
+        arrays["decoded_image"] = pa.array([{"bytes": png(40 + int(r["id"])), "path": None} for r in rows], IMAGE)
+        arrays["solution"] = pa.array([""] * len(rows), pa.string())
+        arrays["level"] = pa.array([r["level"] for r in rows], pa.int64())
+        pq.write_table(pa.table(arrays), d / name)
+    return MATHVISION_ROWS
+
+
+MATHVERSE_PROBLEMS = [  # (problem_index, question_type, full question, answer, subject)
+    ("1", "multi-choice", "The circle has radius 1. What is its area?\nChoices:\nA:1\nB:\\pi\nC:2\\pi\nD:4",
+     "B", "Plane Geometry"),
+    ("2", "free-form", "The line passes through (0, 1) and (1, 3). What is its slope?", "2", "Functions"),
+]
+MATHVERSE_VERSIONS = ("Text Dominant", "Text Lite", "Vision Intensive", "Vision Dominant", "Vision Only")
+
+
+def mathverse_rows() -> list[dict]:
+    rows, n = [], 0
+    for pid, qtype, question, answer, subject in MATHVERSE_PROBLEMS:
+        for version in MATHVERSE_VERSIONS:
+            n += 1
+            shown = "" if version == "Vision Only" else question
+            hint = ("provide the correct option letter, e.g., A, B, C, D" if qtype == "multi-choice"
+                    else "provide the final value, e.g., 1, 2.5, 300")
+            lead = "According to the question shown in the image, " if version == "Vision Only" else ""
+            rows.append(dict(sample_index=str(n), problem_index=pid, problem_version=version, question=shown,
+                             answer=answer, question_type=qtype,
+                             metadata={"split": "testmini", "source": "made-up", "subject": subject,
+                                       "subfield": "Example"},
+                             query_wo=f"{lead}Please directly answer the question and {hint}.\nQuestion: {shown}",
+                             query_cot=f"{lead}Please first conduct reasoning, and then answer the question and "
+                                       f"{hint}, at the end.\nQuestion: {shown}",
+                             question_for_eval=question))
+    return rows
+
+
+def write_mathverse(root: Path) -> list[dict]:
+    """AI4Math/MathVerse: testmini.parquet (five versions, image struct) + testmini_text_only.parquet."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = mathverse_rows()
+    text_only = [dict(r, sample_index=r["problem_index"], problem_version="Text Only")
+                 for r in rows if r["problem_version"] == "Text Dominant"]
+    for name, part, with_image in (("testmini.parquet", rows, True), ("testmini_text_only.parquet", text_only, False)):
+        keys = ("sample_index", "problem_index", "problem_version", "question", "answer", "question_type",
+                "query_wo", "query_cot", "question_for_eval")
+        arrays = {k: pa.array([r[k] for r in part], pa.string()) for k in keys}
+        arrays["image"] = (pa.array([{"bytes": png(60 + i), "path": f"image_{i}.png"} for i in range(len(part))], IMAGE)
+                           if with_image else pa.array([""] * len(part), pa.string()))
+        arrays["metadata"] = pa.array([r["metadata"] for r in part])
+        pq.write_table(pa.table(arrays), root / name)
+    return rows + text_only
+
+
+# ---------------------------------------------------------------- MMMU-Pro, HallusionBench
+COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white", "grey", "brown"]
+MMMUPRO_ROWS = [  # (config, row): made-up questions; `refs` are the image_k a row holds
+    ("standard (10 options)", dict(id="test_Art_1", question="Which colour fills the circle in <image 1>?",
+                                   options=str(COLOURS), answer="C", subject="Art", topic_difficulty="Easy",
+                                   img_type="['Paintings']", refs=[1])),
+    # options that are images, in shuffled order: A is <image 2>, B is <image 1>
+    ("standard (10 options)", dict(id="test_Math_2", question="Which picture shows the larger circle?",
+                                   options=str(["<image 2>", "<image 1>", "both are equal", "neither"]), answer="B",
+                                   subject="Math", topic_difficulty="Medium", img_type="['Diagrams']", refs=[1, 2])),
+    # image_2 belongs to the explanation: referenced nowhere, so never sent
+    ("standard (10 options)", dict(id="test_Biology_3", question="How many cells are drawn in <image 1>?",
+                                   options=str([str(n) for n in range(1, 11)]), answer="D", subject="Biology",
+                                   topic_difficulty="Hard", img_type="['Diagrams']", refs=[1, 2])),
+    ("standard (4 options)", dict(id="test_Art_1", question="Which colour fills the circle in <image 1>?",
+                                  options=str(["red", "blue", "green", "yellow"]), answer="C", subject="Art",
+                                  topic_difficulty="Easy", img_type="['Paintings']", refs=[1])),
+    ("vision", dict(id="test_Art_1", options=COLOURS, answer="C", subject="Art")),
+    ("vision", dict(id="test_Math_2", options=["<image 2>", "<image 1>", "both are equal", "neither"], answer="B",
+                    subject="Math")),
+]
+
+
+def write_mmmupro(root: Path) -> list[tuple[str, dict]]:
+    """MMMU/MMMU_Pro snapshot: '<config>/test-00000-of-00001.parquet' per config; standard rows with
+    image_1..image_7 structs and options as a Python-list string, vision rows with one screenshot."""
+    for config in dict.fromkeys(c for c, _ in MMMUPRO_ROWS):
+        rows = [r for c, r in MMMUPRO_ROWS if c == config]
+        if config == "vision":
+            arrays = {"id": pa.array([r["id"] for r in rows], pa.string()),
+                      "image": pa.array([{"bytes": png(40 + i, (96, 96)), "path": f"{r['id']}.png"}
+                                         for i, r in enumerate(rows)], IMAGE),
+                      "options": pa.array([r["options"] for r in rows], pa.list_(pa.string())),
+                      "answer": pa.array([r["answer"] for r in rows], pa.string()),
+                      "subject": pa.array([r["subject"] for r in rows], pa.string())}
+        else:
+            arrays = {k: pa.array([r.get(k, "?") for r in rows], pa.string()) for k in ("id", "question", "options",
+                                                                                       "explanation")}
+            for k in range(1, 8):
+                arrays[f"image_{k}"] = pa.array([{"bytes": mmmupro_image(r["id"], k), "path": None}
+                                                 if k in r["refs"] else None for r in rows], IMAGE)
+            for k in ("img_type", "answer", "topic_difficulty", "subject"):
+                arrays[k] = pa.array([r[k] for r in rows], pa.string())
+        d = root / config
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(arrays), d / "test-00000-of-00001.parquet")
+    return MMMUPRO_ROWS
+
+
+def mmmupro_image(row_id: str, k: int) -> bytes:
+    """The bytes of a standard row's image_k (distinct per row and k, so tests can check the order)."""
+    return png(sum(map(ord, row_id)) + 7 * k)
+
+
+# (category, subcategory, visual_input, set_id, figure_id, question_id, question, gt_answer): two sets, nine
+# questions, four question pairs and four figures (the VS questions of figure 0 have no figure)
+HALLUSIONBENCH_ROWS = [
+    ("VD", "illusion", "1", "0", "0", "0", "Are the two bars in the figure the same length?", "1"),
+    ("VD", "illusion", "1", "0", "0", "1", "Is the left bar longer than the right bar?", "0"),
+    ("VD", "illusion", "2", "0", "1", "0", "Are the two bars in the figure the same length?", "0"),
+    ("VD", "illusion", "2", "0", "1", "1", "Is the left bar longer than the right bar?", "1"),
+    ("VS", "chart", "0", "0", "0", "0", "Did Lakeland sell more kites than Hillport in 2011?", "1"),
+    ("VS", "chart", "0", "0", "0", "1", "Did Hillport sell more than 900 kites in 2011?", "0"),
+    ("VS", "chart", "1", "0", "1", "0", "Did Lakeland sell more kites than Hillport in 2011?", "1"),
+    ("VS", "chart", "1", "0", "1", "1", "Did Hillport sell more than 900 kites in 2011?", "0"),
+    ("VS", "chart", "2", "0", "2", "0", "Did Lakeland sell more kites than Hillport in 2011?", "0"),
+]
+_HB_KEYS = ("category", "subcategory", "visual_input", "set_id", "figure_id", "question_id", "question", "gt_answer")
+
+
+def hallusionbench_rows() -> list[dict]:
+    rows = []
+    for values in HALLUSIONBENCH_ROWS:
+        r = dict(zip(_HB_KEYS, values))
+        fig = f"./{r['category']}/{r['subcategory']}/{r['set_id']}_{r['figure_id']}.png"
+        fig = None if r["visual_input"] == "0" else fig
+        rows.append({**r, "sample_note": "kites" if r["category"] == "VS" else "bars",
+                     "gt_answer_details": ("It is so: " if r["gt_answer"] == "1" else "It is not so: ") + r["question"],
+                     "filename": fig})
+    return [{k: r[k] for k in ("category", "subcategory", "visual_input", "set_id", "figure_id", "sample_note",
+                               "question_id", "question", "gt_answer_details", "gt_answer", "filename")} for r in rows]
+
+
+def write_hallusionbench(root: Path) -> list[dict]:
+    """tianyi-lab/HallusionBench's release: HallusionBench.json with the figures unzipped beside it in
+    hallusion_bench/<category>/<subcategory>/<set>_<figure>.png (and the repository's result sample)."""
+    rows = hallusionbench_rows()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "HallusionBench.json").write_text(json.dumps(rows, indent=2))
+    (root / "HallusionBench_result_sample.json").write_text(json.dumps([{**rows[0], "model_prediction": "Yes"}]))
+    for r in rows:
+        if r["filename"]:
+            p = root / "hallusion_bench" / r["filename"].removeprefix("./")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(png(int(r["figure_id"]) + (0 if r["category"] == "VD" else 20)))
+    return rows
+
+
+def write_hallusionbench_parquet(root: Path) -> list[dict]:
+    """lmms-lab/HallusionBench: data/image-00000-of-00001.parquet and data/non_image-00000-of-00001.parquet."""
+    rows = hallusionbench_rows()
+    d = root / "data"
+    d.mkdir(parents=True, exist_ok=True)
+    for split, part in (("image", [r for r in rows if r["visual_input"] != "0"]),
+                        ("non_image", [r for r in rows if r["visual_input"] == "0"])):
+        arrays = {k: pa.array([r[k] for r in part], pa.string()) for k in part[0]}
+        arrays["image"] = pa.array([{"bytes": png(int(r["figure_id"]) + (0 if r["category"] == "VD" else 20)),
+                                     "path": None} if split == "image" else None for r in part], IMAGE)
+        pq.write_table(pa.table(arrays), d / f"{split}-00000-of-00001.parquet")
+    return rows
+
+
 def write_examples(root: Path) -> dict[str, Path]:
     """Write every benchmark's examples under `root`; {bench: the path to pass as --data}."""
     root = Path(root)
     paths = {"mmmu": root / "MMMU", "mathvista": root / "MathVista", "math500": root / "MATH-500" / "test.jsonl",
              "aime24": root / "aime_2024" / "train-00000-of-00001.parquet", "gpqa": root / "gpqa" / "gpqa_diamond.csv",
-             "pope": root / "POPE"}
-    write_mmmu(paths["mmmu"])
-    write_mathvista(paths["mathvista"])
-    write_math500(paths["math500"])
-    write_aime(paths["aime24"])
-    write_gpqa(paths["gpqa"])
-    write_pope(paths["pope"])
+             "pope": root / "POPE", "olympiadbench": root / "OlympiadBench", "mathvision": root / "MathVision",
+             "mathverse": root / "MathVerse", "mmmupro": root / "MMMU_Pro", "hallusionbench": root / "HallusionBench"}
+    for bench, write in (("mmmu", write_mmmu), ("mathvista", write_mathvista), ("math500", write_math500),
+                         ("aime24", write_aime), ("gpqa", write_gpqa), ("pope", write_pope),
+                         ("olympiadbench", write_olympiadbench), ("mathvision", write_mathvision),
+                         ("mathverse", write_mathverse), ("mmmupro", write_mmmupro),
+                         ("hallusionbench", write_hallusionbench)):
+        write(paths[bench])
     return paths

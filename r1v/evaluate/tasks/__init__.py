@@ -39,6 +39,7 @@ class Score:
     correct: bool
     extracted: str | None  # what the rules (or the judge) took as the answer
     scorer: str  # the path: "rules", "rules:guess", "judge", "none:unfinished", ... (see Task.score)
+    judge: dict | None = None  # a judged output: the judge, its prompt version, its raw replies (judge.py)
 
     @property
     def guessed(self) -> bool:
@@ -51,7 +52,12 @@ class Score:
 
 
 class JudgeError(Exception):
-    """The LLM judge could not give an extraction; scoring falls back to the rules."""
+    """The LLM judge gave no usable verdict; scoring falls back to the rules. `info` is what the
+    record keeps of the attempt (replies, error); `split`: the judge's samples had no majority."""
+
+    def __init__(self, message: str, info: dict | None = None, *, split: bool = False):
+        super().__init__(message)
+        self.info, self.split = info or {"error": message}, split
 
 
 class Task:
@@ -69,6 +75,24 @@ class Task:
         """(correct, extracted, path detail) by the benchmark's official rules, on non-empty text."""
         raise NotImplementedError
 
+    def gold_text(self, item: Item) -> str:
+        """The gold answer as a judge reads it (`--judge-mode match`): the answer, and for a
+        multiple-choice item the option's text beside its letter."""
+        answers = item.answer if isinstance(item.answer, list) else [item.answer]
+        if item.choices:
+            letters = [chr(65 + i) for i in range(len(item.choices))]
+            return " or ".join(f"({a}) {item.choices[letters.index(a)]}" if a in letters else str(a)
+                               for a in map(str, answers))
+        return " or ".join(map(str, answers))
+
+    def reference(self, item: Item) -> str:
+        """A reference response to the item, what `r1v eval leakage --method loss` scores after the
+        prompt: the item's worked solution where the data has one, then the gold answer in a box,
+        written as a reasoning model's output (the prompt ends in the template's `<think>`). Test,
+        train and reference items all take this form, so a gap between them is not one of format."""
+        solution = item.info.get("solution")
+        return f"{solution or ''}</think>\n\\boxed{{{self.gold_text(item)}}}"
+
     def metrics(self, items: list[Item], records: list[dict]) -> dict | None:
         """Benchmark metrics beyond pass@1 (POPE's precision, recall, F1), from the records."""
         return None
@@ -83,33 +107,48 @@ class Task:
         """Score one raw output.
 
         Paths: `none:unfinished` (no `</think>`), `none:empty` (nothing to parse),
-        `rules[:detail]`, `judge[:detail]` (the judge extracted, the rules compared), and
-        `rules-after-judge-error[:detail]`."""
+        `rules[:detail]`, `judge[:detail]` (the judge extracted, the rules compared),
+        `judge-match` (the judge compared the answer with the gold: R1V2's answer matching; the
+        rules' extraction is still recorded), and `rules-after-judge-error[:detail]` /
+        `rules-after-judge-split[:detail]` (no usable verdict, or no majority among the judge's
+        samples: the rules alone scored it)."""
         ans = extract(output, think=think)
         if ans.text is None:
             return Score(False, None, "none:unfinished")
-        text, path, boxed = ans.parsed, "rules", ans.boxed
+        text, path, boxed, info, verdict = ans.parsed, "rules", ans.boxed, None, None
         if judge is not None and ans.text.strip():
             try:
-                text, path, boxed = judge.extract(self.prompt(item), ans.text), "judge", True
-            except JudgeError:
-                path = "rules-after-judge-error"
+                verdict = judge.judge(self, item, ans.text)
+            except JudgeError as e:
+                path, info = ("rules-after-judge-split" if e.split else "rules-after-judge-error"), e.info
+            else:
+                info = verdict.info
+                if judge.mode == "extract":
+                    text, path, boxed = verdict.value, "judge", True
         if not text or not text.strip():
-            return Score(False, None, "none:empty")
+            return Score(False, None, "none:empty", info)
         correct, extracted, detail = self.rules(item, text.strip(), boxed=boxed, verifier=verifier)
-        return Score(bool(correct), extracted, f"{path}:{detail}" if detail else path)
+        if verdict is not None and judge.mode == "match":
+            return Score(verdict.correct, extracted, "judge-match", info)
+        return Score(bool(correct), extracted, f"{path}:{detail}" if detail else path, info)
 
 
 def _registry() -> dict[str, type[Task]]:
     from r1v.evaluate.tasks.aime import AIME24
     from r1v.evaluate.tasks.gpqa import GPQA
+    from r1v.evaluate.tasks.hallusionbench import HallusionBench
     from r1v.evaluate.tasks.math500 import MATH500
+    from r1v.evaluate.tasks.mathverse import MathVerse
+    from r1v.evaluate.tasks.mathvision import MathVision
     from r1v.evaluate.tasks.mathvista import MathVista
     from r1v.evaluate.tasks.mmmu import MMMU
+    from r1v.evaluate.tasks.mmmupro import MMMUPro
+    from r1v.evaluate.tasks.olympiadbench import OlympiadBench
     from r1v.evaluate.tasks.pope import POPE
     from r1v.evaluate.tasks.world import JSONL, World
 
-    return {t.name: t for t in (MATH500, AIME24, GPQA, MathVista, MMMU, POPE, World, JSONL)}
+    return {t.name: t for t in (MATH500, AIME24, GPQA, MathVista, MMMU, OlympiadBench, MathVision, MathVerse,
+                                MMMUPro, HallusionBench, POPE, World, JSONL)}
 
 
 def names() -> list[str]:

@@ -19,7 +19,8 @@ class AIME24(Task):
         rows = read_rows(path)
         need(rows, ("id", "problem", "answer"), "AIME 2024")
         return [Item(id=str(r["id"]), question=r["problem"], answer=str(r["answer"]).strip(),
-                     groups={"year": str(r["year"])} if r.get("year") else {})
+                     groups={"year": str(r["year"])} if r.get("year") else {},
+                     info={"solution": r.get("solution") or None})
                 for r in rows]
 
     def prompt(self, item: Item) -> str:

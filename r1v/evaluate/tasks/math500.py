@@ -49,7 +49,8 @@ class MATH500(Task):
         for r in rows:
             gold = last_boxed(r.get("solution") or "") or str(r["answer"])
             groups = {k: str(r[k]) for k in ("subject", "level") if r.get(k) is not None}
-            items.append(Item(id=str(r["unique_id"]), question=r["problem"], answer=gold, groups=groups))
+            items.append(Item(id=str(r["unique_id"]), question=r["problem"], answer=gold, groups=groups,
+                              info={"solution": r.get("solution") or None}))
         return items
 
     def prompt(self, item: Item) -> str:

@@ -65,11 +65,18 @@ class World(Task):
         question = "\n".join(x for x in (r.get("context"), r["question"]) if x)
         groups = {k: str(r[k]) for k in ("family", "level", "steps") if r.get(k) is not None}
         info = {"family": r["family"], "scene": r["scene"]} if isinstance(r.get("scene"), dict) else {}
+        if r.get("reasoning") or r.get("solution"):
+            info["solution"] = r.get("reasoning") or r.get("solution")
         return Item(id=str(r["id"]), question=question, answer=str(r["answer"]), images=images,
                     choices=r.get("choices") or None, groups=groups, info=info)
 
     def prompt(self, item: Item) -> str:
         return prompt(item.question, item.choices)
+
+    def reference(self, item: Item) -> str:
+        # The reasoning LM's training target (`r1v/world/data.py`): the chain follows "<think>\\n"
+        # after a space, so its first word is the same token as everywhere else.
+        return f" {item.info.get('solution') or ''}</think>\n\\boxed{{{item.answer}}}"
 
     def hallucinated(self, item: Item, output: str) -> bool | None:
         """Does `output` state a fact its scene contradicts? None: the row carries no scene."""
