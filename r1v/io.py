@@ -1,13 +1,16 @@
 """The project's file and process helpers, once: atomic writes (a reader sees the old file or the
-new one, never half of one, even after a kill -9), JSON lines, and the process's peak memory.
+new one, never half of one, even after a kill -9), JSON lines, an append-only journal of records
+that survives a crash, and the process's peak memory.
 
     write_atomic(path, text); write_json(path, obj); write_jsonl(path, rows); rows = read_jsonl(path)
+    done = Journal(path, key=lambda r: r["id"]); done.add([record]); done.records  # {key: record}
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -34,6 +37,48 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class Journal:
+    """A JSON-lines file of records, appended as they are made and keyed by `key(record)`.
+
+    Each `add` is one write, flushed and fsynced, so a crash loses at most the records being
+    written. Unreadable lines (a torn last line after a crash, or damage anywhere) are dropped on
+    load and the file rewritten without them: those records are redone, none is duplicated."""
+
+    def __init__(self, path: Path, key):
+        self.path, self.key = Path(path), key
+        self.records: dict = {}
+        if not self.path.exists():
+            return
+        bad = 0
+        with open(self.path, "rb") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    k = key(rec)
+                    if not line.endswith(b"\n"):
+                        raise ValueError("torn")
+                except (ValueError, KeyError, TypeError):
+                    bad += 1
+                    continue
+                self.records.setdefault(k, rec)
+        if bad:
+            print(f"note: dropped {bad} unreadable line(s) from {self.path}; they will be redone", file=sys.stderr)
+            write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values()))
+
+    def add(self, records) -> None:
+        new = []
+        for rec in records:
+            k = self.key(rec)
+            if k not in self.records:
+                self.records[k] = rec
+                new.append(rec)
+        if new:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
+                f.flush()
+                os.fsync(f.fileno())
 
 
 def peak_rss_mb() -> float:

@@ -6,7 +6,9 @@
 * `paired_interval`: stage b minus stage a on the same items (a paired difference; far tighter
   than two separate intervals, since most items are right or wrong under both);
 * `paired_ratio`: b / a on the same items, with a seeded paired bootstrap interval (a ratio of two
-  correlated means has no simple normal interval).
+  correlated means has no simple normal interval);
+* `ratio_gap`: the difference of two token-averaged losses over *different* item sets (Skywork-13B's
+  leakage Δs), with a seeded bootstrap that resamples the items of each set independently.
 """
 
 from __future__ import annotations
@@ -70,3 +72,25 @@ def paired_ratio(ra: dict, rb: dict, *, rounds: int = 2000, seed: int = 0) -> di
     ratios.sort()
     return {"ratio": sum(b) / sum(a), "lo": ratios[int(0.025 * len(ratios))],
             "hi": ratios[min(len(ratios) - 1, int(0.975 * len(ratios)))], "n": n}
+
+
+def ratio_gap(a: list[tuple[float, int]], b: list[tuple[float, int]], *, rounds: int = 2000,
+              seed: int = 0) -> dict:
+    """L(a) - L(b), where L is a set's token-averaged loss: sum of its items' summed token losses over
+    the sum of their token counts (items are (loss sum, tokens)). The 95% percentile interval comes
+    from resampling the items of a and of b independently (the sets share no items), `rounds` times."""
+    if not a or not b:
+        raise ValueError("both sets need items")
+
+    def mean(xs):
+        return sum(x for x, _ in xs) / max(1, sum(n for _, n in xs))
+
+    rng = random.Random(seed)
+    gaps = []
+    for _ in range(rounds):
+        ra = [a[rng.randrange(len(a))] for _ in a]
+        rb = [b[rng.randrange(len(b))] for _ in b]
+        gaps.append(mean(ra) - mean(rb))
+    gaps.sort()
+    return {"gap": mean(a) - mean(b), "lo": gaps[int(0.025 * len(gaps))],
+            "hi": gaps[min(len(gaps) - 1, int(0.975 * len(gaps)))], "n": (len(a), len(b))}

@@ -93,6 +93,12 @@ def write_official(model, tokenizer, path: Path, shards: int = 1) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _judge_cache(tmp_path, monkeypatch):
+    """Each test's own judge cache: replies cached by one test (or by a user's runs) never answer another's."""
+    monkeypatch.setattr("r1v.evaluate.cli.DEFAULT_CACHE", tmp_path / "judge-cache.jsonl")
+
+
 @pytest.fixture(scope="session")
 def tiny():
     model, tok = preset("tiny")

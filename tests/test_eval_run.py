@@ -251,7 +251,9 @@ def test_judge_extraction_through_an_endpoint(data, tmp_path):
     records = read_jsonl(out / "items.jsonl")
     assert [(r["correct"], r["scorer"].split(":")[0], r["extracted"]) for r in records] == \
         [(True, "judge", "2"), (False, "judge", "4")]
-    assert json.loads((out / "summary.json").read_text())["extraction"] == "judge:fake-r1v"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["extraction"] == "judge:extract" and summary["judge"]["model"] == "fake-r1v"
+    assert records[0]["judge"]["prompt"] == "extract-v1" and records[0]["judge"]["replies"] == ["2"]
 
 
 # ---------------------------------------------------------------- in-process generation

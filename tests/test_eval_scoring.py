@@ -277,13 +277,15 @@ def test_gpqa_rule_order_prefers_the_explicit_statement():
 
 # ---------------------------------------------------------------- the judge path
 class FakeJudge:
-    def __init__(self, reply=None, fail=False):
-        self.reply, self.fail, self.name = reply, fail, "fake"
+    def __init__(self, reply=None, fail=False, mode="extract"):
+        self.reply, self.fail, self.name, self.mode = reply, fail, "fake", mode
 
-    def extract(self, question, answer):
+    def judge(self, task, item, response):
+        from r1v.evaluate.judge import Verdict
+
         if self.fail:
-            raise JudgeError("down")
-        return self.reply
+            raise JudgeError("down", {"error": "down"})
+        return Verdict(self.reply, {"model": "fake", "replies": [self.reply]})
 
 
 def test_judge_extracts_and_rules_still_compare(verifier):
@@ -296,6 +298,19 @@ def test_judge_extracts_and_rules_still_compare(verifier):
     assert fallback.scorer.startswith("rules-after-judge-error")
     none = task.score(item, out, verifier=verifier, judge=FakeJudge(""))
     assert not none.correct and none.scorer == "none:empty"
+
+
+def test_judge_match_decides_and_the_rules_still_record_their_reading(verifier):
+    task, item = get_task("math500"), _item(answer="12")
+    out = "</think>After all that, twelve apples remain."
+    said = task.score(item, out, verifier=verifier, judge=FakeJudge("CORRECT", mode="match"))
+    assert said.correct and said.scorer == "judge-match" and said.judge["replies"] == ["CORRECT"]
+    assert not task.score(item, "</think>\\boxed{12}", verifier=verifier,
+                          judge=FakeJudge("INCORRECT", mode="match")).correct  # the judge decides, both ways
+    assert task.score(item, "</think>\\boxed{12}", verifier=verifier,
+                      judge=FakeJudge(fail=True, mode="match")).scorer == "rules-after-judge-error:exact"
+    assert task.score(item, "<think>\\boxed{12}", verifier=verifier,
+                      judge=FakeJudge("CORRECT", mode="match")).scorer == "none:unfinished"  # never asked
 
 
 def test_a_verifier_that_cannot_start_is_an_error_not_a_wrong_answer(monkeypatch):

@@ -15,7 +15,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from r1v.evaluate.run import Journal
+from r1v.io import Journal
 from r1v.io import write_atomic
 
 BANDS = ("easy", "medium", "hard", "all")

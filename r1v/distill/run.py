@@ -40,7 +40,8 @@ from r1v.distill import scores as S
 from r1v.distill.judge import Failure, Judge, Unreachable
 from r1v.distill.models import EndpointModel, Request
 from r1v.errors import R1VError
-from r1v.evaluate.run import Journal, claim
+from r1v.evaluate.run import claim
+from r1v.io import Journal
 from r1v.io import write_atomic
 from r1v.model.templates import THINK_CLOSE
 from r1v.distill.config import DistillConfig

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 from r1v.errors import R1VError
+from r1v.io import docstring
+
+DEFAULT_CACHE = Path(os.environ.get("R1V_CACHE", Path.home() / ".cache" / "r1v")) / "judge.jsonl"
 
 EPILOG = """examples:
   r1v eval examples --out runs/bench-examples      # made-up rows in every published format, to try things
@@ -17,6 +20,9 @@ EPILOG = """examples:
   r1v eval score --bench gpqa --data gpqa_diamond.csv --responses outputs.jsonl --out runs/eval/gpqa
   r1v eval report runs/eval/* --out runs/report
   r1v eval leakage --train distilled.jsonl --bench mathvista --data MathVista/
+  r1v eval leakage --method loss --model runs/tiny/final --bench world --data visual-test.jsonl \
+      --train-split visual-train.jsonl --reference reference.jsonl      # Skywork-13B's loss test
+  r1v eval report runs/eval/* --table r1v3                       # R1V3's columns, published rows beside
 
 --data is a local file or folder in the published format (nothing is downloaded):
   mmmu       MMMU/MMMU snapshot: one folder per subject, validation-*.parquet (images embedded)
@@ -24,13 +30,29 @@ EPILOG = """examples:
   math500    HuggingFaceH4/MATH-500 test.jsonl
   aime24     HuggingFaceH4/aime_2024 (parquet or jsonl)
   gpqa       Idavidrein/gpqa gpqa_diamond.csv
+  olympiadbench   Hothan/OlympiadBench <config>/ parquet (folder: OE_*_maths_en_*; image_1..5 embedded)
+  mathvision      MathLLMs/MathVision data/ (folder: test-*.parquet; a testmini-*.parquet file for testmini)
+  mathverse       AI4Math/MathVerse testmini.parquet (+ testmini_text_only.parquet); DIR::vision-only,...
+                  picks versions
+  mmmupro         MMMU/MMMU_Pro snapshot, or one config folder ("standard (10 options)/", "vision/")
+  hallusionbench  tianyi-lab/HallusionBench HallusionBench.json + hallusion_bench/ figures, or
+                  lmms-lab/HallusionBench data/*.parquet
+  pope       RUCAIBox/POPE coco_pope_<split>.json + val2014/ images, or lmms-lab/POPE parquet
+  world      a mini-world split (r1v world build): visual-test.jsonl, text-test.jsonl
+  jsonl      your own JSON lines: {"id", "question", "answer", "image(s)", "choices"}
+
+judging (--judge-url): --judge-mode extract|match, --judge-samples K, versioned prompts
+(r1v/evaluate/judge_prompts/), a reply cache (--judge-cache); records keep the judge, the prompt
+version and the raw replies. Reports mark judged scores with †.
 """
 
 
 def add_parser(sub) -> None:
     from r1v.evaluate.tasks import names
 
-    ev = sub.add_parser("eval", help="evaluate on MMMU, MathVista, MATH-500, AIME 2024, GPQA; report; leakage",
+    ev = sub.add_parser("eval", help="evaluate on the R1V papers' benchmarks (MMMU, MathVista, MathVision, "
+                        "MathVerse, OlympiadBench, MMMU-Pro, HallusionBench, POPE, MATH-500, AIME, GPQA); "
+                        "report; leakage",
                         description="Evaluate models with the benchmarks' official scoring rules.",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     esub = ev.add_subparsers(dest="eval_command", metavar="ACTION")
@@ -45,9 +67,22 @@ def add_parser(sub) -> None:
         p.add_argument("--limit", type=int, default=None, help="only the first N items")
         p.add_argument("--no-think", action="store_true",
                        help="the model does not reason: score the whole output (default: only after </think>)")
-        p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint of an LLM that extracts "
-                       "answers (default: rules only)")
+        p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint of an LLM judge (default: "
+                       "rules only)")
         p.add_argument("--judge-model", default=None, help="model name at --judge-url (default: the only one)")
+        p.add_argument("--judge-mode", default="extract", choices=["extract", "match"],
+                       help="extract: the judge copies out the answer and the benchmark's rules compare it "
+                            "(default); match: the judge compares the answer with the gold (R1V2's answer "
+                            "matching)")
+        p.add_argument("--judge-samples", type=int, default=1,
+                       help="ask the judge K times and take the strict majority; agreement is reported (default 1)")
+        p.add_argument("--judge-temperature", type=float, default=None,
+                       help="the judge's temperature (default 0, or 0.6 with --judge-samples > 1)")
+        p.add_argument("--judge-prompt", default=None,
+                       help="your own judge prompt file (default: r1v/evaluate/judge_prompts/<mode>-v1.txt)")
+        p.add_argument("--judge-cache", default=str(DEFAULT_CACHE),
+                       help="the judge's reply cache, so a rerun asks nothing twice ('none': no cache; "
+                            "default %(default)s)")
         p.add_argument("--verify-timeout", type=float, default=5.0, help="seconds per maths comparison (hard)")
         p.add_argument("--seed", type=int, default=0, help="GPQA option shuffle and sampling seed")
         p.add_argument("--overwrite", action="store_true", help="start again instead of resuming --out")
@@ -80,23 +115,59 @@ def add_parser(sub) -> None:
     common(p)
     p.set_defaults(func=cmd_score)
 
-    p = esub.add_parser("report", help="merge runs into the R1V README table (markdown) and a bar chart",
+    p = esub.add_parser("report", help="merge runs into the papers' tables (markdown) and a bar chart",
                         description="Merge run directories into a markdown table (rows: models; columns: "
-                                    "MATH-500, AIME 2024, GPQA, MathVista(mini), MMMU(Val)) and a bar chart.")
+                                    "benchmarks in the papers' order) and a bar chart. Judged scores are "
+                                    "marked and the notes say by what.")
     p.add_argument("runs", nargs="+", help="run directories (or folders of them)")
     p.add_argument("--out", default="runs/report", help="where report.md and report.png go")
+    p.add_argument("--table", default=None, choices=["r1v", "r1v2", "r1v3"],
+                   help="one paper's table: its columns, and its published rows (marked) for reference "
+                        "(default: every benchmark found, no published rows)")
     p.set_defaults(func=cmd_report)
 
-    p = esub.add_parser("leakage", help="find benchmark questions that appear in training data",
-                        description="Flag benchmark items whose question overlaps a training file "
-                                    "(normalised word n-grams).")
-    p.add_argument("--train", required=True, help="training data: jsonl, parquet, csv or text")
-    p.add_argument("--bench", required=True, choices=benches, help="benchmark")
-    p.add_argument("--data", required=True, help="the benchmark's published file or folder")
-    p.add_argument("--n", type=int, default=8, help="n-gram length in words (default 8)")
-    p.add_argument("--threshold", type=float, default=0.5, help="flag at this share of n-grams found (default 0.5)")
-    p.add_argument("--out", default=None, help="write the flagged items as JSON here")
+    p = esub.add_parser("leakage", help="has a benchmark leaked into training data (n-grams) or a model (loss)?",
+                        description=docstring("r1v.evaluate.leakage"),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="ngram", choices=["ngram", "loss"],
+                   help="ngram: questions found in a training file (default); loss: Skywork-13B's test on a model")
+    p.add_argument("--bench", choices=benches, help="benchmark (its reader reads --data, and the loss "
+                                                    "method's --train-split)")
+    p.add_argument("--data", help="the benchmark's test split: its published file or folder")
+    p.add_argument("--out", default=None, help="write the result as JSON here")
+    g = p.add_argument_group("--method ngram")
+    g.add_argument("--train", help="training data: jsonl, parquet, csv or text")
+    g.add_argument("--n", type=int, default=8, help="n-gram length in words (default 8)")
+    g.add_argument("--threshold", type=float, default=0.5, help="flag at this share of n-grams found (default 0.5)")
+    g = p.add_argument_group("--method loss")
+    g.add_argument("--model", help="the model to test (a checkpoint folder, either layout)")
+    g.add_argument("--train-split", help="the benchmark's train split, in the same format as --data")
+    g.add_argument("--reference", help="the reference set: new items of the same kind (`make-reference`, or "
+                                       "`r1v world reference` for the mini-world)")
+    g.add_argument("--reference-bench", default=None, choices=benches,
+                   help="the reader for --reference (default --bench; `make-reference` writes jsonl)")
+    g.add_argument("--limit", type=int, default=None, help="at most N items of each set")
+    g.add_argument("--rounds", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
+    g.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default 0)")
+    g.add_argument("--device", default=None, help="cpu, cuda, ... (default cuda if available)")
+    g.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="weights dtype")
+    g.add_argument("--max-tiles", type=int, default=None, help="most 448px tiles per image (default: model's)")
     p.set_defaults(func=cmd_leakage)
+    lsub = p.add_subparsers(dest="leakage_command", metavar="[make-reference]")
+    q = lsub.add_parser("make-reference", help="rewrite a test split into new items of the same kind (an LLM)",
+                        description="Ask an OpenAI-compatible model to rewrite each test item into a new item of the "
+                                    "same kind (new numbers and wording, same topic, form and difficulty, its own "
+                                    "answer and worked solution). Writes reference.jsonl and test.jsonl (the "
+                                    "originals, in the same format) to --out, for `--method loss --bench jsonl`.")
+    q.add_argument("--bench", required=True, choices=benches, help="benchmark")
+    q.add_argument("--data", required=True, help="the benchmark's test split: its published file or folder")
+    q.add_argument("--rewriter", required=True, help="OpenAI-compatible endpoint URL (http://.../v1)")
+    q.add_argument("--rewriter-model", default=None, help="model name there (default: the only one served)")
+    q.add_argument("--out", required=True, help="folder for reference.jsonl, test.jsonl and their images")
+    q.add_argument("--limit", type=int, default=None, help="only the first N items")
+    q.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    q.add_argument("--seed", type=int, default=0, help="the rewriter's sampling seed")
+    q.set_defaults(func=cmd_make_reference)
 
     p = esub.add_parser("examples", help="write a few made-up rows in each benchmark's published format",
                         description="Write tiny example files in every benchmark's published format, to try "
@@ -130,8 +201,23 @@ def _scoring(a):
     if a.judge_url:
         from r1v.evaluate.judge import Judge
 
-        judge = Judge(a.judge_url, a.judge_model)
+        judge = Judge(a.judge_url, a.judge_model, mode=a.judge_mode, samples=a.judge_samples,
+                      temperature=a.judge_temperature, prompt=a.judge_prompt,
+                      cache=None if a.judge_cache == "none" else a.judge_cache)
+    elif a.judge_mode != "extract" or a.judge_samples != 1 or a.judge_prompt or a.judge_temperature is not None:
+        raise R1VError("--judge-mode, --judge-samples, --judge-temperature and --judge-prompt need --judge-url")
     return MathVerifier(timeout=a.verify_timeout, workers=default_workers()), judge
+
+
+def _judged(judge) -> dict:
+    """The scoring settings a run records (and a resumed run must share)."""
+    return {"extraction": f"judge:{judge.mode}" if judge else "rules", "judge": judge.settings() if judge else None}
+
+
+def _judge_note(judge) -> None:
+    if judge is not None:
+        where = f" ({judge.cache.path})" if judge.cache is not None else ""
+        print(f"judge: {judge.requests} request(s), {judge.cached} reply(ies) from the cache{where}")
 
 
 def _settings(a, model: str, extra: dict) -> dict:
@@ -169,8 +255,7 @@ def cmd_run(a) -> int:
         model, stem = str(Path(a.model).resolve()), a.model
     settings = _settings(a, model, {
         "samples": a.samples, "sampling": sampling.__dict__,
-        "load": None if is_url(a.model) else {"dtype": a.dtype, "max_tiles": a.max_tiles},
-        "extraction": f"judge:{judge.name}" if judge else "rules"})
+        "load": None if is_url(a.model) else {"dtype": a.dtype, "max_tiles": a.max_tiles}, **_judged(judge)})
     out = _out(a, stem)
     run = RunDir(out, settings, overwrite=a.overwrite)  # before loading: a clash is reported at once
     if not is_url(a.model):
@@ -194,6 +279,7 @@ def cmd_run(a) -> int:
     finally:
         verifier.close()
     print_summary(summary, out)
+    _judge_note(judge)
     return 0
 
 
@@ -203,8 +289,7 @@ def cmd_score(a) -> int:
     task, items = _items(a)
     verifier, judge = _scoring(a)
     settings = _settings(a, a.model, {"samples": None, "sampling": None,
-                                      "responses": str(Path(a.responses).resolve()),
-                                      "extraction": f"judge:{judge.name}" if judge else "rules"})
+                                      "responses": str(Path(a.responses).resolve()), **_judged(judge)})
     out = _out(a, a.model)
     run = RunDir(out, settings, overwrite=a.overwrite)
     try:
@@ -213,13 +298,14 @@ def cmd_score(a) -> int:
     finally:
         verifier.close()
     print_summary(summary, out, resumable=False)
+    _judge_note(judge)
     return 0
 
 
 def cmd_report(a) -> int:
     from r1v.evaluate.report import report
 
-    print(report(a.runs, a.out))
+    print(report(a.runs, a.out, a.table))
     print(f"written: {Path(a.out) / 'report.md'}, {Path(a.out) / 'report.png'}")
     return 0
 
@@ -236,6 +322,16 @@ def cmd_leakage(a) -> int:
     from r1v.evaluate import leakage
     from r1v.evaluate.tasks import get_task
 
+    missing = [f for f, v in (("--bench", a.bench), ("--data", a.data)) if not v]
+    need = {"ngram": (("--train", a.train),),
+            "loss": (("--model", a.model), ("--train-split", a.train_split), ("--reference", a.reference))}
+    missing += [f for f, v in need[a.method] if not v]
+    if missing:
+        raise R1VError(f"--method {a.method} needs {', '.join(missing)}; see `r1v eval leakage --help`")
+    if a.out and Path(a.out).is_dir():
+        raise R1VError(f"--out {a.out} is a directory; name a file")
+    if a.method == "loss":
+        return _leakage_loss(a)
     items = get_task(a.bench).read(a.data)
     texts = leakage.training_texts(a.train)
     flagged = leakage.check(items, texts, n=a.n, threshold=a.threshold)
@@ -249,4 +345,53 @@ def cmd_leakage(a) -> int:
         leakage.write(flagged, a.out, {"bench": a.bench, "data": a.data, "train": a.train, "n": a.n,
                                        "threshold": a.threshold, "items": len(items)})
         print(f"written: {a.out}")
+    return 0
+
+
+def _leakage_loss(a) -> int:
+    from r1v.evaluate import leakage
+    from r1v.evaluate.tasks import get_task
+
+    if a.limit is not None and a.limit < 1 or a.rounds < 100:
+        raise R1VError("--limit must be at least 1 and --rounds at least 100")
+    if not Path(a.model).exists():
+        raise R1VError(f"model not found: {a.model}")
+    task, ref_task = get_task(a.bench), get_task(a.reference_bench or a.bench)
+    sets = {"train": task.read(a.train_split), "test": task.read(a.data), "reference": ref_task.read(a.reference)}
+    for name, items in sets.items():  # every file is read (and checked) before the model loads
+        if not items:
+            raise R1VError(f"the {name} set is empty")
+        sets[name] = items[:a.limit]
+    from r1v.chat import Chat
+    from r1v.model.checkpoint import resolve_device
+
+    chat = Chat.from_pretrained(a.model, dtype=a.dtype, device=resolve_device(a.device), max_tiles=a.max_tiles)
+    losses = {name: leakage.set_losses(chat, ref_task if name == "reference" else task, items, desc=name)
+              for name, items in sets.items()}
+    result = leakage.loss_test(losses["train"], losses["test"], losses["reference"], rounds=a.rounds, seed=a.seed)
+    print(leakage.describe(result))
+    if a.out:
+        from r1v.io import write_json
+
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        write_json(a.out, {"method": "loss", "model": str(Path(a.model).resolve()), "bench": a.bench,
+                           "data": a.data, "train_split": a.train_split, "reference": a.reference, **result,
+                           "per_item": {k: [[round(s, 4), n] for s, n in v] for k, v in losses.items()}})
+        print(f"written: {a.out}")
+    return 0
+
+
+def cmd_make_reference(a) -> int:
+    from r1v.evaluate.leakage import make_reference
+    from r1v.evaluate.tasks import get_task
+
+    if a.limit is not None and a.limit < 1 or a.concurrency < 1:
+        raise R1VError("--limit and --concurrency must be at least 1")
+    task = get_task(a.bench)
+    items = task.read(a.data)[:a.limit]
+    summary = make_reference(task, items, a.rewriter, Path(a.out), model=a.rewriter_model,
+                             concurrency=a.concurrency, seed=a.seed)
+    print(f"{summary['written']} of {len(items)} items rewritten ({summary['failed']} failed: see "
+          f"{Path(a.out) / 'failed.jsonl'}); for the loss test: --bench jsonl --data {Path(a.out) / 'test.jsonl'} "
+          f"--reference {Path(a.out) / 'reference.jsonl'}")
     return 0

@@ -18,8 +18,6 @@ are kept, a torn last line is dropped, and no (item, sample) is ever counted twi
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -27,12 +25,14 @@ from tqdm import tqdm
 
 from r1v.errors import R1VError
 from r1v.evaluate.answers import extract
+from r1v.evaluate.judge import summary as judge_summary
 from r1v.evaluate.tasks import Item, Task
-from r1v.io import write_atomic
+from r1v.io import Journal, write_atomic
 from r1v.stats import mean_ci
 
 # What a resumed run must share with the records already on disk.
-RUN_KEYS = ("bench", "model", "data", "samples", "think", "sampling", "load", "responses", "seed", "extraction")
+RUN_KEYS = ("bench", "model", "data", "samples", "think", "sampling", "load", "responses", "seed", "extraction",
+            "judge")
 
 
 # ---------------------------------------------------------------- the run directory
@@ -77,48 +77,6 @@ def claim(out: Path, settings: dict, keys, *, overwrite: bool, files, what: str,
     return lock
 
 
-class Journal:
-    """A JSON-lines file of records, appended as they are made and keyed by `key(record)`.
-
-    Each `add` is one write, flushed and fsynced, so a crash loses at most the records being
-    written. Unreadable lines (a torn last line after a crash, or damage anywhere) are dropped on
-    load and the file rewritten without them: those records are redone, none is duplicated."""
-
-    def __init__(self, path: Path, key):
-        self.path, self.key = Path(path), key
-        self.records: dict = {}
-        if not self.path.exists():
-            return
-        bad = 0
-        with open(self.path, "rb") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                    k = key(rec)
-                    if not line.endswith(b"\n"):
-                        raise ValueError("torn")
-                except (ValueError, KeyError, TypeError):
-                    bad += 1
-                    continue
-                self.records.setdefault(k, rec)
-        if bad:
-            print(f"note: dropped {bad} unreadable line(s) from {self.path}; they will be redone", file=sys.stderr)
-            write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values()))
-
-    def add(self, records) -> None:
-        new = []
-        for rec in records:
-            k = self.key(rec)
-            if k not in self.records:
-                self.records[k] = rec
-                new.append(rec)
-        if new:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
-                f.flush()
-                os.fsync(f.fileno())
-
-
 def _lock(path: Path, what: str = "r1v eval"):
     """Hold an exclusive lock on the run directory for this process's lifetime: two runs
     appending to one items.jsonl would duplicate records."""
@@ -152,6 +110,7 @@ def record(task: Task, item: Item, sample: int, output: str, *, think: bool, ver
         "output": output, "reasoning": ans.reasoning, "answer": ans.text, "extracted": score.extracted,
         "gold": item.answer, "correct": score.correct, "scorer": score.scorer, "groups": item.groups,
         "new_tokens": new_tokens, "finished": finished, "hallucinated": task.hallucinated(item, output),
+        **({"judge": score.judge} if score.judge else {}),
     }
 
 
@@ -251,6 +210,7 @@ def summarize(task: Task, items: list[Item], records: list[dict], samples: int) 
         "mean_new_tokens": round(sum(tokens) / len(tokens), 1) if tokens else None,
         "groups": breakdown,
         **_hallucination(mine), **({"metrics": m} if (m := task.metrics(wanted, mine)) else {}),
+        **({"judge": j} if (j := judge_summary(mine)) else {}),
     }
 
 
@@ -273,6 +233,13 @@ def print_summary(summary: dict, out: Path, *, resumable: bool = True) -> None:
               f"something the data says is false")
     for split, m in (summary.get("metrics") or {}).items():
         print(f"  {split}: " + ", ".join(f"{k} {v}" for k, v in m.items()))
+    if j := summary.get("judge"):
+        print(f"  judged ({j['mode']}) by {j['model']}, prompt {j['prompt']} ({j['prompt_sha']}), "
+              f"{j['samples']} sample(s) each: {j['judged']} outputs"
+              + (f", agreement {j['agreement']:.1f}% ({j['unanimous']:.1f}% unanimous)" if j["samples"] > 1 else ""))
+        if j["fell_back"]:
+            print(f"  {j['fell_back']} judged output(s) fell back to the rules: the judge gave no usable verdict "
+                  f"(see `judge.error` in the records)")
     if summary["generation_failed"]:
         print(f"  {summary['generation_failed']} output(s) could not be generated (see `error` in the records)")
     if not summary["complete"]:

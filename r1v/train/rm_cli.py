@@ -13,7 +13,6 @@ imported inside `make_app`, at definition time.)
 """
 
 
-import argparse
 import json
 from pathlib import Path
 

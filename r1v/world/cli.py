@@ -85,6 +85,22 @@ def add_parser(sub) -> None:
     p.add_argument("--images", type=int, default=800, help="fresh pictures drawn (half fit the probes; default 800)")
     p.set_defaults(func=cmd_probe)
 
+    p = wsub.add_parser("reference", help="rewrite a split into new problems of the same kind (leakage test)",
+                        description=docstring("r1v.world.leak"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="a mini-world split, e.g. ~/.cache/r1v/world/data/visual-test.jsonl")
+    p.add_argument("--out", required=True, help="the reference JSONL to write (pictures go in images/ beside it)")
+    p.add_argument("--seed", type=int, default=0, help="which rewrites (default 0)")
+    p.set_defaults(func=cmd_reference)
+
+    p = wsub.add_parser("leak", help="fine-tune a model on a split's answers: a leaked model to test `eval leakage`",
+                        description=docstring("r1v.world.leak"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="an R1V checkpoint of the mini-world (e.g. runs/tiny/final)")
+    p.add_argument("--data", required=True, help="the split it should see, e.g. .../visual-test.jsonl")
+    p.add_argument("--out", required=True, help="where the leaked checkpoint goes")
+    p.add_argument("--epochs", type=int, default=3, help="passes over the split (default 3)")
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    p.set_defaults(func=cmd_leak)
+
     p = wsub.add_parser("show", help="a contact sheet of problems: picture, question, reasoning, answer",
                         description="Draw a contact sheet of the mini-world's problems (picture, question, reference "
                                     "reasoning and answer) into one image, to see what the tasks look like. "
@@ -144,6 +160,21 @@ def cmd_probe(a) -> int:
     if a.images < 8:
         raise R1VError("--images must be at least 8")
     print(table(readings(a.model, images=a.images)))
+    return 0
+
+
+def cmd_reference(a) -> int:
+    from r1v.world.leak import write_reference
+
+    out = write_reference(a.data, a.out, seed=a.seed)
+    print(f"written: {out}  (read it with --reference {out}; --bench world)")
+    return 0
+
+
+def cmd_leak(a) -> int:
+    from r1v.world.leak import leak
+
+    print(f"written: {leak(a.model, a.data, a.out, epochs=a.epochs, lr=a.lr)}")
     return 0
 
 
