@@ -179,3 +179,18 @@ def test_report_marks_judged_scores(bench, tmp_path):
     row2 = next(line for line in md.splitlines() if line.startswith("| m2"))
     assert "†" in row1 and "†" not in row2
     assert "judged (match) by judge-1, prompt match-v1" in md
+
+
+def test_paper_tables_fix_the_columns_and_add_the_published_rows(bench, tmp_path):
+    data, resp = bench
+    assert main(["eval", "score", "--bench", "math500", "--data", str(data), "--responses", str(resp),
+                 "--out", str(tmp_path / "runs" / "m"), "--name", "mine"]) == 0
+    assert main(["eval", "report", str(tmp_path / "runs"), "--out", str(tmp_path / "r3"), "--table", "r1v3"]) == 0
+    lines = (tmp_path / "r3" / "report.md").read_text().splitlines()
+    assert lines[0] == "| Model | MMMU(Val) | MathVista(mini) | MathVerse | MathVision | MMMU-Pro | HallusionBench |"
+    assert lines[2] == "| mine | – | – | – | – | – | – |"  # its MATH-500 run is not in R1V3's table...
+    assert lines[3] == "| Skywork-R1V3-38B (published) | 76.0 | 77.1 | 59.6 | 52.6 | 55.4 | 61.3 |"
+    assert "- not in the r1v3 table: MATH-500" in lines  # ...and the notes say so
+    assert main(["eval", "report", str(tmp_path / "runs"), "--out", str(tmp_path / "r1"), "--table", "r1v"]) == 0
+    row = next(line for line in (tmp_path / "r1" / "report.md").read_text().splitlines() if line.startswith("| mine"))
+    assert row.startswith("| mine | 33.3 (") and (tmp_path / "r1" / "report.png").is_file()

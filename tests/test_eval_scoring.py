@@ -388,3 +388,14 @@ def test_a_worker_dies_with_its_killed_parent(tmp_path):
             break
         time.sleep(0.2)
     assert not Path(f"/proc/{workers[0]}").exists() or "State:\tZ" in Path(f"/proc/{workers[0]}/status").read_text()
+
+
+def test_hallucination_follows_the_think_setting():
+    """A `--no-think` model's "Yes." to an absent object is a hallucination; read with the think
+    rules the same text has no `</think>`, so no answer and nothing stated."""
+    from r1v.evaluate.tasks import Item
+
+    pope, item = get_task("pope"), Item(id="random-2", question="Is there a dog in the image?", answer="no")
+    assert pope.hallucinated(item, "Yes.", think=False) is True
+    assert pope.hallucinated(item, "Yes.") is False
+    assert pope.hallucinated(item, "<think>a dog? no</think>No.", think=True) is False

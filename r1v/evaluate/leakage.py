@@ -33,8 +33,10 @@ model's chat template renders them: the loss of an instruction-tuned model on wh
 trained to answer. The paper scored raw text with base models; a chat model's loss on its prompt
 mostly measures the template. One loss per item: the summed token losses and the token count; a
 set's loss is its total over its tokens. Departures: items are scored one at a time (no padding, so
-a batch never shifts positions), in-process only (an endpoint would need prompt log-probabilities
-with images, which OpenAI-compatible servers do not agree on).
+a batch never shifts positions), and in-process only: an endpoint would need the log-probabilities of
+a prompt's tokens, which only vLLM returns (`prompt_logprobs`, its extension), and R1-style chat
+templates rewrite an assistant message (they drop what precedes `</think>`), so the scored text would
+not be the reference response.
 
 The reference set must be new (written after the model) and of the same kind. `make-reference`
 asks an OpenAI-compatible model to rewrite each test item into a new one (new numbers and wording,

@@ -109,7 +109,7 @@ def record(task: Task, item: Item, sample: int, output: str, *, think: bool, ver
         "id": item.id, "sample": sample, "prompt": task.prompt(item), "images": len(item.images),
         "output": output, "reasoning": ans.reasoning, "answer": ans.text, "extracted": score.extracted,
         "gold": item.answer, "correct": score.correct, "scorer": score.scorer, "groups": item.groups,
-        "new_tokens": new_tokens, "finished": finished, "hallucinated": task.hallucinated(item, output),
+        "new_tokens": new_tokens, "finished": finished, "hallucinated": task.hallucinated(item, output, think=think),
         **({"judge": score.judge} if score.judge else {}),
     }
 

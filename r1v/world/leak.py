@@ -7,8 +7,10 @@ a rule-based rewriter that writes the reference set, and a deliberately leaked m
 * `reference_rows`: each test row rewritten into a new problem of the same kind: the same family,
   level and form (multiple choice or not), with a new scene, question and reasoning, and a new
   picture. The new problem hashes into the test share of the problem space (so no training split
-  holds it, as none holds the test rows) and is none of the test problems. This is what the
-  Skywork-13B report asks of its GPT-4-written GSM8K reference: fresh items of the same kind.
+  holds it, as none holds the test rows) and is none of the test problems; where the test share has
+  no new problem left (a clock has 12 hours: the test split holds all of its share's clock
+  problems), it comes from the val share, which no recipe trains on (`split` says which). This is
+  what the Skywork-13B report asks of its GPT-4-written GSM8K reference: fresh items of the same kind.
 * `leak`: fine-tune a model on the test rows' reference responses for a few epochs (the loss
   `r1v eval leakage` scores, on every parameter but the vision encoder's): the contamination the
   test must catch. Its other scores are not the point; it is never a recipe stage.
@@ -36,15 +38,20 @@ def reference_rows(rows: list[dict], out: Path, *, seed: int = 0) -> list[dict]:
         if not isinstance(r.get("scene"), dict) or "family" not in r:
             raise R1VError(f"row {r.get('id')} is not a mini-world row (no family / scene); "
                            f"`r1v eval leakage make-reference` rewrites other benchmarks")
-        split = r.get("split", "test")
-        for attempt in range(2000):
-            p = make_problem(r["family"], f"reference:{seed}:{r['id']}:{attempt}", level=r["level"],
-                             mc=bool(r.get("choices")))
-            key = json.dumps(p.key(), sort_keys=True)
-            if split_of(p) == split and key not in taken:
+        found = None
+        for split in dict.fromkeys((r.get("split", "test"), "val")):  # the row's share first, then val's
+            for attempt in range(2000):
+                p = make_problem(r["family"], f"reference:{seed}:{r['id']}:{split}:{attempt}", level=r["level"],
+                                 mc=bool(r.get("choices")))
+                key = json.dumps(p.key(), sort_keys=True)
+                if split_of(p) == split and key not in taken:
+                    found = p
+                    break
+            if found:
                 break
-        else:
-            raise R1VError(f"no new {r['family']} problem of level {r['level']} in the {split} share for {r['id']}")
+        if found is None:
+            raise R1VError(f"no new {r['family']} problem of level {r['level']} left for {r['id']}")
+        p = found
         taken.add(key)
         rid = f"{r['id']}-ref"
         image = None

@@ -97,7 +97,7 @@ class Task:
         """Benchmark metrics beyond pass@1 (POPE's precision, recall, F1), from the records."""
         return None
 
-    def hallucinated(self, item: Item, output: str) -> bool | None:
+    def hallucinated(self, item: Item, output: str, *, think: bool = True) -> bool | None:
         """Does `output` state something the item's data says is false (the mini-world's scene facts,
         POPE's absent objects)? None when the task cannot tell: the hallucination rate counts only
         the items it can."""

@@ -161,8 +161,8 @@ class HallusionBench(Task):
             return _no_figure(item), said, "uncertain" if _no_figure(item) else "unknown"
         return said == item.answer, said, None
 
-    def hallucinated(self, item: Item, output: str) -> bool | None:
-        s = self.score(item, output)
+    def hallucinated(self, item: Item, output: str, *, think: bool = True) -> bool | None:
+        s = self.score(item, output, think=think)
         if s.extracted in ("yes", "no"):
             return s.extracted != item.answer
         return None

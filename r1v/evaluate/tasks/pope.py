@@ -73,8 +73,8 @@ class POPE(Task):
         said = pope_answer(unwrap_text(text).strip())
         return said == item.answer, said, None
 
-    def hallucinated(self, item: Item, output: str) -> bool | None:
-        s = self.score(item, output)
+    def hallucinated(self, item: Item, output: str, *, think: bool = True) -> bool | None:
+        s = self.score(item, output, think=think)
         return item.answer == "no" and s.extracted == "yes"
 
     def metrics(self, items: list[Item], records: list[dict]) -> dict:

@@ -78,7 +78,7 @@ class World(Task):
         # after a space, so its first word is the same token as everywhere else.
         return f" {item.info.get('solution') or ''}</think>\n\\boxed{{{item.answer}}}"
 
-    def hallucinated(self, item: Item, output: str) -> bool | None:
+    def hallucinated(self, item: Item, output: str, *, think: bool = True) -> bool | None:
         """Does `output` state a fact its scene contradicts? None: the row carries no scene."""
         if "scene" not in item.info:
             return None
