@@ -194,3 +194,57 @@ def test_paper_tables_fix_the_columns_and_add_the_published_rows(bench, tmp_path
     assert main(["eval", "report", str(tmp_path / "runs"), "--out", str(tmp_path / "r1"), "--table", "r1v"]) == 0
     row = next(line for line in (tmp_path / "r1" / "report.md").read_text().splitlines() if line.startswith("| mine"))
     assert row.startswith("| mine | 33.3 (") and (tmp_path / "r1" / "report.png").is_file()
+
+
+def test_a_chatty_extraction_is_refused_not_parsed(bench, tmp_path):
+    """The extract prompt asks the judge to copy the answer as the response states it: a reply that is
+    not in the response is no extraction ("Well, I think..." once scored 0% as an "answer")."""
+    with LoopbackJudge(answer=lambda user, seed: "Well, I think probably the answer might be") as judge:
+        assert score(bench, tmp_path / "x", judge.url, "--judge-cache", str(tmp_path / "c.jsonl")) == 0
+    records = read_jsonl(tmp_path / "x" / "items.jsonl")
+    assert [r["scorer"].split(":")[0] for r in records] == ["rules-after-judge-error"] * 3
+    assert [r["correct"] for r in records] == [True, False, False] and "not in the response" in records[0]["judge"]["error"]
+
+
+def test_the_cache_tells_two_judges_apart_by_their_url(bench, tmp_path):
+    cache = str(tmp_path / "c.jsonl")
+    with LoopbackJudge() as one, LoopbackJudge(answer=lambda user, seed: "NONE") as two:  # both serve "judge-1"
+        assert score(bench, tmp_path / "a", one.url, "--judge-cache", cache) == 0
+        assert score(bench, tmp_path / "b", two.url, "--judge-cache", cache) == 0
+        assert len(one.requests) == len(two.requests) == 3
+    assert [r["scorer"] for r in read_jsonl(tmp_path / "b" / "items.jsonl")] == ["none:empty"] * 3
+
+
+def test_a_reply_that_is_not_json_is_a_judge_error_not_a_crash(bench, tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _raw(self, data: bytes):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._raw(json.dumps({"object": "list", "data": [{"id": "j", "object": "model", "created": 0,
+                                                               "owned_by": "me"}]}).encode())
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self._raw(b"not json at all")
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        assert score(bench, tmp_path / "n", url, "--judge-cache", "none") == 0
+    finally:
+        httpd.shutdown()
+    records = read_jsonl(tmp_path / "n" / "items.jsonl")
+    assert all(r["scorer"].startswith("rules-after-judge-error") and "unreadable reply" in r["judge"]["error"]
+               for r in records)

@@ -102,6 +102,12 @@ def test_loss_method_checks_its_inputs_first(world_sets, tmp_path, capsys):
                  "--data", str(test), "--train-split", str(tmp_path / "none.jsonl"), "--reference", str(ref)]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["world", "reference", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "r.jsonl")]) == 2
+    assert main(["world", "reference", "--data", str(test), "--out", str(test)]) == 2  # never over the split
+    assert "is the --data file" in capsys.readouterr().err and len(read_jsonl(test)) == 24
+    other = tmp_path / "math.jsonl"
+    other.write_text(json.dumps({"problem": "1+1", "answer": "2", "unique_id": "a"}) + "\n")
+    assert main(["world", "reference", "--data", str(other), "--out", str(tmp_path / "r.jsonl")]) == 2
+    assert "is not a mini-world row" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the LLM rewriter
@@ -165,6 +171,9 @@ def test_make_reference_writes_both_sets_and_a_rerun_finishes_the_failures(tmp_p
     writer.junk.clear()
     assert main(args) == 0  # only the failed item is asked again
     assert len(writer.requests) == n + 1 and len(read_jsonl(out / "reference.jsonl")) == 4
+    writer.junk = {r["question"] for r in MATHVISTA_ROWS}
+    assert main([*args[:-4], "--out", str(tmp_path / "none"), "--concurrency", "2"]) == 2  # nothing rewritten
+    assert "no item was rewritten (4 failed)" in capsys.readouterr().err
     writer.httpd.shutdown()
     # the two files read as one format, side by side
     assert main(["eval", "score", "--bench", "jsonl", "--data", str(out / "reference.jsonl"), "--responses",

@@ -357,7 +357,13 @@ def _leakage_loss(a) -> int:
     if not Path(a.model).exists():
         raise R1VError(f"model not found: {a.model}")
     task, ref_task = get_task(a.bench), get_task(a.reference_bench or a.bench)
-    sets = {"train": task.read(a.train_split), "test": task.read(a.data), "reference": ref_task.read(a.reference)}
+    sets = {}
+    for name, flag, reader, path in (("train", "--train-split", task, a.train_split), ("test", "--data", task, a.data),
+                                     ("reference", "--reference", ref_task, a.reference)):
+        try:
+            sets[name] = reader.read(path)
+        except R1VError as e:
+            raise R1VError(f"{flag}: {e}") from None
     for name, items in sets.items():  # every file is read (and checked) before the model loads
         if not items:
             raise R1VError(f"the {name} set is empty")
@@ -391,6 +397,9 @@ def cmd_make_reference(a) -> int:
     items = task.read(a.data)[:a.limit]
     summary = make_reference(task, items, a.rewriter, Path(a.out), model=a.rewriter_model,
                              concurrency=a.concurrency, seed=a.seed)
+    if not summary["written"]:
+        raise R1VError(f"no item was rewritten ({summary['failed']} failed); the replies and reasons are in "
+                       f"{Path(a.out) / 'failed.jsonl'}")
     print(f"{summary['written']} of {len(items)} items rewritten ({summary['failed']} failed: see "
           f"{Path(a.out) / 'failed.jsonl'}); for the loss test: --bench jsonl --data {Path(a.out) / 'test.jsonl'} "
           f"--reference {Path(a.out) / 'reference.jsonl'}")

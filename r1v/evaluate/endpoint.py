@@ -162,6 +162,8 @@ class Endpoint:
             raise R1VError(f"{self.url}: {type(e).__name__}: {e}") from None
         except self._openai.OpenAIError as e:
             raise R1VError(f"{self.url}: {type(e).__name__}: {e}") from None
+        except ValueError as e:  # a 200 whose body is not the JSON of a completion
+            raise R1VError(f"{self.url}: an unreadable reply ({type(e).__name__}: {e})") from None
         if not r.choices:
             raise R1VError(f"{self.url}: a reply with no choices")
         choice = r.choices[0]

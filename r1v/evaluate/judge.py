@@ -15,14 +15,16 @@ Why this much care: users report judged scores that move with the judge, its pro
 (Skywork-R1V #15: MMMU 62.0 vs 69.0; Qwen3-VL #1149; VisionThink #12). So:
 - every judged record keeps the judge model, the prompt's version and hash, and the raw replies;
 - replies are cached on disk (`--judge-cache`; the CLI's default is `~/.cache/r1v/judge.jsonl`), keyed by the
-  judge model, the prompt's hash, the exact messages, the sampling and the sample number: a rerun,
-  a rescoring into a new folder, or a second model with the same outputs asks nothing twice;
+  judge's URL and model, the prompt's hash, the exact messages, the sampling and the sample number: a
+  rerun, a rescoring into a new folder, or a second model with the same outputs asks nothing twice;
 - `--judge-samples K` asks K times (at `--judge-temperature`, default 0.6 when K > 1) and takes the
   strict majority; agreement (the share of replies that side with it) is recorded per item and
   summarised per run. With no strict majority the item falls back to the rules (`judge-split`).
-- a reply that is not an answer (an error, an empty or overlong reply, a match reply that is not
-  exactly CORRECT or INCORRECT) raises JudgeError: the item is scored by the rules alone, and the
-  record says so (`rules-after-judge-error`, with the replies).
+- a reply that is not an answer raises JudgeError: an error, an empty or overlong reply, an
+  extraction that is not in the response (the prompt asks the judge to copy the answer as the
+  response states it, so "Well, I think the answer might be..." is refused, not parsed), a match
+  reply that is not exactly CORRECT or INCORRECT. The item is then scored by the rules alone, and
+  the record says so (`rules-after-judge-error`, with the replies).
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ class Judge:
         params = {"temperature": self.temperature, "max_tokens": 128 if self.mode == "extract" else 16}
         if self.temperature > 0:
             params["seed"] = k  # a server that honours seeds gives the same K replies again
-        key = hashlib.sha256(json.dumps([self.name, self.prompt.sha, self.prompt.system, user, params, k],
+        key = hashlib.sha256(json.dumps([self.endpoint.url, self.name, self.prompt.sha, self.prompt.system, user,
+                                         params, k],
                                         ensure_ascii=False).encode()).hexdigest()
         if self.cache is not None and key in self.cache.records:
             self.cached += 1
@@ -149,6 +152,9 @@ class Judge:
             if value is None:
                 info["error"] = f"unusable judge reply: {reply[:80]!r}"
                 raise JudgeError(info["error"], info)
+            if self.mode == "extract" and value and _squash(value) not in _squash(response):
+                info["error"] = f"the judge's extraction {value[:80]!r} is not in the response"
+                raise JudgeError(info["error"], info)
             values.append(value)
         (top, n), *rest = Counter(values).most_common()
         info["agreement"] = round(n / len(values), 4)
@@ -166,6 +172,12 @@ class Judge:
         if not reply or len(reply) > MAX_REPLY_CHARS:
             return None
         return "" if reply.upper().rstrip(".") == "NONE" else reply
+
+
+def _squash(text: str) -> str:
+    """Text compared for containment: lower case, no whitespace, no `$` (a judge may drop the maths
+    delimiters or the spaces around an operator when it copies an answer)."""
+    return re.sub(r"[\s$]", "", text).lower()
 
 
 def summary(records: list[dict]) -> dict | None:

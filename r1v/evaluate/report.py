@@ -114,7 +114,7 @@ def markdown(table: dict[str, dict[str, dict]], which: str | None = None) -> str
     for model, row in (TABLES[which]["published"] if which else {}).items():
         lines.append(f"| {model} (published) | " + " | ".join(f"{row[c]:.1f}" if c in row else "–" for c in cols)
                      + " |")
-    notes = sorted({f"{TITLES.get(b, b)}: {s['items']} items x {s['samples']} sample(s), " + scoring(s)
+    notes = sorted({f"{TITLES.get(b, b)}: {s['items']} items x {s['samples']} sample(s){subset(s)}, " + scoring(s)
                     for row in table.values() for b, s in row.items() if b in cols})
     left = sorted({TITLES.get(b, b) for row in table.values() for b in row if b not in cols})
     text = "\n".join(lines) + "\n\npass@1 (%) and its 95% interval; † judged by an LLM (see the notes)." + \
@@ -123,6 +123,20 @@ def markdown(table: dict[str, dict[str, dict]], which: str | None = None) -> str
     if left:
         text += f"- not in the {which} table: {', '.join(left)}\n"
     return text
+
+
+# The breakdowns that say which part of a benchmark a run scored: a published figure is for one split,
+# version set or setting, and a cell beside it must say what it holds.
+SUBSETS = {"split": "split", "version": "versions", "setting": "settings", "config": "configs"}
+METRIC = {"hallusionbench": "aAcc (qAcc and fAcc in the run's summary)", "pope": "accuracy (F1 in the run's summary)"}
+
+
+def subset(s: dict) -> str:
+    parts = [f"{SUBSETS[k]} " + ", ".join(f"{v} ({g['n']})" for v, g in s["groups"][k].items())
+             for k in SUBSETS if k in (s.get("groups") or {})]
+    if s.get("bench") in METRIC:
+        parts.append("the cell is " + METRIC[s["bench"]])
+    return "".join(f"; {p}" for p in parts)
 
 
 def scoring(s: dict) -> str:

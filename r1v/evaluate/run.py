@@ -238,8 +238,8 @@ def print_summary(summary: dict, out: Path, *, resumable: bool = True) -> None:
               f"{j['samples']} sample(s) each: {j['judged']} outputs"
               + (f", agreement {j['agreement']:.1f}% ({j['unanimous']:.1f}% unanimous)" if j["samples"] > 1 else ""))
         if j["fell_back"]:
-            print(f"  {j['fell_back']} judged output(s) fell back to the rules: the judge gave no usable verdict "
-                  f"(see `judge.error` in the records)")
+            print(f"  {j['fell_back']} judged output(s) fell back to the rules: the judge gave no usable verdict, "
+                  f"or its samples no majority (see `judge.error` in the records)")
     if summary["generation_failed"]:
         print(f"  {summary['generation_failed']} output(s) could not be generated (see `error` in the records)")
     if not summary["complete"]:

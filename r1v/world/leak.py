@@ -30,14 +30,15 @@ from r1v.world.scenes import draw, make_problem
 def reference_rows(rows: list[dict], out: Path, *, seed: int = 0) -> list[dict]:
     """A rewritten row per row of `rows` (a mini-world split), with pictures under
     `out.parent/images/reference/` for rows that have one."""
+    for r in rows:
+        if not isinstance(r, dict) or not isinstance(r.get("scene"), dict) or not {"family", "level", "id"} <= set(r):
+            raise R1VError(f"row {r.get('id') if isinstance(r, dict) else r!r} is not a mini-world row (no family / "
+                           f"level / scene); `r1v eval leakage make-reference` rewrites other benchmarks")
     taken = {json.dumps({"family": r["family"], "scene": r["scene"], "question": r["question"],
                          "mc": bool(r.get("choices"))}, sort_keys=True) for r in rows}
     images = out.parent / "images" / "reference"
     new = []
     for r in rows:
-        if not isinstance(r.get("scene"), dict) or "family" not in r:
-            raise R1VError(f"row {r.get('id')} is not a mini-world row (no family / scene); "
-                           f"`r1v eval leakage make-reference` rewrites other benchmarks")
         found = None
         for split in dict.fromkeys((r.get("split", "test"), "val")):  # the row's share first, then val's
             for attempt in range(2000):
@@ -75,6 +76,8 @@ def write_reference(data: str | Path, out: str | Path, *, seed: int = 0) -> Path
         raise R1VError(f"{data} is not JSON lines") from None
     if not rows:
         raise R1VError(f"{data} has no rows")
+    if out.exists() and out.resolve() == data.resolve():
+        raise R1VError(f"--out {out} is the --data file; name a new file for the reference set")
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_jsonl(out, reference_rows(rows, out, seed=seed))
 
