@@ -70,7 +70,9 @@ def test_a_killed_stage_resumes_inside_itself_to_the_same_weights(recipe_run, tm
     kill_after(cmd, run, steps=at)
     assert "align" not in json.loads((run / "results.json").read_text())["done"]
     found = sorted((run / "checkpoints" / "align").glob("step-*[0-9]"))
-    assert found and len(found) <= 2  # rotated: keep_last=2
+    # rotated: keep_last=2, and one more when the kill lands between a checkpoint's publication and the
+    # rotation that follows it (the next save removes it)
+    assert found and len(found) <= 3
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming from" in done.stdout

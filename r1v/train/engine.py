@@ -204,7 +204,11 @@ class Checkpoints:
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)  # the checkpoint exists whole, or not at all
             for old in self.complete()[: -self.cfg.keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+                # renamed first (atomic): a kill in the middle of the deletion leaves a `.partial`
+                # folder, never a half-deleted checkpoint that `complete()` would offer to resume from
+                doomed = old.with_name(old.name + ".old.partial")
+                old.rename(doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
         self.state.wait_for_everyone()
         self.last = time.monotonic()
         return final
