@@ -42,14 +42,16 @@ def steps_logged(run: Path) -> int:
     return path.read_text().count('"align/') if path.exists() else 0
 
 
-def kill_after(cmd: list[str], run: Path, *, steps: int | None = None, seconds: float | None = None) -> None:
-    """Start `cmd` and SIGKILL it once `steps` align steps are logged, or after `seconds`."""
+def kill_after(cmd: list[str], run: Path, *, steps: int | None = None, seconds: float | None = None,
+               delay: float = 0.0) -> None:
+    """Start `cmd` and SIGKILL it `delay` seconds after `steps` align steps are logged, or after `seconds`."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     t0 = time.monotonic()
     try:
         while proc.poll() is None and time.monotonic() - t0 < 300:
             if (steps is not None and steps_logged(run) >= steps) or \
                     (seconds is not None and time.monotonic() - t0 >= seconds):
+                time.sleep(delay)
                 break
             time.sleep(0.01)
     finally:
@@ -97,14 +99,19 @@ def test_a_checkpoint_from_other_settings_is_not_resumed(recipe_run, tmp_path):
 @pytest.mark.slow
 def test_kills_during_checkpoint_writes_leave_no_corrupt_checkpoint(recipe_run, tmp_path):
     """20 runs killed at random moments (many of them inside `save_state`): every checkpoint a
-    resume would pick (a whole `step-N` folder) loads: position, weights, optimiser, RNG."""
+    resume would pick (a whole `step-N` folder) loads: position, weights, optimiser, RNG.
+
+    The moment is a random step plus a random fraction of a second, not a random time since start:
+    the small align stage takes about 2 s after a start-up that varies with the machine's load."""
     yaml_path, shared, _ = recipe_run
+    total = sum(1 for x in (shared / "metrics.jsonl").read_text().splitlines() if '"align/' in x)
     rng = random.Random(0)
     run = fresh_run(shared, tmp_path / "run")
     cmd = command(yaml_path, run)
     checked = 0
     for k in range(20):
-        kill_after(cmd, run, seconds=rng.uniform(4.0, 12.0))
+        # steps counted from what this run has logged so far (a resumed run appends to metrics.jsonl)
+        kill_after(cmd, run, steps=steps_logged(run) + rng.randint(1, total - 1), delay=rng.uniform(0.0, 0.3))
         if "align" in json.loads((run / "results.json").read_text())["done"]:
             run = fresh_run(shared, tmp_path / f"run{k}")
             cmd = command(yaml_path, run)
