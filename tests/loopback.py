@@ -1,5 +1,6 @@
 """An OpenAI-compatible chat endpoint on 127.0.0.1 for tests: it serves one model and answers each
-chat request with `reply(body)`, keeping every request it answered (so tests can count them)."""
+chat request with `reply(body)` (a string: the assistant's message; bytes: the raw HTTP body, to send
+a broken reply), keeping every request it answered (so tests can count them)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class Loopback:
                 pass
 
             def _send(self, body):
-                data = json.dumps(body).encode()
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -33,9 +34,11 @@ class Loopback:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(body)
-                self._send({"id": "x", "object": "chat.completion", "created": 0, "model": model,
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": server.reply(body)},
-                                         "finish_reason": "stop"}]})
+                content = server.reply(body)
+                self._send(content if isinstance(content, bytes) else {
+                    "id": "x", "object": "chat.completion", "created": 0, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                 "finish_reason": "stop"}]})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"

@@ -216,35 +216,8 @@ def test_the_cache_tells_two_judges_apart_by_their_url(bench, tmp_path):
 
 
 def test_a_reply_that_is_not_json_is_a_judge_error_not_a_crash(bench, tmp_path):
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def _raw(self, data: bytes):
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self):
-            self._raw(json.dumps({"object": "list", "data": [{"id": "j", "object": "model", "created": 0,
-                                                               "owned_by": "me"}]}).encode())
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self._raw(b"not json at all")
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-        assert score(bench, tmp_path / "n", url, "--judge-cache", "none") == 0
-    finally:
-        httpd.shutdown()
+    with Loopback(lambda body: b"not json at all") as judge:
+        assert score(bench, tmp_path / "n", judge.url, "--judge-cache", "none") == 0
     records = read_jsonl(tmp_path / "n" / "items.jsonl")
     assert all(r["scorer"].startswith("rules-after-judge-error") and "unreadable reply" in r["judge"]["error"]
                for r in records)
