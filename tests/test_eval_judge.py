@@ -40,6 +40,12 @@ OUTPUTS = [("test/prealgebra/1.json", "</think>I counted, and it is 2"),  # gold
            ("test/algebra/3.json", "</think>x is three")]  # gold 3: right in words only
 
 
+def records_of(path):
+    """A run's records in the order of OUTPUTS (judged outputs are recorded as their verdicts come back)."""
+    order = [i for i, _ in OUTPUTS]
+    return sorted(read_jsonl(path), key=lambda r: (order.index(r["id"]), r["sample"]))
+
+
 @pytest.fixture
 def bench(tmp_path):
     data = tmp_path / "MATH-500" / "test.jsonl"
@@ -82,7 +88,7 @@ def test_records_keep_the_judge_and_a_rerun_asks_nothing(bench, tmp_path, capsys
         # no cache: asked again
         assert score(bench, tmp_path / "c", judge.url, "--judge-cache", "none") == 0
         assert len(judge.requests) == 2 * asked
-    a, b = read_jsonl(tmp_path / "a" / "items.jsonl"), read_jsonl(tmp_path / "b" / "items.jsonl")
+    a, b = records_of(tmp_path / "a" / "items.jsonl"), records_of(tmp_path / "b" / "items.jsonl")
     assert [r["correct"] for r in a] == [r["correct"] for r in b] == [True, False, False]  # "three" != 3 by rules
     j = a[0]["judge"]
     assert (j["model"], j["prompt"], j["mode"], j["replies"]) == ("judge-1", "extract-v1", "extract", ["2"])
@@ -96,7 +102,7 @@ def test_match_mode_judges_against_the_gold(bench, tmp_path):
         assert score(bench, tmp_path / "m", judge.url, "--judge-mode", "match",
                      "--judge-cache", str(tmp_path / "c.jsonl")) == 0
         golds = [re.search(r"Reference answer:\n(.*)\n", r["messages"][-1]["content"])[1] for r in judge.requests]
-    records = read_jsonl(tmp_path / "m" / "items.jsonl")
+    records = records_of(tmp_path / "m" / "items.jsonl")
     assert golds == ["2", "\\frac{1}{2}", "3"]  # MATH-500's gold: the solution's boxed answer
     assert [(r["correct"], r["scorer"]) for r in records] == [(True, "judge-match"), (False, "judge-match"),
                                                                 (True, "judge-match")]  # "three" matches 3
@@ -109,7 +115,7 @@ def test_junk_replies_fall_back_to_the_rules_and_say_so(bench, tmp_path, capsys)
     with LoopbackJudge(answer=lambda user, seed: "Sure! Let me think about whether this is right...") as judge:
         assert score(bench, tmp_path / "j", judge.url, "--judge-mode", "match",
                      "--judge-cache", str(tmp_path / "c.jsonl")) == 0
-    records = read_jsonl(tmp_path / "j" / "items.jsonl")
+    records = records_of(tmp_path / "j" / "items.jsonl")
     assert [r["scorer"].split(":")[0] for r in records] == ["rules-after-judge-error"] * 3
     assert [r["correct"] for r in records] == [True, False, False]  # the rules' scores
     assert "unusable judge reply" in records[0]["judge"]["error"] and records[0]["judge"]["replies"]
@@ -130,13 +136,13 @@ def test_judge_samples_report_agreement_and_a_split_falls_back(bench, tmp_path, 
         assert score(bench, tmp_path / "k4", judge.url, "--judge-mode", "match", "--judge-samples", "4",
                      "--judge-cache", str(tmp_path / "c.jsonl")) == 0
         assert len(judge.requests) == 3 * 3 + 3  # K=4 reuses the cached samples 0-2, asks sample 3
-    k3 = read_jsonl(tmp_path / "k3" / "items.jsonl")
+    k3 = records_of(tmp_path / "k3" / "items.jsonl")
     assert [r["correct"] for r in k3] == [True, False, True]  # the majority, 2 of 3
     assert all(r["judge"]["agreement"] == pytest.approx(2 / 3, abs=1e-3) for r in k3)
     summary = json.loads((tmp_path / "k3" / "summary.json").read_text())["judge"]
     assert summary["agreement"] == pytest.approx(66.67, abs=0.01) and summary["unanimous"] == 0
     assert "agreement 66.7% (0.0% unanimous)" in capsys.readouterr().out
-    k4 = read_jsonl(tmp_path / "k4" / "items.jsonl")  # samples 0, 1, 3 agree, 2 dissents: 3 of 4
+    k4 = records_of(tmp_path / "k4" / "items.jsonl")  # samples 0, 1, 3 agree, 2 dissents: 3 of 4
     assert [r["scorer"] for r in k4] == ["judge-match"] * 3
 
 
@@ -147,7 +153,7 @@ def test_an_even_split_is_scored_by_the_rules(bench, tmp_path):
     with LoopbackJudge(answer=coin) as judge:
         assert score(bench, tmp_path / "s", judge.url, "--judge-mode", "match", "--judge-samples", "2",
                      "--judge-cache", str(tmp_path / "c.jsonl")) == 0
-    records = read_jsonl(tmp_path / "s" / "items.jsonl")
+    records = records_of(tmp_path / "s" / "items.jsonl")
     assert [r["scorer"].split(":")[0] for r in records] == ["rules-after-judge-split"] * 3
     assert [r["correct"] for r in records] == [True, False, False]
 
@@ -201,7 +207,7 @@ def test_a_chatty_extraction_is_refused_not_parsed(bench, tmp_path):
     not in the response is no extraction ("Well, I think..." once scored 0% as an "answer")."""
     with LoopbackJudge(answer=lambda user, seed: "Well, I think probably the answer might be") as judge:
         assert score(bench, tmp_path / "x", judge.url, "--judge-cache", str(tmp_path / "c.jsonl")) == 0
-    records = read_jsonl(tmp_path / "x" / "items.jsonl")
+    records = records_of(tmp_path / "x" / "items.jsonl")
     assert [r["scorer"].split(":")[0] for r in records] == ["rules-after-judge-error"] * 3
     assert [r["correct"] for r in records] == [True, False, False] and "not in the response" in records[0]["judge"]["error"]
 
@@ -212,12 +218,42 @@ def test_the_cache_tells_two_judges_apart_by_their_url(bench, tmp_path):
         assert score(bench, tmp_path / "a", one.url, "--judge-cache", cache) == 0
         assert score(bench, tmp_path / "b", two.url, "--judge-cache", cache) == 0
         assert len(one.requests) == len(two.requests) == 3
-    assert [r["scorer"] for r in read_jsonl(tmp_path / "b" / "items.jsonl")] == ["none:empty"] * 3
+    assert [r["scorer"] for r in records_of(tmp_path / "b" / "items.jsonl")] == ["none:empty"] * 3
 
 
 def test_a_reply_that_is_not_json_is_a_judge_error_not_a_crash(bench, tmp_path):
     with Loopback(lambda body: b"not json at all") as judge:
         assert score(bench, tmp_path / "n", judge.url, "--judge-cache", "none") == 0
-    records = read_jsonl(tmp_path / "n" / "items.jsonl")
+    records = records_of(tmp_path / "n" / "items.jsonl")
     assert all(r["scorer"].startswith("rules-after-judge-error") and "unreadable reply" in r["judge"]["error"]
                for r in records)
+
+
+def test_outputs_are_judged_several_at_once(bench, tmp_path):
+    """A judge answers in seconds: outputs are judged `--judge-concurrency` at a time, and the records
+    and the cache come out the same as one at a time."""
+    import threading
+    import time
+
+    live, most, lock = [0], [0], threading.Lock()
+
+    def slow(user, seed):
+        with lock:
+            live[0] += 1
+            most[0] = max(most[0], live[0])
+        time.sleep(0.3)
+        with lock:
+            live[0] -= 1
+        return LoopbackJudge.default(user, seed)
+
+    with LoopbackJudge(answer=slow) as judge:
+        assert score(bench, tmp_path / "c", judge.url, "--judge-concurrency", "3",
+                     "--judge-cache", str(tmp_path / "c.jsonl")) == 0
+        assert most[0] == 3  # all three outputs in flight together
+        most[0] = 0
+        assert score(bench, tmp_path / "s", judge.url, "--judge-concurrency", "1", "--judge-cache", "none") == 0
+        assert most[0] == 1
+    key = lambda r: (r["id"], r["correct"], r["scorer"], r["judge"]["replies"])  # noqa: E731
+    assert sorted(map(key, records_of(tmp_path / "c" / "items.jsonl"))) == \
+        sorted(map(key, records_of(tmp_path / "s" / "items.jsonl")))
+    assert len(read_jsonl(tmp_path / "c.jsonl")) == 3

@@ -80,6 +80,8 @@ def add_parser(sub) -> None:
                        help="the judge's temperature (default 0, or 0.6 with --judge-samples > 1)")
         p.add_argument("--judge-prompt", default=None,
                        help="your own judge prompt file (default: r1v/evaluate/judge_prompts/<mode>-v1.txt)")
+        p.add_argument("--judge-concurrency", type=int, default=8,
+                       help="outputs judged at once (default 8)")
         p.add_argument("--judge-cache", default=str(DEFAULT_CACHE),
                        help="the judge's reply cache, so a rerun asks nothing twice ('none': no cache; "
                             "default %(default)s)")
@@ -202,7 +204,7 @@ def _scoring(a):
         from r1v.evaluate.judge import Judge
 
         judge = Judge(a.judge_url, a.judge_model, mode=a.judge_mode, samples=a.judge_samples,
-                      temperature=a.judge_temperature, prompt=a.judge_prompt,
+                      temperature=a.judge_temperature, prompt=a.judge_prompt, concurrency=a.judge_concurrency,
                       cache=None if a.judge_cache == "none" else a.judge_cache)
     elif a.judge_mode != "extract" or a.judge_samples != 1 or a.judge_prompt or a.judge_temperature is not None:
         raise R1VError("--judge-mode, --judge-samples, --judge-temperature and --judge-prompt need --judge-url")

@@ -20,6 +20,8 @@ Why this much care: users report judged scores that move with the judge, its pro
 - `--judge-samples K` asks K times (at `--judge-temperature`, default 0.6 when K > 1) and takes the
   strict majority; agreement (the share of replies that side with it) is recorded per item and
   summarised per run. With no strict majority the item falls back to the rules (`judge-split`).
+- several outputs are judged at once (`--judge-concurrency`, default 8): a judge's replies take
+  seconds, and one at a time a real benchmark's thousands of outputs would take hours;
 - a reply that is not an answer raises JudgeError: an error, an empty or overlong reply, an
   extraction that is not in the response (the prompt asks the judge to copy the answer as the
   response states it, so "Well, I think the answer might be..." is refused, not parsed), a match
@@ -32,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,11 +96,13 @@ class Verdict:
 class Judge:
     def __init__(self, url: str, model: str | None = None, *, mode: str = "extract", samples: int = 1,
                  temperature: float | None = None, prompt: str | Path | None = None,
-                 cache: str | Path | None = None, timeout: float = 120.0, retries: int = 3):
+                 cache: str | Path | None = None, concurrency: int = 8, timeout: float = 120.0, retries: int = 3):
         if mode not in MODES:
             raise R1VError(f"--judge-mode must be one of {', '.join(MODES)}, got {mode!r}")
         if samples < 1:
             raise R1VError(f"--judge-samples must be at least 1, got {samples}")
+        if concurrency < 1:
+            raise R1VError(f"--judge-concurrency must be at least 1, got {concurrency}")
         self.temperature = (0.0 if samples == 1 else 0.6) if temperature is None else float(temperature)
         if not 0 <= self.temperature <= 2:
             raise R1VError(f"--judge-temperature must be in [0, 2], got {temperature}")
@@ -109,6 +114,8 @@ class Judge:
         if self.cache is not None:
             self.cache.path.parent.mkdir(parents=True, exist_ok=True)
         self.requests = self.cached = 0
+        self.concurrency = concurrency  # outputs judged at once (`run.scored`); the cache and counts are locked
+        self._lock = threading.Lock()
 
     def settings(self) -> dict:
         """What a run records about its judge (and a resumed run must share)."""
@@ -124,13 +131,15 @@ class Judge:
         key = hashlib.sha256(json.dumps([self.endpoint.url, self.name, self.prompt.sha, self.prompt.system, user,
                                          params, k],
                                         ensure_ascii=False).encode()).hexdigest()
-        if self.cache is not None and key in self.cache.records:
-            self.cached += 1
-            return self.cache.records[key]["reply"]
-        self.requests += 1
+        with self._lock:
+            if self.cache is not None and key in self.cache.records:
+                self.cached += 1
+                return self.cache.records[key]["reply"]
+            self.requests += 1
         reply = self.endpoint.chat(user, system=self.prompt.system, **params).text  # R1VError: not cached
         if self.cache is not None:
-            self.cache.add([{"key": key, "model": self.name, "prompt": self.prompt.version, "reply": reply}])
+            with self._lock:
+                self.cache.add([{"key": key, "model": self.name, "prompt": self.prompt.version, "reply": reply}])
         return reply
 
     def judge(self, task: Task, item: Item, response: str) -> Verdict:

@@ -126,12 +126,28 @@ def evaluate(task: Task, items: list[Item], generator, sampling, run: RunDir, *,
     if len(jobs) < len(items) * samples:
         print(f"resuming: {len(items) * samples - len(jobs)} of {len(items) * samples} outputs already in "
               f"{run.items_path}")
+    def score(done):
+        (iid, k), comp = done
+        return record(task, by_id[iid], k, comp.text, think=think, verifier=verifier, judge=judge,
+                      finished=comp.finished, new_tokens=comp.new_tokens, error=comp.error)
+
     with tqdm(total=len(jobs), desc=f"{task.name}: generating", unit="output", disable=not jobs) as bar:
-        for (iid, k), comp in generator.run(jobs, sampling):
-            run.add(record(task, by_id[iid], k, comp.text, think=think, verifier=verifier, judge=judge,
-                           finished=comp.finished, new_tokens=comp.new_tokens, error=comp.error))
+        for rec in scored(score, generator.run(jobs, sampling), judge):
+            run.add(rec)
             bar.update()
     return finish(task, items, run, samples)
+
+
+def scored(score, jobs, judge):
+    """`score(job)` for every job, in this thread, or, with a judge, on `judge.concurrency` threads
+    (a judge's replies take seconds: one at a time, thousands of outputs would take hours). The jobs
+    iterator itself (a generator's outputs) is advanced in this thread; records come back here, so
+    only this thread writes the run's journal."""
+    if judge is None or judge.concurrency <= 1:
+        return map(score, jobs)
+    from r1v.evaluate.endpoint import map_concurrent
+
+    return map_concurrent(score, jobs, judge.concurrency)
 
 
 def score_responses(task: Task, items: list[Item], responses: str | Path, run: RunDir, *, think: bool = True,
@@ -168,9 +184,14 @@ def score_responses(task: Task, items: list[Item], responses: str | Path, run: R
     if not outputs:
         raise R1VError(f"{path}: no responses")
     samples = max(seen.values())
-    for iid, k, out in tqdm(outputs, desc=f"{task.name}: scoring", unit="output"):
-        if (iid, k) not in run.records:
-            run.add(record(task, by_id[iid], k, out, think=think, verifier=verifier, judge=judge))
+    todo = [(iid, k, out) for iid, k, out in outputs if (iid, k) not in run.records]
+
+    def score(job):
+        iid, k, out = job
+        return record(task, by_id[iid], k, out, think=think, verifier=verifier, judge=judge)
+
+    for rec in tqdm(scored(score, todo, judge), total=len(todo), desc=f"{task.name}: scoring", unit="output"):
+        run.add(rec)
     return finish(task, items, run, samples)
 
 
