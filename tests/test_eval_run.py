@@ -442,3 +442,20 @@ def test_pope_reads_both_splits_scores_officially_and_reports_its_metrics(data, 
     assert m == {"n": 8, "accuracy": 75.0, "precision": 66.67, "recall": 100.0, "f1": 80.0, "yes_ratio": 75.0}
     assert summary["metrics"]["random"]["n"] == 4 and summary["hallucination"] == 25.0
     assert "hallucination: 25.0%" in capsys.readouterr().out
+
+
+def test_a_responses_file_with_a_mistake_leaves_no_run_behind(data, tmp_path, capsys):
+    """The responses are checked before --out is claimed: the corrected file, under another name,
+    scores into the same --out without --overwrite."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "test/prealgebra/1.json", "output": "</think>2"}) + "\n"
+                   + json.dumps({"id": "no-such-id", "output": "</think>2"}) + "\n")
+    out = tmp_path / "run"
+    args = ["eval", "score", "--bench", "math500", "--data", str(data["math500"]), "--out", str(out)]
+    assert main(args + ["--responses", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl:2: id 'no-such-id'" in err and "--limit" not in err
+    assert not (out / "run.json").exists()
+    good = tmp_path / "good.jsonl"
+    good.write_text(bad.read_text().splitlines()[0] + "\n")
+    assert main(args + ["--responses", str(good)]) == 0

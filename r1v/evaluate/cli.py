@@ -286,16 +286,17 @@ def cmd_run(a) -> int:
 
 
 def cmd_score(a) -> int:
-    from r1v.evaluate.run import RunDir, print_summary, score_responses
+    from r1v.evaluate.run import RunDir, print_summary, read_responses, score_responses
 
     task, items = _items(a)
+    outputs = read_responses(task, items, a.responses, limited=a.limit is not None)  # before --out is claimed
     verifier, judge = _scoring(a)
     settings = _settings(a, a.model, {"samples": None, "sampling": None,
                                       "responses": str(Path(a.responses).resolve()), **_judged(judge)})
     out = _out(a, a.model)
     run = RunDir(out, settings, overwrite=a.overwrite)
     try:
-        summary = score_responses(task, items, a.responses, run, think=not a.no_think, verifier=verifier,
+        summary = score_responses(task, items, outputs, run, think=not a.no_think, verifier=verifier,
                                   judge=judge)
     finally:
         verifier.close()

@@ -150,10 +150,11 @@ def scored(score, jobs, judge):
     return map_concurrent(score, jobs, judge.concurrency)
 
 
-def score_responses(task: Task, items: list[Item], responses: str | Path, run: RunDir, *, think: bool = True,
-                    verifier=None, judge=None) -> dict:
-    """Score outputs produced elsewhere: JSONL lines {"id": ..., "output": "..."}; repeated ids
-    are further samples of the same item."""
+def read_responses(task: Task, items: list[Item], responses: str | Path, *,
+                   limited: bool = False) -> list[tuple[str, int, str]]:
+    """Outputs produced elsewhere: JSONL lines {"id": ..., "output": "..."}; repeated ids are further
+    samples of the same item. [(item id, sample, output)], every line checked (before a run folder is
+    claimed, so a mistake here leaves nothing behind)."""
     path = Path(responses)
     if not path.is_file():
         raise R1VError(f"responses not found: {path}")
@@ -178,12 +179,19 @@ def score_responses(task: Task, items: list[Item], responses: str | Path, run: R
         iid = iid if iid in by_id else rows.get(iid, iid)
         if iid not in by_id:
             raise R1VError(f"{path}:{n}: id {iid!r} is not among the {len(by_id)} {task.name} items read "
-                           f"(ids look like {next(iter(by_id))!r}; --limit shortens the list)")
+                           f"(ids look like {next(iter(by_id))!r}" + ("; --limit shortened the list)" if limited else ")"))
         outputs.append((iid, seen[iid], out))
         seen[iid] += 1
     if not outputs:
         raise R1VError(f"{path}: no responses")
-    samples = max(seen.values())
+    return outputs
+
+
+def score_responses(task: Task, items: list[Item], outputs: list[tuple[str, int, str]], run: RunDir, *,
+                    think: bool = True, verifier=None, judge=None) -> dict:
+    """Score `read_responses`' outputs into `run`, keeping what it already holds."""
+    by_id = {it.id: it for it in items}
+    samples = max(k for _, k, _ in outputs) + 1
     todo = [(iid, k, out) for iid, k, out in outputs if (iid, k) not in run.records]
 
     def score(job):
