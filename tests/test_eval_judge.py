@@ -103,7 +103,7 @@ def test_match_mode_judges_against_the_gold(bench, tmp_path):
                      "--judge-cache", str(tmp_path / "c.jsonl")) == 0
         golds = [re.search(r"Reference answer:\n(.*)\n", r["messages"][-1]["content"])[1] for r in judge.requests]
     records = records_of(tmp_path / "m" / "items.jsonl")
-    assert golds == ["2", "\\frac{1}{2}", "3"]  # MATH-500's gold: the solution's boxed answer
+    assert sorted(golds) == ["2", "3", "\\frac{1}{2}"]  # MATH-500's gold: the solution's boxed answer
     assert [(r["correct"], r["scorer"]) for r in records] == [(True, "judge-match"), (False, "judge-match"),
                                                                 (True, "judge-match")]  # "three" matches 3
     assert records[2]["extracted"] is not None  # the rules' own reading is kept beside the verdict
@@ -257,3 +257,15 @@ def test_outputs_are_judged_several_at_once(bench, tmp_path):
     assert sorted(map(key, records_of(tmp_path / "c" / "items.jsonl"))) == \
         sorted(map(key, records_of(tmp_path / "s" / "items.jsonl")))
     assert len(read_jsonl(tmp_path / "c.jsonl")) == 3
+
+
+def test_one_model_scored_by_the_rules_and_by_a_judge_gets_two_rows(bench, tmp_path):
+    data, resp = bench
+    with LoopbackJudge() as judge:
+        assert score(bench, tmp_path / "runs" / "j", judge.url, "--judge-mode", "match", "--name", "m",
+                     "--judge-cache", str(tmp_path / "c.jsonl")) == 0
+    assert main(["eval", "score", "--bench", "math500", "--data", str(data), "--responses", str(resp),
+                 "--out", str(tmp_path / "runs" / "r"), "--name", "m"]) == 0
+    assert main(["eval", "report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
+    rows = [line.split(" | ")[0] for line in (tmp_path / "rep" / "report.md").read_text().splitlines()[2:4]]
+    assert sorted(rows) == ["| m", "| m (judge:match)"]

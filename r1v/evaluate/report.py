@@ -67,9 +67,10 @@ def model_name(summary: dict) -> str:
 
 
 def collect(paths: list[str]) -> dict[str, dict[str, dict]]:
-    """{model: {bench: summary}}; two runs of one model on one benchmark is an error."""
-    table: dict[str, dict[str, dict]] = {}
-    where: dict[tuple[str, str], Path] = {}
+    """{model: {bench: summary}}. Two runs of one model on one benchmark that were scored differently
+    (the rules, a judge) become two rows, "model (judge:match)" beside "model"; two scored alike are
+    an error."""
+    runs: dict[tuple[str, str], list[tuple[Path, dict]]] = {}
     for f in find_runs(paths):
         try:
             s = json.loads(f.read_text(encoding="utf-8"))
@@ -78,11 +79,17 @@ def collect(paths: list[str]) -> dict[str, dict[str, dict]]:
                 raise KeyError("fields")
         except (ValueError, UnicodeDecodeError, KeyError, TypeError):
             raise R1VError(f"{f} is not an r1v eval summary") from None
-        if key in where:
-            raise R1VError(f"two runs of {key[0]} on {key[1]}: {where[key].parent} and {f.parent}; "
-                           f"pass one, or tell them apart with `eval run --name`")
-        where[key] = f
-        table.setdefault(key[0], {})[key[1]] = s
+        runs.setdefault(key, []).append((f, s))
+    table: dict[str, dict[str, dict]] = {}
+    for (model, bench), found in runs.items():
+        scorings = [s.get("extraction") or "rules" for _, s in found]
+        if len(set(scorings)) < len(found):
+            a, b = (f.parent for f, _ in found[:2])
+            raise R1VError(f"two runs of {model} on {bench} scored alike: {a} and {b}; pass one, or tell them "
+                           f"apart with --name")
+        for (f, s), how in zip(found, scorings):
+            row = model if how == "rules" or len(found) == 1 else f"{model} ({how})"
+            table.setdefault(row, {})[bench] = s
     return table
 
 
