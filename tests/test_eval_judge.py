@@ -209,7 +209,8 @@ def test_a_chatty_extraction_is_refused_not_parsed(bench, tmp_path):
         assert score(bench, tmp_path / "x", judge.url, "--judge-cache", str(tmp_path / "c.jsonl")) == 0
     records = records_of(tmp_path / "x" / "items.jsonl")
     assert [r["scorer"].split(":")[0] for r in records] == ["rules-after-judge-error"] * 3
-    assert [r["correct"] for r in records] == [True, False, False] and "not in the response" in records[0]["judge"]["error"]
+    assert [r["correct"] for r in records] == [True, False, False]
+    assert "not in the response" in records[0]["judge"]["error"]
 
 
 def test_the_cache_tells_two_judges_apart_by_their_url(bench, tmp_path):
