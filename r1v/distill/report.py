@@ -15,8 +15,8 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from r1v.io import Journal
-from r1v.io import write_atomic
+from r1v.evaluate.answers import is_number
+from r1v.io import Journal, write_atomic
 
 BANDS = ("easy", "medium", "hard", "all")
 
@@ -54,7 +54,7 @@ def summarise(records: list[dict], *, rows: int, unit: str, settings: dict | Non
     by: dict[str, list[dict]] = {}
     for band, r in zip(bands(records), records):
         by.setdefault(band, []).append(r)
-    order = sorted(by, key=lambda b: (0, float(b)) if _is_number(b) else (1, BANDS.index(b)))
+    order = sorted(by, key=lambda b: (0, float(b)) if is_number(b) else (1, BANDS.index(b)))
     return {
         "rows": rows, "finished": len(records), "unit": unit,
         "verdicts": dict(verdicts), "kept_or_revised": sum(v for k, v in verdicts.items() if k != "dropped"),
@@ -78,14 +78,6 @@ def summarise(records: list[dict], *, rows: int, unit: str, settings: dict | Non
                           for b in order},
         "settings": settings or {},
     }
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
 
 
 def plot(summary: dict, path: Path, arms: dict[str, dict] | None = None) -> None:

@@ -24,6 +24,15 @@ _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
 
 
+def is_number(s: str) -> bool:
+    """`s` reads as a float ("3", "-0.5", "1e3", "inf")."""
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
 def unwrap_text(s: str) -> str:
     """`\\text{B}` -> `B` (also `\\textbf`, `\\mathrm`, `\\mbox`)."""
     return _TEXT_WRAPPER.sub(r"\1", s)

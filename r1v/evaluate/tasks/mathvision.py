@@ -43,6 +43,7 @@ import re
 from pathlib import Path
 
 from r1v.errors import R1VError
+from r1v.evaluate.answers import is_number
 from r1v.evaluate.data import find_files, image_bytes, need, read_rows
 from r1v.evaluate.tasks import BOXED_HINT, Item, Task
 from r1v.evaluate.tasks.olympiadbench import latex_value
@@ -52,14 +53,6 @@ _FLAGS = ("the final answer is", "the answer is", "the correct answer is", "the 
 
 
 # ---------------------------------------------------------------- official rules (MATH-V evaluation)
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
-
-
 def _fix_sqrt(s: str) -> str:
     return re.sub(r"\\sqrt(?!\{)(\w)", r"\\sqrt{\1}", s)
 
@@ -121,7 +114,7 @@ def extract_answer(response: str) -> str:
                 or s.startswith(f"({c}) {c}\n")):
             s = c
     tail = s.split("is ")[-1].rstrip(".")
-    if _is_number(tail):
+    if is_number(tail):
         s = tail
     if "oxed{" not in s:
         for flag in _FLAGS:
