@@ -233,7 +233,7 @@ REWRITE_SYSTEM = (
     "for multiple choice keep the number of options and give the answer as the option's letter.")
 
 
-def _neutral(item, task) -> dict:
+def _neutral(item) -> dict:
     """An item in the `jsonl` task's format: multiple-choice answers as the option's letter."""
     answer = item.answer[0] if isinstance(item.answer, list) and item.answer else item.answer
     if item.choices and str(answer) in item.choices and str(answer) not in [chr(65 + i) for i in
@@ -294,7 +294,7 @@ def make_reference(task, items, url: str, out: Path, *, model: str | None = None
     out.mkdir(parents=True, exist_ok=True)
     endpoint = Endpoint(url, model)
     done = Journal(out / "reference.jsonl", key=lambda r: r["rewrites"])
-    originals = {it.id: {**_neutral(it, task), "images": _save_images(it, out)} for it in items}
+    originals = {it.id: {**_neutral(it), "images": _save_images(it, out)} for it in items}
     todo = [it for it in items if it.id not in done.records]
 
     def ask(item):
