@@ -424,21 +424,22 @@ def test_r1v2_grpo_under_accelerate_launch_with_two_processes(hybrid_run, tmp_pa
     """Two CPU processes (DDP on gloo): the hybrid reward, a buffer per process saved in every
     mid-stage checkpoint, the probe and the entropy choice, all run unchanged."""
     import subprocess
-    import sys
+
+    from tests.sharded_cpu import launch
 
     yaml_path, shared, settings = hybrid_run
     run = tmp_path / "run"
     shutil.copytree(shared, run)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "r1v", "train", "grpo", "--config", str(yaml_path),
-           *settings[1:], f"out={run}", 'grpo.reward_model=""', "grpo.ssb.enabled=true", "grpo.eval_every=1",
-           "grpo.select=entropy", "grpo.probe_prompts=2", "grpo.steps=3", "grpo.prompts_per_step=4",
+    head, env = launch("ddp")
+    cmd = [*head, "train", "grpo", "--config", str(yaml_path), *settings[1:], f"out={run}", 'grpo.reward_model=""',
+           "grpo.ssb.enabled=true", "grpo.eval_every=1", "grpo.select=entropy", "grpo.probe_prompts=2", "grpo.steps=3",
+           "grpo.prompts_per_step=4",
            "checkpoint.every_steps=1", "checkpoint.every_minutes=0", "checkpoint.keep_last=5"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads((run / "results.json").read_text())["stages"]["grpo"]
     assert [c["step"] for c in r["candidates"]] == [1, 2, 3] and r["selected"]["last"] == 3
-    assert r["eval"]["visual"]["n"] == 8  # both processes' halves, once
+    assert r["processes"] == 2 and r["eval"]["visual"]["n"] == 8  # both processes' halves, once
     assert not (run / "checkpoints" / "grpo").exists()  # cleared when the stage finished
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in rows if m.get("stage") == "grpo"] == [0, 1, 2]  # one process logs

@@ -241,20 +241,21 @@ def test_grpo_cli_moves_the_projector(recipe_run, monkeypatch):
 def test_recipe_under_accelerate_launch_with_two_processes(recipe_run, tmp_path):
     """`accelerate launch` (two CPU processes, DDP on gloo) runs the same recipe unchanged."""
     import subprocess
-    import sys
+
+    from tests.sharded_cpu import launch
 
     yaml_path, _, _ = recipe_run
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
-           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "r1v", "recipe", "run", str(yaml_path),
-           f"out={tmp_path / 'run'}", "checkpoint.every_steps=3",
+    head, env = launch("ddp")
+    cmd = [*head, "recipe", "run", str(yaml_path), f"out={tmp_path / 'run'}", "checkpoint.every_steps=3",
            "data.workers=1"]  # the multi-process save path and the workers under accelerate, too
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {"align", "transfer", "sft", "grpo"} <= set(results["done"])
     assert done.stdout.count("report:") == 1  # one process speaks
     # each process scored half of the held-out rows; the results hold all of them, once
     assert all(results["stages"][s]["eval"][k]["n"] == 8 for s in ("align", "grpo") for k in ("visual", "text"))
+    assert all(results["stages"][s]["processes"] == 2 for s in ("align", "sft/m0", "grpo"))
     ids = [json.loads(x)["id"] for x in (tmp_path / "run" / "outputs" / "grpo-visual.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 8
     # each process trained on half of every step's batch, the loss normalised over both: the same

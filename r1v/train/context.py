@@ -36,13 +36,13 @@ from r1v.train.loop import Metrics
 
 class Context:
     def __init__(self, cfg: RecipeConfig):
-        from accelerate import PartialState
+        from r1v.train.engine import processes
 
         self.cfg = cfg
         self.dir = cfg.run_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         # Under `accelerate launch` every process runs the recipe; only the main one writes files.
-        self.state = PartialState()
+        self.state = processes()
         self.main = self.state.is_main_process
         self.metrics = Metrics(self.dir / "metrics.jsonl" if self.main else None, tracking=cfg.tracking,
                                name=cfg.name, config=dataclasses.asdict(cfg))
@@ -104,7 +104,8 @@ class Context:
         from r1v.io import peak_rss_mb
 
         self.results["stages"].setdefault(stage, {}).update(
-            seconds=round(seconds, 1), peak_rss_mb=round(peak_rss_mb()), **extra)
+            seconds=round(seconds, 1), peak_rss_mb=round(peak_rss_mb()), processes=self.state.num_processes,
+            **extra)
         if stage not in self.results["done"]:
             self.results["done"].append(stage)
         self.save_results()
@@ -319,6 +320,14 @@ class Context:
         from r1v.train.data import chunked, loader
 
         return loader(data, chunked(indices, batch_size), workers=self.workers, seed=self.cfg.seed)
+
+    def everyone(self, value) -> list:
+        """`value` from every process, in rank order (one process: `[value]`)."""
+        if self.state.num_processes == 1:
+            return [value]
+        from accelerate.utils import gather_object
+
+        return gather_object([value])
 
     # ------------------------------------------------------------------ held-out scoring
     def evaluate(self, model, tokenizer, stage: str) -> dict:

@@ -16,9 +16,9 @@ Generation (rollouts, held-out scoring, E_{t-1}) runs on the whole model with no
 so processes may generate different prompts and lengths: `generating()` uses TRL's
 `unwrap_model_for_generation` for ZeRO-3 (weights gathered, DeepSpeed's hooks off), and for FSDP2
 unshards every unit and keeps it unsharded until generation ends; DDP needs nothing; FSDP1 is
-refused (its forward cannot run inside summon_full_params). Only DDP is tested here: accelerate
-refuses FSDP and DeepSpeed on CPU processes, so the sharded paths are written to their APIs and
-wait for a GPU run.
+refused (its forward cannot run inside summon_full_params). DDP and FSDP2 are tested on two CPU
+processes, every stage (tests/test_sharded.py); DeepSpeed is written to its API and waits for a GPU
+run.
 
 `Checkpoints`: mid-stage checkpoints by accelerate's `save_state` (trainable weights, optimiser,
 every process's RNG) plus `position.json` (where in the stage: pass, SFT iteration, step), written
@@ -38,6 +38,17 @@ from pathlib import Path
 import torch
 
 from r1v.train.config import CheckpointConfig, Parts
+
+
+def processes():
+    """accelerate's view of the launched processes (`PartialState`), made the way `Accelerator` makes
+    it: with ACCELERATE_USE_CPU=true, several processes on CPUs are DDP over gloo. A bare
+    `PartialState()` ignores that variable, and on a machine without GPUs every process would then
+    think it is alone (rank 0 of 1), each training on the whole batch and writing every file."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 class TrainModule(torch.nn.Module):
@@ -104,7 +115,8 @@ class Engine:
 
     @contextlib.contextmanager
     def generating(self):
-        """The whole model, in eval mode, for `generate`; no collective runs inside (see above)."""
+        """The whole model, in eval mode, for `generate` and other per-process forwards (held-out
+        scoring); no collective runs inside (see above). Every process enters it together."""
         from accelerate.utils import DistributedType
 
         model = self.model
@@ -129,6 +141,10 @@ class Engine:
                     raise R1VError("r1v generates under FSDP2 only: set fsdp_version: 2 (recipes/accelerate/fsdp.yaml)")
                 from torch.distributed.fsdp import FSDPModule
 
+                # FSDP2 makes the first unit to run forward the root. A generation before any training
+                # forward (GRPO's first rollouts) would make a vision layer the root and break the
+                # next training step, so an empty forward through the engine settles the root first.
+                self(lambda model: None)
                 units = [m for m in self.module.modules() if isinstance(m, FSDPModule)]
                 for m in units:
                     m.unshard()
@@ -165,9 +181,7 @@ class Checkpoints:
     """Mid-stage checkpoints of one stage under `folder` (`<run>/checkpoints/<stage>/`)."""
 
     def __init__(self, folder: Path, cfg: CheckpointConfig, *, setting: dict | None = None):
-        from accelerate import PartialState
-
-        self.folder, self.cfg, self.state = folder, cfg, PartialState()
+        self.folder, self.cfg, self.state = folder, cfg, processes()
         self.setting = json.loads(json.dumps(setting or {}))  # as it reads back from position.json
         self.last = time.monotonic()
 

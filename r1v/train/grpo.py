@@ -396,7 +396,9 @@ def filter_pool(ctx: Context, pool: np.ndarray, *, engine: Engine | None = None,
                 break  # a line cut by a crash: that chunk is rolled out again
     mine = [int(r) for r in order[rank::world]]
     todo = [r for r in mine if r not in done]
-    if todo:
+    # every process enters the engine's generation together (it gathers sharded weights), even one
+    # whose share was rolled out before a crash
+    if any(ctx.everyone(bool(todo))):
         if engine is None:
             model, tok = ctx.load_model(cfg.base or ctx.policy_before("grpo"))
             enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
@@ -404,13 +406,12 @@ def filter_pool(ctx: Context, pool: np.ndarray, *, engine: Engine | None = None,
         path.parent.mkdir(parents=True, exist_ok=True)
         data = ctx.data(prompt_key(ctx), enc, field="")
         with open(path, "a") as f, tqdm(total=len(mine), initial=len(mine) - len(todo), desc="grpo: filter pool",
-                                        leave=False, disable=not ctx.main) as bar:
+                                        leave=False, disable=not ctx.main) as bar, engine.generating() as model:
             for k, chunk in enumerate(ctx.stream(data, todo, cfg.micro_groups)):
                 torch.manual_seed(ctx.cfg.seed * 1_000_003 + chunk[0].index)  # a chunk's rollouts: the same on a rerun
-                with engine.generating() as model:
-                    gens = generate(model, chunk, stop_id=enc.stop_id, pad_id=tok.pad_token_id, n=G,
-                                    temperature=cfg.temperature, max_new_tokens=cfg.max_completion_tokens,
-                                    batch_size=len(chunk), image_args=lambda ch, m=model: image_inputs(m, ch, None))
+                gens = generate(model, chunk, stop_id=enc.stop_id, pad_id=tok.pad_token_id, n=G,
+                                temperature=cfg.temperature, max_new_tokens=cfg.max_completion_tokens,
+                                batch_size=len(chunk), image_args=lambda ch, m=model: image_inputs(m, ch, None))
                 texts = tok.batch_decode([c for g in gens for c in g], skip_special_tokens=True)
                 right = accuracy_reward(texts, items=[s.item for s in chunk for _ in range(G)], task=ctx.task)
                 for b, s in enumerate(chunk):

@@ -122,6 +122,12 @@ def set_parts(model, parts: Parts):
                 p.requires_grad_(True)
     if vlm is not model:
         model.head.requires_grad_(True)
+        # The score never reaches the LM head: left trainable, it gets no gradient, and DDP's reducer
+        # then skips the all-reduce of its bucket (each process keeps its own gradient) and fails on
+        # the next step. Tied to the embeddings, it is the embeddings, which the score does use.
+        head = vlm.get_output_embeddings()
+        if head is not None and head.weight is not vlm.get_input_embeddings().weight:
+            head.requires_grad_(False)
     return model
 
 

@@ -100,12 +100,14 @@ def make_pairs(ctx: Context, engine: Engine, tok, enc: Encoder, reward, round_: 
     torch.manual_seed(ctx.cfg.seed * 1000 + round_)
     K = cfg.samples_per_prompt
     out, stats = [], {"prompts": 0, "pairs": 0, "reward": [], "accuracy": [], "format": [], "hallucinated": []}
-    with tqdm(total=len(mine), desc=f"mpo/r{round_}: sample", leave=False, disable=not ctx.main) as bar:
+    # one generation context for the whole share: the processes' shares may differ in length, and the
+    # engine gathers sharded weights (a collective) on entering it
+    with tqdm(total=len(mine), desc=f"mpo/r{round_}: sample", leave=False, disable=not ctx.main) as bar, \
+            engine.generating() as model:
         for chunk in ctx.stream(ctx.data(key, enc, field=""), mine, cfg.micro_prompts):
-            with engine.generating() as model:
-                gens = generate(model, chunk, stop_id=enc.stop_id, pad_id=tok.pad_token_id, n=K,
-                                temperature=cfg.temperature, max_new_tokens=cfg.max_completion_tokens,
-                                batch_size=len(chunk), image_args=lambda ch, m=model: image_inputs(m, ch, cache))
+            gens = generate(model, chunk, stop_id=enc.stop_id, pad_id=tok.pad_token_id, n=K,
+                            temperature=cfg.temperature, max_new_tokens=cfg.max_completion_tokens,
+                            batch_size=len(chunk), image_args=lambda ch, m=model: image_inputs(m, ch, cache))
             flat = [c for g in gens for c in g]
             texts = tok.batch_decode(flat, skip_special_tokens=True)
             items = [s.item for s in chunk for _ in range(K)]
@@ -121,7 +123,7 @@ def make_pairs(ctx: Context, engine: Engine, tok, enc: Encoder, reward, round_: 
                                       format_weight=cfg.format_weight, fact_weight=cfg.fact_weight)
             pairs = best_worst_pairs(total, K, cfg.threshold)
             # the reference: this round's starting policy, once per pair (no second model kept)
-            ref = _pair_logps(engine, chunk, [(flat[c], flat[r]) for c, r in pairs], [c // K for c, _ in pairs],
+            ref = _pair_logps(model, chunk, [(flat[c], flat[r]) for c, r in pairs], [c // K for c, _ in pairs],
                               pad_id=tok.pad_token_id, cache=cache)
             for (c, r), (lc, lr) in zip(pairs, ref):
                 s = chunk[c // K]
@@ -156,18 +158,18 @@ def make_pairs(ctx: Context, engine: Engine, tok, enc: Encoder, reward, round_: 
 
 
 @torch.no_grad()
-def _pair_logps(engine: Engine, prompts, pairs: Sequence[tuple[list, list]], owners: Sequence[int], *, pad_id: int,
+def _pair_logps(model, prompts, pairs: Sequence[tuple[list, list]], owners: Sequence[int], *, pad_id: int,
                 cache) -> list[tuple[float, float]]:
-    """Summed log-probs of each (chosen, rejected) under the current policy, prompts run once."""
+    """Summed log-probs of each (chosen, rejected) under the current policy (`model`: whole, see
+    `Engine.generating`), prompts run once."""
     out = []
-    with engine.generating() as model:
-        for k in range(0, len(pairs), 16):
-            part, who = pairs[k : k + 16], owners[k : k + 16]
-            logp, mask = completion_logprobs(model, prompts=[prompts[w] for w in who],
-                                             completions=[x for p in part for x in p], group=2, pad_id=pad_id,
-                                             cache=cache)
-            sums = (logp * mask).sum(-1).tolist()
-            out += [(sums[i], sums[i + 1]) for i in range(0, len(sums), 2)]
+    for k in range(0, len(pairs), 16):
+        part, who = pairs[k : k + 16], owners[k : k + 16]
+        logp, mask = completion_logprobs(model, prompts=[prompts[w] for w in who],
+                                         completions=[x for p in part for x in p], group=2, pad_id=pad_id,
+                                         cache=cache)
+        sums = (logp * mask).sum(-1).tolist()
+        out += [(sums[i], sums[i + 1]) for i in range(0, len(sums), 2)]
     return out
 
 

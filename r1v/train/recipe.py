@@ -27,9 +27,9 @@ def stage_module(name: str):
 
 
 def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
-    from accelerate import PartialState
+    from r1v.train.engine import processes
 
-    state = PartialState()
+    state = processes()
     if restart and state.is_main_process and cfg.run_dir.exists():
         shutil.rmtree(cfg.run_dir)
     state.wait_for_everyone()

@@ -200,7 +200,8 @@ def run(ctx: Context) -> None:
     extra = {"pairs": int(len(ids)), "ties_dropped": int(len(rows) - len(ids)),
              "loss": [losses[0], losses[-1]] if losses else None}
     if ctx.cfg.data.rm_eval:
-        extra["pairs_eval"] = evaluate(ctx, engine.model, tok, enc)
+        with engine.generating() as whole:  # the whole model (FSDP / ZeRO-3 shards gathered), no collectives
+            extra["pairs_eval"] = evaluate(ctx, whole, tok, enc)
     ckpt.clear()
     ctx.mark_done("rm", time.perf_counter() - t0, **extra)
 
