@@ -232,6 +232,27 @@ class CheckpointConfig:
     keep_last: int = _f(2, "mid-stage checkpoints kept per stage (older ones are deleted)")
 
 
+ROLLOUT_ENGINES = ("hf", "vllm")
+VLLM_MODES = ("colocate", "server")
+
+
+@dataclass
+class RolloutConfig:
+    """Where the stages generate: GRPO's rollouts, MPO's samples, the pool filter, E_{t-1} and the
+    held-out scoring (`r1v/train/vllm.py`)."""
+
+    engine: str = _f("hf", "hf (transformers' generate on the training model, the prompt prefilled once per "
+                           "group: the CPU path) or vllm (TRL's VLLMGeneration: pip install 'r1v[vllm]', a GPU)")
+    vllm_mode: str = _f("colocate", "colocate (a vLLM engine inside every training process, weights synced "
+                                    "after each update) or server (`trl vllm-serve --model FOLDER` on other GPUs)")
+    server_url: str = _f("", "vllm_mode=server: the server's base URL (e.g. http://10.0.0.2:8000)")
+    gpu_memory_utilization: float = _f(0.3, "colocate: the share of each GPU vLLM takes (weights, KV cache); the "
+                                            "rest is the trainer's")
+    tensor_parallel_size: int = _f(1, "colocate: GPUs one vLLM engine spans (must divide the process count)")
+    max_model_len: int = _f(0, "colocate: vLLM's context (prompt + completion); 0 = the model's")
+    sleep: bool = _f(False, "colocate: vLLM's sleep mode, its memory freed while the trainer steps")
+
+
 @dataclass
 class EvalConfig:
     max_new_tokens: int = _f(8192, "generation budget of the held-out scoring (greedy)")
@@ -276,6 +297,7 @@ class RecipeConfig:
     grpo: GRPOConfig = _f(GRPOConfig(), "Stage 3: GRPO with rule rewards (R1V2: plus a reward model, and the "
                                         "Selective Sample Buffer)")
     eval: EvalConfig = _f(EvalConfig(), "held-out scoring after every stage")
+    rollout: RolloutConfig = _f(RolloutConfig(), "where generation runs: transformers (CPU, default) or vLLM")
     tracking: list[str] = _f(["tensorboard"], "experiment trackers (accelerate's) beside metrics.jsonl: tensorboard "
                                               "(<run>/tracking/), wandb, mlflow, ... when installed; [] = none")
     checkpoint: CheckpointConfig = _f(CheckpointConfig(), "mid-stage checkpoints: `recipe run` after a crash "
@@ -308,6 +330,14 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise R1VError(f"{p} is empty: a recipe names at least its backbones (model.*) and data files (data.*); "
                            f"see recipes/tiny.yaml")
     cfg = build(RecipeConfig, merge(data, parse_overrides(overrides or [])))
+    if cfg.rollout.engine not in ROLLOUT_ENGINES:
+        raise R1VError(f"rollout.engine={cfg.rollout.engine!r}; choose {' or '.join(ROLLOUT_ENGINES)}")
+    if cfg.rollout.vllm_mode not in VLLM_MODES:
+        raise R1VError(f"rollout.vllm_mode={cfg.rollout.vllm_mode!r}; choose {' or '.join(VLLM_MODES)}")
+    if cfg.rollout.engine == "vllm" and cfg.rollout.vllm_mode == "server" and not cfg.rollout.server_url:
+        raise R1VError("rollout.vllm_mode=server needs rollout.server_url (where `trl vllm-serve` listens)")
+    if not 0 < cfg.rollout.gpu_memory_utilization <= 1:
+        raise R1VError(f"rollout.gpu_memory_utilization={cfg.rollout.gpu_memory_utilization}; a share in (0, 1]")
     bad = [s for s in cfg.stages if s not in STAGES]
     if bad:
         raise R1VError(f"unknown stage {bad[0]!r} in `stages`; choose from {', '.join(STAGES)}")
@@ -331,7 +361,8 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
                 "mpo.optim.samples_per_step": cfg.mpo.optim.samples_per_step,
                 "mpo.optim.micro_batch_per_device": cfg.mpo.optim.micro_batch_per_device,
                 "mpo.max_completion_tokens": cfg.mpo.max_completion_tokens, "mpo.micro_prompts": cfg.mpo.micro_prompts,
-                "grpo.ssb.size": cfg.grpo.ssb.size}
+                "grpo.ssb.size": cfg.grpo.ssb.size,
+                "rollout.tensor_parallel_size": cfg.rollout.tensor_parallel_size}
     positive["checkpoint.keep_last"] = cfg.checkpoint.keep_last
     for key, value in positive.items():
         if value < 1:

@@ -234,6 +234,11 @@ class Context:
         (a bad row in the SFT data is found now, not after the align stage). `rerun`: the stages run
         even if done (`r1v train STAGE`), so they are checked even then; `reward_model=False`: the
         command does not use the stage's reward model (`r1v train grpo-filter`)."""
+        if self.cfg.rollout.engine == "vllm" and {"sft", "mpo", "grpo"} & set(stages):
+            from r1v.train.vllm import available
+
+            if available():
+                raise R1VError(available())
         prompts = "prompts" if self.cfg.data.prompts else "sft"  # MPO's and GRPO's prompts
         needs = {"align": (("vision", "substitute"), ("align_full", "align_filtered", "align_cot")),
                  "transfer": (("reasoning",), ()), "sft": ((), ("sft",)), "grpo": ((), (prompts,)),
@@ -315,6 +320,12 @@ class Context:
         rows = self.rows(key, need=("id", field) if field else ("id",))
         return Encoded(rows, self.task, encoder, field=field, revised=revised, subset=subset)
 
+    def images(self, key: str, samples) -> list[list[bytes]]:
+        """Each sample's images, read again from its row of the data file `key` (streamed samples keep
+        pixels, not the pictures; vLLM takes the pictures)."""
+        rows = self.rows(key)
+        return [self.task.read_row(rows[s.index], root=rows.root(s.index)).images for s in samples]
+
     def stream(self, data, indices, batch_size: int):
         """Encoded chunks of `data` at `indices`, in order, made ahead by the workers."""
         from r1v.train.data import chunked, loader
@@ -330,9 +341,10 @@ class Context:
         return gather_object([value])
 
     # ------------------------------------------------------------------ held-out scoring
-    def evaluate(self, model, tokenizer, stage: str) -> dict:
+    def evaluate(self, model, tokenizer, stage: str, *, rollouts=None) -> dict:
         """Greedy accuracy on the held-out visual and text-only files (the first `data.eval_limit`
-        rows, streamed); stored under the stage. `model`: whole (see `Engine.generating`)."""
+        rows, streamed); stored under the stage. `model`: whole (see `Engine.generating`);
+        `rollouts`: vLLM's (`r1v/train/vllm.py`) in its place."""
         from r1v.train.rollout import score
         from r1v.train.samples import Encoder
 
@@ -348,7 +360,8 @@ class Context:
             mine = range(self.state.process_index, n, self.state.num_processes)  # each process scores its share
             scored = score(self.task, model, tokenizer, self.stream(data, mine, self.cfg.eval.batch_size),
                            n=len(mine), stop_id=enc.stop_id, max_new_tokens=self.cfg.eval.max_new_tokens,
-                           desc=f"{stage}: {kind} test")
+                           desc=f"{stage}: {kind} test", rollouts=rollouts,
+                           images=lambda chunk, key=key: self.images(key, chunk))
             if self.state.num_processes > 1:
                 scored = _gathered(scored)
             out[kind] = scored.summary()

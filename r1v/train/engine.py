@@ -70,6 +70,7 @@ class Engine:
         from r1v.train.loop import set_parts
 
         self.acc = Accelerator()
+        self.steps = 0  # optimiser steps taken (vLLM rollouts sync the weights when it moves)
         set_parts(model, parts)
         self.lora = parts.lora_rank > 0 and not parts.language
         params = [p for p in model.parameters() if p.requires_grad]
@@ -108,6 +109,7 @@ class Engine:
             self.acc.clip_grad_norm_(self.module.parameters(), max_grad_norm)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        self.steps += 1
 
     def no_sync(self, last: bool):
         """Gradient accumulation: DDP reduces only at a step's last micro-batch."""

@@ -77,6 +77,7 @@ from r1v.train.engine import Engine
 from r1v.train.rollout import generate, prefill
 from r1v.train.samples import Encoder, Sample, image_inputs
 from r1v.train.ssb import Group, SelectiveSampleBuffer, replay_count
+from r1v.train.vllm import open_rollouts, scoring, uneven
 
 
 def completion_logprobs(model, *, prompts: Sequence[Sample], completions: Sequence[list[int]], group: int,
@@ -185,16 +186,21 @@ class Unit(NamedTuple):
 
 def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rewards_fn, cache=None, ref=None,
          min_new_tokens: int = 0, task=None, buffer: SelectiveSampleBuffer | None = None, replay_samples=None,
-         step_no: int = 0, seed: int = 0, critical: dict | None = None) -> dict:
-    """One GRPO step: G rollouts per prompt (prefix shared), rewards, advantages; with a `buffer`,
-    buffered groups replace uniform ones (`replay_samples(positions)` gives their prompts); one update."""
+         step_no: int = 0, seed: int = 0, critical: dict | None = None, rollouts=None, images=None) -> dict:
+    """One GRPO step: G rollouts per prompt (prefix shared; or on vLLM: `rollouts`, with `images(batch)`
+    the prompts' pictures), rewards, advantages; with a `buffer`, buffered groups replace uniform ones
+    (`replay_samples(positions)` gives their prompts); one update."""
     acc = engine.acc
     G = cfg.generations_per_prompt
     t0 = time.perf_counter()
-    with engine.generating() as model:
-        gens = generate(model, batch, stop_id=stop_id, pad_id=tok.pad_token_id, n=G, temperature=cfg.temperature,
-                        max_new_tokens=cfg.max_completion_tokens, min_new_tokens=min_new_tokens,
-                        batch_size=len(batch), image_args=lambda ch: image_inputs(model, ch, cache))
+    if rollouts is not None:
+        gens = rollouts.generate(batch, images(batch), n=G, temperature=cfg.temperature,
+                                 max_new_tokens=cfg.max_completion_tokens, min_new_tokens=min_new_tokens)
+    else:
+        with engine.generating() as model:
+            gens = generate(model, batch, stop_id=stop_id, pad_id=tok.pad_token_id, n=G, temperature=cfg.temperature,
+                            max_new_tokens=cfg.max_completion_tokens, min_new_tokens=min_new_tokens,
+                            batch_size=len(batch), image_args=lambda ch: image_inputs(model, ch, cache))
     t_gen = time.perf_counter() - t0
     flat = [c for g in gens for c in g]
     texts = tok.batch_decode(flat, skip_special_tokens=True)
@@ -495,6 +501,7 @@ def run(ctx: Context) -> None:
     model, tok = ctx.load_model(cfg.base or ctx.policy_before("grpo"))
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     engine, ref = setup(model, cfg)
+    rollouts = open_rollouts(ctx, engine, tok, enc)
     # the reward model is opened (an endpoint asked once) before the long work, and everything that
     # draws random numbers while loading (its head) before the RNG is restored, so a resumed run
     # samples as the uninterrupted one did
@@ -550,13 +557,15 @@ def run(ctx: Context) -> None:
         engine.set_lr(lr)
         row = step(engine, batch, cfg=cfg, tok=tok, stop_id=enc.stop_id, rewards_fn=rewards_fn, cache=cache, ref=ref,
                    task=ctx.task, buffer=buffer, replay_samples=lambda positions: next(loader(data, [positions])),
-                   step_no=i, seed=ctx.cfg.seed, critical=critical)
+                   step_no=i, seed=ctx.cfg.seed, critical=critical, rollouts=rollouts,
+                   images=lambda b: ctx.images(prompt_key(ctx), b))
         row = {"stage": "grpo", "step": i, **row, "lr": lr}
         history.append({k: row[k] for k in ("reward", "effective", "effective_trained", "replayed")})
         ctx.metrics.log(**{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
         if cfg.eval_every and (i + 1) % cfg.eval_every == 0 and i + 1 < cfg.steps:
-            with engine.generating() as m:
-                rate = ctx.evaluate(m, tok, f"grpo@{i + 1}").get("visual", {}).get("hallucination")
+            with scoring(engine, uneven(rollouts)) as m:
+                scored = ctx.evaluate(m, tok, f"grpo@{i + 1}", rollouts=uneven(rollouts))
+            rate = scored.get("visual", {}).get("hallucination")
             checkpoint_candidate(i + 1)
             if cfg.select == "entropy":
                 ctx.save(engine.model, f"grpo@{i + 1}", tok, state=engine.state_dict())
@@ -578,8 +587,8 @@ def run(ctx: Context) -> None:
     del ref
     last = len(history)
     ctx.save(engine.model, "grpo", tok, state=engine.state_dict())
-    with engine.generating() as m:
-        ctx.evaluate(m, tok, "grpo")
+    with scoring(engine, uneven(rollouts)) as m:
+        ctx.evaluate(m, tok, "grpo", rollouts=uneven(rollouts))
     if cfg.eval_every:
         ctx.results["stages"][f"grpo@{last}"] = {"eval": ctx.results["stages"]["grpo"]["eval"]}
         checkpoint_candidate(last)

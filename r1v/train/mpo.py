@@ -48,6 +48,7 @@ from r1v.rewards import accuracy_reward, best_worst_pairs, format_reward, prefer
 from r1v.train.context import Context
 from r1v.train.data import Rows, loader, schedule
 from r1v.train.engine import Engine
+from r1v.train.vllm import open_rollouts, uneven
 from r1v.train.grpo import completion_logprobs
 from r1v.train.loop import lr_at
 from r1v.train.rollout import generate
@@ -86,8 +87,9 @@ class RunningMean:
 
 
 # --------------------------------------------------------------------------- sample -> score -> pair
-def make_pairs(ctx: Context, engine: Engine, tok, enc: Encoder, reward, round_: int, cache) -> dict:
-    """Steps 1-3 of a round; writes `<run>/mpo-pairs/round-K.jsonl`; returns the round's numbers."""
+def make_pairs(ctx: Context, engine: Engine, tok, enc: Encoder, reward, round_: int, cache, *, rollouts=None) -> dict:
+    """Steps 1-3 of a round; writes `<run>/mpo-pairs/round-K.jsonl`; returns the round's numbers.
+    `rollouts`: vLLM samples (`r1v/train/vllm.py`); the reference log-probs stay on the engine's model."""
     from r1v.io import write_jsonl
 
     cfg = ctx.cfg.mpo
@@ -100,14 +102,20 @@ def make_pairs(ctx: Context, engine: Engine, tok, enc: Encoder, reward, round_: 
     torch.manual_seed(ctx.cfg.seed * 1000 + round_)
     K = cfg.samples_per_prompt
     out, stats = [], {"prompts": 0, "pairs": 0, "reward": [], "accuracy": [], "format": [], "hallucinated": []}
+    if rollouts is not None:
+        rollouts.sync()
     # one generation context for the whole share: the processes' shares may differ in length, and the
     # engine gathers sharded weights (a collective) on entering it
     with tqdm(total=len(mine), desc=f"mpo/r{round_}: sample", leave=False, disable=not ctx.main) as bar, \
             engine.generating() as model:
         for chunk in ctx.stream(ctx.data(key, enc, field=""), mine, cfg.micro_prompts):
-            gens = generate(model, chunk, stop_id=enc.stop_id, pad_id=tok.pad_token_id, n=K,
-                            temperature=cfg.temperature, max_new_tokens=cfg.max_completion_tokens,
-                            batch_size=len(chunk), image_args=lambda ch, m=model: image_inputs(m, ch, cache))
+            if rollouts is not None:
+                gens = rollouts.generate(chunk, ctx.images(key, chunk), n=K, temperature=cfg.temperature,
+                                         max_new_tokens=cfg.max_completion_tokens)
+            else:
+                gens = generate(model, chunk, stop_id=enc.stop_id, pad_id=tok.pad_token_id, n=K,
+                                temperature=cfg.temperature, max_new_tokens=cfg.max_completion_tokens,
+                                batch_size=len(chunk), image_args=lambda ch, m=model: image_inputs(m, ch, cache))
             flat = [c for g in gens for c in g]
             texts = tok.batch_decode(flat, skip_special_tokens=True)
             items = [s.item for s in chunk for _ in range(K)]
@@ -262,6 +270,7 @@ def run(ctx: Context) -> None:
     model, tok = ctx.load(base)
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay)
+    rollouts = uneven(open_rollouts(ctx, engine, tok, enc))
     pos = ckpt.resume(engine) or {"round": last + 1, "step": 0, "base": base}
     pos["base"] = base
     cache = ctx.feature_cache("mpo") if not cfg.parts.vision else None
@@ -277,7 +286,7 @@ def run(ctx: Context) -> None:
         ctx.metrics.forget(f"mpo/r{r}", here.get("step", 0))
         made = ctx.results["stages"].get(f"mpo/r{r}", {}).get("sampling")
         if made is None or not pairs_file(ctx, r).exists():
-            made = make_pairs(ctx, engine, tok, enc, reward, r, cache)
+            made = make_pairs(ctx, engine, tok, enc, reward, r, cache, rollouts=rollouts)
             ctx.results["stages"].setdefault(f"mpo/r{r}", {})["sampling"] = made
             ctx.save_results()
         if not made["pairs"]:

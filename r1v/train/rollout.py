@@ -115,17 +115,21 @@ class Scored:
 
 
 def score(task, model, tokenizer, chunks: Iterable[Sequence[Sample]], *, n: int, stop_id: int, max_new_tokens: int,
-          desc: str = "score", keep: bool = True) -> Scored:
+          desc: str = "score", keep: bool = True, rollouts=None, images=None) -> Scored:
     """Greedy answers of `model` on the samples of `chunks` (one generation batch each, e.g. streamed
     from `r1v/train/data.py`), scored by `task` (the harness's scorer). `keep=False`: only the
-    verdicts are kept (E_{t-1} over all of D), not the outputs."""
+    verdicts are kept (E_{t-1} over all of D), not the outputs. `rollouts` (vLLM's, with
+    `images(chunk)` giving each sample's pictures) generate in the model's place."""
     from tqdm.auto import tqdm
 
     ids, correct, texts, lengths, groups, false = [], [], [], [], [], []
     with tqdm(total=n, desc=desc, leave=False) as bar:
         for chunk in chunks:
-            gens = generate(model, chunk, stop_id=stop_id, pad_id=tokenizer.pad_token_id,
-                            max_new_tokens=max_new_tokens, batch_size=len(chunk))
+            if rollouts is not None:
+                gens = rollouts.generate(chunk, images(chunk), max_new_tokens=max_new_tokens)
+            else:
+                gens = generate(model, chunk, stop_id=stop_id, pad_id=tokenizer.pad_token_id,
+                                max_new_tokens=max_new_tokens, batch_size=len(chunk))
             for s, g in zip(chunk, gens):
                 text = tokenizer.decode(g[0], skip_special_tokens=True)
                 correct.append(task.score(s.item, text).correct)

@@ -35,6 +35,7 @@ from r1v.train.loop import supervised
 from r1v.rewards import d_rm, iteration_ids, mistakes, rubric_score
 from r1v.train.rollout import score
 from r1v.train.samples import Encoder
+from r1v.train.vllm import open_rollouts, scoring, uneven
 
 
 def scores_of(ctx: Context, rows) -> np.ndarray:
@@ -76,6 +77,7 @@ def run(ctx: Context) -> None:
     model, tok = ctx.load(base)
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay)
+    rollouts = uneven(open_rollouts(ctx, engine, tok, enc))
     pos = ckpt.resume(engine) or {"iteration": last + 1, "step": 0, "losses": [], "base": base}
     cache = ctx.feature_cache("sft") if cfg.cache_features and not cfg.parts.vision else None
     start = time.perf_counter()
@@ -90,7 +92,7 @@ def run(ctx: Context) -> None:
         else:
             tau, lr = cfg.taus[t - 1], cfg.lrs[t - 1]
             if "wrong" not in here:  # E_{t-1} (generation over D) is saved at once: a crash keeps it
-                here.update(find_mistakes(ctx, engine, tok, enc, t))
+                here.update(find_mistakes(ctx, engine, tok, enc, t, rollouts=rollouts))
                 ckpt.save(engine, 0, {**here, "iteration": t, "base": base}, phase=t)
             wrong = np.asarray(here["wrong"], dtype=np.int64)
             ids = iteration_ids(scores, tau, wrong)
@@ -109,15 +111,15 @@ def run(ctx: Context) -> None:
                             workers=ctx.workers, log=ctx.metrics, name=f"sft/{name}",
                             start=here["step"], losses=here["losses"], on_step=on_step)
         ctx.save(engine.model, f"sft/{name}", tok, state=engine.state_dict())
-        with engine.generating() as m:
-            ctx.evaluate(m, tok, f"sft/{name}")
+        with scoring(engine, rollouts) as m:
+            ctx.evaluate(m, tok, f"sft/{name}", rollouts=rollouts)
         ctx.mark_done(f"sft/{name}", time.perf_counter() - t0, **extra,
                       **({"size": len(data)} if t == 0 else {}), loss=[losses[0], losses[-1]] if losses else None)
         ckpt.clear()  # a later crash resumes from this iteration's checkpoint, not inside an earlier one
     ctx.mark_done("sft", time.perf_counter() - start, final=final_stage(ctx))
 
 
-def find_mistakes(ctx: Context, engine, tok, enc, t: int) -> dict:
+def find_mistakes(ctx: Context, engine, tok, enc, t: int, *, rollouts=None) -> dict:
     """E_{t-1}: the rows of D (all of it, or a fresh seeded sample of `sft.mistake_pool` rows each
     iteration) that M_{t-1} answers wrongly, greedily, by the task's own scorer."""
     cfg = ctx.cfg.sft
@@ -126,10 +128,11 @@ def find_mistakes(ctx: Context, engine, tok, enc, t: int) -> dict:
     if 0 < cfg.mistake_pool < n:
         pool = np.sort(np.random.default_rng([ctx.cfg.seed, t]).choice(n, cfg.mistake_pool, replace=False))
     mine = pool[ctx.state.process_index :: ctx.state.num_processes]  # each process answers its share
-    with engine.generating() as m:
+    with scoring(engine, rollouts) as m:
         answered = score(ctx.task, m, tok, ctx.stream(ctx.data("sft", enc, field=""), mine, ctx.cfg.eval.batch_size),
                          n=len(mine), stop_id=enc.stop_id, max_new_tokens=cfg.max_new_tokens,
-                         desc=f"sft/m{t}: E_{t - 1}", keep=False)
+                         desc=f"sft/m{t}: E_{t - 1}", keep=False, rollouts=rollouts,
+                         images=lambda chunk: ctx.images("sft", chunk))
     wrong = mistakes(mine, answered.correct).tolist()
     if ctx.state.num_processes > 1:  # every process trains on the same E_{t-1}
         from accelerate.utils import gather_object
