@@ -4,6 +4,7 @@ not, the transfer's bit-identical projector, and the equivalences the speed-ups 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -533,3 +534,34 @@ def test_every_shipped_recipe_reads_and_passes_its_checks(recipe):
     """The real-scale recipes cannot run here; their settings are still read and checked."""
     cfg = load_recipe(recipe)
     assert cfg.stages and all(s in ("align", "transfer", "sft", "rm", "mpo", "grpo") for s in cfg.stages)
+
+
+def test_under_a_sharded_engine_every_process_runs_the_vision_encoder(small_model):
+    """FSDP / ZeRO-3 gather a layer's weights when it runs: a process whose micro-batch needs no
+    encoder (cached features, or text-only rows) still runs it, on one blank tile, when the engine
+    marks the model (LOCKSTEP), and only then."""
+    import copy
+
+    from r1v.train.data import FeatureCache
+    from r1v.train.samples import LOCKSTEP, image_inputs
+
+    model, tok, samples, _ = small_model
+    model = copy.deepcopy(model)
+    calls = {"vision": 0, "projector": 0}
+    model.model.vision_tower.register_forward_hook(lambda *a: calls.__setitem__("vision", calls["vision"] + 1))
+    model.model.multi_modal_projector.register_forward_hook(
+        lambda *a: calls.__setitem__("projector", calls["projector"] + 1))
+    cache = FeatureCache(memory_mb=64)
+    with torch.no_grad():
+        image_inputs(model, samples[:2], cache)  # misses: the encoder runs, the features are kept
+        assert calls == {"vision": 1, "projector": 1}
+        text = [dataclasses.replace(samples[0], pixels=None, tiles=0)]
+        for marked in (False, True):
+            if marked:
+                setattr(model, LOCKSTEP, True)
+            before = dict(calls)
+            image_inputs(model, samples[:2], cache)  # hits: the encoder has nothing to do
+            image_inputs(model, text, cache)  # text-only
+            image_inputs(model, text, None)
+            ran = {k: calls[k] - before[k] for k in calls}
+            assert ran == ({"vision": 3, "projector": 3} if marked else {"vision": 0, "projector": 1}), (marked, ran)

@@ -17,8 +17,9 @@ so processes may generate different prompts and lengths: `generating()` uses TRL
 `unwrap_model_for_generation` for ZeRO-3 (weights gathered, DeepSpeed's hooks off), and for FSDP2
 unshards every unit and keeps it unsharded until generation ends; DDP needs nothing; FSDP1 is
 refused (its forward cannot run inside summon_full_params). DDP and FSDP2 are tested on two CPU
-processes, every stage (tests/test_sharded.py); DeepSpeed is written to its API and waits for a GPU
-run.
+processes, every stage (tests/test_sharded.py). DeepSpeed was run by hand on CPU processes (not in
+the suite): ZeRO-2 equals DDP on align, transfer and SFT; ZeRO-3 on align, and a later stage's model
+load fails under it (see the README).
 
 `Checkpoints`: mid-stage checkpoints by accelerate's `save_state` (trainable weights, optimiser,
 every process's RNG) plus `position.json` (where in the stage: pass, SFT iteration, step), written
@@ -61,6 +62,17 @@ class TrainModule(torch.nn.Module):
     def forward(self, fn, **kw):
         return fn(self.model, **kw)
 
+    # TRL's unwrap_model_for_generation (ZeRO-3) asks the module it unwraps about these
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return getattr(self.model, "is_gradient_checkpointing", False)
+
+    def gradient_checkpointing_enable(self, **kw):
+        self.model.gradient_checkpointing_enable(**kw)
+
+    def gradient_checkpointing_disable(self):
+        self.model.gradient_checkpointing_disable()
+
 
 class Engine:
     def __init__(self, model, parts: Parts, *, weight_decay: float = 0.0, betas=(0.9, 0.95)):
@@ -75,7 +87,16 @@ class Engine:
         self.lora = parts.lora_rank > 0 and not parts.language
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=0.0, weight_decay=weight_decay, betas=betas)
+        plugin = self.acc.state.deepspeed_plugin if self.acc.distributed_type == DistributedType.DEEPSPEED else None
+        if plugin is not None and plugin.deepspeed_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+            # r1v makes its own micro-batches (no DataLoader goes to prepare); DeepSpeed still wants a number
+            plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = 1
         self.module, self.opt = self.acc.prepare(TrainModule(model), opt)
+        if self.acc.num_processes > 1 and self.acc.distributed_type in (DistributedType.FSDP,
+                                                                         DistributedType.DEEPSPEED):
+            from r1v.train.samples import LOCKSTEP
+
+            setattr(model, LOCKSTEP, True)  # every process runs the vision encoder in every forward
         if self.lora and self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             from r1v.errors import R1VError
 
@@ -99,8 +120,11 @@ class Engine:
 
     def reset_moments(self) -> None:
         """A fresh optimiser state for a new pass (the paper's passes and SFT iterations are separate
-        runs). DeepSpeed keeps its own moments, which carry over: a documented departure there."""
-        inner = getattr(self.opt, "optimizer", self.opt)
+        runs). Under DeepSpeed the torch AdamW sits inside ZeRO's optimiser, on its flat partitions;
+        its state is made again at the next step."""
+        inner = self.opt
+        while hasattr(inner, "optimizer"):  # accelerate's wrapper (-> DeepSpeed's ZeRO optimiser) -> AdamW
+            inner = inner.optimizer
         if isinstance(inner, torch.optim.Optimizer):
             inner.state.clear()
 
@@ -112,8 +136,21 @@ class Engine:
         self.steps += 1
 
     def no_sync(self, last: bool):
-        """Gradient accumulation: DDP reduces only at a step's last micro-batch."""
+        """Gradient accumulation: DDP reduces only at a step's last micro-batch; DeepSpeed, whose
+        backward also steps, steps only there."""
+        from accelerate.utils import DistributedType
+
+        if self.acc.distributed_type == DistributedType.DEEPSPEED:
+            return self._deepspeed_accumulating(last)
         return contextlib.nullcontext() if last else self.acc.no_sync(self.module)
+
+    @contextlib.contextmanager
+    def _deepspeed_accumulating(self, last: bool):
+        self.acc.gradient_state._set_sync_gradients(last)
+        try:
+            yield
+        finally:
+            self.acc.gradient_state._set_sync_gradients(True)
 
     @contextlib.contextmanager
     def generating(self):
@@ -162,9 +199,10 @@ class Engine:
         model.train(was)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The whole model's weights (gathered: ZeRO-3, FSDP); every process must call it. LoRA is
-        folded in (unsharded only), so a checkpoint is a plain R1V model."""
-        state = self.acc.get_state_dict(self.module)
+        """The whole model's weights (gathered: ZeRO-3, FSDP); every process must call it, and under
+        ZeRO-3 only the main process gets them (the others: {}). LoRA is folded in (unsharded only),
+        so a checkpoint is a plain R1V model."""
+        state = self.acc.get_state_dict(self.module) or {}  # ZeRO-3 gathers onto the main process only
         state = {k.removeprefix("model."): v for k, v in state.items()}
         if self.lora:
             from r1v.train.loop import plain_state

@@ -121,8 +121,11 @@ def image_inputs(model, samples: Sequence[Sample], cache=None) -> dict:
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     device = next(model.parameters()).device
+    lockstep = getattr(model, LOCKSTEP, False)
     if cache is None or not any(s.tiles for s in samples):
         pixels = [s.pixels for s in samples if s.pixels is not None]
+        if not pixels and lockstep:
+            _idle_vision(model)
         return {"pixel_values": torch.cat(pixels).to(device)} if pixels else {}
     have, missing = {}, {}
     for s in samples:
@@ -138,9 +141,30 @@ def image_inputs(model, samples: Sequence[Sample], cache=None) -> dict:
         for s, f in zip(todo, out.split([s.tiles for s in todo])):
             cache.put(s.index, f)
             have[s.index] = f
+    elif lockstep:
+        _idle_vision(model, project=False)
     feats = torch.cat([have[s.index].to(device) for s in samples if s.tiles])
     projected = model.model.multi_modal_projector(feats)
     return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=projected)}}
+
+
+# A sharded engine (FSDP, ZeRO-3) gathers a layer's weights when that layer runs, a collective that
+# every process must join in the same order. A process whose micro-batch needs no vision encoder (its
+# features were cached, or its rows are text-only) while another's does would leave the others
+# waiting. `Engine` marks the model with LOCKSTEP under such an engine, and then a process with
+# nothing for the encoder (and the projector) runs them on one blank tile and drops the result.
+LOCKSTEP = "_r1v_lockstep"
+
+
+def _idle_vision(model, *, project: bool = True) -> None:
+    cfg = model.config.vision_config
+    size = cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0]
+    param = next(model.model.vision_tower.parameters())
+    blank = torch.zeros((1, cfg.num_channels, size, size), device=param.device, dtype=param.dtype)
+    out = features(model, blank)
+    if project:
+        projector = model.model.multi_modal_projector
+        projector(out.to(next(projector.parameters()).dtype))
 
 
 # --------------------------------------------------------------------------- batches
