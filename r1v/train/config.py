@@ -238,8 +238,8 @@ VLLM_MODES = ("colocate", "server")
 
 @dataclass
 class RolloutConfig:
-    """Where the stages generate: GRPO's rollouts, MPO's samples, the pool filter, E_{t-1} and the
-    held-out scoring (`r1v/train/vllm.py`)."""
+    """Where the stages generate: GRPO's rollouts, MPO's samples, E_{t-1} and the held-out scoring
+    (`r1v/train/vllm.py`). R1V2's pool filter and R1V3's entropy probe stay on transformers."""
 
     engine: str = _f("hf", "hf (transformers' generate on the training model, the prompt prefilled once per "
                            "group: the CPU path) or vllm (TRL's VLLMGeneration: pip install 'r1v[vllm]', a GPU)")

@@ -237,8 +237,9 @@ class Context:
         if self.cfg.rollout.engine == "vllm" and {"sft", "mpo", "grpo"} & set(stages):
             from r1v.train.vllm import available
 
-            if available():
-                raise R1VError(available())
+            missing = available()
+            if missing:
+                raise R1VError(missing)
         prompts = "prompts" if self.cfg.data.prompts else "sft"  # MPO's and GRPO's prompts
         needs = {"align": (("vision", "substitute"), ("align_full", "align_filtered", "align_cot")),
                  "transfer": (("reasoning",), ()), "sft": ((), ("sft",)), "grpo": ((), (prompts,)),
