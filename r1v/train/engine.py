@@ -17,9 +17,8 @@ so processes may generate different prompts and lengths: `generating()` uses TRL
 `unwrap_model_for_generation` for ZeRO-3 (weights gathered, DeepSpeed's hooks off), and for FSDP2
 unshards every unit and keeps it unsharded until generation ends; DDP needs nothing; FSDP1 is
 refused (its forward cannot run inside summon_full_params). DDP and FSDP2 are tested on two CPU
-processes, every stage (tests/test_sharded.py). DeepSpeed was run by hand on CPU processes (not in
-the suite): ZeRO-2 equals DDP on align, transfer and SFT; ZeRO-3 on align, and a later stage's model
-load fails under it (see the README).
+processes, every stage (tests/test_sharded.py), and so is ZeRO-3 where DeepSpeed is installed (not
+in CI); ZeRO-2 was run by hand (equal to DDP on align, transfer and SFT).
 
 `Checkpoints`: mid-stage checkpoints by accelerate's `save_state` (trainable weights, optimiser,
 every process's RNG) plus `position.json` (where in the stage: pass, SFT iteration, step), written
@@ -82,6 +81,16 @@ class Engine:
         from r1v.train.loop import set_parts
 
         self.acc = Accelerator()
+        if self.acc.distributed_type == DistributedType.DEEPSPEED:
+            from transformers.integrations import unset_hf_deepspeed_config
+
+            # accelerate registers its DeepSpeed config with transformers (whatever zero3_init_flag says), and
+            # under ZeRO-3 transformers would then load every later `from_pretrained` partitioned (the next
+            # stage's model, the reward model, the report's example: each process would hold empty shards
+            # outside any engine) and make every `generate` a collective (synced_gpus). r1v loads models
+            # whole, `prepare` partitions the one that trains, and generation runs on gathered weights with
+            # no collective (`generating`), so transformers is told nothing.
+            unset_hf_deepspeed_config()
         self.steps = 0  # optimiser steps taken (vLLM rollouts sync the weights when it moves)
         set_parts(model, parts)
         self.lora = parts.lora_rank > 0 and not parts.language
