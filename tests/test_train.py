@@ -128,6 +128,31 @@ def test_world_data_is_reused_and_other_settings_need_overwrite(recipe_run, caps
     assert "shares" in capsys.readouterr().err
 
 
+def test_world_data_remakes_only_the_align_files_when_only_their_settings_change(recipe_run, tmp_path, capsys):
+    """`captions` (or a subset share) changes the align files alone: they are remade in seconds, and D
+    (the distillation) and the preference pairs are kept byte for byte."""
+    import shutil
+
+    from r1v.io import read_jsonl
+
+    world = tmp_path / "world"
+    shutil.copytree(recipe_run[2], world)
+    rec = world / "recipe"
+    kept = {n: (rec / n).read_bytes() for n in ("sft.jsonl", "rm-train.jsonl")}
+    plain = read_jsonl(rec / "align-full.jsonl")
+    assert plain and not any(r["id"].endswith("-caption") for r in plain)  # the default: questions only
+    capsys.readouterr()
+    assert main(["world", "data", "--world", str(world), "captions=true"]) == 0
+    assert "align files remade" in capsys.readouterr().err
+    captioned = read_jsonl(rec / "align-full.jsonl")
+    assert len(captioned) == 2 * len(plain) and sum(r["id"].endswith("-caption") for r in captioned) == len(plain)
+    assert all((rec / n).read_bytes() == b for n, b in kept.items())
+    assert main(["world", "data", "--world", str(world), "captions=true"]) == 0
+    assert "reused" in capsys.readouterr().err
+    assert main(["world", "data", "--world", str(world)]) == 0  # back to the default
+    assert read_jsonl(rec / "align-full.jsonl") == plain
+
+
 def test_a_moved_world_and_run_resume_and_report(recipe_run, tmp_path, capsys):
     """The world folder (its recipe files included) and the run folder, moved elsewhere: the files are
     reused (not distilled again), their rows find their images, and the run resumes (nothing to redo)

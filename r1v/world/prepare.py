@@ -6,9 +6,9 @@
 
 Files (rows in the `world` task's format plus `response`, the target after `<think>\\n`):
 
-* align-full.jsonl: every visual training problem twice, as a caption ("Describe the picture." ->
-  "</think>\\n{the scene in words}") and as its question answered in the substitute's style, the
-  work stated briefly after an empty think block ("</think>\\nred shapes 3. ... 3 + 2 = 5.\\n\\boxed{5}");
+* align-full.jsonl: every visual training problem, its question answered in the substitute's style,
+  the work stated briefly after an empty think block ("</think>\\nred shapes 3. ... 3 + 2 = 5.\\n\\boxed{5}");
+  with `captions`, each also as a caption ("Describe the picture." -> "</think>\\n{the scene in words}");
 * align-filtered.jsonl: `filtered_share` of align-full (seeded);
 * align-cot.jsonl: `cot_share` of the problems with their reference chain (" red shapes 3. ...</think>...");
 * sft.jsonl (D): every visual training problem with the reasoning LM's chain, distilled by
@@ -20,8 +20,13 @@ Files (rows in the `world` task's format plus `response`, the target after `<thi
   they existed gains them without remaking D.
 
 Decisions, where the paper's data do not exist in miniature:
-* Captions carry the most signal per sample for a projector (every object of the scene is a
-  target token), as the paper's 2M general samples do; the questions teach the answer format.
+* No captions by default, unlike the paper's general data. A real instruct LLM can describe a scene
+  it reads in words; the world's substitute never learned to (its pretraining states scenes only in
+  prompts), so a caption target can be met only by a projector that speaks some code of its own to
+  the LLM, not the picture words the LLM reads. Measured (`r1v recipe run recipes/tiny.yaml
+  stages=[align]`, the same 250 steps of the full pass): captions plus questions 20.5% visual, the
+  questions alone twice 40.2%; `r1v world probe` on the captioned projector found 0-15% of occupied
+  cells nearest their own picture word. Questions train the projector through what the LLM does read.
 * The paper's pass 2 filters 2M samples down to 200K by quality; the mini-world's are exact, so
   the filter has nothing to remove and pass 2 is a seeded subset of the same share.
 * D is distilled from the reasoning LM (the teacher) reading the scene in words (`caption`): each
@@ -60,6 +65,8 @@ class DataSettings:
     seed: int = setting(0, "seed of the subsets")
     filtered_share: float = setting(0.1, "align pass 2 keeps this share of pass 1 (the paper: 200K of 2M)")
     cot_share: float = setting(0.25, "align pass 3 takes this share of the training problems, with chains")
+    captions: bool = setting(False, "align-full also holds each training picture as a caption target (the "
+                                    "paper's general data; the world's substitute cannot caption from words)")
     # greedy chains (as the held-out scoring), the world's own difficulty label (its computations)
     # for the rules, the text score (which holds that label) counting double beside the integration
     # score (a word-count rule)
@@ -85,11 +92,24 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
     settings = _settings(world, cfg)
     if marker.exists():
         made = json.loads(marker.read_text())
-        if made.pop("settings", None) == settings:
+        old = made.pop("settings", None)
+        if not overwrite and old is not None and old != settings and _distilled(old) == _distilled(settings):
+            # only the align files' settings changed (or a setting was added since): remade in seconds,
+            # D (the distillation) and the pairs kept
+            train = read_jsonl(world / "data" / "visual-train.jsonl")
+            for r in train:
+                r["image"] = os.path.relpath(world / "data" / r["image"], out)
+            for key, rows in zip(("align_full", "align_filtered", "align_cot"), align_rows(train, cfg)):
+                write_jsonl(out / made[key], rows)
+            write_json(marker, {**made, "settings": settings})
+            log(f"{out}: align files remade for the new settings; D and the pairs reused")
+            old = settings
+        elif old == settings:
+            log(f"{out}: made already, reused")
+        if old == settings:
             if "rm_train" not in made:
                 made.update(write_pairs(world, out, cfg.seed))
                 write_json(marker, {**made, "settings": settings})
-            log(f"{out}: made already, reused")
             return {k: str((out / v).resolve()) for k, v in made.items()}  # relative: the folder may have moved
         if not overwrite:
             raise R1VError(f"{out} was made with other settings or from another world; pass --overwrite to remake "
@@ -105,16 +125,7 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
         r["image"] = os.path.relpath(src / r["image"], out)
     for r in sft:
         r["image"] = os.path.relpath(Path(r["image"]), out.resolve()) if r.get("image") else r.get("image")
-    rng = random.Random(cfg.seed)
-    full = []
-    for r in train:
-        scene = describe(from_row(r))
-        full.append({**r, "id": r["id"] + "-caption", "question": CAPTION, "choices": None, "answer": scene,
-                     "response": f"</think>\n{scene}"})
-        full.append({**r, "response": target(r, "instruct")})
-    filtered = rng.sample(full, max(1, int(cfg.filtered_share * len(full))))
-    cot = [{**r, "response": target(r, "reasoning")} for r in
-           rng.sample(train, max(1, int(cfg.cot_share * len(train))))]
+    full, filtered, cot = align_rows(train, cfg)
     files = {"align_full": full, "align_filtered": filtered, "align_cot": cot, "sft": sft}
     names = {k: f"{k.replace('_', '-')}.jsonl" for k in files}
     for k, rows in files.items():
@@ -129,6 +140,23 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
     return paths
 
 
+def align_rows(train: list[dict], cfg: DataSettings) -> tuple[list[dict], list[dict], list[dict]]:
+    """The three align passes' rows from the visual training problems: full, filtered (seeded subset
+    of full), cot (seeded subset of the problems, with their reference chains)."""
+    rng = random.Random(cfg.seed)
+    full = []
+    for r in train:
+        if cfg.captions:
+            scene = describe(from_row(r))
+            full.append({**r, "id": r["id"] + "-caption", "question": CAPTION, "choices": None, "answer": scene,
+                         "response": f"</think>\n{scene}"})
+        full.append({**r, "response": target(r, "instruct")})
+    filtered = rng.sample(full, max(1, int(cfg.filtered_share * len(full))))
+    cot = [{**r, "response": target(r, "reasoning")} for r in
+           rng.sample(train, max(1, int(cfg.cot_share * len(train))))]
+    return full, filtered, cot
+
+
 def write_pairs(world: Path, out: Path, seed: int) -> dict[str, str]:
     """The reward model's pairs: one of each kind per visual training / validation problem."""
     from r1v.world.pairs import preference_pairs
@@ -141,6 +169,14 @@ def write_pairs(world: Path, out: Path, seed: int) -> dict[str, str]:
         names[key] = f"{key.replace('_', '-')}.jsonl"
         write_jsonl(out / names[key], preference_pairs(rows, random.Random(f"{seed}:{split}")))
     return names
+
+
+ALIGN_ONLY = ("filtered_share", "cot_share", "captions")  # settings that change only the align files
+
+
+def _distilled(settings: dict) -> dict:
+    """What D depends on: the settings less those of the align files alone."""
+    return {k: v for k, v in settings.items() if k not in ALIGN_ONLY}
 
 
 def _settings(world: Path, cfg: DataSettings) -> dict:
