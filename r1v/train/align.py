@@ -39,7 +39,8 @@ def run(ctx: Context) -> None:
     model = ctx.assemble(ctx.cfg.model.substitute)
     tok = ctx.tokenizer(ctx.cfg.model.substitute)
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
-    engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay)
+    engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay,
+                    max_grad_norm=cfg.optim.max_grad_norm)
     ckpt = ctx.checkpoints("align")
     pos = ckpt.resume(engine) or {"pass": 0, "step": 0, "losses": {}}
     losses = pos["losses"]

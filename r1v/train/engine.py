@@ -1,9 +1,9 @@
 """What runs under accelerate: each stage's model prepared once, every trained forward through the
 engine, checkpoints saved by it.
 
-    engine = Engine(model, parts, weight_decay=0.05)        # Accelerator + AdamW, prepared once
+    engine = Engine(model, parts, weight_decay=0.05, max_grad_norm=1.0)   # Accelerator + AdamW, prepared once
     out = engine(lm_forward, inputs=..., samples=...)       # fn(model, **kw) inside the engine's forward
-    engine.step(max_grad_norm=1.0)
+    engine.step()                                           # clip, AdamW, zero the gradients
     state = engine.state_dict()                             # whole, gathered (ZeRO-3, FSDP), every process
 
 Why a forward that takes a function: DDP reduces, and FSDP and ZeRO-3 gather, around the wrapped
@@ -74,7 +74,8 @@ class TrainModule(torch.nn.Module):
 
 
 class Engine:
-    def __init__(self, model, parts: Parts, *, weight_decay: float = 0.0, betas=(0.9, 0.95)):
+    def __init__(self, model, parts: Parts, *, weight_decay: float = 0.0, betas=(0.9, 0.95),
+                 max_grad_norm: float = 1.0):
         from accelerate import Accelerator
         from accelerate.utils import DistributedType
 
@@ -100,6 +101,13 @@ class Engine:
         if plugin is not None and plugin.deepspeed_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
             # r1v makes its own micro-batches (no DataLoader goes to prepare); DeepSpeed still wants a number
             plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = 1
+        if plugin is not None:
+            # DeepSpeed clips inside its own step, at its config's `gradient_clipping` (accelerate's
+            # clip_grad_norm_ only reads the norm back), so the stage's setting goes into the config before
+            # `prepare` reads it: the recipe's max_grad_norm holds under every engine, not the accelerate
+            # config file's one value for all stages. 0 turns clipping off, as in `step`.
+            plugin.deepspeed_config["gradient_clipping"] = float(max_grad_norm)
+        self.max_grad_norm = max_grad_norm
         self.module, self.opt = self.acc.prepare(TrainModule(model), opt)
         if self.acc.num_processes > 1 and self.acc.distributed_type in (DistributedType.FSDP,
                                                                          DistributedType.DEEPSPEED):
@@ -137,9 +145,9 @@ class Engine:
         if isinstance(inner, torch.optim.Optimizer):
             inner.state.clear()
 
-    def step(self, max_grad_norm: float = 0.0) -> None:
-        if max_grad_norm:
-            self.acc.clip_grad_norm_(self.module.parameters(), max_grad_norm)
+    def step(self) -> None:
+        if self.max_grad_norm:
+            self.acc.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.steps += 1

@@ -269,7 +269,7 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
                 lp = logp.detach()
                 buffer.add([Group.of(u.prompt.index, u.completions, u.advantages, lp[j * G : (j + 1) * G], step_no)
                             for j, u in enumerate(part) if u.fresh and any(x != 0 for x in u.advantages)])
-    engine.step(max_grad_norm=1.0)
+    engine.step()
     engine.module.eval()
     crit = math.nan
     if ents:

@@ -1,6 +1,6 @@
 """The supervised loop every SFT-like stage shares (align's passes, M0, the SFT iterations).
 
-    engine = Engine(model, parts, weight_decay=0.05)      # once per stage (r1v/train/engine.py)
+    engine = Engine(model, parts, weight_decay=0.05, max_grad_norm=1.0)   # once per stage (r1v/train/engine.py)
     losses = supervised(engine, data, optim, lr=2e-4, pad_id=..., name="align/full", ...)
 
 One readable loop on accelerate, so `accelerate launch` runs it unchanged; each pass resets the
@@ -225,7 +225,7 @@ def supervised(
                               n_items=torch.tensor(n_targets / acc.num_processes))
                 acc.backward(loss * weight)
             total += loss.item() * weight
-        engine.step(optim.max_grad_norm)
+        engine.step()
         total = float(acc.reduce(torch.tensor(total, device=acc.device), "mean"))  # the step's loss, all processes
         losses.append(total)
         bar.set_postfix(loss=f"{total:.3f}")

@@ -241,7 +241,7 @@ def train_round(ctx: Context, engine: Engine, tok, enc: Encoder, round_: int, ca
                                       float(t["bco"].sum()), float(t["nll"].sum()),
                                       float((t["reward_c"] + t["reward_r"]).sum()),
                                       float((t["reward_c"] > t["reward_r"]).sum())], dtype=torch.float64)
-        engine.step(optim.max_grad_norm)
+        engine.step()
         total = acc.reduce(sums.to(acc.device), "sum").tolist()
         npairs = max(1.0, n_pairs)
         delta.add(total[4], int(2 * n_pairs))  # this step's implicit rewards join the past ones
@@ -269,7 +269,8 @@ def run(ctx: Context) -> None:
     base = (ckpt.peek() or {}).get("base") or (start_from if last == 0 else f"mpo/r{last}")
     model, tok = ctx.load(base)
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
-    engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay)
+    engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay,
+                    max_grad_norm=cfg.optim.max_grad_norm)
     rollouts = uneven(open_rollouts(ctx, engine, tok, enc))
     pos = ckpt.resume(engine) or {"round": last + 1, "step": 0, "base": base}
     pos["base"] = base

@@ -141,7 +141,7 @@ def run(ctx: Context) -> None:
     model, tok = ctx.load_model(cfg.base)
     rm = RewardModel.build(model, seed=ctx.cfg.seed, pooling=cfg.pooling)
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
-    engine = Engine(rm, cfg.parts, weight_decay=cfg.optim.weight_decay)
+    engine = Engine(rm, cfg.parts, weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.max_grad_norm)
     cache = ctx.feature_cache("rm") if not cfg.parts.vision else None
     ckpt = ctx.checkpoints("rm")
     pos = ckpt.resume(engine) or {"step": 0, "losses": []}
@@ -180,7 +180,7 @@ def run(ctx: Context) -> None:
                 acc.backward(loss * weight)
             total += loss.item() * weight
             right += int((r[0::2] > r[1::2]).sum()) if weight else 0
-        engine.step(optim.max_grad_norm)
+        engine.step()
         sums = acc.reduce(torch.tensor([total, right], dtype=torch.float64, device=acc.device), "sum").tolist()
         loss_step = sums[0] / acc.num_processes
         losses.append(loss_step)

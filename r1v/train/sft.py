@@ -76,7 +76,8 @@ def run(ctx: Context) -> None:
     base = (ckpt.peek() or {}).get("base", "transfer" if last < 0 else f"sft/m{last}")
     model, tok = ctx.load(base)
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
-    engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay)
+    engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay,
+                    max_grad_norm=cfg.optim.max_grad_norm)
     rollouts = uneven(open_rollouts(ctx, engine, tok, enc))
     pos = ckpt.resume(engine) or {"iteration": last + 1, "step": 0, "losses": [], "base": base}
     cache = ctx.feature_cache("sft") if cfg.cache_features and not cfg.parts.vision else None

@@ -83,7 +83,8 @@ def _arm(ctx, world: Path, dcfg, folder: Path) -> dict:
     model, tok = ctx.load("transfer")
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     sft = ctx.cfg.sft
-    engine = Engine(model, sft.parts, weight_decay=sft.optim.weight_decay)
+    engine = Engine(model, sft.parts, weight_decay=sft.optim.weight_decay,
+                    max_grad_norm=sft.optim.max_grad_norm)
     train = Encoded(Rows(write_jsonl(folder / "sft.jsonl", d), need=("id", "response")), ctx.task, enc)
     cache = ctx.feature_cache(f"compare-{folder.name}") if sft.cache_features and not sft.parts.vision else None
     supervised(engine, train, sft.optim, lr=sft.optim.lr, pad_id=tok.pad_token_id, seed=ctx.cfg.seed, cache=cache,
