@@ -55,10 +55,12 @@ FSDP = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFO
 ZERO3 = ["--use_deepspeed", "--zero_stage", "3", "--zero3_init_flag", "false", "--zero3_save_16bit_model", "true",
          "--offload_param_device", "none", "--offload_optimizer_device", "none",
          "--gradient_accumulation_steps", "1", "--gradient_clipping", "1.0"]  # as recipes/accelerate/zero3.yaml
+ZERO2 = ["--use_deepspeed", "--zero_stage", "2", "--offload_optimizer_device", "none",
+         "--gradient_accumulation_steps", "1", "--gradient_clipping", "1.0"]  # as recipes/accelerate/zero2.yaml
 
 
 def launch(engine: str = "ddp") -> tuple[list[str], dict]:
-    """`accelerate launch` with two CPU processes under `engine` (ddp, fsdp or zero3): the command up
+    """`accelerate launch` with two CPU processes under `engine` (ddp, fsdp, zero2 or zero3): the command up
     to r1v's own arguments, and the environment to run it in."""
     import socket
 
@@ -70,7 +72,7 @@ def launch(engine: str = "ddp") -> tuple[list[str], dict]:
             "--dynamo_backend", "no", "--main_process_port", str(port)]
     if engine == "ddp":
         return [*head, "--config_file", str(ROOT / "recipes" / "accelerate" / "ddp-cpu.yaml"), "-m", "r1v"], env
-    return [*head, "--num_processes", "2", *(FSDP if engine == "fsdp" else ZERO3), __file__], env
+    return [*head, "--num_processes", "2", *{"fsdp": FSDP, "zero2": ZERO2, "zero3": ZERO3}[engine], __file__], env
 
 if __name__ == "__main__":
     from r1v.cli import main
