@@ -96,10 +96,7 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
         if not overwrite and old is not None and old != settings and _distilled(old) == _distilled(settings):
             # only the align files' settings changed (or a setting was added since): remade in seconds,
             # D (the distillation) and the pairs kept
-            train = read_jsonl(world / "data" / "visual-train.jsonl")
-            for r in train:
-                r["image"] = os.path.relpath(world / "data" / r["image"], out)
-            for key, rows in zip(("align_full", "align_filtered", "align_cot"), align_rows(train, cfg)):
+            for key, rows in zip(("align_full", "align_filtered", "align_cot"), align_rows(world, out, cfg)):
                 write_jsonl(out / made[key], rows)
             write_json(marker, {**made, "settings": settings})
             log(f"{out}: align files remade for the new settings; D and the pairs reused")
@@ -117,15 +114,12 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
     if overwrite:
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    src = world / "data"
-    train = read_jsonl(src / "visual-train.jsonl")
-    sft, summary = distil(world, train, cfg.distill, out / "distill", log=log)
+    sft, summary = distil(world, read_jsonl(world / "data" / "visual-train.jsonl"), cfg.distill, out / "distill",
+                          log=log)
     # Image paths relative to `out`, where the rows are written: the world folder can be moved or copied whole.
-    for r in train:
-        r["image"] = os.path.relpath(src / r["image"], out)
     for r in sft:
         r["image"] = os.path.relpath(Path(r["image"]), out.resolve()) if r.get("image") else r.get("image")
-    full, filtered, cot = align_rows(train, cfg)
+    full, filtered, cot = align_rows(world, out, cfg)
     files = {"align_full": full, "align_filtered": filtered, "align_cot": cot, "sft": sft}
     names = {k: f"{k.replace('_', '-')}.jsonl" for k in files}
     for k, rows in files.items():
@@ -140,9 +134,13 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
     return paths
 
 
-def align_rows(train: list[dict], cfg: DataSettings) -> tuple[list[dict], list[dict], list[dict]]:
-    """The three align passes' rows from the visual training problems: full, filtered (seeded subset
-    of full), cot (seeded subset of the problems, with their reference chains)."""
+def align_rows(world: Path, out: Path, cfg: DataSettings) -> tuple[list[dict], list[dict], list[dict]]:
+    """The three align passes' rows from the world's visual training problems, their image paths
+    relative to `out`: full, filtered (seeded subset of full), cot (seeded subset of the problems,
+    with their reference chains)."""
+    train = read_jsonl(world / "data" / "visual-train.jsonl")
+    for r in train:
+        r["image"] = os.path.relpath(world / "data" / r["image"], out)
     rng = random.Random(cfg.seed)
     full = []
     for r in train:
