@@ -99,11 +99,11 @@ def test_answers_recomputed_from_the_scene_in_words(family):
         # The chain of thought ends on the answer, and its arithmetic is right.
         for a, op, b, r in re.findall(r"(\d+) ([+-]) (\d+) = (\d+)\.", p.reasoning):
             assert (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(r)
-        last = p.reasoning.rstrip(".").split()
-        assert last[-1] == (f"({p.answer})" if p.choices else str(p.value))
-        if p.choices:  # multiple choice: the value, then the choice that holds it
-            assert last[-3] == str(p.value) and p.choices[LETTERS.index(p.answer)] == str(p.value)
-        assert target(p, "reasoning").endswith(f"</think>\n\\boxed{{{p.answer}}}")
+        # It ends on the value, which is boxed also for multiple choice (the gold option's text).
+        assert p.reasoning.rstrip(".").split()[-1] == str(p.value)
+        if p.choices:
+            assert p.choices[LETTERS.index(p.answer)] == str(p.value)
+        assert target(p, "reasoning").endswith(f"</think>\n\\boxed{{{p.value}}}")
 
 
 def test_the_scene_data_matches_the_picture_layout():
@@ -117,6 +117,33 @@ def test_the_scene_data_matches_the_picture_layout():
 
 
 # --------------------------------------------------------------------------- the harness reads the rows
+@pytest.mark.parametrize("text, correct, rule", [
+    ("13", True, "option-text"),          # the value the world's models box: the gold option's text
+    (" 13 ", True, "option-text"),
+    ("C", True, "lone-letter"),
+    ("(C)", True, "lone-letter"),
+    ("2", False, "option-text"),          # another option's text
+    ("A", False, "lone-letter"),          # another option's letter
+    ("14", False, "none"),                # a value no option holds: wrong, no closest-option guess
+    ("013", False, "none"),               # not the option's exact text
+    ("the answer is C", True, "any"),     # a letter in words: the GPQA letter rules
+    ("C or A", False, "any"),             # two letters: the GPQA rules take the latest
+    ("", False, "none"),
+])
+def test_multiple_choice_takes_the_option_text_or_the_letter(text, correct, rule):
+    from r1v.evaluate.tasks.world import choice_rules
+
+    ok, _, got = choice_rules("C", ["2", "4", "13", "5"], text)
+    assert (ok, got) == (correct, rule)
+
+
+def test_an_option_that_is_a_letter_is_read_as_the_letter():
+    from r1v.evaluate.tasks.world import choice_rules
+
+    assert choice_rules("A", ["B", "A"], "B") == (False, "B", "lone-letter")
+    assert choice_rules("B", ["red bar", "Blue  bar"], "blue bar")[:2] == (True, "B")
+
+
 def test_world_rows_are_scored_by_the_harness(tmp_path):
     from r1v.evaluate.tasks import get_task
 
@@ -129,8 +156,13 @@ def test_world_rows_are_scored_by_the_harness(tmp_path):
         assert task.score(it, target(r, "reasoning")).correct
         assert task.score(it, target(r, "instruct")).correct
         assert not task.score(it, r["reasoning"]).correct  # unfinished: no </think>
-        wrong = "Z" if r["choices"] else str(r["value"] + 1)
-        assert not task.score(it, f"</think>\\boxed{{{wrong}}}").correct
+        wrongs = [str(r["value"] + 1)]
+        if r["choices"]:  # another option, by its text or its letter
+            other = next(i for i, c in enumerate(r["choices"]) if c != str(r["value"]))
+            wrongs += [r["choices"][other], LETTERS[other], "Z"]
+            assert task.score(it, f"</think>\\boxed{{{r['answer']}}}").correct  # the gold's letter
+        for wrong in wrongs:
+            assert not task.score(it, f"</think>\\boxed{{{wrong}}}").correct
     text_items = task.read(files["text"])
     assert all(not it.images and it.question.split("\n")[0].split(":")[0] in
                ("Objects", "Bars", "Expression", "The clock shows 1", *[f"The clock shows {h}." for h in range(13)])

@@ -14,9 +14,11 @@ Rows are JSON lines that `r1v eval run --bench world` reads (`r1v/evaluate/tasks
      "reasoning": "tallest green 7. shortest red 2. 7 - 2 = 5.", "scene": {...}}
 
 Training targets (what follows the template's opening `<think>\\n`):
-    reasoning LM:  " {reasoning}</think>\\n\\boxed{answer}"
-    substitute LM: "</think>\\n{reasoning}\\n\\boxed{answer}"   (an instruct model: no think block, the
+    reasoning LM:  " {reasoning}</think>\\n\\boxed{value}"
+    substitute LM: "</think>\\n{reasoning}\\n\\boxed{value}"   (an instruct model: no think block, the
                    work stated briefly in the answer, as Qwen2.5-Instruct answers)
+The box holds the value, also for multiple choice (the gold option's text; the task maps it to its
+letter).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from r1v.evaluate.tasks.world import gold_text
 from r1v.io import write_jsonl
 from r1v.world.scenes import FAMILIES, Problem, describe, draw, make_problem
 
@@ -67,7 +70,9 @@ def stream(split: str, *, seed: int | str, families=FAMILIES, unique: bool = Fal
 
 def target(p: Problem | dict, style: str) -> str:
     """The completion after `<think>\\n` that a model of `style` is trained to write."""
-    reasoning, answer = (p.reasoning, p.answer) if isinstance(p, Problem) else (p["reasoning"], p["answer"])
+    reasoning, answer, choices = ((p.reasoning, p.answer, p.choices) if isinstance(p, Problem)
+                                  else (p["reasoning"], p["answer"], p.get("choices")))
+    answer = gold_text(answer, choices)
     if style == "reasoning":
         # The leading space makes the chain's first word the same token (" red") as everywhere else
         # in the prompt; right after "<think>\n" it would otherwise be a rare variant ("red").

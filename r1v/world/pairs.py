@@ -20,12 +20,11 @@ from __future__ import annotations
 import random
 import re
 
-from r1v.evaluate.tasks.world import LETTERS, prompt
+from r1v.evaluate.tasks.world import gold_text, prompt
 
 KINDS = ("wrong_answer", "false_fact", "format")
 _FACT = re.compile(r"^(.*?)(-?\d+)$")
 _EQ = re.compile(r"^(-?\d+) ([+-]) (-?\d+) = (-?\d+)$")
-_CHOICE = re.compile(r"^(-?\d+) is \(([A-D])\)$")
 
 
 def r1(reasoning: str, answer: str) -> str:
@@ -34,15 +33,13 @@ def r1(reasoning: str, answer: str) -> str:
 
 
 def _parse(reasoning: str) -> list[list]:
-    """Sentences as [kind, ...]: ["eq", a, op, b, c], ["choice", v, L], ["fact", text, v]."""
+    """Sentences as [kind, ...]: ["eq", a, op, b, c], ["fact", text, v], ["text", s]."""
     out = []
     for s in (x.strip() for x in reasoning.split(".")):
         if not s:
             continue
         if m := _EQ.match(s):
             out.append(["eq", int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))])
-        elif m := _CHOICE.match(s):
-            out.append(["choice", int(m.group(1)), m.group(2)])
         elif m := _FACT.match(s):
             out.append(["fact", m.group(1), int(m.group(2))])
         else:
@@ -55,8 +52,6 @@ def _render(parts: list[list]) -> str:
     for p in parts:
         if p[0] == "eq":
             words.append(f"{p[1]} {p[2]} {p[3]} = {p[4]}.")
-        elif p[0] == "choice":
-            words.append(f"{p[1]} is ({p[2]}).")
         elif p[0] == "fact":
             words.append(f"{p[1]}{p[2]}.")
         else:
@@ -64,10 +59,10 @@ def _render(parts: list[list]) -> str:
     return " ".join(words)
 
 
-def _recompute(parts: list[list], row: dict, rng: random.Random) -> str:
+def _recompute(parts: list[list]) -> str:
     """Each computation redone on the (changed) facts: equation e reads the first fact (e = 0) or
     the last result, and fact e + 1 or its own literal (the world's chains are such folds). Returns
-    the answer the chain now gives."""
+    the value the chain now boxes."""
     facts = [p for p in parts if p[0] == "fact"]
     eqs = [p for p in parts if p[0] == "eq"]
     result = None
@@ -82,36 +77,18 @@ def _recompute(parts: list[list], row: dict, rng: random.Random) -> str:
         result = q[4]
     if result is None:
         result = facts[-1][2] if facts else 0
-    return _answer(parts, row, rng, result)
-
-
-def _answer(parts: list[list], row: dict, rng: random.Random, result: int) -> str:
-    """The answer a chain ending in `result` gives: the number, or for multiple choice the letter
-    of that value (a wrong letter at random when no choice holds it), its "v is (L)." updated."""
-    choices = row.get("choices")
-    if not choices:
-        return str(result)
-    letter = LETTERS[choices.index(str(result))] if str(result) in choices else \
-        rng.choice([L for L in LETTERS[: len(choices)] if L != row["answer"]])
-    for p in parts:
-        if p[0] == "choice":
-            p[1], p[2] = result, letter
-    return letter
+    return str(result)
 
 
 def wrong_answer(row: dict, rng: random.Random) -> str:
+    """The last computation slips: its result, and so the boxed value, is off by 1 or 2 (also for
+    multiple choice, whose box holds the value; it may or may not be another option's)."""
     parts = _parse(row["reasoning"])
     eqs = [p for p in parts if p[0] == "eq"]
-    if row.get("choices"):
-        letter = rng.choice([L for L in LETTERS[: len(row["choices"])] if L != row["answer"]])
-        for p in parts:
-            if p[0] == "choice":
-                p[2] = letter
-        return r1(_render(parts), letter)
     if eqs:
         eqs[-1][4] += rng.choice([v for v in (-2, -1, 1, 2) if eqs[-1][4] + v >= 0])
         return r1(_render(parts), str(eqs[-1][4]))
-    return r1(row["reasoning"], str(int(row["answer"]) + 1))
+    return r1(row["reasoning"], str(int(row["value"]) + 1))
 
 
 def false_fact(row: dict, rng: random.Random) -> str:
@@ -126,24 +103,23 @@ def false_fact(row: dict, rng: random.Random) -> str:
         q = next(p for p in parts if p[0] == "eq")
         q[3] = rng.choice([v for v in range(1, 10) if v != q[3]])
         q[4] = q[1] + q[3] if q[2] == "+" else q[1] - q[3]
-        return _expr_on(parts, q, row, rng)
-    answer = _recompute(parts, row, rng)
+        return _expr_on(parts, q)
+    answer = _recompute(parts)
     return r1(_render(parts), answer)
 
 
-def _expr_on(parts: list[list], changed: list, row: dict, rng: random.Random) -> str:
+def _expr_on(parts: list[list], changed: list) -> str:
     eqs = [p for p in parts if p[0] == "eq"]
     result = changed[4]
     for q in eqs[eqs.index(changed) + 1 :]:
         q[1] = result
         q[4] = q[1] + q[3] if q[2] == "+" else q[1] - q[3]
         result = q[4]
-    answer = _answer(parts, row, rng, result)
-    return r1(_render(parts), answer)
+    return r1(_render(parts), str(result))
 
 
 def broken_format(row: dict, rng: random.Random) -> str:
-    reasoning, answer = row["reasoning"], row["answer"]
+    reasoning, answer = row["reasoning"], gold_text(row["answer"], row.get("choices"))
     return rng.choice([f" {reasoning}\n\\boxed{{{answer}}}",            # no </think>
                        f" {reasoning}</think>\nThe answer is {answer}.",   # no \boxed{}
                        f"</think>\n{reasoning}\n\\boxed{{{answer}}}"])     # reasoning outside the think block
@@ -156,7 +132,7 @@ def preference_pairs(rows: list[dict], rng: random.Random, kinds=KINDS) -> list[
     """One pair of each kind per problem row (rows with an image; their `image` path is kept)."""
     out = []
     for r in rows:
-        chosen = r1(r["reasoning"], r["answer"])
+        chosen = r1(r["reasoning"], gold_text(r["answer"], r.get("choices")))
         for kind in kinds:
             rejected = MAKERS[kind](r, rng)
             if rejected == chosen:

@@ -14,7 +14,8 @@ Four families, each needing the image *and* several reasoning steps:
 A `Problem` holds the scene as plain data (`scene`), the question, the chain of thought (`cot`),
 the answer and its difficulty (`level` 1-3: objects and operations; `steps`: the computations in
 the chain: counts, comparisons, arithmetic; reading a number is not a step). With `choices` it is
-multiple choice and the answer is a letter. `describe(problem)` states the scene in words: the
+multiple choice: the answer is a letter, and the chain ends on the value, which the model boxes
+(the option's text, as MathVista scores it). `describe(problem)` states the scene in words: the
 text-only problem of the same kind.
 
 Layout: 112 px images on a 4x4 grid of 28 px cells. With the mini-world vision encoder (patch 14)
@@ -246,9 +247,9 @@ def _add_choices(p: Problem, rng: random.Random) -> None:
     rng.shuffle(options)
     p.choices = [str(v) for v in options]
     p.answer = LETTERS[options.index(p.value)]
-    # The chain ends by finding its value among the choices: the step a small LM otherwise skips
-    # (measured: chains right to the last number, then the wrong letter, in most wrong answers).
-    p.cot.append(f"{p.value} is ({p.answer}).")
+    # The chain ends on the value and the model boxes it (the option's text; the task scores text
+    # or letter). A closing "8 is (A)." look-up was measured: the world's LMs then said "(A)" to
+    # nearly every question (`r1v/evaluate/tasks/world.py`, `choice_rules`).
 
 
 # --------------------------------------------------------------------------- words
@@ -407,5 +408,5 @@ if __name__ == "__main__":
     a = ap.parse_args()
     prob = make_problem(a.family, a.seed)
     draw(prob).save(a.out)
-    print(f"{prob.prompt(text_only=True)}\n<think>{prob.reasoning}</think> \\boxed{{{prob.answer}}}")
+    print(f"{prob.prompt(text_only=True)}\n<think>{prob.reasoning}</think> \\boxed{{{prob.value}}}")
     print(f"level {prob.level}, {prob.steps} steps; image: {a.out}")

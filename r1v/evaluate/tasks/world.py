@@ -3,7 +3,9 @@
 Rows are the JSON lines `r1v/world/data.py` writes (`visual-test.jsonl`, `text-test.jsonl`, ...);
 a row's `image` is a path relative to its file. Scoring reuses the benchmarks' rules: free-form
 answers are integers compared by the MATH-500 path (math-verify, whose exact-integer quick path
-needs no subprocess); multiple-choice answers are letters read by the GPQA letter rules.
+needs no subprocess). A multiple-choice answer is the option's text or its letter, as MathVista's
+rule maps either to the option: the world's models box the value (`\\boxed{8}`), and a letter
+is read by the GPQA letter rules.
 Breakdowns: family, level and steps. The GRPO accuracy reward of the recipe calls this scorer.
 
 Hallucination (`false_facts`, `World.hallucinated`): the world knows every fact of every scene
@@ -41,6 +43,32 @@ def prompt(question: str, choices: list[str] | None = None, context: str | None 
     return "\n".join(lines)
 
 
+def gold_text(answer: str, choices: list[str] | None) -> str:
+    """What a model boxes for the gold `answer`: the value, or for multiple choice the text of the
+    gold option (the world's models answer with the value, never the letter; see `choice_rules`)."""
+    return choices[LETTERS.index(answer)] if choices else answer
+
+
+def choice_rules(answer: str, choices: list[str], text: str) -> tuple[bool, str | None, str]:
+    """(correct, letter, rule) for a multiple-choice answer `text` (the boxed content, or the
+    answer's text): a lone letter; else an option's exact text (MathVista's rule maps option text
+    to the option; its closest-option fallback is left out, so a value no option holds is wrong);
+    else the GPQA letter rules.
+
+    Why the value: the world's 1.8M-parameter LMs find a value among the choices ("8 is (A).")
+    no better than chance (measured on the first shipped backbones: 25 of 87 multiple-choice test
+    problems, where the same problems free-form scored 90%; every wrong one said "(A)"), so the
+    letter step measured the look-up, not the reasoning. Real models answer with either."""
+    stripped = " ".join(text.split())
+    if m := re.fullmatch(r"[\(\[]?([A-D])[\)\]\.]?", stripped):
+        letter, rule = m.group(1), "lone-letter"
+    elif stripped.casefold() in (options := [" ".join(c.split()).casefold() for c in choices]):
+        letter, rule = LETTERS[options.index(stripped.casefold())], "option-text"
+    else:
+        letter, rule = extract_letter(text)
+    return letter == answer, letter, rule
+
+
 class World(Task):
     name, title = "world", "Mini-world"
     columns = ("id", "family", "question", "answer")
@@ -76,7 +104,7 @@ class World(Task):
     def reference(self, item: Item) -> str:
         # The reasoning LM's training target (`r1v/world/data.py`): the chain follows "<think>\\n"
         # after a space, so its first word is the same token as everywhere else.
-        return f" {item.info.get('solution') or ''}</think>\n\\boxed{{{item.answer}}}"
+        return f" {item.info.get('solution') or ''}</think>\n\\boxed{{{gold_text(item.answer, item.choices)}}}"
 
     def hallucinated(self, item: Item, output: str, *, think: bool = True) -> bool | None:
         """Does `output` state a fact its scene contradicts? None: the row carries no scene."""
@@ -86,8 +114,7 @@ class World(Task):
 
     def rules(self, item, text, *, boxed, verifier):
         if item.choices:
-            letter, rule = extract_letter(text)
-            return letter == item.answer, letter, rule
+            return choice_rules(item.answer, item.choices, text)
         return math_rules(item.answer, text, boxed, verifier)
 
 
