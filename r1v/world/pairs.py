@@ -21,6 +21,7 @@ import random
 import re
 
 from r1v.evaluate.tasks.world import gold_text, prompt
+from r1v.world.data import target
 
 KINDS = ("wrong_answer", "false_fact", "format")
 _FACT = re.compile(r"^(.*?)(-?\d+)$")
@@ -132,7 +133,7 @@ def preference_pairs(rows: list[dict], rng: random.Random, kinds=KINDS) -> list[
     """One pair of each kind per problem row (rows with an image; their `image` path is kept)."""
     out = []
     for r in rows:
-        chosen = r1(r["reasoning"], gold_text(r["answer"], r.get("choices")))
+        chosen = target(r, "reasoning")
         for kind in kinds:
             rejected = MAKERS[kind](r, rng)
             if rejected == chosen:
