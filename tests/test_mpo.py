@@ -198,6 +198,22 @@ def test_the_task_says_hallucinated_only_where_it_knows_the_scene():
     assert task.hallucinated(task.read_row({**row, "scene": None}), " clock 3.</think>") is None
 
 
+def test_the_summary_breaks_the_rate_down_like_the_accuracy():
+    """The rate by family counts only outputs whose scene is known, so a family without scenes
+    neither dilutes nor appears in it."""
+    from r1v.train.rollout import Scored
+
+    groups = [{"family": "expr"}, {"family": "expr"}, {"family": "clock"}, {"family": "clock"}, {"family": "bars"}]
+    s = Scored(accuracy=0.4, n=5, ids=list("abcde"), correct=[False, True, True, False, True], outputs=[""] * 5,
+               lengths=[1] * 5, groups=groups, hallucinated=[True, False, False, False, None]).summary()
+    assert s["hallucination"] == 0.25 and s["hallucination_n"] == 4
+    assert s["by"]["family"] == {"bars": 1.0, "clock": 0.5, "expr": 0.5}
+    assert s["hallucination_by"]["family"] == {"clock": 0.0, "expr": 0.5}
+    unknown = Scored(accuracy=1.0, n=1, ids=["a"], correct=[True], outputs=[""], lengths=[1],
+                     groups=[{"family": "bars"}], hallucinated=[None]).summary()
+    assert "hallucination" not in unknown and "hallucination_by" not in unknown
+
+
 def test_world_pairs_are_what_they_say(small_world):
     from r1v.world.pairs import KINDS, preference_pairs
 

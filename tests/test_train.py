@@ -96,6 +96,11 @@ def test_recipe_runs_every_stage_and_reports(recipe_run):
         assert claim in claims, claim
     assert "text reasoning survives | 94.0 MATH-500" in claims and "**holds** (the same answers)" in claims
     assert report.index("## The paper's claims") < report.index("## Held-out accuracy by stage")
+    # by family, each stage's accuracy with that family's hallucination rate beside it
+    fam = results["stages"]["grpo"]["eval"]["visual"]
+    assert set(fam["hallucination_by"]["family"]) == set(fam["by"]["family"])
+    row = next(x for x in report.split("Visual test accuracy by family")[1].splitlines() if x.startswith("| grpo |"))
+    assert row.count("%)") == len(fam["by"]["family"])
     from PIL import Image
 
     for png in ("loss.png", "grpo.png", "accuracy.png", "example.png"):

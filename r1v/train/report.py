@@ -481,11 +481,14 @@ def write(run: str | Path) -> Path:
     fams = sorted({f for s in stage_order(results) for f in st[s]["eval"].get("visual", {}).get("by", {})
                    .get("family", {})})
     if fams:
-        lines += ["Visual test accuracy by family:", "", "| stage | " + " | ".join(fams) + " |",
-                  "|---|" + "---|" * len(fams)]
+        lines += ["Visual test accuracy by family (in brackets: the family's hallucination rate, where known):", "",
+                  "| stage | " + " | ".join(fams) + " |", "|---|" + "---|" * len(fams)]
         for s in stage_order(results):
-            fam = st[s]["eval"].get("visual", {}).get("by", {}).get("family", {})
-            lines.append(f"| {s} | " + " | ".join(f"{100 * fam[f]:.0f}%" if f in fam else "-" for f in fams) + " |")
+            v = st[s]["eval"].get("visual", {})
+            fam, hal = v.get("by", {}).get("family", {}), v.get("hallucination_by", {}).get("family", {})
+            lines.append(f"| {s} | " + " | ".join(
+                (f"{100 * fam[f]:.0f}%" + (f" ({100 * hal[f]:.0f}%)" if f in hal else "")) if f in fam else "-"
+                for f in fams) + " |")
         lines.append("")
     if "align" in st and "transfer" in st and "eval" in st["align"] and "eval" in st["transfer"]:
         a, t = st["align"]["eval"].get("visual", {}), st["transfer"]["eval"].get("visual", {})

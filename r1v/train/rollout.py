@@ -106,12 +106,20 @@ class Scored:
         if known:  # R1V2's Table 3: the share of outputs stating a fact the data contradicts
             out["hallucination"] = round(sum(known) / len(known), 4)
             out["hallucination_n"] = len(known)
-        by: dict[str, dict[str, list[bool]]] = {}
-        for g, ok in zip(self.groups or [], self.correct):
-            for key, value in g.items():
-                by.setdefault(key, {}).setdefault(str(value), []).append(ok)
-        out["by"] = {k: {v: round(sum(x) / len(x), 4) for v, x in sorted(vals.items())} for k, vals in by.items()}
+        out["by"] = _shares(zip(self.groups or [], self.correct))
+        if known:  # the same breakdown of the rate: which family's facts the model gets wrong
+            out["hallucination_by"] = _shares((g, h) for g, h in zip(self.groups or [], self.hallucinated)
+                                              if h is not None)
         return out
+
+
+def _shares(pairs) -> dict[str, dict[str, float]]:
+    """{key: {value: share of True}} over (breakdown keys, flag) pairs."""
+    by: dict[str, dict[str, list[bool]]] = {}
+    for g, flag in pairs:
+        for key, value in g.items():
+            by.setdefault(key, {}).setdefault(str(value), []).append(flag)
+    return {k: {v: round(sum(x) / len(x), 4) for v, x in sorted(vals.items())} for k, vals in by.items()}
 
 
 def score(task, model, tokenizer, chunks: Iterable[Sequence[Sample]], *, n: int, stop_id: int, max_new_tokens: int,
