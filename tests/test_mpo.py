@@ -282,6 +282,11 @@ def test_mpo_trains_the_projector_only_and_pairs_respect_the_threshold(r1v2_run)
         rows = [json.loads(x) for x in (run / "mpo-pairs" / f"round-{r}.jsonl").read_text().splitlines()]
         assert len(rows) == results["stages"][f"mpo/r{r}"]["sampling"]["pairs"] > 0
         assert all(x["reward_chosen"] - x["reward_rejected"] >= 0.0001 for x in rows)
+        # the round's count of pairs that put a right answer over a wrong one is its pairs' own
+        made = results["stages"][f"mpo/r{r}"]["sampling"]
+        assert made["right_over_wrong"] == sum(x["accuracy_chosen"] > x["accuracy_rejected"] for x in rows)
+        assert made["wrong_over_right"] == sum(x["accuracy_chosen"] < x["accuracy_rejected"] for x in rows)
+    assert "right over wrong" in (run / "report.md").read_text()
     assert "hallucination" in results["stages"]["mpo/r2"]["eval"]["visual"]
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"dpo", "bco", "nll", "delta"} <= set(next(m for m in metrics if m["stage"] == "mpo/r1"))

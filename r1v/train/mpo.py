@@ -101,7 +101,8 @@ def make_pairs(ctx: Context, engine: Engine, tok, enc: Encoder, reward, round_: 
     # the round's samples are a function of (seed, round, policy): the same after a crash or in another process
     torch.manual_seed(ctx.cfg.seed * 1000 + round_)
     K = cfg.samples_per_prompt
-    out, stats = [], {"prompts": 0, "pairs": 0, "reward": [], "accuracy": [], "format": [], "hallucinated": []}
+    out, stats = [], {"prompts": 0, "pairs": 0, "reward": [], "accuracy": [], "format": [], "hallucinated": [],
+                      "right_over_wrong": 0, "wrong_over_right": 0}
     if rollouts is not None:
         rollouts.sync()
     # one generation context for the whole share: the processes' shares may differ in length, and the
@@ -137,7 +138,12 @@ def make_pairs(ctx: Context, engine: Engine, tok, enc: Encoder, reward, round_: 
                 s = chunk[c // K]
                 out.append({"row": int(s.index), "id": s.id, "chosen": flat[c], "rejected": flat[r], "ref_chosen": lc,
                             "ref_rejected": lr, "reward_chosen": total[c], "reward_rejected": total[r],
-                            "chosen_text": texts[c], "rejected_text": texts[r]})
+                            "chosen_text": texts[c], "rejected_text": texts[r], "accuracy_chosen": acc[c],
+                            "accuracy_rejected": acc[r]})
+                # what the pair teaches about correctness: the rest were ranked by the reward model
+                # (and format, and facts) between two answers equally right or equally wrong
+                stats["right_over_wrong"] += int(acc[c] > acc[r])
+                stats["wrong_over_right"] += int(acc[c] < acc[r])
             stats["prompts"] += len(chunk)
             stats["pairs"] += len(pairs)
             stats["reward"] += total
@@ -162,7 +168,8 @@ def make_pairs(ctx: Context, engine: Engine, tok, enc: Encoder, reward, round_: 
     return {"prompts": stats["prompts"], "pairs": stats["pairs"], "pair_share": round(stats["pairs"] /
             max(1, stats["prompts"]), 4), "sample_reward": mean(stats["reward"]),
             "sample_accuracy": mean(stats["accuracy"]), "sample_format": mean(stats["format"]),
-            "sample_hallucination": mean([float(h) for h in stats["hallucinated"]])}
+            "sample_hallucination": mean([float(h) for h in stats["hallucinated"]]),
+            "right_over_wrong": stats["right_over_wrong"], "wrong_over_right": stats["wrong_over_right"]}
 
 
 @torch.no_grad()

@@ -282,17 +282,22 @@ def _r1v2_sections(st: dict) -> list[str]:
         lines += [f"| {k} | {_pct(v['accuracy'])} | {v['n']} |" for k, v in ev.get("by_kind", {}).items()] + [""]
     rounds = sorted((s for s in st if s.startswith("mpo/r") and "sampling" in st[s]), key=lambda s: int(s[5:]))
     if rounds:
-        lines += ["## MPO rounds", "", "| round | prompts | pairs (share) | samples: reward | accuracy | format | "
-                  "hallucination | loss (first -> last) |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["## MPO rounds", "", "| round | prompts | pairs (share) | right over wrong / wrong over right | "
+                  "samples: reward | accuracy | format | hallucination | loss (first -> last) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for s in rounds:
             m, loss = st[s]["sampling"], st[s].get("loss") or ["-", "-"]
             fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-            lines.append(f"| {s} | {m['prompts']} | {m['pairs']} ({_pct(m['pair_share'])}) | {fmt(m['sample_reward'])} "
+            sides = (f"{m['right_over_wrong']} / {m['wrong_over_right']}" if "right_over_wrong" in m else "-")
+            lines.append(f"| {s} | {m['prompts']} | {m['pairs']} ({_pct(m['pair_share'])}) | {sides} | "
+                         f"{fmt(m['sample_reward'])} "
                          f"| {fmt(m['sample_accuracy'])} | {fmt(m['sample_format'])} | "
                          f"{fmt(m['sample_hallucination'])} | " + " -> ".join(
                              f"{x:.3f}" if isinstance(x, float) else str(x) for x in loss) + " |")
         lines += ["", f"A pair is a prompt's best sample against its worst, when the reward gap is at least "
-                  f"{st[rounds[-1]].get('threshold')} (`mpo.threshold`).", ""]
+                  f"{st[rounds[-1]].get('threshold')} (`mpo.threshold`). Right over wrong: pairs whose chosen sample "
+                  "the task's scorer marks right and the rejected one wrong; the other pairs were ranked between two "
+                  "answers equally right or wrong (by the reward model, format and facts).", ""]
     alarms = st.get("grpo", {}).get("hallucination_alarms")
     if alarms:
         lines += ["## Hallucination alarms (GRPO)", ""] + [
