@@ -387,4 +387,45 @@ def test_world_probe_reads_a_checkpoint_at_three_points(recipe_run, capsys):
     assert "| vision encoder (linear probe) |" in out and "| projector (linear probe) |" in out
     row = next(line for line in out.splitlines() if line.startswith("| occupied cells"))
     assert all(0 <= float(c.strip().rstrip("%")) <= 100 for c in row.split("|")[2:-1])
+    for kind in ("picture", "computed"):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {kind} values in the chain"))
+        assert "reasoning chains" in row  # m0 is the reasoning LM's, and it finds its own style more likely
+        assert all(0 <= float(c.strip().rstrip("%")) <= 100 for c in row.split("|")[2:-1] if c.strip() != "-")
     assert main(["world", "probe", "--model", str(run / "sft" / "m0"), "--images", "2"]) == 2
+
+
+@pytest.mark.parametrize("family, reasoning, picture, computed", [
+    ("expr", "9 - 7 = 2.", ["9", "7"], ["2"]),
+    # a fold: the second equation's first operand is the first one's result, not the picture's
+    ("expr", "5 + 3 = 8. 8 - 4 = 4.", ["5", "3", "4"], ["8", "4"]),
+    ("expr", "16 - 10 = 6.", ["16", "10"], ["6"]),
+    ("bars", "tallest green 8. shortest yellow 3. 8 - 3 = 5.", ["8", "3"], ["5"]),
+    ("shapes", "squares 0. circles 2. 0 + 2 = 2.", ["0", "2"], ["2"]),
+    # the clock's "+ 12" and "- 8" are the question's, not the picture's
+    ("clock", "clock 4. 4 + 12 = 16. 16 - 8 = 8.", ["4"], ["16", "8"]),
+    ("clock", "clock 10.", ["10"], []),
+])
+def test_value_spans_separate_what_the_picture_gives_from_what_the_chain_computes(family, reasoning, picture,
+                                                                                    computed):
+    from r1v.world.probe import value_spans
+
+    got = value_spans(family, reasoning)
+    assert [[reasoning[a:b] for a, b in spans] for spans in got] == [picture, computed]
+    # the spans are where the values stand, not the first match of the same digits
+    assert got[0] == sorted(got[0]) and got[1] == sorted(got[1])
+
+
+def test_value_spans_of_every_family_cover_each_value_the_world_writes():
+    """On the world's own chains: each fact's value and each equation's numbers land in one class or
+    (a copied result, a question's constant) neither, and no span is shared."""
+    from r1v.world.probe import value_spans
+
+    for family in FAMILIES:
+        for seed in range(30):
+            p = make_problem(family, seed)
+            picture, computed = value_spans(family, p.reasoning)
+            assert not set(picture) & set(computed)
+            assert all(p.reasoning[a:b].lstrip("-").isdigit() for a, b in picture + computed)
+            if family != "expr":  # every fact sentence names one picture value
+                facts = [s for s in p.reasoning.split(". ") if "=" not in s]
+                assert len(picture) == len(facts)

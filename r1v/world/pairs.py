@@ -24,8 +24,8 @@ from r1v.evaluate.tasks.world import gold_text, prompt
 from r1v.world.data import target
 
 KINDS = ("wrong_answer", "false_fact", "format")
-_FACT = re.compile(r"^(.*?)(-?\d+)$")
-_EQ = re.compile(r"^(-?\d+) ([+-]) (-?\d+) = (-?\d+)$")
+FACT = re.compile(r"^(.*?)(-?\d+)$")
+EQ = re.compile(r"^(-?\d+) ([+-]) (-?\d+) = (-?\d+)$")
 
 
 def r1(reasoning: str, answer: str) -> str:
@@ -39,9 +39,9 @@ def _parse(reasoning: str) -> list[list]:
     for s in (x.strip() for x in reasoning.split(".")):
         if not s:
             continue
-        if m := _EQ.match(s):
+        if m := EQ.match(s):
             out.append(["eq", int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))])
-        elif m := _FACT.match(s):
+        elif m := FACT.match(s):
             out.append(["fact", m.group(1), int(m.group(2))])
         else:
             out.append(["text", s])

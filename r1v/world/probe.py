@@ -10,19 +10,51 @@ Three readings, on freshly drawn pictures (never a training image):
 * as words: for each visual token, the picture word (`scenes.PICTURE_WORDS`) whose input embedding
   is nearest (cosine) to the projector's output, against the word of that token's cell. The LLM
   was pretrained to read those words, so this is how much of the picture arrives in a form it
-  already reads.
+  already reads;
+* read by the LLM: the world's own chain for each picture, teacher-forced, in the style the
+  checkpoint's LLM writes (the substitute's `instruct`, the reasoning LM's `reasoning`: whichever
+  it finds more likely). The share of the values the chain takes from the picture (a count, a bar,
+  the hour, an expression's operands) that the model predicts with probability above 1/2, beside
+  the share of the values it computes (each equation's result).
 
 A family whose cells survive the projector (the probe) but not as words is lost at the LLM's
-input: the projector passes the information on in a form the LLM was never taught to read.
+input: the projector passes the information on in a form the LLM was never taught to read. One
+whose computed values are predicted but whose picture values are not is lost there too, and the
+LLM's arithmetic is fine.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 
 from r1v.errors import R1VError
+from r1v.world.pairs import EQ, FACT
+
+Span = tuple[int, int]
+
+
+def value_spans(family: str, reasoning: str) -> tuple[list[Span], list[Span]]:
+    """Character spans in a world chain of the values taken from the picture and of the values
+    computed. A fact sentence's value ("red 4.", "clock 7.") is the picture's; in an expression the
+    first operand and every second operand are (the chain folds left, so a later first operand is
+    the previous result); every equation's result is computed. A question's constant (the clock's
+    "+ 12") is neither."""
+    picture, computed = [], []
+    first = True
+    for m in re.finditer(r"\s*([^.]+)\.", reasoning):
+        text, at = m.group(1), m.start(1)
+        if e := EQ.match(text):
+            if family == "expr":
+                picture += [(at + e.start(1), at + e.end(1))] if first else []
+                picture.append((at + e.start(3), at + e.end(3)))
+            computed.append((at + e.start(4), at + e.end(4)))
+            first = False
+        elif f := FACT.match(text):
+            picture.append((at + f.start(2), at + f.end(2)))
+    return picture, computed
 
 
 def readings(model_dir: str | Path, images: int = 800, seed: int = 0) -> dict:
@@ -59,7 +91,47 @@ def readings(model_dir: str | Path, images: int = 800, seed: int = 0) -> dict:
             if want != PICTURE_WORDS[0]:  # occupied cells only: an empty cell is most of every picture
                 hits.setdefault(p.family, []).append(PICTURE_WORDS[w] == want)
     out["as words"] = {f: sum(v) / len(v) for f, v in sorted(hits.items())}
+    out["read by the LLM"] = llm_reading(model, tok, probs)
     return out
+
+
+@torch.no_grad()
+def llm_reading(model, tok, probs) -> dict:
+    """Teacher-forced, the share of picture values and of computed values in the world's chains
+    that `model` predicts with p > 1/2, per family, in the chain style it finds more likely."""
+    from r1v.evaluate.tasks import Item
+    from r1v.evaluate.tasks.world import prompt
+    from r1v.train.grpo import completion_logprobs
+    from r1v.train.samples import Encoder
+    from r1v.world.data import STYLES, target
+    from r1v.world.scenes import draw
+
+    encoder = Encoder(model, tok, max_tiles=1)
+    items = [Item(id=str(i), question=p.question, answer=None, images=[draw(p)]) for i, p in enumerate(probs)]
+    prompts = [prompt(p.question, p.choices) for p in probs]
+    best = None
+    for style in STYLES:
+        texts = [target(p, style) for p in probs]
+        logps = []
+        for k in range(0, len(probs), 64):
+            s = encoder.encode_many(items[k : k + 64], prompts[k : k + 64], texts[k : k + 64])
+            lp, mask = completion_logprobs(model, prompts=s, completions=[x.response for x in s], group=1,
+                                           pad_id=tok.pad_token_id)
+            logps += [row[: int(m.sum())] for row, m in zip(lp, mask)]
+        total = float(sum(x.sum() for x in logps))
+        if best is None or total > best[0]:
+            best = (total, style, texts, logps)
+    _, style, texts, logps = best
+    hits: dict[str, dict[str, list[bool]]] = {"picture": {}, "computed": {}}
+    for p, text, lp in zip(probs, texts, logps):
+        at = text.index(p.reasoning)
+        offsets = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        for kind, spans in zip(("picture", "computed"), value_spans(p.family, p.reasoning)):
+            for a, b in spans:
+                for j, (x, y) in enumerate(offsets):
+                    if min(y, at + b) > max(x, at + a):  # the token overlaps the value
+                        hits[kind].setdefault(p.family, []).append(bool(lp[j] > -0.6931471805599453))
+    return {"style": style} | {k: {f: sum(v) / len(v) for f, v in sorted(h.items())} for k, h in hits.items()}
 
 
 def table(r: dict) -> str:
@@ -70,4 +142,9 @@ def table(r: dict) -> str:
     lines += ["", "| family | " + " | ".join(r["as words"]) + " |", "|---|" + "---|" * len(r["as words"]),
               "| occupied cells whose projection is nearest their own picture word | "
               + " | ".join(f"{100 * v:.1f}%" for v in r["as words"].values()) + " |"]
+    read = r["read by the LLM"]
+    for kind in ("picture", "computed"):
+        lines.append(f"| {kind} values in the chain the LLM predicts (p > 1/2, {read['style']} chains) | "
+                     + " | ".join(f"{100 * read[kind][f]:.1f}%" if f in read[kind] else "-" for f in r["as words"])
+                     + " |")
     return "\n".join(lines)
