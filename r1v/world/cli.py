@@ -79,7 +79,7 @@ def add_parser(sub) -> None:
     p.add_argument("--world", required=True, help="the built world folder")
     p.set_defaults(func=cmd_ship)
 
-    p = wsub.add_parser("probe", help="where the picture is lost: vision encoder, projector, LLM input",
+    p = wsub.add_parser("probe", help="where the picture is lost: encoder, projector, LLM input, what the LLM reads",
                         description=docstring("r1v.world.probe"), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="an R1V checkpoint of the mini-world (e.g. runs/tiny/sft/m0)")
     p.add_argument("--images", type=int, default=800, help="fresh pictures drawn (half fit the probes; default 800)")
