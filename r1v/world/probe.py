@@ -3,7 +3,7 @@ projector, and the step into the LLM's vocabulary, for any R1V checkpoint on the
 
     r1v world probe --model runs/tiny/sft/m0 [--images 800]
 
-Three readings, on freshly drawn pictures (never a training image):
+Four readings, on freshly drawn pictures (never a training image):
 * vision encoder: a fresh linear probe per attribute on the visual tokens (as `r1v world build`);
 * projector: the same probe on the projector's outputs, the vectors the LLM reads. Information
   that is here reached the LLM's input;
@@ -25,6 +25,7 @@ LLM's arithmetic is fine.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def llm_reading(model, tok, probs) -> dict:
     from r1v.world.data import STYLES, target
     from r1v.world.scenes import draw
 
-    encoder = Encoder(model, tok, max_tiles=1)
+    encoder = Encoder(model, tok, max_tiles=1)  # the world's pictures are one 112 px tile
     items = [Item(id=str(i), question=p.question, answer=None, images=[draw(p)]) for i, p in enumerate(probs)]
     prompts = [prompt(p.question, p.choices) for p in probs]
     best = None
@@ -130,7 +131,7 @@ def llm_reading(model, tok, probs) -> dict:
             for a, b in spans:
                 for j, (x, y) in enumerate(offsets):
                     if min(y, at + b) > max(x, at + a):  # the token overlaps the value
-                        hits[kind].setdefault(p.family, []).append(bool(lp[j] > -0.6931471805599453))
+                        hits[kind].setdefault(p.family, []).append(bool(lp[j] > math.log(0.5)))
     return {"style": style} | {k: {f: sum(v) / len(v) for f, v in sorted(h.items())} for k, h in hits.items()}
 
 
