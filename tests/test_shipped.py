@@ -10,7 +10,8 @@ from itertools import islice
 
 import pytest
 
-from r1v.world.build import PRESETS, SHIPPED, SHIPPED_STAGES, build, config_from, majority_baseline, provenance, tree_hash
+from r1v.world.build import (PRESETS, SHIPPED, SHIPPED_STAGES, build, config_from, majority_baseline, provenance,
+                             recorded, tree_hash)
 
 
 def test_shipped_backbones_load_and_match_their_provenance():
@@ -20,7 +21,8 @@ def test_shipped_backbones_load_and_match_their_provenance():
 
     prov = provenance()
     assert prov is not None, f"no backbones shipped in {SHIPPED}"
-    assert prov["config"] == dataclasses.asdict(PRESETS["default"]), "shipped with other settings than the default"
+    assert recorded(prov["config"]) == dataclasses.asdict(PRESETS["default"]), \
+        "shipped with other settings than the default"
     for name in SHIPPED_STAGES:
         assert tree_hash(SHIPPED / name) == prov["stages"][name]["hash"], name
     total = sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file())

@@ -302,9 +302,15 @@ def test_backbones_save_and_load(small_world):
         logits = {n: m(ids).logits for n, m in lms.items()}
     assert not torch.equal(logits["base"], logits["reasoning"])  # fine-tuning changed the weights
     assert lms["base"].config.vocab_size == lms["reasoning"].config.vocab_size >= len(tok)
-    # The substitute and the reasoning LM share the base's shapes (and so its embedding space).
+    # The substitute and the reasoning LM share the base's shapes and its input embeddings (frozen while
+    # each is fine-tuned, `shared_layers`), and nothing above them.
     assert {k: v.shape for k, v in lms["substitute"].state_dict().items()} == \
         {k: v.shape for k, v in lms["reasoning"].state_dict().items()}
+    sd = {n: m.state_dict() for n, m in lms.items()}
+    for k in sd["base"]:
+        kept = k == "model.embed_tokens.weight"
+        for n in ("substitute", "reasoning"):
+            assert torch.equal(sd[n][k], sd["base"][k]) == kept, (n, k)
     vit = InternVLVisionModel.from_pretrained(out / "vision")
     assert vit.config.image_size[0] == 112
 
@@ -322,6 +328,71 @@ def test_backbones_save_and_load(small_world):
     assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 16
     with torch.no_grad():
         assert model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
+
+
+def test_shared_layers_freezes_the_bottom_and_is_checked():
+    from r1v.errors import R1VError
+    from r1v.world import lm
+    from r1v.world.build import config_from
+
+    model = lm.new_lm(128, lm.LMSize(hidden=32, layers=3, heads=2, kv_heads=1, intermediate=64), seed=0)
+    lm.freeze_bottom(model, 2)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert "model.embed_tokens.weight" in frozen and "lm_head.weight" not in frozen
+    assert {n.split(".")[2] for n in frozen if ".layers." in n} == {"0", "1"}
+    lm.freeze_bottom(lm.new_lm(128, lm.LMSize(32, 1, 2, 1, 64), seed=0), -1)  # -1: nothing, no error
+    assert config_from("default").shared_layers == -1  # the shipped backbones froze nothing
+    for bad in (-2, 5):
+        with pytest.raises(R1VError, match="shared_layers"):
+            config_from("default", {"shared_layers": bad})
+
+
+def test_base_chat_steps_end_pretraining_on_both_styles(small_world, tmp_path):
+    import random
+
+    from r1v.model.tokenizer import load_tokenizer
+    from r1v.world import lm
+    from r1v.world.build import build, config_from
+
+    out, data = small_world
+    tok = load_tokenizer(str(out / "tokenizer"))
+    probs = list(islice(stream("train", seed="lm:0"), 60))
+    ex = lm.mixed_chat_examples(tok, probs, random.Random(0), picture_share=0.5, overthink_share=1.0)
+    assert ex == lm.mixed_chat_examples(tok, probs, random.Random(0), picture_share=0.5, overthink_share=1.0)
+    styles = []
+    for p, (_, labels) in zip(probs, ex):  # each example is its own problem's, in order
+        completion = tok.decode([t for t in labels if t != -100], skip_special_tokens=False)
+        styles.append("instruct" if completion.startswith("</think>") else "reasoning")
+        assert target(p, "instruct").split("\n")[-1] in completion  # its own boxed answer
+        # a reasoning chain is restated (overthink_share 1); an instruct one is not
+        assert completion.count(p.reasoning) == (2 if styles[-1] == "reasoning" else 1)
+    assert 15 <= styles.count("instruct") <= 45
+    # In a build: the base goes on from its pretraining, so it is not the base without those steps.
+    chat = build(config_from("small", {"base_chat_steps": 2}), tmp_path / "w", log=lambda s: None)
+    assert chat["stages"]["base"]["hash"] != data["stages"]["base"]["hash"]
+    assert chat["stages"]["tokenizer"]["hash"] == data["stages"]["tokenizer"]["hash"]
+
+
+def test_a_world_recorded_before_a_setting_existed_is_reused(tmp_path):
+    """A world whose world.json predates a setting was built with the value that reproduces it
+    (`ADDED_SETTINGS`): it is reused under that value and refused under another."""
+    import json
+
+    from r1v.errors import R1VError
+    from r1v.world.build import ADDED_SETTINGS, build, config_from
+
+    cfg = config_from("small", dict(ADDED_SETTINGS))
+    build(cfg, tmp_path / "w", log=lambda s: None)
+    manifest = tmp_path / "w" / "world.json"
+    data = json.loads(manifest.read_text())
+    for key in ADDED_SETTINGS:
+        del data["config"][key]
+    manifest.write_text(json.dumps(data))
+    logs = []
+    build(cfg, tmp_path / "w", log=logs.append)
+    assert logs and all("reused" in line for line in logs)
+    with pytest.raises(R1VError, match="other settings"):
+        build(config_from("small", {"shared_layers": 0}), tmp_path / "w", log=lambda s: None)
 
 
 def test_build_is_reused_resumed_and_deterministic(small_world, tmp_path):

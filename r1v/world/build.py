@@ -43,6 +43,9 @@ STAGES = ("data", "tokenizer", "base", "substitute", "reasoning", "vision", "sco
 # `r1v world ship` replaces them from a built world.
 SHIPPED = Path(__file__).parent / "backbones"
 SHIPPED_STAGES = ("tokenizer", "base", "substitute", "reasoning", "vision")
+# Settings added after worlds were built, each with the value that reproduces a build made before it:
+# a world (or the shipped backbones) recorded without the setting was built with that value.
+ADDED_SETTINGS = {"shared_layers": -1, "base_chat_steps": 0}
 
 
 @dataclass
@@ -58,6 +61,11 @@ class WorldConfig:
     lm_intermediate: int = field(default=512, metadata={"help": "LM MLP width"})
     lm_problems: int = field(default=200000, metadata={"help": "training problems the LMs are trained on"})
     base_steps: int = field(default=3000, metadata={"help": "base LM pretraining steps"})
+    base_chat_steps: int = field(default=0, metadata={
+        "help": "steps that end the base's pretraining on chat examples of both styles (each problem instruct or "
+                "reasoning at even odds), all weights trained at the fine-tuning lr, as real bases are annealed on "
+                "instruction data; with shared_layers the siblings then start from a bottom that reads the chat "
+                "template and the picture words (0: none, the shipped backbones)"})
     substitute_steps: int = field(default=1500, metadata={"help": "fine-tuning steps of the substitute LM"})
     reasoning_steps: int = field(default=4000, metadata={"help": "fine-tuning steps of the reasoning LM"})
     lm_batch: int = field(default=32, metadata={"help": "sequences per LM step"})
@@ -66,6 +74,11 @@ class WorldConfig:
     direct_share: float = field(default=0.3, metadata={"help": "share of pretraining problems without a solution"})
     picture_share: float = field(default=0.5, metadata={
         "help": "share of LM problems stated as the picture's cell words (one token per visual token)"})
+    shared_layers: int = field(default=-1, metadata={
+        "help": "decoder layers the substitute and the reasoning LM keep from the base, frozen (with the input "
+                "embeddings) while each is fine-tuned, so both read the projector's tokens through the same first "
+                "layers, as two fine-tunes of one 32B base nearly do; 0: the embeddings alone; -1 (default, the "
+                "shipped backbones): nothing frozen"})
     overthink_share: float = field(default=0.6, metadata={
         "help": "share of the reasoning LM's training chains restated once more before </think> (overthinking: "
                 "what AL-CoTD's repetition penalty curbs)"})
@@ -84,7 +97,7 @@ PRESETS = {
     "small": WorldConfig(
         visual_train=40, visual_eval=16, text_train=40, text_eval=16, vocab_size=300, lm_hidden=32, lm_layers=1,
         lm_intermediate=64, lm_problems=300, base_steps=4, substitute_steps=2, reasoning_steps=2, lm_batch=8,
-        vit_hidden=16, vit_layers=1, vit_images=32, vit_steps=2, vit_batch=8, probe_images=32),
+        shared_layers=0, vit_hidden=16, vit_layers=1, vit_images=32, vit_steps=2, vit_batch=8, probe_images=32),
 }
 
 
@@ -104,6 +117,10 @@ def config_from(preset: str = "default", overrides: dict | None = None) -> World
             ok, rule = v > 0, "a positive learning rate"
         elif f.name == "seed":
             ok, rule = v >= 0, "0 or more"
+        elif f.name == "base_chat_steps":
+            ok, rule = v >= 0, "0 or more"
+        elif f.name == "shared_layers":
+            ok, rule = -1 <= v <= cfg.lm_layers, f"-1 (nothing frozen) to lm_layers ({cfg.lm_layers})"
         else:
             ok, rule = v >= 1, "at least 1"
         if not ok:
@@ -128,7 +145,7 @@ class Manifest:
         self.data = {"config": asdict(cfg), "stages": {}, "scores": {}}
         if self.path.exists():
             old = json.loads(self.path.read_text())
-            if old.get("config") != self.data["config"]:
+            if recorded(old.get("config", {})) != self.data["config"]:
                 raise R1VError(
                     f"{root} holds a world built with other settings; use another --out, or --rebuild to replace it")
             self.data = old
@@ -163,6 +180,11 @@ def _publish(root: Path, stage: str, tmp: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- build
+def recorded(config: dict) -> dict:
+    """A world's recorded settings, with those added since it was built at the value it was built with."""
+    return {**ADDED_SETTINGS, **config}
+
+
 def provenance(folder: Path = SHIPPED) -> dict | None:
     """The shipped backbones' provenance (None when none are shipped)."""
     f = folder / "provenance.json"
@@ -276,7 +298,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
         return cache["p"]
 
     prov = provenance(shipped) if shipped else None
-    if prov and prov["config"] == asdict(cfg):
+    if prov and recorded(prov["config"]) == asdict(cfg):
         _install_shipped(man, out, prov, shipped, log)
 
     # ---- tokenizer
@@ -327,6 +349,12 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
         examples += lm.documents(tok, [lm.drill_text(rng) for _ in range(n_drills)])
         model = lm.new_lm(vocab, size, seed=seed)
         losses = train_with_bar(model, examples, cfg.base_steps, cfg.lm_lr, "base LM", seed)
+        if cfg.base_chat_steps:
+            rng = random.Random(f"mid:{seed}")
+            probs = lm_problems()[: cfg.base_chat_steps * cfg.lm_batch]
+            examples = lm.mixed_chat_examples(tok, probs, rng, picture_share=cfg.picture_share,
+                                              overthink_share=cfg.overthink_share)
+            losses += train_with_bar(model, examples, cfg.base_chat_steps, cfg.lm_lr / 2, "base LM: chat", seed + 2)
         save_model(model, "base", t, losses, tok)
 
     # ---- substitute and reasoning LMs, both from the base
@@ -335,6 +363,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
     for name, style in (("substitute", "instruct"), ("reasoning", "reasoning")):
         if (t := stage(name)) is not None:
             model = AutoModelForCausalLM.from_pretrained(out / "base")
+            lm.freeze_bottom(model, cfg.shared_layers)
             # As many examples as the steps see (the problems are already in random order).
             steps = getattr(cfg, f"{name}_steps")
             probs = lm_problems()[: steps * cfg.lm_batch]

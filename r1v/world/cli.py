@@ -144,10 +144,10 @@ def cmd_build(a) -> int:
 def cmd_ship(a) -> int:
     from pathlib import Path
 
-    from r1v.world.build import PRESETS, SHIPPED, ship
+    from r1v.world.build import PRESETS, SHIPPED, recorded, ship
 
     prov = ship(Path(a.world))
-    if prov["config"] != dataclasses.asdict(PRESETS["default"]):
+    if recorded(prov["config"]) != dataclasses.asdict(PRESETS["default"]):
         print("note: this world was not built with the default settings, so a default build will not use it",
               file=sys.stderr)
     print(f"wrote {SHIPPED} ({prov['code']})")

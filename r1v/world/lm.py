@@ -58,6 +58,21 @@ def new_lm(vocab_size: int, size: LMSize, *, seed: int) -> Qwen2ForCausalLM:
     return Qwen2ForCausalLM(cfg)
 
 
+def freeze_bottom(model: Qwen2ForCausalLM, layers: int) -> None:
+    """Freeze the input embeddings and the first `layers` decoder layers (-1: nothing).
+
+    Why: fine-tuned in full, the world's two LMs move 30% (substitute) and 50% (reasoning) of their
+    weights' norm away from the base, where a fine-tune of a 32B model moves a few percent; a
+    projector fitted to the substitute then reads as a foreign language to the reasoning LM (the
+    README's transfer section). Freezing the bottom keeps the part that first reads a visual token
+    shared, as it nearly is between Qwen2.5-Instruct and R1-Distill-Qwen."""
+    if layers < 0:
+        return
+    model.get_input_embeddings().weight.requires_grad_(False)
+    for layer in model.model.layers[:layers]:
+        layer.requires_grad_(False)
+
+
 # --------------------------------------------------------------------------- examples
 def token_order() -> list[int]:
     """The grid cell of each visual token, as transformers' ("v2") pixel shuffle orders them."""
@@ -146,6 +161,26 @@ def chat_examples(tok: PreTrainedTokenizerBase, problems: Sequence[Problem], sty
     comp = tok([target(p, style).replace(p.reasoning, f"{p.reasoning} {p.reasoning}", 1) if again
                 else target(p, style) for p, again in zip(problems, rechecked)], add_special_tokens=False)["input_ids"]
     return [(pr + c + [tok.eos_token_id], [-100] * len(pr) + c + [tok.eos_token_id]) for pr, c in zip(enc, comp)]
+
+
+def mixed_chat_examples(tok: PreTrainedTokenizerBase, problems: Sequence[Problem], rng: random.Random, *,
+                        picture_share: float, overthink_share: float) -> list[Example]:
+    """Chat examples of both styles for the end of the base's pretraining: each problem instruct or
+    reasoning at even odds, stated as cell words at `picture_share`, a reasoning chain restated at
+    `overthink_share`; in the problems' order. Draws from `rng` problem by problem, in that order."""
+    styles, pictured, rechecked = [], [], []
+    for _ in problems:
+        styles.append(rng.choice(("instruct", "reasoning")))
+        pictured.append(rng.random() < picture_share)
+        rechecked.append(styles[-1] == "reasoning" and rng.random() < overthink_share)
+    out: list[Example | None] = [None] * len(problems)
+    for style in ("instruct", "reasoning"):
+        idx = [i for i, s in enumerate(styles) if s == style]
+        made = chat_examples(tok, [problems[i] for i in idx], style, [pictured[i] for i in idx],
+                             [rechecked[i] for i in idx])
+        for i, ex in zip(idx, made):
+            out[i] = ex
+    return out
 
 
 def collate(batch: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
