@@ -77,8 +77,7 @@ class WorldConfig:
     shared_layers: int = field(default=-1, metadata={
         "help": "decoder layers the substitute and the reasoning LM keep from the base, frozen (with the input "
                 "embeddings) while each is fine-tuned, so both read the projector's tokens through the same first "
-                "layers, as two fine-tunes of one 32B base nearly do; 0: the embeddings alone; -1 (default, the "
-                "shipped backbones): nothing frozen"})
+                "layers; 0: the embeddings alone; -1 (default, the shipped backbones): nothing frozen"})
     overthink_share: float = field(default=0.6, metadata={
         "help": "share of the reasoning LM's training chains restated once more before </think> (overthinking: "
                 "what AL-CoTD's repetition penalty curbs)"})
