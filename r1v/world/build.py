@@ -450,7 +450,9 @@ def table(data: dict) -> str:
         ("data", f"{cfg['visual_eval']} visual + {cfg['text_eval']} text problems per eval split", "data"),
         ("tokenizer", f"{st.get('tokenizer', {}).get('tokens', '?')} tokens, byte-level (round-trips any text)",
          "tokenizer"),
-        ("base LM", f"pretraining loss {st.get('base', {}).get('final_loss', '?')}", "base"),
+        ("base LM", (f"loss {st.get('base', {}).get('final_loss', '?')} at the end of its {cfg['base_chat_steps']} "
+                     "chat steps" if cfg.get("base_chat_steps") else
+                     f"pretraining loss {st.get('base', {}).get('final_loss', '?')}"), "base"),
         ("substitute LM", f"text accuracy {pct(sc['substitute_text'])}, as pictures "
                           f"{pct(sc.get('substitute_picture', 0))} (no think block; works briefly in its answer)" if sc else "", "substitute"),
         ("reasoning LM", f"text accuracy {pct(sc['reasoning_text'])}, as pictures "
