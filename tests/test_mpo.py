@@ -268,6 +268,34 @@ def test_rm_trains_its_head_and_llm_and_leaves_vision_bit_identical(r1v2_run):
         ev["accuracy"], abs=1e-4)
 
 
+def test_rm_from_align_with_mean_pooling_as_the_mini_world_recipe(r1v2_run, tmp_path):
+    """recipes/r1v2-tiny.yaml builds the reward model on the aligned substitute, not on the policy:
+    its LLM is the substitute's, trained; vision stays align's, bit for bit."""
+    from r1v.model.reward import load_reward
+    from tests.test_train import part, same, weights
+
+    run, _, settings, yaml_path = r1v2_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "rm")
+    over = [s for s in settings if not s.startswith(("out=", "stages="))]
+    # a small lr, so that the trained LLM stays nearer its start than the two LMs are to each other
+    assert main(["train", "rm", "--config", str(yaml_path), f"out={copy}", *over, "rm.base=align",
+                 "rm.pooling=mean", "rm.optim.lr=1e-4"]) == 0
+    align, transfer, rm = weights(copy / "align"), weights(copy / "transfer"), weights(copy / "rm")
+    V, L = "model.vision_tower.", "model.language_model."
+    assert same(part(align, V), part(rm, V))
+    assert not same(part(align, L), part(rm, L)) and not same(part(transfer, L), part(rm, L))
+
+    def far(a, b):
+        return sum(float((a[k].float() - b[k].float()).norm()) for k in a)
+
+    # it started from the substitute's LLM, not the reasoning one
+    assert far(part(rm, L), part(align, L)) < far(part(rm, L), part(transfer, L))
+    _, _, meta = load_reward(copy / "rm")
+    assert meta["base"] == "align" and meta["pooling"] == "mean"
+
+
 def test_mpo_trains_the_projector_only_and_pairs_respect_the_threshold(r1v2_run):
     from tests.test_train import part, same, weights
 
