@@ -54,7 +54,7 @@ def build(cls, data: dict | None, where: str = "", *, base=None):
     key of a section keeps the section's other defaults."""
     data = data or {}
     if not isinstance(data, dict):
-        raise R1VError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
+        raise R1VError(f"{where.rstrip('.') or cls.__name__}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     inst = copy.deepcopy(base) if base is not None else cls()

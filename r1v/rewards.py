@@ -19,7 +19,8 @@ R1V2's preference signal (MPO's pairs; `r1v/train/mpo.py`):
 * `preference_reward`: the reward model's raw score plus the rule checks (accuracy, format, and a
   penalty for a fact the data contradicts), weighted;
 * `best_worst_pairs`: per prompt, its best completion against its worst when the gap reaches the
-  threshold (R1V2's "calibrated threshold"), else no pair.
+  threshold (R1V2's "calibrated threshold"), else no pair; with `eligible`, only a completion that
+  keeps the rules (`mpo.factual_chosen`: states no false fact) may be the chosen one.
 
 The iterative SFT's data selection (method.md, Stage 2):
 * `rubric_score`: the mini-world's reward model, 0..5 (the paper's is a learnt RM; the mini-world
@@ -175,16 +176,24 @@ def preference_reward(rm: Sequence[float] | None, accuracy: Sequence[float], fmt
             for r, a, f, h in zip(rm, accuracy, fmt, hallucinated)]
 
 
-def best_worst_pairs(rewards: Sequence[float], group: int, threshold: float) -> list[tuple[int, int]]:
+def best_worst_pairs(rewards: Sequence[float], group: int, threshold: float,
+                     eligible: Sequence[bool] | None = None) -> list[tuple[int, int]]:
     """(chosen, rejected) indices into `rewards`, one pair per group of `group` consecutive
     completions: its highest-rewarded against its lowest, made only when the gap is at least
-    `threshold` (and above 0: equal rewards never make a pair). Ties go to the earlier sample."""
+    `threshold` (and above 0: equal rewards never make a pair). Ties go to the earlier sample.
+    `eligible`: which completions may be chosen (the rest may still be rejected); the chosen is
+    then the best eligible one, and a group with none makes no pair."""
     if len(rewards) % group:
         raise ValueError(f"{len(rewards)} rewards do not split into groups of {group}")
+    if eligible is not None and len(eligible) != len(rewards):
+        raise ValueError("one eligibility flag per reward")
     out = []
     for g in range(0, len(rewards), group):
         rs = list(rewards[g : g + group])
-        hi = max(range(group), key=lambda k: (rs[k], -k))
+        can = [k for k in range(group) if eligible is None or eligible[g + k]]
+        if not can:
+            continue
+        hi = max(can, key=lambda k: (rs[k], -k))
         lo = min(range(group), key=lambda k: (rs[k], k))
         gap = rs[hi] - rs[lo]
         if gap > 0 and gap >= threshold:

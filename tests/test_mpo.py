@@ -9,12 +9,15 @@ import math
 import random
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from r1v.cli import main
+from r1v.errors import R1VError
 from r1v.evaluate.tasks.world import World, false_facts
 from r1v.rewards import best_worst_pairs, format_reward, preference_reward
+from r1v.train.config import load_recipe
 from r1v.train.mpo import RunningMean, mpo_loss
 from r1v.train.rm import pairwise_loss
 
@@ -149,6 +152,33 @@ def test_pairs_below_the_threshold_are_never_made():
         assert [c // g for c, _ in made] == should
     with pytest.raises(ValueError):
         best_worst_pairs([1.0, 2.0, 3.0], 2, 0.0)
+
+
+def test_only_an_eligible_sample_is_chosen():
+    """mpo.factual_chosen: a sample that states a false fact is never the chosen one; it may still be
+    the rejected one, and a group with no eligible sample, or whose best eligible one is too close
+    to the worst, makes no pair."""
+    rewards = [3.0, 2.5, 0.0, 1.0,    # the best is ineligible: the next (2.5) against the worst
+               3.0, 1.0, 0.5, 0.0,    # only the best-but-ineligible clears the gap: none
+               2.0, 1.0, 4.0, -1.0,   # none eligible: none
+               1.0, 0.0, 3.0, 0.0]    # the worst is ineligible too: it is still rejected (the earlier tie)
+    eligible = [False, True, True, True,
+                False, True, True, True,
+                False, False, False, False,
+                True, False, True, True]
+    assert best_worst_pairs(rewards, 4, 2.0, eligible) == [(1, 2), (14, 13)]
+    assert best_worst_pairs(rewards, 4, 2.0, [True] * 16) == best_worst_pairs(rewards, 4, 2.0)
+    rng = random.Random(1)
+    for _ in range(300):
+        g, t = rng.randint(2, 6), rng.uniform(0, 3)
+        rs = [round(rng.uniform(-2, 2), 1) for _ in range(g * 5)]
+        ok = [rng.random() < 0.5 for _ in rs]
+        for c, r in best_worst_pairs(rs, g, t, ok):
+            group = range(c // g * g, c // g * g + g)
+            assert ok[c] and rs[c] == max(rs[k] for k in group if ok[k]) and rs[r] == min(rs[k] for k in group)
+            assert rs[c] - rs[r] >= t
+    with pytest.raises(ValueError):
+        best_worst_pairs([1.0, 2.0], 2, 0.0, [True])
 
 
 def test_preference_reward_adds_the_rules_to_the_reward_model():
@@ -296,6 +326,72 @@ def test_rm_from_align_with_mean_pooling_as_the_mini_world_recipe(r1v2_run, tmp_
     assert meta["base"] == "align" and meta["pooling"] == "mean"
 
 
+def test_rm_phases_plan_their_pairs_steps_and_lrs():
+    from r1v.train.config import RMConfig, RMPhase
+    from r1v.train.rm import plan
+
+    kinds = np.array(["wrong_answer", "format", "wrong_answer", "false_fact", "wrong_answer", "format"], dtype=object)
+    ids = np.array([0, 1, 2, 3, 5])  # row 4 is a tie
+    cfg = RMConfig()
+    cfg.optim.samples_per_step, cfg.optim.epochs, cfg.optim.lr = 2, 1.0, 3e-4
+    (one,) = plan(kinds, ids, cfg)  # no phases: every pair, optim.epochs
+    assert one.ids.tolist() == [0, 1, 2, 3, 5] and one.steps == 3 and one.lr == 3e-4 and one.kinds == []
+    cfg.phases = [RMPhase(kinds=["wrong_answer"], epochs=3), RMPhase(kinds=[], epochs=2, lr=1e-4)]
+    slips, mix = plan(kinds, ids, cfg)
+    assert slips.ids.tolist() == [0, 2] and slips.steps == 3 and slips.lr == 3e-4  # the tie stays out
+    assert mix.ids.tolist() == [0, 1, 2, 3, 5] and mix.steps == 5 and mix.lr == 1e-4
+    cfg.phases = [RMPhase(kinds=["format", "false_fact"], epochs=1)]
+    assert plan(kinds, ids, cfg)[0].ids.tolist() == [1, 3, 5]
+    cfg.phases = [RMPhase(kinds=["slip"], epochs=1)]
+    with pytest.raises(R1VError, match=r"kinds=\['slip'\] selects no pair.*false_fact, format, wrong_answer"):
+        plan(kinds, ids, cfg)
+    for bad, msg in (("[{epochs: 0}]", r"rm.phases\[0\].epochs=0.0"), ("[{epochs: 1}, {lr: -1}]", r"rm.phases\[1\].lr"),
+                     ("[{kind: [format]}]", "unknown setting 'rm.phases\\[0\\].kind'")):
+        with pytest.raises(R1VError, match=msg):
+            load_recipe("recipes/r1v2-tiny.yaml", [f"rm.phases={bad}"])
+    assert [p.kinds for p in load_recipe("recipes/r1v2-tiny.yaml").rm.phases] == [["wrong_answer"], []]
+
+
+def test_rm_phases_run_in_order_and_resume_across_their_boundary(r1v2_run, tmp_path, monkeypatch):
+    """Two phases (the slips, then every pair) log their steps in order, each over its own pairs; a
+    crash in phase 2 resumes to the weights of an uninterrupted run; one phase of every pair is
+    the plain stage, bit for bit."""
+    from tests.test_train import crash_at_step, same, weights
+
+    run, world, settings, yaml_path = r1v2_run
+    over = [s for s in settings if not s.startswith(("out=", "stages="))] + ["checkpoint.every_steps=1"]
+    phases = "rm.phases=[{kinds: [wrong_answer], epochs: 0.2}, {epochs: 0.1, lr: 5e-3}]"
+    runs = {}
+    for name in ("whole", "crashed", "plain", "one"):
+        runs[name] = tmp_path / name
+        shutil.copytree(run, runs[name])
+        shutil.rmtree(runs[name] / "rm")
+    assert main(["train", "rm", "--config", str(yaml_path), f"out={runs['whole']}", *over, phases]) == 0
+    rows = [json.loads(x) for x in (world / "recipe" / "rm-train.jsonl").read_text().splitlines()]
+    n_slips = sum(r["kind"] == "wrong_answer" for r in rows)
+    s1, s2 = math.ceil(n_slips * 0.2 / 8), math.ceil(len(rows) * 0.1 / 8)
+    logged = [json.loads(x) for x in (runs["whole"] / "metrics.jsonl").read_text().splitlines()]
+    logged = [m for m in logged if m.get("stage") == "rm"]
+    assert [(m["step"], m["phase"]) for m in logged] == [(k, int(k >= s1)) for k in range(s1 + s2)]
+    assert logged[0]["lr"] == pytest.approx(1e-2) and logged[s1]["lr"] == pytest.approx(5e-3)  # fresh schedules
+    done = json.loads((runs["whole"] / "results.json").read_text())["stages"]["rm"]["phases"]
+    assert [(p["kinds"], p["pairs"], p["steps"]) for p in done] == [(["wrong_answer"], n_slips, s1),
+                                                                     ("all", len(rows), s2)]
+    assert main(["recipe", "report", str(runs["whole"])]) == 0
+    assert f"In phases: wrong_answer ({n_slips} pairs, {s1} steps, lr 0.01); then all ({len(rows)} pairs, {s2} " \
+        "steps, lr 0.005)." in (runs["whole"] / "report.md").read_text()
+    crash_at_step(monkeypatch, s1 + 1, ["train", "rm", "--config", str(yaml_path), f"out={runs['crashed']}", *over,
+                                        phases])
+    assert main(["train", "rm", "--config", str(yaml_path), f"out={runs['crashed']}", *over, phases]) == 0
+    assert same(weights(runs["whole"] / "rm"), weights(runs["crashed"] / "rm"))
+    assert (runs["whole"] / "outputs" / "rm-pairs.jsonl").read_text() == \
+        (runs["crashed"] / "outputs" / "rm-pairs.jsonl").read_text()
+    assert main(["train", "rm", "--config", str(yaml_path), f"out={runs['plain']}", *over]) == 0
+    assert main(["train", "rm", "--config", str(yaml_path), f"out={runs['one']}", *over,
+                 "rm.phases=[{epochs: 0.1}]"]) == 0
+    assert same(weights(runs["plain"] / "rm"), weights(runs["one"] / "rm"))
+
+
 def test_mpo_trains_the_projector_only_and_pairs_respect_the_threshold(r1v2_run):
     from tests.test_train import part, same, weights
 
@@ -327,6 +423,24 @@ def test_a_high_threshold_makes_no_pairs_and_says_so(r1v2_run, tmp_path, capsys)
     args = [s for s in settings if not s.startswith(("out=", "mpo.threshold"))]
     assert main(["train", "mpo", "--config", str(yaml_path), f"out={copy}", *args, "mpo.threshold=1e9"]) == 2
     assert "no pairs; lower the threshold" in capsys.readouterr().err
+
+
+def test_mpo_factual_chosen_never_chooses_a_sample_that_states_a_false_fact(r1v2_run, tmp_path, monkeypatch):
+    """With mpo.factual_chosen, no pair's chosen sample is one the task flags (here: every sample of
+    odd length, so that half of them are), and it still makes pairs, some rejecting a flagged one."""
+    run, _, settings, yaml_path = r1v2_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "mpo")
+    shutil.rmtree(copy / "mpo-pairs")
+    flagged = lambda self, item, text: len(text) % 2 == 1  # noqa: E731
+    monkeypatch.setattr(World, "hallucinated", flagged)
+    args = [s for s in settings if not s.startswith(("out=", "mpo.rounds"))]
+    args += ["mpo.rounds=1", "mpo.factual_chosen=true"]
+    assert main(["train", "mpo", "--config", str(yaml_path), f"out={copy}", *args]) == 0
+    pairs = [json.loads(x) for x in (copy / "mpo-pairs" / "round-1.jsonl").read_text().splitlines()]
+    assert pairs and not any(len(p["chosen_text"]) % 2 for p in pairs)
+    assert any(len(p["rejected_text"]) % 2 for p in pairs)
 
 
 def test_local_reward_scores_as_the_stage_scored(r1v2_run):

@@ -186,6 +186,15 @@ class GRPOConfig:
 
 
 @dataclass
+class RMPhase:
+    """One phase of the reward model's curriculum: which pairs it trains on, and for how long."""
+
+    kinds: list[str] = _f([], "the pair kinds (the rows' `kind`) this phase trains on; empty = every pair")
+    epochs: float = _f(1.0, "passes over this phase's pairs")
+    lr: float = _f(0.0, "peak learning rate of this phase; 0 = rm.optim.lr")
+
+
+@dataclass
 class RMConfig:
     base: str = _f("transfer", "what the reward model starts from: a finished stage of this run (transfer, "
                                "sft/m4, ...) or an R1V model folder")
@@ -196,6 +205,12 @@ class RMConfig:
     pooling: str = _f("last", "what the head reads: last (the final hidden state at the response's last token, "
                               "Skywork-VL Reward's) or mean (the mean over the response's tokens)")
     eval_batch_pairs: int = _f(32, "pairs per forward pass of the held-out scoring")
+    phases: list[RMPhase] = _f([], "a curriculum, where the papers have none: phases run in order on one model and "
+                                   "head, each {kinds: the pair rows' `kind`s it trains on (empty: all; the "
+                                   "mini-world's: wrong_answer, false_fact, format), epochs (default 1), lr (0: "
+                                   "optim.lr)} with its own warm-up (optim.warmup_ratio of its steps) and cosine, "
+                                   "e.g. [{kinds: [wrong_answer], epochs: 3}, {epochs: 2}]; empty = one phase, every "
+                                   "pair for optim.epochs")
 
 
 @dataclass
@@ -211,7 +226,12 @@ class MPOConfig:
     accuracy_weight: float = _f(1.0, "weight of the task's scorer (1 right, 0 wrong or guessed)")
     format_weight: float = _f(1.0, "weight of the format check (R1 template)")
     fact_weight: float = _f(1.0, "penalty for stating a fact the data contradicts (task.hallucinated), where the "
-                                 "data knows its facts (R1V2's factual-consistency constraint)")
+                                 "data knows its facts (R1V2's factual-consistency rule, as a penalty; see "
+                                 "factual_chosen)")
+    factual_chosen: bool = _f(False, "R1V2's factual-consistency rule read as a constraint, not only a penalty: a "
+                                     "pair's chosen sample is the best one that states no fact the data contradicts, "
+                                     "and a prompt whose samples all do makes no pair (where the data does not know "
+                                     "its facts, every sample may be chosen)")
     threshold: float = _f(10.0, "R1V2's calibrated threshold: a pair is made only when the best completion's reward "
                                 "beats the worst one's by at least this (its ablation: 15 / 10 / 7, on Skywork-VL "
                                 "Reward's scale; on another reward model, calibrate it)")
@@ -394,6 +414,11 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         raise R1VError(f"mpo.temperature={cfg.mpo.temperature}: the K samples must differ, so it must be above 0")
     if cfg.mpo.samples_per_prompt < 2:
         raise R1VError("mpo.samples_per_prompt must be at least 2: a pair is the best and the worst of K samples")
+    for k, phase in enumerate(cfg.rm.phases):
+        if not (math.isfinite(phase.epochs) and phase.epochs > 0):
+            raise R1VError(f"rm.phases[{k}].epochs={phase.epochs}: must be above 0")
+        if not (math.isfinite(phase.lr) and phase.lr >= 0):
+            raise R1VError(f"rm.phases[{k}].lr={phase.lr}: must be 0 or above (0: rm.optim.lr)")
     if cfg.rm.pooling not in ("last", "mean"):
         raise R1VError(f"rm.pooling={cfg.rm.pooling!r}; choose last or mean")
     if cfg.grpo.hallucination_action not in ("stop", "flag"):

@@ -226,7 +226,7 @@ class Context:
             raise R1VError(f"data.{key} is not set: give JSONL in the task's format (see r1v/train/samples.py)")
         if not any(c in path for c in "*?[") and not Path(path).exists():
             raise R1VError(f"data.{key}: {path} does not exist (a recipe's header says how its files are made; "
-                           f"recipes/tiny.yaml's: r1v world build && r1v world data)")
+                           f"the mini-world recipes': r1v world build && r1v world data)")
         return Path(path)
 
     def check(self, stages, *, rerun: bool = False, reward_model: bool = True) -> None:
@@ -284,8 +284,9 @@ class Context:
     def _check_reward_model(self, stages, setting: str) -> None:
         ref = getattr(getattr(self.cfg, setting.split(".")[0]), "reward_model")
         if ref == "" and "rm" not in stages and not self.done("rm"):
-            raise R1VError(f"{setting} is empty, which means this run's `rm` stage, and it has not run: add rm "
-                           f"to `stages`, name a reward model folder or URL, or set {setting}=none")
+            raise R1VError(f"{setting} is empty, which means this run's `rm` stage, and it has not run: run `r1v "
+                           f"train rm` with this recipe first (or `r1v recipe run`, with rm in `stages`), name a "
+                           f"reward model folder or URL, or set {setting}=none")
         if ref.startswith(("http://", "https://")):
             from r1v.train.rm import RemoteReward
 

@@ -11,7 +11,9 @@ Each round:
    folder, or an endpoint) plus the rules: the task's scorer, the R1 format, and a penalty for a
    fact the data contradicts (`task.hallucinated`, where the data knows its facts);
 3. *pair*: per prompt its best completion against its worst, when the gap reaches `threshold`
-   (R1V2's calibrated threshold; `rewards.best_worst_pairs`). The pairs, with their log-probs under
+   (R1V2's calibrated threshold; `rewards.best_worst_pairs`); with `factual_chosen`, the best one
+   that states no false fact, since a chosen sample is trained towards (NLL) and on the mini-world
+   half of the best samples state one (README, "MPO against SFT"). The pairs, with their log-probs under
    the round's starting policy (the reference), go to `<run>/mpo-pairs/round-K.jsonl` first, so
    a crash while training does not sample again;
 4. *train*: L = w1 DPO + w2 BCO + w3 NLL over the pairs (`mpo_loss`), the adapter only by default;
@@ -130,7 +132,8 @@ def make_pairs(ctx: Context, engine: Engine, tok, enc: Encoder, reward, round_: 
                                                                         range(K)], texts)
             total = preference_reward(rm, acc, fmt, false, rm_weight=cfg.rm_weight, accuracy_weight=cfg.accuracy_weight,
                                       format_weight=cfg.format_weight, fact_weight=cfg.fact_weight)
-            pairs = best_worst_pairs(total, K, cfg.threshold)
+            pairs = best_worst_pairs(total, K, cfg.threshold,
+                                     eligible=[h is not True for h in false] if cfg.factual_chosen else None)
             # the reference: this round's starting policy, once per pair (no second model kept)
             ref = _pair_logps(model, chunk, [(flat[c], flat[r]) for c, r in pairs], [c // K for c, _ in pairs],
                               pad_id=tok.pad_token_id, cache=cache)

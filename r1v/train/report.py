@@ -277,8 +277,13 @@ def _r1v2_sections(st: dict) -> list[str]:
     if r and r.get("pairs_eval"):
         ev = r["pairs_eval"]
         lines += ["## Reward model", "", f"Trained on {r.get('pairs')} pairs ({r.get('ties_dropped', 0)} ties dropped); "
-                  f"held-out pair accuracy **{_pct(ev['accuracy'])}** (n={ev['n']}), mean margin {ev['margin']:.2f}.",
-                  "", "| rejected kind | pair accuracy | n |", "|---|---|---|"]
+                  f"held-out pair accuracy **{_pct(ev['accuracy'])}** (n={ev['n']}), mean margin {ev['margin']:.2f}."]
+        phases = r.get("phases") or []
+        if len(phases) > 1:  # rm.phases: say what each trained on
+            kinds = lambda k: k if isinstance(k, str) else ", ".join(k)  # noqa: E731
+            lines[-1] += " In phases: " + "; then ".join(
+                f"{kinds(p['kinds'])} ({p['pairs']} pairs, {p['steps']} steps, lr {p['lr']:g})" for p in phases) + "."
+        lines += ["", "| rejected kind | pair accuracy | n |", "|---|---|---|"]
         lines += [f"| {k} | {_pct(v['accuracy'])} | {v['n']} |" for k, v in ev.get("by_kind", {}).items()] + [""]
     rounds = sorted((s for s in st if s.startswith("mpo/r") and "sampling" in st[s]), key=lambda s: int(s[5:]))
     if rounds:

@@ -18,6 +18,12 @@ Skywork-VL Reward's), or the mean over the response's tokens (`mean`). Held-out 
 (r(y+) > r(y-); a tie counts as wrong) is reported per `kind`. Steps, checkpoints and resuming
 are the supervised loop's (`r1v/train/engine.py`).
 
+`rm.phases`, a curriculum the papers do not have: phases run in order on one model and head, each
+over the pairs of its `kinds` with its own warm-up and cosine; steps, checkpoints and metrics
+count across them, so a crash in a later phase resumes there. On the mini-world, the arithmetic
+slips (`wrong_answer`) learned alone first and then every pair reach what every pair from the
+start does not (README, "The reward model").
+
 Scoring a trained one: `LocalReward` in this process, `RemoteReward` against an endpoint
 (`r1v rm serve`), both `score(items, prompts, responses) -> [float]`; MPO takes either.
 """
@@ -131,6 +137,38 @@ def usable(rows) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+@dataclasses.dataclass
+class Phase:
+    """One phase of the curriculum, as it runs: its rows (indices into the pairs file), its global
+    batch, its steps and its peak lr."""
+
+    kinds: list[str]
+    ids: np.ndarray
+    per_step: int
+    steps: int
+    lr: float
+
+
+def plan(kinds: np.ndarray, ids: np.ndarray, cfg) -> list[Phase]:
+    """The phases `cfg` (an RMConfig) asks for, over the usable rows `ids` whose `kind`s are `kinds`
+    (one per row of the file): each phase's rows and steps. No phases: one over every pair for
+    optim.epochs. A phase that selects no pair is an error, raised before any model loads."""
+    from r1v.train.config import RMPhase
+
+    optim = cfg.optim
+    out = []
+    for k, phase in enumerate(cfg.phases or [RMPhase(kinds=[], epochs=optim.epochs, lr=optim.lr)]):
+        mine = ids if not phase.kinds else ids[np.isin(kinds[ids], phase.kinds)]
+        if not len(mine):
+            have = ", ".join(sorted(set(kinds[ids].tolist())))
+            raise R1VError(f"rm.phases[{k}].kinds={phase.kinds} selects no pair of the training file; its kinds: "
+                           f"{have}")
+        per_step = min(optim.samples_per_step, len(mine))
+        steps = max(1, math.ceil(len(mine) * phase.epochs / per_step))
+        out.append(Phase(list(phase.kinds), mine, per_step, steps, phase.lr or optim.lr))
+    return out
+
+
 def run(ctx: Context) -> None:
     cfg = ctx.cfg.rm
     t0 = time.perf_counter()
@@ -138,72 +176,90 @@ def run(ctx: Context) -> None:
     ids = usable(rows)
     if not len(ids):
         raise R1VError(f"{ctx.cfg.data.rm_train}: every row is a tie (chosen == rejected, or `tie`): no pairs")
+    phases = plan(rows.column(lambda r: str(r.get("kind", "all")), dtype=object), ids, cfg)
     model, tok = ctx.load_model(cfg.base)
     rm = RewardModel.build(model, seed=ctx.cfg.seed, pooling=cfg.pooling)
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     engine = Engine(rm, cfg.parts, weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.max_grad_norm)
-    cache = ctx.feature_cache("rm") if not cfg.parts.vision else None
+    cache = ctx.feature_cache("rm") if not cfg.parts.vision else None  # row-indexed: phases share it
     ckpt = ctx.checkpoints("rm")
     pos = ckpt.resume(engine) or {"step": 0, "losses": []}
     acc, optim = engine.acc, cfg.optim
-    per_step = min(optim.samples_per_step, len(ids))
-    steps = max(1, math.ceil(len(ids) * optim.epochs / per_step))
-    data = Pairs(rows, enc, subset=ids)
+    total_steps = sum(p.steps for p in phases)
     ctx.metrics.forget("rm", pos["step"])
     losses = pos["losses"]
-    order = itertools.islice(schedule(len(ids), per_step, seed=ctx.cfg.seed, start=pos["step"]), steps - pos["step"])
-    # two Samples a pair: a step's positions are pairs, each process takes its share of them
-    stream = batches(data, order, rank=acc.process_index, world=acc.num_processes, workers=ctx.workers,
-                     seed=ctx.cfg.seed)
     engine.module.train()
-    bar = tqdm(range(pos["step"], steps), desc="rm", leave=False, disable=not ctx.main)
-    for step, mine in zip(bar, stream):
-        t1 = time.perf_counter()
-        lr = lr_at(step, steps, optim.lr, optim.warmup_ratio)
-        engine.set_lr(lr)
-        pairs = [mine[k : k + 2] for k in range(0, len(mine), 2)]
-        real = bool(mine[0].response)  # a process with no share of the step runs one emptied pair, weighted 0
-        n_pairs = float(acc.reduce(torch.tensor(float(len(pairs) if real else 0), device=acc.device), "sum"))
-        micro = optim.micro_batch_per_device
-        chunks = [pairs[i : i + micro] for i in range(0, len(pairs), micro)]
-        n_chunks = int(acc.reduce(torch.tensor(len(chunks), device=acc.device), "max"))
-        weights = [float(real)] * len(chunks) + [0.0] * (n_chunks - len(chunks))
-        chunks += [pairs[:1]] * (n_chunks - len(chunks))  # every process runs as many forwards
-        total, right = 0.0, 0
-        for k, (chunk, weight) in enumerate(zip(chunks, weights)):
-            flat = [s for p in chunk for s in p]
-            with engine.no_sync(last=k == len(chunks) - 1):
-                r = engine(scores_of, samples=flat, pad_id=tok.pad_token_id, cache=cache)
-                per_pair = pairwise_loss(r[0::2], r[1::2])
-                # the mean over the step's pairs on every process (the engine averages over processes)
-                loss = per_pair.sum() / (n_pairs / acc.num_processes)
-                acc.backward(loss * weight)
-            total += loss.item() * weight
-            right += int((r[0::2] > r[1::2]).sum()) if weight else 0
-        engine.step()
-        sums = acc.reduce(torch.tensor([total, right], dtype=torch.float64, device=acc.device), "sum").tolist()
-        loss_step = sums[0] / acc.num_processes
-        losses.append(loss_step)
-        bar.set_postfix(loss=f"{loss_step:.3f}")
-        ctx.metrics.log(stage="rm", step=step, loss=round(loss_step, 5), pair_accuracy=round(sums[1] / n_pairs, 4),
-                        lr=lr, pairs=int(n_pairs), seconds=round(time.perf_counter() - t1, 3))
-        if ckpt.due(step + 1):
-            ckpt.save(engine, step + 1, {"step": step + 1, "losses": losses})
+    bar = tqdm(total=total_steps, initial=pos["step"], desc="rm", leave=False, disable=not ctx.main)
+    start = 0  # the global step the phase begins at: steps, checkpoints and metrics count across phases
+    for k, phase in enumerate(phases):
+        first = max(0, pos["step"] - start)
+        if first < phase.steps:
+            # each phase its own warm-up and cosine, its own seeded order of its pairs
+            order = itertools.islice(schedule(len(phase.ids), phase.per_step, seed=ctx.cfg.seed + k, start=first),
+                                     phase.steps - first)
+            data = Pairs(rows, enc, subset=phase.ids)
+            # two Samples a pair: a step's positions are pairs, each process takes its share of them
+            stream = batches(data, order, rank=acc.process_index, world=acc.num_processes, workers=ctx.workers,
+                             seed=ctx.cfg.seed + k)
+            for local, mine in zip(range(first, phase.steps), stream):
+                step = start + local
+                t1 = time.perf_counter()
+                lr = lr_at(local, phase.steps, phase.lr, optim.warmup_ratio)
+                engine.set_lr(lr)
+                loss_step, right, n_pairs = _step(engine, mine, tok, cache, optim.micro_batch_per_device)
+                losses.append(loss_step)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_step:.3f}", phase=k)
+                ctx.metrics.log(stage="rm", step=step, phase=k, loss=round(loss_step, 5),
+                                pair_accuracy=round(right / n_pairs, 4), lr=lr, pairs=int(n_pairs),
+                                seconds=round(time.perf_counter() - t1, 3))
+                if ckpt.due(step + 1):
+                    ckpt.save(engine, step + 1, {"step": step + 1, "losses": losses})
+        start += phase.steps
+    bar.close()
     engine.module.eval()
     state = engine.state_dict()
+    trained = [{"kinds": p.kinds or "all", "pairs": int(len(p.ids)), "steps": p.steps, "lr": p.lr} for p in phases]
     if ctx.main:
         from r1v.model.reward import save_reward
 
         save_reward(engine.model, tok, ctx.dir / "rm", state=state, max_tiles=ctx.cfg.model.max_tiles,
-                    info={"base": cfg.base, "pairs": int(len(ids))})
+                    info={"base": cfg.base, "pairs": int(len(ids)), "phases": trained})
     ctx.state.wait_for_everyone()
-    extra = {"pairs": int(len(ids)), "ties_dropped": int(len(rows) - len(ids)),
+    extra = {"pairs": int(len(ids)), "ties_dropped": int(len(rows) - len(ids)), "phases": trained,
              "loss": [losses[0], losses[-1]] if losses else None}
     if ctx.cfg.data.rm_eval:
         with engine.generating() as whole:  # the whole model (FSDP / ZeRO-3 shards gathered), no collectives
             extra["pairs_eval"] = evaluate(ctx, whole, tok, enc)
     ckpt.clear()
     ctx.mark_done("rm", time.perf_counter() - t0, **extra)
+
+
+def _step(engine: Engine, mine: list, tok, cache, micro: int) -> tuple[float, int, float]:
+    """One optimiser step on this process's share of the step's pairs: (the step's mean loss over
+    every process's pairs, pairs ranked right, pairs in the step)."""
+    acc = engine.acc
+    pairs = [mine[k : k + 2] for k in range(0, len(mine), 2)]
+    real = bool(mine[0].response)  # a process with no share of the step runs one emptied pair, weighted 0
+    n_pairs = float(acc.reduce(torch.tensor(float(len(pairs) if real else 0), device=acc.device), "sum"))
+    chunks = [pairs[i : i + micro] for i in range(0, len(pairs), micro)]
+    n_chunks = int(acc.reduce(torch.tensor(len(chunks), device=acc.device), "max"))
+    weights = [float(real)] * len(chunks) + [0.0] * (n_chunks - len(chunks))
+    chunks += [pairs[:1]] * (n_chunks - len(chunks))  # every process runs as many forwards
+    total, right = 0.0, 0
+    for k, (chunk, weight) in enumerate(zip(chunks, weights)):
+        flat = [s for p in chunk for s in p]
+        with engine.no_sync(last=k == len(chunks) - 1):
+            r = engine(scores_of, samples=flat, pad_id=tok.pad_token_id, cache=cache)
+            per_pair = pairwise_loss(r[0::2], r[1::2])
+            # the mean over the step's pairs on every process (the engine averages over processes)
+            loss = per_pair.sum() / (n_pairs / acc.num_processes)
+            acc.backward(loss * weight)
+        total += loss.item() * weight
+        right += int((r[0::2] > r[1::2]).sum()) if weight else 0
+    engine.step()
+    sums = acc.reduce(torch.tensor([total, right], dtype=torch.float64, device=acc.device), "sum").tolist()
+    return sums[0] / acc.num_processes, int(sums[1]), n_pairs
 
 
 def evaluate(ctx: Context, rm, tok, enc) -> dict:
