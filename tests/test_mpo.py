@@ -330,21 +330,22 @@ def test_rm_phases_plan_their_pairs_steps_and_lrs():
     from r1v.train.config import RMConfig, RMPhase
     from r1v.train.rm import plan
 
-    kinds = np.array(["wrong_answer", "format", "wrong_answer", "false_fact", "wrong_answer", "format"], dtype=object)
+    names = ["wrong_answer", "format", "false_fact"]
+    kinds = np.array([0, 1, 0, 2, 0, 1])
     ids = np.array([0, 1, 2, 3, 5])  # row 4 is a tie
     cfg = RMConfig()
     cfg.optim.samples_per_step, cfg.optim.epochs, cfg.optim.lr = 2, 1.0, 3e-4
-    (one,) = plan(kinds, ids, cfg)  # no phases: every pair, optim.epochs
+    (one,) = plan(kinds, names, ids, cfg)  # no phases: every pair, optim.epochs
     assert one.ids.tolist() == [0, 1, 2, 3, 5] and one.steps == 3 and one.lr == 3e-4 and one.kinds == []
     cfg.phases = [RMPhase(kinds=["wrong_answer"], epochs=3), RMPhase(kinds=[], epochs=2, lr=1e-4)]
-    slips, mix = plan(kinds, ids, cfg)
+    slips, mix = plan(kinds, names, ids, cfg)
     assert slips.ids.tolist() == [0, 2] and slips.steps == 3 and slips.lr == 3e-4  # the tie stays out
     assert mix.ids.tolist() == [0, 1, 2, 3, 5] and mix.steps == 5 and mix.lr == 1e-4
     cfg.phases = [RMPhase(kinds=["format", "false_fact"], epochs=1)]
-    assert plan(kinds, ids, cfg)[0].ids.tolist() == [1, 3, 5]
+    assert plan(kinds, names, ids, cfg)[0].ids.tolist() == [1, 3, 5]
     cfg.phases = [RMPhase(kinds=["slip"], epochs=1)]
     with pytest.raises(R1VError, match=r"kinds=\['slip'\] selects no pair.*false_fact, format, wrong_answer"):
-        plan(kinds, ids, cfg)
+        plan(kinds, names, ids, cfg)
     for bad, msg in (("[{epochs: 0}]", r"rm.phases\[0\].epochs=0.0"), ("[{epochs: 1}, {lr: -1}]", r"rm.phases\[1\].lr"),
                      ("[{kind: [format]}]", "unknown setting 'rm.phases\\[0\\].kind'")):
         with pytest.raises(R1VError, match=msg):

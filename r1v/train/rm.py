@@ -149,18 +149,27 @@ class Phase:
     lr: float
 
 
-def plan(kinds: np.ndarray, ids: np.ndarray, cfg) -> list[Phase]:
-    """The phases `cfg` (an RMConfig) asks for, over the usable rows `ids` whose `kind`s are `kinds`
-    (one per row of the file): each phase's rows and steps. No phases: one over every pair for
-    optim.epochs. A phase that selects no pair is an error, raised before any model loads."""
+def kind_codes(rows) -> tuple[np.ndarray, list[str]]:
+    """Each row's `kind` as a small integer (4 bytes a row, at millions of rows), and the names."""
+    names: dict[str, int] = {}
+    codes = rows.column(lambda r: names.setdefault(str(r.get("kind", "all")), len(names)), dtype=np.int32)
+    return codes, list(names)
+
+
+def plan(kinds: np.ndarray, names: list[str], ids: np.ndarray, cfg) -> list[Phase]:
+    """The phases `cfg` (an RMConfig) asks for, over the usable rows `ids`, whose kinds are
+    `names[kinds[i]]` (one code per row of the file): each phase's rows and steps. No phases: one
+    over every pair for optim.epochs. A phase that selects no pair is an error, raised before any
+    model loads."""
     from r1v.train.config import RMPhase
 
     optim = cfg.optim
     out = []
     for k, phase in enumerate(cfg.phases or [RMPhase(kinds=[], epochs=optim.epochs, lr=optim.lr)]):
-        mine = ids if not phase.kinds else ids[np.isin(kinds[ids], phase.kinds)]
+        wanted = [names.index(n) for n in phase.kinds if n in names]
+        mine = ids if not phase.kinds else ids[np.isin(kinds[ids], wanted)]
         if not len(mine):
-            have = ", ".join(sorted(set(kinds[ids].tolist())))
+            have = ", ".join(sorted({names[c] for c in np.unique(kinds[ids])}))
             raise R1VError(f"rm.phases[{k}].kinds={phase.kinds} selects no pair of the training file; its kinds: "
                            f"{have}")
         per_step = min(optim.samples_per_step, len(mine))
@@ -176,7 +185,7 @@ def run(ctx: Context) -> None:
     ids = usable(rows)
     if not len(ids):
         raise R1VError(f"{ctx.cfg.data.rm_train}: every row is a tie (chosen == rejected, or `tie`): no pairs")
-    phases = plan(rows.column(lambda r: str(r.get("kind", "all")), dtype=object), ids, cfg)
+    phases = plan(*kind_codes(rows), ids, cfg)
     model, tok = ctx.load_model(cfg.base)
     rm = RewardModel.build(model, seed=ctx.cfg.seed, pooling=cfg.pooling)
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
