@@ -39,6 +39,11 @@ def _quiet_transformers() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here ever downloads
+    # transformers 5.2x swaps layers for the Hub's compiled kernels (liger, rotary) when a model is loaded or
+    # switched to training on a GPU; offline that fails (seen on an H200: "Version 2 of
+    # 'kernels-community/rotary' is not available in the local cache"), online it downloads code that changes
+    # the numerics. r1v runs transformers' own layers unless a user sets USE_HUB_KERNELS=1.
+    os.environ.setdefault("USE_HUB_KERNELS", "0")
 
 
 # ------------------------------------------------------------------ chat

@@ -167,3 +167,18 @@ def test_demo_runs(tmp_path):
     assert "bit-identical: True" in r.stdout and "[thinking]" in r.stdout
     diff = float(re.search(r"logit difference\| with image = (\S+)", r.stdout)[1])
     assert diff <= 1e-5
+
+
+def test_hub_kernels_stay_off_unless_asked_for(monkeypatch):
+    # transformers 5.2x swaps in the Hub's kernels when a model is loaded or trained on a GPU; offline
+    # (r1v's HF_HUB_OFFLINE) that stopped every GPU stage on an H200, online it downloads code.
+    from transformers.integrations import hub_kernels
+
+    from r1v.cli import _quiet_transformers
+
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    _quiet_transformers()
+    assert os.environ["USE_HUB_KERNELS"] == "0" and not hub_kernels._kernels_enabled()
+    monkeypatch.setenv("USE_HUB_KERNELS", "1")  # a user's choice stands
+    _quiet_transformers()
+    assert hub_kernels._kernels_enabled()

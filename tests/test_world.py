@@ -228,6 +228,8 @@ def test_small_build_writes_every_stage(small_world):
     sc = data["scores"]
     assert 0 <= sc["reasoning_text"] <= 1 and set(sc["probe"]) == {"colour", "shape", "glyph", "height", "hour"}
     assert json.loads((out / "world.json").read_text()) == data
+    # Where each backbone trained is recorded: floating point differs between devices.
+    assert {data["stages"][s]["device"] for s in ("base", "substitute", "reasoning", "vision", "scores")} == {"cpu"}
 
 
 @pytest.mark.parametrize("family", ["shapes", "bars", "expr", "clock"])
@@ -442,11 +444,29 @@ def test_cli_world_build_show_and_mistakes(small_world, tmp_path, capsys):
     assert main(["world", "build", "--preset", "small", "--out", str(tmp_path / "x"), "base_steps=lots"]) == 2
     assert "is not a int" in capsys.readouterr().err
     assert main(["world", "build", "--preset", "huge", "--out", str(tmp_path / "x")]) == 2
+    assert main(["world", "build", "--preset", "small", "--out", str(tmp_path / "x"), "--device", "gpu0"]) == 2
+    assert "unknown device 'gpu0'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["world", "build", "--preset", "small", "--train", "--out", str(tmp_path / "x"),
+                     "--device", "cuda"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # checked before anything is written
     f = tmp_path / "file"
     f.write_text("x")
     assert main(["world", "build", "--preset", "small", "--out", str(f)]) == 2
     assert "is a file" in capsys.readouterr().err
     assert Path(out / "world.json").exists()
+
+
+def test_probe_accuracy_by_grid_row():
+    from r1v.world.vit import GRID, by_row
+
+    rows = torch.arange(2 * GRID) % GRID
+    y = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8])
+    pred = y.clone()
+    pred[rows == 0] = 0  # every top-row token wrong
+    pred[5] = 0  # one of the two second-row tokens
+    assert by_row({"height": (pred, y, rows)}) == {"height": [0.0, 0.5, 1.0, 1.0]}
 
 
 def test_world_probe_reads_a_checkpoint_at_three_points(recipe_run, capsys):
@@ -456,6 +476,7 @@ def test_world_probe_reads_a_checkpoint_at_three_points(recipe_run, capsys):
     assert main(["world", "probe", "--model", str(run / "sft" / "m0"), "--images", "16"]) == 0
     out = capsys.readouterr().out
     assert "| vision encoder (linear probe) |" in out and "| projector (linear probe) |" in out
+    assert "| vision encoder, by grid row (top to bottom) |" in out
     row = next(line for line in out.splitlines() if line.startswith("| occupied cells"))
     assert all(0 <= float(c.strip().rstrip("%")) <= 100 for c in row.split("|")[2:-1])
     for kind in ("picture", "computed"):

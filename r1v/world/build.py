@@ -248,10 +248,13 @@ def ship(world: Path, folder: Path = SHIPPED) -> dict:
 
 
 def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, shipped: Path | None = SHIPPED,
-          log: Callable[[str], None] = print) -> dict:
+          device: str = "cpu", log: Callable[[str], None] = print) -> dict:
     """Build (or finish, or reuse) the world at `out`; returns the manifest's data. With the
     settings the shipped backbones were built with, they are copied from `shipped` instead of
-    trained (None: train them here)."""
+    trained (None: train them here). Backbones train and are scored on `device`; each stage records
+    it, since floating point differs between devices (and a CUDA build need not repeat itself bit for
+    bit: torch's deterministic algorithms are not switched on)."""
+    import torch
     from tqdm.auto import tqdm
 
     from r1v.model.tokenizer import load_tokenizer, train_bpe_tokenizer
@@ -267,6 +270,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
     out.mkdir(parents=True, exist_ok=True)
     man = Manifest(out, cfg)
     seed = cfg.seed
+    device_name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
 
     def stage(name: str):
         if man.done(name):
@@ -326,7 +330,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
         (tmp / "losses.json").write_text(json.dumps([round(x, 4) for x in losses]))
         _publish(out, name, tmp)
         man.record(name, time.perf_counter() - t0, final_loss=round(sum(losses[-20:]) / len(losses[-20:]), 4),
-                   params=sum(p.numel() for p in model.parameters()))
+                   params=sum(p.numel() for p in model.parameters()), device=device_name)
         log(f"  {name}: loss {losses[-1]:.3f}, {time.perf_counter() - t0:.0f} s")
 
     def train_with_bar(model, examples, steps, lr, desc, seed_):
@@ -346,7 +350,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
                                     pictured=[rng.random() < cfg.picture_share for _ in probs])
         n_drills = int(cfg.drill_share * len(examples) / max(1e-9, 1 - cfg.drill_share))
         examples += lm.documents(tok, [lm.drill_text(rng) for _ in range(n_drills)])
-        model = lm.new_lm(vocab, size, seed=seed)
+        model = lm.new_lm(vocab, size, seed=seed).to(device)
         losses = train_with_bar(model, examples, cfg.base_steps, cfg.lm_lr, "base LM", seed)
         if cfg.base_chat_steps:
             rng = random.Random(f"mid:{seed}")
@@ -361,7 +365,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
 
     for name, style in (("substitute", "instruct"), ("reasoning", "reasoning")):
         if (t := stage(name)) is not None:
-            model = AutoModelForCausalLM.from_pretrained(out / "base")
+            model = AutoModelForCausalLM.from_pretrained(out / "base").to(device)
             lm.freeze_bottom(model, cfg.shared_layers)
             # As many examples as the steps see (the problems are already in random order).
             steps = getattr(cfg, f"{name}_steps")
@@ -381,7 +385,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
     if (t := stage("vision")) is not None:
         probs, images = render(cfg.vit_images, "train")
         model = vit.new_vit(vit.ViTSize(cfg.vit_hidden, cfg.vit_layers, max(1, cfg.vit_hidden // 16),
-                                        2 * cfg.vit_hidden), seed=seed)
+                                        2 * cfg.vit_hidden), seed=seed).to(device)
         with bar("vision encoder", cfg.vit_steps) as b:
             losses = vit.pretrain(model, probs, images, steps=cfg.vit_steps, batch_size=cfg.vit_batch,
                                   lr=cfg.vit_lr, seed=seed, progress=lambda s, loss: b.update(1))
@@ -397,7 +401,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
         # The base model has no chat template; it is judged through its two children.
         visual_train = read_jsonl(out / "data" / "visual-train.jsonl")
         for name in ("substitute", "reasoning"):
-            model = AutoModelForCausalLM.from_pretrained(out / name).eval()
+            model = AutoModelForCausalLM.from_pretrained(out / name).to(device).eval()
             scores[f"{name}_text"], _ = lm.accuracy(model, tok, text_test)
             scores[f"{name}_picture"], _ = lm.accuracy(model, tok, text_test, as_picture=True)
             scores[f"{name}_blind"], blind = lm.accuracy(model, tok, visual_test)
@@ -406,13 +410,13 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
         scores["majority_blind_by_family"] = {
             f: majority_baseline(visual_train, [r for r in visual_test if r["family"] == f])
             for f in sorted({r["family"] for r in visual_test})}
-        encoder = InternVLVisionModel.from_pretrained(out / "vision").eval()
+        encoder = InternVLVisionModel.from_pretrained(out / "vision").to(device).eval()
         half = cfg.probe_images // 2
         fit, test = render(half, "probe-fit"), render(cfg.probe_images - half, "probe-test")
         scores["probe"] = vit.probe(encoder, fit, test)
         scores["text_items"], scores["visual_items"] = len(text_test), len(visual_test)
         man.data["scores"] = scores
-        man.record("scores", time.perf_counter() - t)
+        man.record("scores", time.perf_counter() - t, device=device_name)
     return man.data
 
 

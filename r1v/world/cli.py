@@ -45,6 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("--rebuild", action="store_true", help="delete the folder and build from scratch")
     p.add_argument("--train", action="store_true", help="train every backbone here, even where the shipped ones "
                                                         "(built with the default settings) would be copied")
+    p.add_argument("--device", default="cpu", help="where backbones train and are scored: cpu (default), cuda, "
+                   "cuda:1, ... A GPU build takes minutes; its floating point differs from a CPU build's, and it need "
+                   "not repeat itself bit for bit")
     p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting (listed below)")
     p.set_defaults(func=cmd_build)
 
@@ -128,14 +131,16 @@ def _overrides(pairs: list[str]) -> dict:
 def cmd_build(a) -> int:
     from pathlib import Path
 
+    from r1v.model.checkpoint import resolve_device
     from r1v.world.build import DEFAULT_DIR, SHIPPED, build, config_from, table
 
     cfg = config_from(a.preset, _overrides(a.settings))
+    device = resolve_device(a.device)
     out = Path(a.out) if a.out else DEFAULT_DIR
     if out.exists() and not out.is_dir():
         raise R1VError(f"--out {out} is a file, not a folder")
     print(f"building the mini-world in {out}", file=sys.stderr)
-    data = build(cfg, out, rebuild=a.rebuild, shipped=None if a.train else SHIPPED,
+    data = build(cfg, out, rebuild=a.rebuild, shipped=None if a.train else SHIPPED, device=device,
                  log=lambda s: print(s, file=sys.stderr))
     print(table(data))
     return 0

@@ -217,7 +217,8 @@ def train(
         if not batches:
             batches = _length_batches(examples, batch_size, rng)
         batch = [examples[i] for i in batches.pop()]
-        losses.append(opt.step(model(**collate(batch, pad_id)).loss))
+        inputs = {k: v.to(model.device) for k, v in collate(batch, pad_id).items()}
+        losses.append(opt.step(model(**inputs).loss))
         if progress:
             progress(step, losses[-1])
     model.eval()
@@ -251,6 +252,7 @@ def generate(model, tok: PreTrainedTokenizerBase, prompts: Sequence[list[int]], 
         mask = torch.zeros((len(chunk), n), dtype=torch.long)
         for i, p in enumerate(chunk):
             ids[i, n - len(p):], mask[i, n - len(p):] = torch.tensor(p), 1
+        ids, mask = ids.to(model.device), mask.to(model.device)
         gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         out += tok.batch_decode(gen[:, n:], skip_special_tokens=True)

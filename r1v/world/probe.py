@@ -4,7 +4,9 @@ projector, and the step into the LLM's vocabulary, for any R1V checkpoint on the
     r1v world probe --model runs/tiny/sft/m0 [--images 800]
 
 Four readings, on freshly drawn pictures (never a training image):
-* vision encoder: a fresh linear probe per attribute on the visual tokens (as `r1v world build`);
+* vision encoder: a fresh linear probe per attribute on the visual tokens (as `r1v world build`),
+  also by grid row: a bar's colour and height are asked of every cell of its column, and the empty
+  cells above a short bar hold none of its pixels;
 * projector: the same probe on the projector's outputs, the vectors the LLM reads. Information
   that is here reached the LLM's input;
 * as words: for each visual token, the picture word (`scenes.PICTURE_WORDS`) whose input embedding
@@ -59,7 +61,7 @@ def value_spans(family: str, reasoning: str) -> tuple[list[Span], list[Span]]:
 
 
 def readings(model_dir: str | Path, images: int = 800, seed: int = 0) -> dict:
-    """The three readings of `model_dir` on `images` fresh pictures (half fit the probes)."""
+    """The four readings of `model_dir` on `images` fresh pictures (half fit the probes)."""
     from r1v.model.checkpoint import load_model
     from r1v.world import vit
     from r1v.world.scenes import FAMILIES, PICTURE_WORDS, cell_words, draw, make_problem
@@ -74,7 +76,9 @@ def readings(model_dir: str | Path, images: int = 800, seed: int = 0) -> dict:
 
     fit, test = render(images // 2, "fit"), render(images - images // 2, "test")
     encoder = model.model.vision_tower
-    out = {"vision encoder": vit.probe(encoder, fit, test)}
+    enc = vit.probe_predictions(encoder, fit, test)
+    out = {"vision encoder": {a: (pred == y).float().mean().item() for a, (pred, y, _) in enc.items()},
+           "by row": vit.by_row(enc)}
     projector = model.model.multi_modal_projector
     out["projector"] = vit.probe(encoder, fit, test, after=projector)  # what the projector hands the LLM
     ids = tok.convert_tokens_to_ids(list(PICTURE_WORDS))
@@ -140,6 +144,8 @@ def table(r: dict) -> str:
     lines = ["| reading | " + " | ".join(attrs) + " |", "|---|" + "---|" * len(attrs)]
     for name in ("vision encoder", "projector"):
         lines.append(f"| {name} (linear probe) | " + " | ".join(f"{100 * r[name][a]:.1f}%" for a in attrs) + " |")
+    lines.append("| vision encoder, by grid row (top to bottom) | " + " | ".join(
+        " / ".join(f"{100 * v:.0f}" for v in r["by row"][a]) for a in attrs) + " |")
     lines += ["", "| family | " + " | ".join(r["as words"]) + " |", "|---|" + "---|" * len(r["as words"]),
               "| occupied cells whose projection is nearest their own picture word | "
               + " | ".join(f"{100 * v:.1f}%" for v in r["as words"].values()) + " |"]

@@ -141,7 +141,8 @@ def pretrain(
     order = token_cells()
     tgt = targets(problems, order)
     width = 4 * vit.config.hidden_size
-    heads = torch.nn.ModuleDict({a: torch.nn.Linear(width, k) for a, k in ATTRIBUTES.items()})
+    dev = vit.device
+    heads = torch.nn.ModuleDict({a: torch.nn.Linear(width, k) for a, k in ATTRIBUTES.items()}).to(dev)
     params = [*vit.parameters(), *heads.parameters()]
     opt = Optimiser(params, lr=lr, steps=steps, weight_decay=0.05, floor=0.05)
     vit.train()
@@ -152,9 +153,9 @@ def pretrain(
             rng.shuffle(fresh)
             queue += fresh
         idx, queue = queue[:batch_size], queue[batch_size:]
-        feats = vision_tokens(vit, pixels(images[idx]))
+        feats = vision_tokens(vit, pixels(images[idx]).to(dev))
         losses.append(opt.step(sum(
-            torch.nn.functional.cross_entropy(heads[a](feats).flatten(0, 1), tgt[a][idx].flatten())
+            torch.nn.functional.cross_entropy(heads[a](feats).flatten(0, 1), tgt[a][idx].flatten().to(dev))
             for a in ATTRIBUTES)))
         if progress:
             progress(step, losses[-1])
@@ -165,9 +166,10 @@ def pretrain(
 @torch.no_grad()
 def features(vit: InternVLVisionModel, images: torch.Tensor, batch_size: int = 256, *,
              after: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """The visual tokens of uint8 `images`, passed through `after` when given (e.g. a projector)."""
+    """The visual tokens of uint8 `images`, passed through `after` when given (e.g. a projector); on the
+    CPU, whichever device `vit` runs on (the probes fit there)."""
     after = after or (lambda x: x)
-    return torch.cat([after(vision_tokens(vit, pixels(images[i : i + batch_size])))
+    return torch.cat([after(vision_tokens(vit, pixels(images[i : i + batch_size]).to(vit.device))).cpu()
                       for i in range(0, len(images), batch_size)])
 
 
@@ -176,11 +178,29 @@ def probe(vit: InternVLVisionModel, train: tuple[Sequence[Problem], torch.Tensor
           after: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
     """Held-out accuracy of fresh linear probes on the frozen visual tokens (or on `after` of them),
     per attribute, each on the images of the families that need it (every token of those images counts)."""
+    return {a: (pred == y).float().mean().item()
+            for a, (pred, y, _) in probe_predictions(vit, train, test, steps=steps, seed=seed, after=after).items()}
+
+
+def by_row(predictions: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, list[float]]:
+    """Each attribute's probe accuracy by grid row, top to bottom: where in the picture it misses
+    (a bar's colour and height must reach the empty cells above it, which hold none of its pixels)."""
+    return {a: [(pred == y)[rows == r].float().mean().item() for r in range(GRID)]
+            for a, (pred, y, rows) in predictions.items()}
+
+
+def probe_predictions(vit: InternVLVisionModel, train: tuple[Sequence[Problem], torch.Tensor],
+                      test: tuple[Sequence[Problem], torch.Tensor], *, steps: int = 500, seed: int = 0,
+                      after: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The probes of `probe`, fitted on `train`: per attribute, their predictions on `test`'s tokens, the
+    targets, and each token's grid row."""
     order = token_cells()
     out = {}
     fx = {"train": features(vit, train[1], after=after), "test": features(vit, test[1], after=after)}
     tg = {"train": targets(train[0], order), "test": targets(test[0], order)}
     fam = {"train": [p.family for p in train[0]], "test": [p.family for p in test[0]]}
+    token_rows = torch.tensor(order) // GRID
     for attr, k in ATTRIBUTES.items():
         sel = {s: torch.tensor([f in PROBED_ON[attr] for f in fam[s]]) for s in fx}
         x = {s: fx[s][sel[s]].flatten(0, 1) for s in fx}
@@ -195,5 +215,6 @@ def probe(vit: InternVLVisionModel, train: tuple[Sequence[Problem], torch.Tensor
             torch.nn.functional.cross_entropy(head(xt), y["train"]).backward()
             opt.step()
         with torch.no_grad():
-            out[attr] = (head((x["test"] - mu) / sd).argmax(-1) == y["test"]).float().mean().item()
+            pred = head((x["test"] - mu) / sd).argmax(-1)
+        out[attr] = (pred, y["test"], token_rows.repeat(int(sel["test"].sum())))
     return out
