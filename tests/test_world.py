@@ -397,6 +397,46 @@ def test_a_world_recorded_before_a_setting_existed_is_reused(tmp_path):
         build(config_from("small", {"shared_layers": 0}), tmp_path / "w", log=lambda s: None)
 
 
+def test_vit_qk_norm_reaches_the_encoder_the_build_trains(small_world, tmp_path, monkeypatch):
+    """`vit_qk_norm=false` builds an InternViT without q/k norm (InternViT-300M's variant); the default
+    keeps it, so the shipped encoder still rebuilds."""
+    import shutil
+
+    from r1v.errors import R1VError
+    from r1v.world import vit
+    from r1v.world.build import build, config_from
+
+    assert config_from("small").vit_qk_norm is True
+    with pytest.raises(R1VError):
+        config_from("small", {"vit_qk_norm": "sometimes"})
+    assert vit.new_vit(vit.ViTSize(16, 1, 1, 32), seed=0).config.use_qk_norm is True
+    off = vit.new_vit(vit.ViTSize(16, 1, 1, 32, qk_norm=False), seed=0)
+    assert off.config.use_qk_norm is False and not any("q_norm" in n for n, _ in off.named_parameters())
+    # The build passes the setting on: resume a copy of the small world at its vision stage.
+    out, _ = small_world
+    w = tmp_path / "w"
+    shutil.copytree(out, w)
+    shutil.rmtree(w / "vision")
+    manifest = json.loads((w / "world.json").read_text())
+    manifest["config"]["vit_qk_norm"] = False
+    for stage in ("vision", "scores"):
+        manifest["stages"].pop(stage)
+    (w / "world.json").write_text(json.dumps(manifest))
+    made = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(model, *a, **k):
+        made.append(model.config.use_qk_norm)
+        raise Stop
+
+    monkeypatch.setattr(vit, "pretrain", capture)
+    with pytest.raises(Stop):
+        build(config_from("small", {"vit_qk_norm": False}), w, log=lambda s: None)
+    assert made == [False]
+
+
 def test_build_is_reused_resumed_and_deterministic(small_world, tmp_path):
     from r1v.errors import R1VError
     from r1v.world.build import build, config_from
@@ -446,6 +486,8 @@ def test_cli_world_build_show_and_mistakes(small_world, tmp_path, capsys):
     assert main(["world", "build", "--preset", "huge", "--out", str(tmp_path / "x")]) == 2
     assert main(["world", "build", "--preset", "small", "--out", str(tmp_path / "x"), "--device", "gpu0"]) == 2
     assert "unknown device 'gpu0'" in capsys.readouterr().err
+    assert main(["world", "build", "--preset", "small", "--train", "--out", str(tmp_path / "x"), "--device", "meta"]) == 2
+    assert "unsupported device 'meta'" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["world", "build", "--preset", "small", "--train", "--out", str(tmp_path / "x"),
                      "--device", "cuda"]) == 2

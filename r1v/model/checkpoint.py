@@ -644,6 +644,11 @@ def resolve_device(name: str | None) -> str:
         dev = torch.device(name)
     except (RuntimeError, ValueError):
         raise R1VError(f"unknown device {name!r}; use cpu, cuda, cuda:1, ...") from None
+    # torch names more device types than r1v runs on (meta, xpu, ...); those would fail mid-run.
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise R1VError(f"unsupported device {name!r}; use cpu, cuda, cuda:1, ... (or mps on a Mac)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise R1VError(f"--device {name}: no Apple GPU (MPS) is available here")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise R1VError(f"--device {name}: no CUDA GPU is available here")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():

@@ -45,7 +45,7 @@ SHIPPED = Path(__file__).parent / "backbones"
 SHIPPED_STAGES = ("tokenizer", "base", "substitute", "reasoning", "vision")
 # Settings added after worlds were built, each with the value that reproduces a build made before it:
 # a world (or the shipped backbones) recorded without the setting was built with that value.
-ADDED_SETTINGS = {"shared_layers": -1, "base_chat_steps": 0}
+ADDED_SETTINGS = {"shared_layers": -1, "base_chat_steps": 0, "vit_qk_norm": True}
 
 
 @dataclass
@@ -83,6 +83,9 @@ class WorldConfig:
                 "what AL-CoTD's repetition penalty curbs)"})
     vit_hidden: int = field(default=96, metadata={"help": "vision encoder width"})
     vit_layers: int = field(default=4, metadata={"help": "vision encoder depth"})
+    vit_qk_norm: bool = field(default=True, metadata={
+        "help": "InternViT's q/k normalisation (InternViT-6B has it, InternViT-300M does not; true: the shipped "
+                "encoder). Off, one run read bars better: probe height 90.3% vs 85.0%, colour 92.3% vs 90.2% (README)"})
     vit_images: int = field(default=16000, metadata={"help": "pretraining images"})
     vit_steps: int = field(default=4000, metadata={"help": "vision pretraining steps"})
     vit_batch: int = field(default=64, metadata={"help": "images per vision step"})
@@ -110,7 +113,9 @@ def config_from(preset: str = "default", overrides: dict | None = None) -> World
     cfg = build_config(WorldConfig, overrides or {}, base=PRESETS[preset])
     for f in dataclasses.fields(WorldConfig):
         v = getattr(cfg, f.name)
-        if f.name.endswith("_share"):
+        if isinstance(v, bool):
+            ok, rule = True, ""
+        elif f.name.endswith("_share"):
             ok, rule = 0 <= v <= 1, "a share in [0, 1]"
         elif f.name.endswith("_lr"):
             ok, rule = v > 0, "a positive learning rate"
@@ -270,7 +275,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
     out.mkdir(parents=True, exist_ok=True)
     man = Manifest(out, cfg)
     seed = cfg.seed
-    device_name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
+    device_name = f"{device} ({torch.cuda.get_device_name(device)})" if torch.device(device).type == "cuda" else device
 
     def stage(name: str):
         if man.done(name):
@@ -385,7 +390,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
     if (t := stage("vision")) is not None:
         probs, images = render(cfg.vit_images, "train")
         model = vit.new_vit(vit.ViTSize(cfg.vit_hidden, cfg.vit_layers, max(1, cfg.vit_hidden // 16),
-                                        2 * cfg.vit_hidden), seed=seed).to(device)
+                                        2 * cfg.vit_hidden, cfg.vit_qk_norm), seed=seed).to(device)
         with bar("vision encoder", cfg.vit_steps) as b:
             losses = vit.pretrain(model, probs, images, steps=cfg.vit_steps, batch_size=cfg.vit_batch,
                                   lr=cfg.vit_lr, seed=seed, progress=lambda s, loss: b.update(1))

@@ -45,9 +45,10 @@ def add_parser(sub) -> None:
     p.add_argument("--rebuild", action="store_true", help="delete the folder and build from scratch")
     p.add_argument("--train", action="store_true", help="train every backbone here, even where the shipped ones "
                                                         "(built with the default settings) would be copied")
-    p.add_argument("--device", default="cpu", help="where backbones train and are scored: cpu (default), cuda, "
-                   "cuda:1, ... A GPU build takes minutes; its floating point differs from a CPU build's, and it need "
-                   "not repeat itself bit for bit")
+    p.add_argument("--device", default="cpu", help="where backbones train and are scored, when they are trained "
+                   "here (--train, or settings other than the default): cpu (default), cuda, cuda:1, ... Each trained "
+                   "stage records it in world.json. GPU floating point differs from a CPU's, and two GPU builds may "
+                   "differ slightly (torch's deterministic mode is off)")
     p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting (listed below)")
     p.set_defaults(func=cmd_build)
 

@@ -144,8 +144,9 @@ def table(r: dict) -> str:
     lines = ["| reading | " + " | ".join(attrs) + " |", "|---|" + "---|" * len(attrs)]
     for name in ("vision encoder", "projector"):
         lines.append(f"| {name} (linear probe) | " + " | ".join(f"{100 * r[name][a]:.1f}%" for a in attrs) + " |")
-    lines.append("| vision encoder, by grid row (top to bottom) | " + " | ".join(
-        " / ".join(f"{100 * v:.0f}" for v in r["by row"][a]) for a in attrs) + " |")
+        if name == "vision encoder":  # where it misses: a bar's empty cells above it hold none of its pixels
+            lines.append("| vision encoder, by grid row (top to bottom) | " + " | ".join(
+                " / ".join(f"{100 * v:.0f}" for v in r["by row"][a]) + "%" for a in attrs) + " |")
     lines += ["", "| family | " + " | ".join(r["as words"]) + " |", "|---|" + "---|" * len(r["as words"]),
               "| occupied cells whose projection is nearest their own picture word | "
               + " | ".join(f"{100 * v:.1f}%" for v in r["as words"].values()) + " |"]

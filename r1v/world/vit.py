@@ -47,13 +47,14 @@ class ViTSize:
     layers: int = 4
     heads: int = 4
     intermediate: int = 128
+    qk_norm: bool = True  # InternViT-6B's; without it, the empty cells above a bar learn more of it (README)
 
 
 def new_vit(size: ViTSize, *, seed: int) -> InternVLVisionModel:
     torch.manual_seed(seed)
     cfg = tiny_vision_config(image_size=IMAGE_SIZE, patch_size=IMAGE_SIZE // (2 * GRID), hidden_size=size.hidden,
                              num_hidden_layers=size.layers, num_attention_heads=size.heads,
-                             intermediate_size=size.intermediate)
+                             intermediate_size=size.intermediate, use_qk_norm=size.qk_norm)
     return InternVLVisionModel(cfg)
 
 
