@@ -77,8 +77,7 @@ def readings(model_dir: str | Path, images: int = 800, seed: int = 0) -> dict:
     fit, test = render(images // 2, "fit"), render(images - images // 2, "test")
     encoder = model.model.vision_tower
     enc = vit.probe_predictions(encoder, fit, test)
-    out = {"vision encoder": {a: (pred == y).float().mean().item() for a, (pred, y, _) in enc.items()},
-           "by row": vit.by_row(enc)}
+    out = {"vision encoder": vit.accuracy(enc), "by row": vit.by_row(enc)}
     projector = model.model.multi_modal_projector
     out["projector"] = vit.probe(encoder, fit, test, after=projector)  # what the projector hands the LLM
     ids = tok.convert_tokens_to_ids(list(PICTURE_WORDS))

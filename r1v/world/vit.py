@@ -179,8 +179,12 @@ def probe(vit: InternVLVisionModel, train: tuple[Sequence[Problem], torch.Tensor
           after: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
     """Held-out accuracy of fresh linear probes on the frozen visual tokens (or on `after` of them),
     per attribute, each on the images of the families that need it (every token of those images counts)."""
-    return {a: (pred == y).float().mean().item()
-            for a, (pred, y, _) in probe_predictions(vit, train, test, steps=steps, seed=seed, after=after).items()}
+    return accuracy(probe_predictions(vit, train, test, steps=steps, seed=seed, after=after))
+
+
+def accuracy(predictions: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Each attribute's probe accuracy over all its tokens."""
+    return {a: (pred == y).float().mean().item() for a, (pred, y, _) in predictions.items()}
 
 
 def by_row(predictions: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, list[float]]:
