@@ -22,7 +22,7 @@ def world_model(n: int, seed: int = 0):
     problems = [p for _, p in zip(range(max(1, n // 2)), stream("train", seed=seed))]
     tok = train_bpe_tokenizer([describe(p) + " " + p.question + " " + p.reasoning for p in problems],
                               vocab_size=cfg.vocab_size)
-    vit = new_vit(ViTSize(hidden=cfg.vit_hidden, layers=cfg.vit_layers), seed=seed)
+    vit = new_vit(ViTSize(hidden=cfg.vit_hidden, layers=cfg.vit_layers, qk_norm=cfg.vit_qk_norm), seed=seed)
     lm = new_lm(len(tok), LMSize(hidden=cfg.lm_hidden, layers=cfg.lm_layers, intermediate=cfg.lm_intermediate),
                 seed=seed)
 

@@ -158,6 +158,30 @@ def test_world_data_remakes_only_the_align_files_when_only_their_settings_change
     assert read_jsonl(rec / "align-full.jsonl") == plain
 
 
+def test_world_data_is_kept_when_only_the_vision_encoder_changed(recipe_run, tmp_path, capsys):
+    """The files are words and the reasoning LM's chains: a world whose encoder was rebuilt (another
+    vision hash and probe) keeps them, and its reference scores take the new probe; a world whose
+    reasoning LM changed needs --overwrite."""
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(recipe_run[2], world)
+    kept = (world / "recipe" / "sft.jsonl").read_bytes()
+    manifest = json.loads((world / "world.json").read_text())
+    manifest["stages"]["vision"]["hash"] = "0" * 16
+    manifest["scores"]["probe"] = {attr: 0.5 for attr in manifest["scores"]["probe"]}
+    (world / "world.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["world", "data", "--world", str(world)]) == 0
+    assert "reused" in capsys.readouterr().err and (world / "recipe" / "sft.jsonl").read_bytes() == kept
+    ref = json.loads((world / "recipe" / "reference-scores.json").read_text())
+    assert [v for k, v in ref.items() if "linear probe" in k] == [0.5]
+    manifest["stages"]["reasoning"]["hash"] = "0" * 16
+    (world / "world.json").write_text(json.dumps(manifest))
+    assert main(["world", "data", "--world", str(world)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
 def test_a_moved_world_and_run_resume_and_report(recipe_run, tmp_path, capsys):
     """The world folder (its recipe files included) and the run folder, moved elsewhere: the files are
     reused (not distilled again), their rows find their images, and the run resumes (nothing to redo)

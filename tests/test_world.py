@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -393,24 +394,24 @@ def test_a_world_recorded_before_a_setting_existed_is_reused(tmp_path):
     logs = []
     build(cfg, tmp_path / "w", log=logs.append)
     assert logs and all("reused" in line for line in logs)
-    with pytest.raises(R1VError, match="other settings"):
-        build(config_from("small", {"shared_layers": 0}), tmp_path / "w", log=lambda s: None)
+    with pytest.raises(R1VError, match=r"other settings \(shared_layers=-1 there, 0 asked, vit_qk_norm=True there"):
+        build(config_from("small"), tmp_path / "w", log=lambda s: None)
 
 
 def test_vit_qk_norm_reaches_the_encoder_the_build_trains(small_world, tmp_path, monkeypatch):
-    """`vit_qk_norm=false` builds an InternViT without q/k norm (InternViT-300M's variant); the default
-    keeps it, so the shipped encoder still rebuilds."""
+    """`vit_qk_norm=false` (the default, the shipped encoder) builds an InternViT without q/k norm
+    (InternViT-300M's variant); `true` builds InternViT-6B's, as the backbones shipped before it."""
     import shutil
 
     from r1v.errors import R1VError
     from r1v.world import vit
     from r1v.world.build import build, config_from
 
-    assert config_from("small").vit_qk_norm is True
+    assert config_from("small").vit_qk_norm is False and config_from("small", {"vit_qk_norm": True}).vit_qk_norm
     with pytest.raises(R1VError):
         config_from("small", {"vit_qk_norm": "sometimes"})
-    assert vit.new_vit(vit.ViTSize(16, 1, 1, 32), seed=0).config.use_qk_norm is True
-    off = vit.new_vit(vit.ViTSize(16, 1, 1, 32, qk_norm=False), seed=0)
+    assert vit.new_vit(vit.ViTSize(16, 1, 1, 32, qk_norm=True), seed=0).config.use_qk_norm is True
+    off = vit.new_vit(vit.ViTSize(16, 1, 1, 32), seed=0)
     assert off.config.use_qk_norm is False and not any("q_norm" in n for n, _ in off.named_parameters())
     # The build passes the setting on: resume a copy of the small world at its vision stage.
     out, _ = small_world
@@ -418,7 +419,7 @@ def test_vit_qk_norm_reaches_the_encoder_the_build_trains(small_world, tmp_path,
     shutil.copytree(out, w)
     shutil.rmtree(w / "vision")
     manifest = json.loads((w / "world.json").read_text())
-    manifest["config"]["vit_qk_norm"] = False
+    manifest["config"]["vit_qk_norm"] = True
     for stage in ("vision", "scores"):
         manifest["stages"].pop(stage)
     (w / "world.json").write_text(json.dumps(manifest))
@@ -433,8 +434,57 @@ def test_vit_qk_norm_reaches_the_encoder_the_build_trains(small_world, tmp_path,
 
     monkeypatch.setattr(vit, "pretrain", capture)
     with pytest.raises(Stop):
-        build(config_from("small", {"vit_qk_norm": False}), w, log=lambda s: None)
-    assert made == [False]
+        build(config_from("small", {"vit_qk_norm": True}), w, log=lambda s: None)
+    assert made == [True]
+
+
+def test_every_setting_belongs_to_a_stage_or_the_scores():
+    """A setting no stage lists would let a shipped backbone be copied into a world it was not built for."""
+    from r1v.world.build import SCORE_SETTINGS, STAGE_SETTINGS, WorldConfig
+
+    listed = {k for keys in STAGE_SETTINGS.values() for k in keys} | set(SCORE_SETTINGS)
+    assert listed == {f.name for f in dataclasses.fields(WorldConfig)}
+
+
+def test_shipped_backbones_are_copied_stage_by_stage_where_their_settings_match(small_world, tmp_path):
+    """Ship the small world; a world that changes the encoder's settings copies the tokenizer and the
+    LMs and trains the encoder, the same files as training every stage; one that changes the reasoning
+    LM's steps keeps the base and the substitute. Shipping that world keeps the copied stages'
+    provenance."""
+    from r1v.errors import R1VError
+    from r1v.world.build import SHIPPED_STAGES, build, config_from, provenance, ship
+
+    out, data = small_world
+    folder = tmp_path / "backbones"
+    first = ship(out, folder)
+    assert all(first["stages"][s]["built"]["code"] == first["code"] for s in SHIPPED_STAGES)
+    hashes = lambda d: {k: v.get("hash") for k, v in d["stages"].items()}  # noqa: E731
+    shipped_in = lambda d: sorted(k for k, v in d["stages"].items() if v.get("shipped"))  # noqa: E731
+
+    enc = config_from("small", {"vit_qk_norm": True})
+    mixed = build(enc, tmp_path / "mixed", shipped=folder, log=lambda s: None)
+    assert shipped_in(mixed) == ["base", "reasoning", "substitute", "tokenizer"]
+    trained = build(enc, tmp_path / "trained", shipped=None, log=lambda s: None)
+    assert hashes(mixed) == hashes(trained) and mixed["scores"] == trained["scores"]
+    assert hashes(mixed)["vision"] != data["stages"]["vision"]["hash"]
+
+    longer = build(config_from("small", {"reasoning_steps": 3}), tmp_path / "longer", shipped=folder,
+                   log=lambda s: None)
+    assert shipped_in(longer) == ["base", "substitute", "tokenizer", "vision"]
+    assert longer["stages"]["reasoning"]["hash"] != data["stages"]["reasoning"]["hash"]
+
+    # A world copied whole is not shipped again; one copied from backbones since replaced is refused.
+    build(config_from("small"), tmp_path / "same", shipped=folder, log=lambda s: None)
+    with pytest.raises(R1VError, match="not trained"):
+        ship(tmp_path / "same", folder)
+    ship(tmp_path / "mixed", folder)
+    prov = provenance(folder)
+    assert prov["config"]["vit_qk_norm"] is True and prov["stages"]["vision"]["hash"] == hashes(mixed)["vision"]
+    assert prov["stages"]["base"] == first["stages"]["base"]  # trained by the first ship's world, as recorded
+    again = build(enc, tmp_path / "again", shipped=folder, log=lambda s: None)
+    assert shipped_in(again) == sorted([*SHIPPED_STAGES, "scores"]) and again["scores"] == mixed["scores"]
+    with pytest.raises(R1VError, match="no longer holds"):
+        ship(tmp_path / "longer", folder)
 
 
 def test_build_is_reused_resumed_and_deterministic(small_world, tmp_path):

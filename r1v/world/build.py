@@ -46,6 +46,23 @@ SHIPPED_STAGES = ("tokenizer", "base", "substitute", "reasoning", "vision")
 # Settings added after worlds were built, each with the value that reproduces a build made before it:
 # a world (or the shipped backbones) recorded without the setting was built with that value.
 ADDED_SETTINGS = {"shared_layers": -1, "base_chat_steps": 0, "vit_qk_norm": True}
+# The settings each stage's files depend on: its own and those of the stages it starts from (the
+# tokenizer reads the LM problems; the substitute and the reasoning LM start from the base). A shipped
+# backbone is installed wherever its stage's settings match, so a world that changes the encoder's
+# settings trains the encoder alone, and one that changes the reasoning LM's steps keeps the
+# tokenizer, the base and the substitute. Every setting belongs to a stage or to the scores (tested).
+_TOKENIZER = ("seed", "lm_problems", "vocab_size")
+_BASE = (*_TOKENIZER, "lm_hidden", "lm_layers", "lm_intermediate", "base_steps", "base_chat_steps", "lm_batch",
+         "lm_lr", "drill_share", "direct_share", "picture_share", "overthink_share")
+STAGE_SETTINGS = {
+    "data": ("seed", "visual_train", "visual_eval", "text_train", "text_eval"),
+    "tokenizer": _TOKENIZER,
+    "base": _BASE,
+    "substitute": (*_BASE, "substitute_steps", "shared_layers"),
+    "reasoning": (*_BASE, "reasoning_steps", "shared_layers"),
+    "vision": ("seed", "vit_hidden", "vit_layers", "vit_qk_norm", "vit_images", "vit_steps", "vit_batch", "vit_lr"),
+}
+SCORE_SETTINGS = ("probe_images",)  # read by the scores alone, which depend on every stage
 
 
 @dataclass
@@ -83,9 +100,9 @@ class WorldConfig:
                 "what AL-CoTD's repetition penalty curbs)"})
     vit_hidden: int = field(default=96, metadata={"help": "vision encoder width"})
     vit_layers: int = field(default=4, metadata={"help": "vision encoder depth"})
-    vit_qk_norm: bool = field(default=True, metadata={
-        "help": "InternViT's q/k normalisation (InternViT-6B has it, InternViT-300M does not; true: the shipped "
-                "encoder). Off, one run read bars better: probe height 90.3% vs 85.0%, colour 92.3% vs 90.2% (README)"})
+    vit_qk_norm: bool = field(default=False, metadata={
+        "help": "InternViT's q/k normalisation (InternViT-6B has it; InternViT-300M does not, nor the shipped "
+                "encoder). Without it the encoder reads bars better: probe height 90.3% vs 85.0% (README)"})
     vit_images: int = field(default=16000, metadata={"help": "pretraining images"})
     vit_steps: int = field(default=4000, metadata={"help": "vision pretraining steps"})
     vit_batch: int = field(default=64, metadata={"help": "images per vision step"})
@@ -149,9 +166,12 @@ class Manifest:
         self.data = {"config": asdict(cfg), "stages": {}, "scores": {}}
         if self.path.exists():
             old = json.loads(self.path.read_text())
-            if recorded(old.get("config", {})) != self.data["config"]:
-                raise R1VError(
-                    f"{root} holds a world built with other settings; use another --out, or --rebuild to replace it")
+            was = recorded(old.get("config", {}))
+            if was != self.data["config"]:
+                diff = ", ".join(f"{k}={was.get(k)!r} there, {v!r} asked" for k, v in self.data["config"].items()
+                                 if was.get(k) != v)
+                raise R1VError(f"{root} holds a world built with other settings ({diff}); use another --out, or "
+                               f"--rebuild to replace it")
             self.data = old
 
     def done(self, stage: str) -> bool:
@@ -195,11 +215,28 @@ def provenance(folder: Path = SHIPPED) -> dict | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
+def stage_settings(config: dict, stage: str) -> dict:
+    """The settings `stage`'s files depend on, from a world's recorded config."""
+    config = recorded(config)
+    return {k: config[k] for k in STAGE_SETTINGS[stage]}
+
+
+ORIGIN = ("code", "torch", "transformers", "python", "machine")  # where and with what a stage was trained
+
+
+def _origin(prov: dict, name: str) -> dict:
+    """Where and with what a shipped stage was trained (provenance written before stages kept their
+    own: the provenance's)."""
+    return prov["stages"][name].get("built") or {k: prov[k] for k in ORIGIN if k in prov}
+
+
 def _install_shipped(man: Manifest, out: Path, prov: dict, folder: Path, log) -> None:
-    """Copy the shipped backbones into `out`, each checked against its recorded hash, and take the
-    build's scores from the provenance (they were measured on exactly these files)."""
+    """Copy each shipped backbone whose stage's settings match the world's into `out`, checked against
+    its recorded hash. Where every stage is shipped, the build's scores come from the provenance too
+    (they were measured on exactly these files); otherwise the scores are measured here."""
+    want_cfg = man.data["config"]
     for name in SHIPPED_STAGES:
-        if man.done(name):
+        if man.done(name) or stage_settings(prov["config"], name) != stage_settings(want_cfg, name):
             continue
         t = time.perf_counter()
         tmp = out / f".{name}.partial"
@@ -211,16 +248,19 @@ def _install_shipped(man: Manifest, out: Path, prov: dict, folder: Path, log) ->
             raise R1VError(f"the shipped {name} backbone ({folder / name}) does not match its provenance hash {want}: "
                            f"reinstall r1v, or train it here with `r1v world build --train`")
         _publish(out, name, tmp)
-        built = {k: v for k, v in prov["stages"][name].items() if k not in ("hash", "seconds", "peak_rss_mb")}
-        man.record(name, time.perf_counter() - t, shipped=True, built_seconds=prov["stages"][name]["seconds"], **built)
+        built = {k: v for k, v in prov["stages"][name].items() if k not in ("hash", "seconds", "peak_rss_mb", "built")}
+        man.record(name, time.perf_counter() - t, shipped=True, built_seconds=prov["stages"][name]["seconds"],
+                   built=_origin(prov, name), **built)
         log(f"  {name}: shipped (hash {want} checked)")
-    if not man.done("scores"):
+    if not man.done("scores") and recorded(prov["config"]) == want_cfg:
         man.data["scores"] = prov["scores"]
         man.record("scores", 0.0, shipped=True)
 
 
 def ship(world: Path, folder: Path = SHIPPED) -> dict:
-    """Make `world`'s backbones the shipped ones: copy them into `folder` with their provenance."""
+    """Make `world`'s backbones the shipped ones: copy them into `folder` with their provenance. Stages
+    the world copied from the shipped backbones (their settings matched) keep their own provenance;
+    each stage records where and with what it was trained (`built`)."""
     import platform
     import subprocess
 
@@ -230,22 +270,31 @@ def ship(world: Path, folder: Path = SHIPPED) -> dict:
     data = json.loads((world / "world.json").read_text()) if (world / "world.json").is_file() else {}
     if not all(s in data.get("stages", {}) for s in STAGES):
         raise R1VError(f"{world} holds no finished world; run `r1v world build --out {world}` first")
-    if any(data["stages"][s].get("shipped") for s in SHIPPED_STAGES):
-        raise R1VError(f"{world}'s backbones were copied from the shipped ones, not trained: build with --train")
+    if all(data["stages"][s].get("shipped") for s in SHIPPED_STAGES):
+        raise R1VError(f"{world}'s backbones were all copied from the shipped ones, not trained: build with --train")
     try:
         code = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         code = "unknown"
+    here = {"code": code, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    old = provenance(folder)
+    stages = {}
+    for name, entry in data["stages"].items():
+        if not entry.get("shipped"):
+            stages[name] = {**entry, "built": here}
+        elif old is None or old["stages"].get(name, {}).get("hash") != entry.get("hash"):
+            raise R1VError(f"{world}'s {name} was copied from backbones that {folder} no longer holds; "
+                           f"build the world again with --train")
+        else:
+            stages[name] = {**old["stages"][name], "built": _origin(old, name)}
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name in SHIPPED_STAGES:
         shutil.copytree(world / name, tmp / name)
-    prov = {"config": data["config"], "code": code, "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "stages": data["stages"],
-            "scores": data["scores"], "table": table(data)}
+    prov = {"config": data["config"], **here, "stages": stages, "scores": data["scores"], "table": table(data)}
     write_json(tmp / "provenance.json", prov)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
@@ -254,9 +303,9 @@ def ship(world: Path, folder: Path = SHIPPED) -> dict:
 
 def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, shipped: Path | None = SHIPPED,
           device: str = "cpu", log: Callable[[str], None] = print) -> dict:
-    """Build (or finish, or reuse) the world at `out`; returns the manifest's data. With the
-    settings the shipped backbones were built with, they are copied from `shipped` instead of
-    trained (None: train them here). Backbones train and are scored on `device`; each stage records
+    """Build (or finish, or reuse) the world at `out`; returns the manifest's data. Each shipped
+    backbone whose stage's settings (`STAGE_SETTINGS`) match is copied from `shipped` instead of
+    trained (None: train every one here). Backbones train and are scored on `device`; each stage records
     it, since floating point differs between devices (and a CUDA build need not repeat itself bit for
     bit: torch's deterministic algorithms are not switched on)."""
     import torch
@@ -306,7 +355,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
         return cache["p"]
 
     prov = provenance(shipped) if shipped else None
-    if prov and recorded(prov["config"]) == asdict(cfg):
+    if prov:
         _install_shipped(man, out, prov, shipped, log)
 
     # ---- tokenizer

@@ -43,10 +43,11 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="world folder (default ~/.cache/r1v/world)")
     p.add_argument("--preset", default="default", help="default, or small (seconds; nothing is learnt)")
     p.add_argument("--rebuild", action="store_true", help="delete the folder and build from scratch")
-    p.add_argument("--train", action="store_true", help="train every backbone here, even where the shipped ones "
-                                                        "(built with the default settings) would be copied")
+    p.add_argument("--train", action="store_true", help="train every backbone here; without it, each shipped "
+                                                        "backbone whose stage's settings match is copied instead "
+                                                        "(so encoder settings alone train the encoder alone)")
     p.add_argument("--device", default="cpu", help="where backbones train and are scored, when they are trained "
-                   "here (--train, or settings other than the default): cpu (default), cuda, cuda:1, ... Each trained "
+                   "here (--train, or settings that differ from the shipped stage's): cpu (default), cuda, cuda:1, ... Each trained "
                    "stage records it in world.json. GPU floating point differs from a CPU's, and two GPU builds may "
                    "differ slightly (torch's deterministic mode is off)")
     p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting (listed below)")
@@ -77,9 +78,10 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
     p = wsub.add_parser("ship", help="(maintainers) make a built world's backbones the ones r1v ships",
-                        description="Copy a world's tokenizer, LMs and vision encoder, trained by `r1v world build "
-                                    "--train` with the default settings, into r1v/world/backbones/ with their "
-                                    "provenance (settings, code version, hashes, times, scores).")
+                        description="Copy a built world's tokenizer, LMs and vision encoder into "
+                                    "r1v/world/backbones/ with their provenance (settings, hashes, times, scores, "
+                                    "and each stage's code version and machine). Stages the world copied from the "
+                                    "shipped backbones keep their provenance; at least one must have been trained.")
     p.add_argument("--world", required=True, help="the built world folder")
     p.set_defaults(func=cmd_ship)
 
@@ -154,8 +156,8 @@ def cmd_ship(a) -> int:
 
     prov = ship(Path(a.world))
     if recorded(prov["config"]) != dataclasses.asdict(PRESETS["default"]):
-        print("note: this world was not built with the default settings, so a default build will not use it",
-              file=sys.stderr)
+        print("note: this world's settings are not the default ones: a default build copies only the backbones "
+              "whose stage's settings match", file=sys.stderr)
     print(f"wrote {SHIPPED} ({prov['code']})")
     return 0
 

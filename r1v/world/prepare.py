@@ -104,6 +104,7 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
         elif old == settings:
             log(f"{out}: made already, reused")
         if old == settings:
+            write_json(out / "reference-scores.json", reference_scores(world))
             if "rm_train" not in made:
                 made.update(write_pairs(world, out, cfg.seed))
                 write_json(marker, {**made, "settings": settings})
@@ -184,7 +185,9 @@ def _settings(world: Path, cfg: DataSettings) -> dict:
     stages = json.loads((world / "world.json").read_text()).get("stages", {})
     d = dataclasses.asdict(cfg)
     d["distill"] = {k: v for k, v in d["distill"].items() if k in SAME_RUN}
-    return {**d, "world": {k: s.get("hash") for k, s in stages.items()}}
+    # The files are words and the reasoning LM's chains: a world that changed its vision encoder alone
+    # keeps them (reference-scores.json, which holds the encoder's probe, is rewritten on every call).
+    return {**d, "world": {k: s.get("hash") for k, s in stages.items() if k not in ("vision", "scores")}}
 
 
 def distil(world: Path, rows: list[dict], cfg: DistillConfig, out: Path, *, log=print) -> tuple[list[dict], dict]:

@@ -47,7 +47,9 @@ class ViTSize:
     layers: int = 4
     heads: int = 4
     intermediate: int = 128
-    qk_norm: bool = True  # InternViT-6B's; without it, the empty cells above a bar learn more of it (README)
+    # InternViT-300M's (6B normalises queries and keys): without q/k norm the empty cells above a bar
+    # learn more of it (README, "the attention, and q/k norm in it")
+    qk_norm: bool = False
 
 
 def new_vit(size: ViTSize, *, seed: int) -> InternVLVisionModel:
