@@ -168,6 +168,10 @@ def test_world_data_is_kept_when_only_the_vision_encoder_changed(recipe_run, tmp
     shutil.copytree(recipe_run[2], world)
     kept = (world / "recipe" / "sft.jsonl").read_bytes()
     manifest = json.loads((world / "world.json").read_text())
+    # files made before the vision hash left their settings list it: still theirs
+    done = json.loads((world / "recipe" / "done.json").read_text())
+    done["settings"]["world"].update(vision=manifest["stages"]["vision"]["hash"], scores=None)
+    (world / "recipe" / "done.json").write_text(json.dumps(done))
     manifest["stages"]["vision"]["hash"] = "0" * 16
     manifest["scores"]["probe"] = {attr: 0.5 for attr in manifest["scores"]["probe"]}
     (world / "world.json").write_text(json.dumps(manifest))

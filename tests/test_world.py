@@ -452,7 +452,7 @@ def test_shipped_backbones_are_copied_stage_by_stage_where_their_settings_match(
     LM's steps keeps the base and the substitute. Shipping that world keeps the copied stages'
     provenance."""
     from r1v.errors import R1VError
-    from r1v.world.build import SHIPPED_STAGES, build, config_from, provenance, ship
+    from r1v.world.build import SHIPPED_STAGES, build, config_from, provenance, ship, tree_hash
 
     out, data = small_world
     folder = tmp_path / "backbones"
@@ -485,6 +485,35 @@ def test_shipped_backbones_are_copied_stage_by_stage_where_their_settings_match(
     assert shipped_in(again) == sorted([*SHIPPED_STAGES, "scores"]) and again["scores"] == mixed["scores"]
     with pytest.raises(R1VError, match="no longer holds"):
         ship(tmp_path / "longer", folder)
+
+    # Asked for with another encoder setting, a world of copies drops its copied encoder and trains the
+    # new one (what a default world does when r1v ships another encoder); a trained stage is kept, and
+    # a change that would retrain it is refused.
+    logs = []
+    moved = build(config_from("small"), tmp_path / "again", shipped=folder, log=logs.append)
+    assert any("vision: a copy of a shipped backbone built with other settings; replaced" in x for x in logs)
+    assert shipped_in(moved) == ["base", "reasoning", "substitute", "tokenizer"]
+    assert hashes(moved)["vision"] == data["stages"]["vision"]["hash"] and moved["scores"] == data["scores"]
+    with pytest.raises(R1VError, match="its vision would be trained again"):
+        build(enc, tmp_path / "again", shipped=folder, log=lambda s: None)
+
+    # A shipped LM is not copied on top of a base that is not the shipped one, though its settings match
+    # (a --train build stopped after its base, then resumed without --train).
+    import json
+    import shutil
+
+    own = tmp_path / "own-base"
+    own.mkdir()
+    for stage in ("data", "tokenizer", "base"):
+        shutil.copytree(tmp_path / "mixed" / stage, own / stage)
+    (own / "base" / "losses.json").write_text("[0.5]")
+    manifest = json.loads((tmp_path / "mixed" / "world.json").read_text())
+    manifest["stages"] = {k: {**v, "shipped": False} for k, v in manifest["stages"].items() if k in ("data", "tokenizer")}
+    manifest["stages"]["base"] = {"seconds": 1.0, "peak_rss_mb": 1, "hash": tree_hash(own / "base")}
+    (own / "world.json").write_text(json.dumps(manifest))
+    resumed = build(enc, own, shipped=folder, log=lambda s: None)
+    assert shipped_in(resumed) == ["vision"]
+    assert resumed["stages"]["reasoning"]["hash"] == hashes(mixed)["reasoning"]  # trained, from the same weights
 
 
 def test_build_is_reused_resumed_and_deterministic(small_world, tmp_path):

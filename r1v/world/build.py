@@ -63,6 +63,7 @@ STAGE_SETTINGS = {
     "vision": ("seed", "vit_hidden", "vit_layers", "vit_qk_norm", "vit_images", "vit_steps", "vit_batch", "vit_lr"),
 }
 SCORE_SETTINGS = ("probe_images",)  # read by the scores alone, which depend on every stage
+UPSTREAM = {"base": ("tokenizer",), "substitute": ("base",), "reasoning": ("base",)}  # the files a stage starts from
 
 
 @dataclass
@@ -160,18 +161,36 @@ def tree_hash(path: Path) -> str:
 
 
 class Manifest:
+    """`world.json`. A world asked for with other settings than it holds keeps every stage whose own
+    settings are unchanged and drops the others, to be copied again, where they are copies of the
+    shipped backbones (so a default world follows the shipped ones from one r1v version to the next);
+    a stage trained here is never dropped: the build is refused instead."""
+
     def __init__(self, root: Path, cfg: WorldConfig):
         self.path = root / "world.json"
         self.root = root
         self.data = {"config": asdict(cfg), "stages": {}, "scores": {}}
+        self.dropped: list[str] = []
         if self.path.exists():
             old = json.loads(self.path.read_text())
-            was = recorded(old.get("config", {}))
-            if was != self.data["config"]:
-                diff = ", ".join(f"{k}={was.get(k)!r} there, {v!r} asked" for k, v in self.data["config"].items()
-                                 if was.get(k) != v)
-                raise R1VError(f"{root} holds a world built with other settings ({diff}); use another --out, or "
-                               f"--rebuild to replace it")
+            was, want = recorded(old.get("config", {})), self.data["config"]
+            if was != want:
+                changed = [s for s in STAGE_SETTINGS if s in old["stages"]
+                           and stage_settings(was, s) != stage_settings(want, s)]
+                trained = [s for s in changed if not old["stages"][s].get("shipped")]
+                if trained:
+                    diff = ", ".join(f"{k}={was.get(k)!r} there, {want.get(k)!r} asked"
+                                     for k in [*want, *(k for k in was if k not in want)]
+                                     if was.get(k) != want.get(k))
+                    raise R1VError(f"{root} holds a world built with other settings ({diff}), and its "
+                                   f"{', '.join(trained)} would be trained again; use another --out, or --rebuild "
+                                   f"to replace it")
+                for s in changed:
+                    shutil.rmtree(root / s, ignore_errors=True)
+                    del old["stages"][s]
+                old["stages"].pop("scores", None)
+                old.update(config=want, scores={})
+                self.dropped = changed
             self.data = old
 
     def done(self, stage: str) -> bool:
@@ -218,10 +237,27 @@ def provenance(folder: Path = SHIPPED) -> dict | None:
 def stage_settings(config: dict, stage: str) -> dict:
     """The settings `stage`'s files depend on, from a world's recorded config."""
     config = recorded(config)
-    return {k: config[k] for k in STAGE_SETTINGS[stage]}
+    return {k: config.get(k) for k in STAGE_SETTINGS[stage]}
 
 
 ORIGIN = ("code", "torch", "transformers", "python", "machine")  # where and with what a stage was trained
+
+
+def here() -> dict:
+    """This checkout's code version and this machine's torch, transformers, Python and CPU, as ORIGIN."""
+    import platform
+    import subprocess
+
+    import torch
+    import transformers
+
+    try:
+        code = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        code = "unknown"
+    return {"code": code, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
 
 
 def _origin(prov: dict, name: str) -> dict:
@@ -231,12 +267,18 @@ def _origin(prov: dict, name: str) -> dict:
 
 
 def _install_shipped(man: Manifest, out: Path, prov: dict, folder: Path, log) -> None:
-    """Copy each shipped backbone whose stage's settings match the world's into `out`, checked against
-    its recorded hash. Where every stage is shipped, the build's scores come from the provenance too
-    (they were measured on exactly these files); otherwise the scores are measured here."""
+    """Copy each shipped backbone whose stage's settings match the world's, and whose starting files
+    (`UPSTREAM`) are the shipped ones, into `out`, checked against its recorded hash. Where every
+    backbone is shipped, the build's scores come from the provenance too (they were measured on
+    exactly these files); otherwise the scores are measured here."""
     want_cfg = man.data["config"]
+
+    def is_shipped(name: str) -> bool:
+        return man.done(name) and man.data["stages"][name].get("hash") == prov["stages"][name]["hash"]
+
     for name in SHIPPED_STAGES:
-        if man.done(name) or stage_settings(prov["config"], name) != stage_settings(want_cfg, name):
+        if (man.done(name) or stage_settings(prov["config"], name) != stage_settings(want_cfg, name)
+                or not all(is_shipped(u) for u in UPSTREAM.get(name, ()))):
             continue
         t = time.perf_counter()
         tmp = out / f".{name}.partial"
@@ -252,7 +294,7 @@ def _install_shipped(man: Manifest, out: Path, prov: dict, folder: Path, log) ->
         man.record(name, time.perf_counter() - t, shipped=True, built_seconds=prov["stages"][name]["seconds"],
                    built=_origin(prov, name), **built)
         log(f"  {name}: shipped (hash {want} checked)")
-    if not man.done("scores") and recorded(prov["config"]) == want_cfg:
+    if not man.done("scores") and recorded(prov["config"]) == want_cfg and all(map(is_shipped, SHIPPED_STAGES)):
         man.data["scores"] = prov["scores"]
         man.record("scores", 0.0, shipped=True)
 
@@ -261,29 +303,17 @@ def ship(world: Path, folder: Path = SHIPPED) -> dict:
     """Make `world`'s backbones the shipped ones: copy them into `folder` with their provenance. Stages
     the world copied from the shipped backbones (their settings matched) keep their own provenance;
     each stage records where and with what it was trained (`built`)."""
-    import platform
-    import subprocess
-
-    import torch
-    import transformers
-
     data = json.loads((world / "world.json").read_text()) if (world / "world.json").is_file() else {}
     if not all(s in data.get("stages", {}) for s in STAGES):
         raise R1VError(f"{world} holds no finished world; run `r1v world build --out {world}` first")
     if all(data["stages"][s].get("shipped") for s in SHIPPED_STAGES):
         raise R1VError(f"{world}'s backbones were all copied from the shipped ones, not trained: build with --train")
-    try:
-        code = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
-                              capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        code = "unknown"
-    here = {"code": code, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    now = here()
     old = provenance(folder)
     stages = {}
     for name, entry in data["stages"].items():
-        if not entry.get("shipped"):
-            stages[name] = {**entry, "built": here}
+        if not entry.get("shipped"):  # trained here (a world built before stages kept their origin: as now)
+            stages[name] = {**entry, "built": entry.get("built", now)}
         elif old is None or old["stages"].get(name, {}).get("hash") != entry.get("hash"):
             raise R1VError(f"{world}'s {name} was copied from backbones that {folder} no longer holds; "
                            f"build the world again with --train")
@@ -294,7 +324,8 @@ def ship(world: Path, folder: Path = SHIPPED) -> dict:
     tmp.mkdir(parents=True)
     for name in SHIPPED_STAGES:
         shutil.copytree(world / name, tmp / name)
-    prov = {"config": data["config"], **here, "stages": stages, "scores": data["scores"], "table": table(data)}
+    prov = {"config": data["config"], **now, "stages": stages, "scores": data["scores"],
+            "table": table({**data, "stages": stages})}
     write_json(tmp / "provenance.json", prov)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
@@ -323,7 +354,10 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     man = Manifest(out, cfg)
+    for name in man.dropped:
+        log(f"  {name}: a copy of a shipped backbone built with other settings; replaced")
     seed = cfg.seed
+    origin = here()
     device_name = f"{device} ({torch.cuda.get_device_name(device)})" if torch.device(device).type == "cuda" else device
 
     def stage(name: str):
@@ -384,7 +418,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
         (tmp / "losses.json").write_text(json.dumps([round(x, 4) for x in losses]))
         _publish(out, name, tmp)
         man.record(name, time.perf_counter() - t0, final_loss=round(sum(losses[-20:]) / len(losses[-20:]), 4),
-                   params=sum(p.numel() for p in model.parameters()), device=device_name)
+                   params=sum(p.numel() for p in model.parameters()), device=device_name, built=origin)
         log(f"  {name}: loss {losses[-1]:.3f}, {time.perf_counter() - t0:.0f} s")
 
     def train_with_bar(model, examples, steps, lr, desc, seed_):

@@ -93,6 +93,8 @@ def prepare(world: Path, out: Path, cfg: DataSettings, *, overwrite: bool = Fals
     if marker.exists():
         made = json.loads(marker.read_text())
         old = made.pop("settings", None)
+        if old and isinstance(old.get("world"), dict):
+            old["world"] = {k: v for k, v in old["world"].items() if k not in NOT_READ}
         if not overwrite and old is not None and old != settings and _distilled(old) == _distilled(settings):
             # only the align files' settings changed (or a setting was added since): remade in seconds,
             # D (the distillation) and the pairs kept
@@ -171,6 +173,8 @@ def write_pairs(world: Path, out: Path, seed: int) -> dict[str, str]:
 
 
 ALIGN_ONLY = ("filtered_share", "cot_share", "captions")  # settings that change only the align files
+# World stages the files do not read (done.json files written before 7bb719c list them)
+NOT_READ = ("vision", "scores")
 
 
 def _distilled(settings: dict) -> dict:
@@ -187,7 +191,7 @@ def _settings(world: Path, cfg: DataSettings) -> dict:
     d["distill"] = {k: v for k, v in d["distill"].items() if k in SAME_RUN}
     # The files are words and the reasoning LM's chains: a world that changed its vision encoder alone
     # keeps them (reference-scores.json, which holds the encoder's probe, is rewritten on every call).
-    return {**d, "world": {k: s.get("hash") for k, s in stages.items() if k not in ("vision", "scores")}}
+    return {**d, "world": {k: s.get("hash") for k, s in stages.items() if k not in NOT_READ}}
 
 
 def distil(world: Path, rows: list[dict], cfg: DistillConfig, out: Path, *, log=print) -> tuple[list[dict], dict]:
