@@ -14,7 +14,8 @@
   R1-Distill-Qwen share Qwen2.5;
 * `vit.py`: an InternViT-architecture encoder pretrained on the scenes, and its linear probe;
 * `build.py`: the staged, resumable, deterministic build and its table; the default world's
-  backbones ship pretrained in `backbones/` (with their provenance) and are copied, not trained;
+  backbones ship pretrained in `backbones/` (with their provenance) and are copied, not trained,
+  each wherever its stage's settings match;
 * `prepare.py`: the recipe's files; `compare.py`: AL-CoTD beside fixed penalties;
   `probe.py`, `show.py`, `cli.py`.
 """
