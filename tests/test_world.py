@@ -508,7 +508,8 @@ def test_shipped_backbones_are_copied_stage_by_stage_where_their_settings_match(
         shutil.copytree(tmp_path / "mixed" / stage, own / stage)
     (own / "base" / "losses.json").write_text("[0.5]")
     manifest = json.loads((tmp_path / "mixed" / "world.json").read_text())
-    manifest["stages"] = {k: {**v, "shipped": False} for k, v in manifest["stages"].items() if k in ("data", "tokenizer")}
+    manifest["stages"] = {k: {**v, "shipped": False} for k, v in manifest["stages"].items()
+                          if k in ("data", "tokenizer")}
     manifest["stages"]["base"] = {"seconds": 1.0, "peak_rss_mb": 1, "hash": tree_hash(own / "base")}
     (own / "world.json").write_text(json.dumps(manifest))
     resumed = build(enc, own, shipped=folder, log=lambda s: None)

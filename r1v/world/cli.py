@@ -47,9 +47,9 @@ def add_parser(sub) -> None:
                                                         "backbone whose stage's settings match is copied instead "
                                                         "(so encoder settings alone train the encoder alone)")
     p.add_argument("--device", default="cpu", help="where backbones train and are scored, when they are trained "
-                   "here (--train, or settings that differ from the shipped stage's): cpu (default), cuda, cuda:1, ... Each trained "
-                   "stage records it in world.json. GPU floating point differs from a CPU's, and two GPU builds may "
-                   "differ slightly (torch's deterministic mode is off)")
+                   "here (--train, or settings that differ from the shipped stage's): cpu (default), cuda, cuda:1, "
+                   "... Each trained stage records it in world.json. GPU floating point differs from a CPU's, and two "
+                   "GPU builds may differ slightly (torch's deterministic mode is off)")
     p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting (listed below)")
     p.set_defaults(func=cmd_build)
 
