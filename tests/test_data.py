@@ -230,3 +230,65 @@ def test_checkpoints_sort_by_pass_then_step_and_other_settings_are_cleared(tmp_p
     other = Checkpoints(tmp_path / "align", CheckpointConfig(), setting={"lr": 2})
     assert other.peek() is None and other.resume(engine=None) is None
     assert not (tmp_path / "align").exists()  # they would have outranked the new run's checkpoints
+
+
+def test_the_content_digest_follows_bytes_not_paths_and_reads_little_of_a_large_file(tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    import r1v.io as io
+    from r1v.io import content_digest, folder_files
+
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "config.json").write_text('{"hidden_size": 8}')
+    big = a / "model.safetensors"
+    with open(big, "wb") as f:
+        f.truncate(64 << 20)  # 64 MiB, sparse
+    (a / ".cache").mkdir()
+    (a / ".cache" / "lock").write_text("x")  # hidden: not part of the model
+    first = content_digest(folder_files(a))
+    shutil.copytree(a, tmp_path / "moved")  # a copy elsewhere, with new times
+    assert content_digest(folder_files(tmp_path / "moved")) == first
+    (a / ".cache" / "lock").write_text("y")
+    assert content_digest(folder_files(a)) == first
+    reads = []
+    real_open = open
+    monkeypatch.setattr(io, "open", lambda *x, **k: _Counting(real_open(*x, **k), reads), raising=False)
+    assert content_digest(folder_files(a)) == first
+    assert sum(reads) <= 2 << 20  # 16 blocks of 64 KiB, not 64 MiB
+    monkeypatch.undo()
+    inside = ((64 << 20) - (64 << 10)) * 7 // 15 + 100  # in the 8th of 16 sampled blocks
+    for at in (0, (64 << 20) - 1, inside):  # the first byte, the last, one inside a sampled block
+        with open(big, "r+b") as f:
+            f.seek(at)
+            f.write(b"\x01")
+        changed = content_digest(folder_files(a))
+        assert changed != first
+        with open(big, "r+b") as f:
+            f.seek(at)
+            f.write(b"\x00")
+    (a / "config.json").write_text('{"hidden_size": 9}')  # a small file is read whole
+    assert content_digest(folder_files(a)) != first
+    os.rename(a / "config.json", a / "config2.json")
+    assert content_digest(folder_files(a)) != content_digest(folder_files(tmp_path / "moved"))
+    assert folder_files(big) == [("model.safetensors", big)]
+
+
+class _Counting:
+    def __init__(self, f, reads):
+        self.f, self.reads = f, reads
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def seek(self, at):
+        return self.f.seek(at)
+
+    def read(self, n=-1):
+        out = self.f.read(n)
+        self.reads.append(len(out))
+        return out

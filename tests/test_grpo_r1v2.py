@@ -401,6 +401,10 @@ def test_the_filter_reuses_rollouts_only_under_the_same_settings(recipe_run, tmp
     assert rolled()[:4] == first and len(rolled()) == 6 and sum(calls) == 6
     main([*argv, "grpo.filter_limit=6", "grpo.generations_per_prompt=2"])  # other settings: afresh
     assert len(rolled()) == 6 and all(len(x["correct"]) == 2 for x in rolled()) and sum(calls) == 12
+    shutil.copytree(run, tmp_path / "moved")  # the same policy and prompts elsewhere: nothing rolled out again
+    main(["train", "grpo-filter", "--config", str(yaml_path), f"out={tmp_path / 'moved'}", "grpo.filter_limit=6",
+          "grpo.generations_per_prompt=2"])
+    assert sum(calls) == 12
 
 
 def test_grpo_takes_its_prompts_from_data_prompts_when_set(recipe_run, tmp_path):

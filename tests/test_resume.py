@@ -1,7 +1,9 @@
 """Crashes lose nothing: a `recipe run` killed with SIGKILL in the middle of a stage resumes inside
 it from its newest mid-stage checkpoint and ends with the weights of an uninterrupted run (CPU,
 deterministic), and kills that land while a checkpoint is being written leave no checkpoint that
-a resume would trust half-written."""
+a resume would trust half-written. And nothing stale is reused: a finished stage, or a mid-stage
+checkpoint, whose settings, backbones or data changed since it started runs again, with the stages
+after it."""
 
 from __future__ import annotations
 
@@ -87,13 +89,62 @@ def test_a_killed_stage_resumes_inside_itself_to_the_same_weights(recipe_run, tm
     assert len(logged) == total and len({(r["stage"], r["step"]) for r in logged}) == total
 
 
-def test_a_checkpoint_from_other_settings_is_not_resumed(recipe_run, tmp_path):
+def test_a_checkpoint_from_other_settings_is_not_resumed_but_one_from_other_speeds_is(recipe_run, tmp_path):
     yaml_path, shared, _ = recipe_run
     run = fresh_run(shared, tmp_path / "run")
     kill_after(command(yaml_path, run), run, steps=2)
-    done = subprocess.run(command(yaml_path, run, "align.pack_length=200"), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command(yaml_path, run, "align.optim.weight_decay=0.01"), capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "other settings" in done.stdout and "resuming from" not in done.stdout
+    assert "align: align.optim.weight_decay changed since it started" in done.stdout
+    assert "resuming from" not in done.stdout
+    # a smaller micro-batch and other packing (as after running out of memory) change no input
+    run = fresh_run(shared, tmp_path / "run2")
+    kill_after(command(yaml_path, run), run, steps=2)
+    done = subprocess.run(command(yaml_path, run, "align.optim.micro_batch_per_device=2", "align.pack_length=200"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from" in done.stdout and "changed since" not in done.stdout
+
+
+def test_a_finished_stage_runs_again_when_what_it_is_made_from_changed(recipe_run, tmp_path, capsys):
+    """Settings of a later stage rerun that stage alone; a backbone with other weights reruns the
+    stages from the one that reads it; a moved world and speed settings rerun nothing; a stage
+    made before inputs were recorded is reused, with a note."""
+    from r1v.cli import main
+
+    yaml_path, shared, world = recipe_run
+    run, moved = tmp_path / "run", tmp_path / "elsewhere" / "world"
+    shutil.copytree(shared, run)
+    shutil.copytree(world, moved)
+    recipe = tmp_path / "moved.yaml"
+    recipe.write_text(yaml_path.read_text().replace(str(world), str(moved)))
+
+    def recipe_run_(*settings) -> tuple[str, dict]:
+        capsys.readouterr()
+        assert main(["recipe", "run", str(recipe), f"out={run}", *settings]) == 0
+        results = json.loads((run / "results.json").read_text())
+        return capsys.readouterr().out, {s: results["stages"][s]["made"] for s in ("align", "transfer", "sft", "grpo")}
+
+    _, made = recipe_run_()  # other tests may have rerun the shared run's GRPO with their settings
+    out, again = recipe_run_("sft.optim.micro_batch_per_device=2", "align.pack_length=64")
+    assert again == made and "changed since" not in out and out.count("done, reused") == 4
+    out, again = recipe_run_("grpo.lr=5e-3")
+    assert "grpo: grpo.lr changed since it ran" in out
+    assert {s: again[s] == made[s] for s in made} == {"align": True, "transfer": True, "sft": True, "grpo": False}
+    made = again
+    # the reasoning LLM retrained (here: the substitute's weights, the same shapes, in its place)
+    shutil.copy(moved / "substitute" / "model.safetensors", moved / "reasoning" / "model.safetensors")
+    out, again = recipe_run_("grpo.lr=5e-3")
+    assert "transfer: model.reasoning changed since it ran" in out
+    assert {s: again[s] == made[s] for s in made} == {"align": True, "transfer": False, "sft": False, "grpo": False}
+    made = again
+    # a run made before r1v recorded inputs: reused as it is, with a note
+    results = json.loads((run / "results.json").read_text())
+    del results["stages"]["align"]["inputs"]
+    (run / "results.json").write_text(json.dumps(results))
+    out, again = recipe_run_("grpo.lr=5e-3")
+    assert "align: made before r1v recorded" in out and again == made
 
 
 @pytest.mark.slow

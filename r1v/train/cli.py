@@ -35,7 +35,9 @@ def add_parsers(sub) -> None:
     p = rsub.add_parser("run", help="run every stage of a recipe, then write the report",
                         description="Run every stage of a recipe, then write runs/<name>/report.md. Every backbone "
                                     "and data file is checked first; a finished stage is skipped, and a stage that "
-                                    "crashed resumes from its newest mid-stage checkpoint. A recipe names its files; "
+                                    "crashed resumes from its newest mid-stage checkpoint, unless its settings, the "
+                                    "content of its backbones or data, or the stage before it changed since it "
+                                    "started: then it runs again, with every stage after it. A recipe names its files; "
                                     "string settings expand ~ and ${VAR:-default}. recipes/tiny.yaml names the "
                                     "mini-world's, which `r1v world build` and `r1v world data` make (make demo "
                                     "runs all three).",
@@ -112,6 +114,7 @@ def cmd_stage(a) -> int:
     if (ctx.dir / "checkpoints" / a.stage).is_dir() and ctx.main:
         print(f"{a.stage}: starting afresh; its mid-stage checkpoints go (`r1v recipe run` would resume from them)")
     ctx.forget(a.stage)  # an explicit rerun starts the stage afresh; the stages after it are stale
+    ctx.begin(a.stage)
     stage_module(a.stage).run(ctx)
     ctx.metrics.close()
     print(f"{a.stage}: done in {time.perf_counter() - t0:.0f} s -> {ctx.dir / a.stage}")

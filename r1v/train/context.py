@@ -15,7 +15,9 @@ Run folder (`runs/<name>/`):
     report.md, plots/    `r1v recipe report`
 A stage whose checkpoint and results entry exist is done; `r1v recipe run` skips it, and a stage
 that starts resumes from its newest mid-stage checkpoint, so a crashed run loses at most
-`checkpoint.every_minutes` of work.
+`checkpoint.every_minutes` of work. Both hold only while the stage's inputs (`Context.inputs`: its
+settings, the content of the backbones and files it reads, the model it starts from) are those it
+was started with; otherwise it runs again, and so does every stage after it.
 """
 
 from __future__ import annotations
@@ -29,9 +31,15 @@ from pathlib import Path
 import torch
 
 from r1v.errors import R1VError
-from r1v.io import write_json, write_jsonl
-from r1v.train.config import RecipeConfig
-from r1v.train.loop import Metrics
+from r1v.io import content_digest, folder_files, write_json, write_jsonl
+from r1v.train.config import STAGES, RecipeConfig
+from r1v.train.loop import Metrics, _flat
+
+# Settings that change how fast a stage runs or how much memory it takes, not what it makes (the
+# same loss up to the order of float sums): a run resumed with another value, a smaller micro-batch
+# after running out of memory, keeps its finished stages and resumes its mid-stage checkpoint.
+SPEED_ONLY = frozenset({"micro_batch_per_device", "micro_groups", "micro_prompts", "eval_batch_pairs",
+                        "cache_features", "pack", "pack_length"})
 
 
 class Context:
@@ -74,8 +82,6 @@ class Context:
     def policy_before(self, stage: str) -> str:
         """The model a policy stage starts from: the last of transfer, SFT, MPO that this recipe runs
         before it (R1V: GRPO after SFT; R1V2: MPO after transfer, GRPO after MPO)."""
-        from r1v.train.config import STAGES
-
         before = [s for s in ("transfer", "sft", "mpo") if STAGES.index(s) < STAGES.index(stage)
                   and (s in self.cfg.stages or self.done(s))]
         last = before[-1] if before else "transfer"
@@ -83,8 +89,6 @@ class Context:
 
     def forget(self, stage: str) -> None:
         """Mark `stage` and every stage after it as not done (they were built on what it replaces)."""
-        from r1v.train.config import STAGES
-
         later = STAGES[STAGES.index(stage):]
         if self.main:
             for s in later:
@@ -101,13 +105,79 @@ class Context:
         self.save_results()
 
     def mark_done(self, stage: str, seconds: float, **extra) -> None:
+        import uuid
+
         from r1v.io import peak_rss_mb
 
+        if stage in STAGES:  # this making of the stage, which the stages that start from it record (the
+            extra["made"] = self.everyone(uuid.uuid4().hex[:12])[0]  # main process's, on every process)
         self.results["stages"].setdefault(stage, {}).update(
             seconds=round(seconds, 1), peak_rss_mb=round(peak_rss_mb()), processes=self.state.num_processes,
             **extra)
         if stage not in self.results["done"]:
             self.results["done"].append(stage)
+        self.save_results()
+
+    # ------------------------------------------------------------------ what a stage is made from
+    def starts_from(self, stage: str) -> str | None:
+        """The stage of this run (align, transfer, sft, mpo, grpo) or the model folder that `stage`
+        starts from; None for align (it assembles the backbones)."""
+        base = {"rm": self.cfg.rm.base, "grpo": self.cfg.grpo.base}.get(stage)
+        if base:
+            return base.split("/")[0] if base.split("/")[0] in ("align", "transfer", "sft", "mpo", "grpo") else base
+        return {"transfer": "align", "sft": "transfer", "mpo": "transfer",
+                "grpo": self.policy_before("grpo").split("/")[0]}.get(stage)
+
+    def reads(self, stage: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The backbones (`model.*` settings) and data files (`data.*`) `stage` trains from."""
+        prompts = "prompts" if self.cfg.data.prompts else "sft"  # MPO's and GRPO's prompts
+        passes = tuple(f"align_{p.name}" for p in self.cfg.align.passes)
+        return {"align": (("vision", "substitute"), passes), "transfer": (("reasoning",), ()), "sft": ((), ("sft",)),
+                "rm": ((), ("rm_train",)), "mpo": ((), (prompts,)), "grpo": ((), (prompts,))}[stage]
+
+    def inputs(self, stage: str) -> dict:
+        """What `stage` makes its model from, as flat settings: its section of the recipe (less the
+        SPEED_ONLY settings), the seed, task and model settings, the content digest of every backbone,
+        data file and model folder it reads (not their paths: a moved folder is the same input), and
+        which making of the stage it starts from (`made`, new each time that stage is done). Held-out
+        scoring, checkpointing and rollout engines are not inputs: they do not change what is trained."""
+        from r1v.train.data import shard_files
+
+        c = self.cfg
+        out = {"seed": c.seed, "data.task": c.data.task,
+               **{f"model.{k}": getattr(c.model, k) for k in ("max_tiles", "template", "dtype")}}
+        out.update({k: v for k, v in _flat(dataclasses.asdict(getattr(c, stage)), f"{stage}.").items()
+                    if k.split(".")[-1] not in SPEED_ONLY})
+        models, files = self.reads(stage)
+        for m in models:
+            out[f"model.{m}"] = "content " + content_digest(folder_files(getattr(c.model, m)))
+        for key in files:
+            path = self.data_file(key)
+            out[f"data.{key}"] = "content " + content_digest((f.name, f) for f in shard_files(path))
+        start = self.starts_from(stage)
+        refs = {"from": start or ""}
+        if stage in ("mpo", "grpo"):
+            refs[f"{stage}.reward_model"] = getattr(c, stage).reward_model or "rm"  # empty: this run's rm stage
+        for key, ref in refs.items():
+            if ref in STAGES:
+                out[key] = f"{ref}, made {self.results['stages'].get(ref, {}).get('made', '?')}"
+            elif ref and Path(ref).is_dir():
+                out[key] = "content " + content_digest(folder_files(ref))
+        out.pop(f"{stage}.base", None)  # rm.base, grpo.base: a path or a stage, which `from` stands for
+        return out
+
+    def changed(self, stage: str) -> list[str] | None:
+        """The inputs that differ from those `stage` was started with; None when it was never started
+        (or was made before r1v recorded them)."""
+        was = self.results["stages"].get(stage, {}).get("inputs")
+        if was is None:
+            return None
+        now = json.loads(json.dumps(self.inputs(stage)))  # as it reads back from results.json
+        return sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+
+    def begin(self, stage: str) -> None:
+        """Record what `stage` is made from, as it starts."""
+        self.results["stages"].setdefault(stage, {})["inputs"] = self.inputs(stage)
         self.save_results()
 
     def save_results(self) -> None:
@@ -167,15 +237,9 @@ class Context:
         """The stage's mid-stage checkpoints (`r1v/train/engine.py`)."""
         from r1v.train.engine import Checkpoints
 
-        from r1v.train.config import STAGES
-
-        c = self.cfg
-        # A checkpoint made under other settings is not resumed: the files, the model, and the settings
-        # of this stage and of every stage before it (they made the model it started from).
-        data = {k: getattr(c.data, k) for k in ("task", "align_full", "align_filtered", "align_cot", "sft")}
-        setting = {"seed": c.seed, "model": dataclasses.asdict(c.model), "data": data,
-                   **{s: dataclasses.asdict(getattr(c, s)) for s in STAGES[: STAGES.index(stage) + 1]}}
-        return Checkpoints(self.dir / "checkpoints" / stage, c.checkpoint, setting=setting)
+        # A checkpoint made from other inputs is not resumed (`r1v train STAGE` and a stage's own code
+        # reach here without `r1v recipe run`'s check).
+        return Checkpoints(self.dir / "checkpoints" / stage, self.cfg.checkpoint, setting=self.inputs(stage))
 
     def feature_cache(self, name: str):
         """A bounded cache of frozen-encoder features for one stage's rows (`data.feature_cache_*`)."""
@@ -191,8 +255,6 @@ class Context:
 
     def load_model(self, ref: str):
         """(model, tokenizer) of `ref`: a finished stage of this run (transfer, sft/m4, ...) or a model folder."""
-        from r1v.train.config import STAGES
-
         if ref.split("/")[0] in STAGES:
             return self.load(ref)
         from r1v.model.checkpoint import load_model
@@ -240,43 +302,28 @@ class Context:
             missing = available()
             if missing:
                 raise R1VError(missing)
-        prompts = "prompts" if self.cfg.data.prompts else "sft"  # MPO's and GRPO's prompts
-        needs = {"align": (("vision", "substitute"), ("align_full", "align_filtered", "align_cot")),
-                 "transfer": (("reasoning",), ()), "sft": ((), ("sft",)), "grpo": ((), (prompts,)),
-                 "rm": ((), ()), "mpo": ((), (prompts,))}
-        # The stage whose model each starts from.
-        starts_from = {"transfer": "align", "sft": "transfer", "grpo": self.policy_before("grpo").split("/")[0],
-                       "mpo": "transfer"}
-        for stage, base in (("rm", self.cfg.rm.base), ("grpo", self.cfg.grpo.base)):
-            if not base:
-                continue
-            if base.split("/")[0] in ("align", "transfer", "sft", "mpo", "grpo"):
-                starts_from[stage] = base.split("/")[0]
-            else:  # a model folder: it must exist, and no stage of this run need run first
-                starts_from.pop(stage, None)
-                if stage in stages and not Path(base).exists():
-                    raise R1VError(f"{stage}.base={base} not found: name a finished stage of this run (transfer, "
-                                   f"mpo/r4, ...) or an R1V model folder")
         for stage in stages:
             if self.done(stage) and not rerun:
                 continue
             if stage == "rm":
-                self.rows("rm_train", need=("id", "prompt", "chosen", "rejected"))
                 if self.cfg.data.rm_eval:
                     self.rows("rm_eval", need=("id", "prompt", "chosen", "rejected"))
             if stage in ("mpo", "grpo") and reward_model:
                 self._check_reward_model(stages, f"{stage}.reward_model")
-            prev = starts_from.get(stage)
-            if prev and prev not in stages and not self.done(prev):
+            prev = self.starts_from(stage)
+            if prev and prev not in STAGES:  # a model folder: it must exist, and no stage of this run need run first
+                if not Path(prev).exists():
+                    raise R1VError(f"{stage}.base={prev} not found: name a finished stage of this run (transfer, "
+                                   f"mpo/r4, ...) or an R1V model folder")
+            elif prev and prev not in stages and not self.done(prev):
                 raise R1VError(f"the {stage} stage starts from the {prev} stage's model, and {self.dir / prev} does "
                                f"not hold it yet; run `r1v train {prev}` with this recipe first, or `r1v recipe run`")
-            models, files = needs[stage]
+            models, files = self.reads(stage)
             for m in models:
                 self.resolve(getattr(self.cfg.model, m))
             for key in files:
-                if key.startswith("align_") and key.split("_")[1] not in {p.name for p in self.cfg.align.passes}:
-                    continue
-                self.rows(key, need=("id",) if key == "prompts" or stage == "mpo" else ("id", "response"))
+                need = {"rm_train": ("id", "prompt", "chosen", "rejected"), "prompts": ("id",)}.get(key)
+                self.rows(key, need=need or (("id",) if stage == "mpo" else ("id", "response")))
         for key in ("eval_visual", "eval_text"):
             if getattr(self.cfg.data, key):
                 self.rows(key)

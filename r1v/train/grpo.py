@@ -355,14 +355,17 @@ def filter_file(ctx: Context, rank: int):
 
 
 def filter_settings(ctx: Context) -> dict:
-    """What the filter's rollouts depend on: the policy (its folder and its weights' times), the
-    prompts, G, the sampling settings and the seed. `filter_limit` is not among them: a larger
-    limit rolls out only the prompts not yet done."""
+    """What the filter's rollouts depend on: the policy and the prompts (their content: a moved run
+    filters nothing again), G, the sampling settings and the seed. `filter_limit` is not among them:
+    a larger limit rolls out only the prompts not yet done."""
+    from r1v.io import content_digest, folder_files
+    from r1v.train.data import shard_files
+
     cfg = ctx.cfg.grpo
     ref = cfg.base or ctx.policy_before("grpo")
     folder = ctx.dir / ref if ref.split("/")[0] in ("transfer", "sft", "mpo", "grpo") else Path(ref)
-    weights = {f.name: f.stat().st_mtime_ns for f in sorted(folder.glob("*.safetensors"))}
-    return {"policy": str(folder), "weights": weights, "prompts": getattr(ctx.cfg.data, prompt_key(ctx)),
+    prompts = shard_files(ctx.data_file(prompt_key(ctx)))
+    return {"policy": content_digest(folder_files(folder)), "prompts": content_digest((f.name, f) for f in prompts),
             "generations": cfg.generations_per_prompt, "temperature": cfg.temperature,
             "max_completion_tokens": cfg.max_completion_tokens, "seed": ctx.cfg.seed, "task": ctx.cfg.data.task}
 

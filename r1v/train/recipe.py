@@ -5,8 +5,10 @@
     r1v recipe report runs/tiny
 
 A finished stage is skipped, so an interrupted run resumes where it stopped (`--restart` starts
-over). The run ends with the report (`runs/<name>/report.md`) and the final model answering a
-held-out test image, its reasoning shown.
+over), unless what it is made from changed since it started (`Context.inputs`: its settings, the
+content of its backbones and data, the stage before it): then it runs again, as does every stage
+after it, and the run says why. The run ends with the report (`runs/<name>/report.md`) and the
+final model answering a held-out test image, its reasoning shown.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
     ctx = Context(cfg)
     if not ctx.main:  # under `accelerate launch`, one process speaks and writes the report
         log = lambda *a, **k: None  # noqa: E731
+    refresh(ctx, cfg.stages, log)
     ctx.check(cfg.stages)
     for stage in cfg.stages:
         if ctx.done(stage):
             log(f"{stage}: done, reused ({ctx.dir / stage})")
             continue
         log(f"{BOLD}{stage}{RESET} ...")
+        ctx.begin(stage)
         stage_module(stage).run(ctx)
         log(progress_line(ctx))
     ctx.results["total_seconds"] = round(time.perf_counter() - t0, 1)
@@ -58,6 +62,24 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
     log(summary_table(ctx))
     log(f"\nreport: {path}")
     return ctx
+
+
+def refresh(ctx: Context, stages, log=print) -> None:
+    """Forget each of `stages` (and the stages after it) whose inputs changed since it started, so it
+    runs again rather than being reused or resumed. A stage made before r1v recorded its inputs is
+    reused as it is, with a note."""
+    for stage in stages:
+        changed = ctx.changed(stage)
+        if changed is None:
+            if ctx.done(stage):
+                log(f"{stage}: made before r1v recorded what a stage is made from; reused as it is (--restart "
+                    f"runs it again)")
+            continue
+        if changed:
+            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+            log(f"{stage}: {shown} changed since it {'ran' if ctx.done(stage) else 'started'}; it runs again from "
+                f"the start, and so does every stage after it")
+            ctx.forget(stage)
 
 
 def progress_line(ctx: Context) -> str:

@@ -30,14 +30,16 @@ def compare(cfg, world: Path, data_cfg, fixed: list[float]) -> Path:
     """`cfg`: the recipe (its M0 settings, held-out files, run folder); `data_cfg`: the world data
     step's settings (`r1v.world.prepare.DataSettings`), whose D is the AL-CoTD arm."""
     from r1v.train.context import Context
-    from r1v.train.recipe import stage_module
+    from r1v.train.recipe import refresh, stage_module
 
     if not fixed:
         raise R1VError("name at least one fixed penalty to compare with (--fixed 1.0)")
     ctx = Context(cfg)
+    refresh(ctx, ("align", "transfer"))
     for stage in ("align", "transfer"):
         if not ctx.done(stage):
             print(f"{stage} (the comparison starts from the transfer checkpoint) ...")
+            ctx.begin(stage)
             stage_module(stage).run(ctx)
     out = ctx.dir / "distill-compare"
     out.mkdir(exist_ok=True)
@@ -48,7 +50,7 @@ def compare(cfg, world: Path, data_cfg, fixed: list[float]) -> Path:
     results = {}
     for name, dcfg in arms.items():
         path = out / _slug(name) / "result.json"
-        key = _fingerprint(cfg, dcfg)
+        key = _fingerprint(cfg, dcfg, ctx.results["stages"]["transfer"].get("made"))
         old = json.loads(path.read_text()) if path.exists() else {}
         if old.get("settings") != key:  # missing, or made with other settings: (re)done
             print(f"{name}: distil, train M0, score ...")
@@ -61,12 +63,13 @@ def compare(cfg, world: Path, data_cfg, fixed: list[float]) -> Path:
     return write(out, results, base.difficulty_field)
 
 
-def _fingerprint(cfg, dcfg) -> str:
-    """What an arm's result depends on: its distillation, M0's training and the held-out scoring."""
+def _fingerprint(cfg, dcfg, transfer: str | None) -> str:
+    """What an arm's result depends on: its distillation, M0's training, the held-out scoring and the
+    transfer model it starts from (`transfer`: that stage's `made`, new each time it is made)."""
     import hashlib
 
     parts = [dataclasses.asdict(x) for x in (dcfg, cfg.sft.optim, cfg.sft.parts, cfg.eval)]
-    parts += [cfg.seed, cfg.data.eval_limit, cfg.sft.pack, cfg.sft.pack_length]
+    parts += [cfg.seed, cfg.data.eval_limit, cfg.sft.pack, cfg.sft.pack_length, transfer]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
