@@ -255,19 +255,27 @@ def test_the_content_digest_follows_bytes_not_paths_and_reads_little_of_a_large_
     reads = []
     real_open = open
     monkeypatch.setattr(io, "open", lambda *x, **k: _Counting(real_open(*x, **k), reads), raising=False)
+    io._digests.clear()
     assert content_digest(folder_files(a)) == first
-    assert sum(reads) <= 2 << 20  # 16 blocks of 64 KiB, not 64 MiB
+    assert sum(reads) <= (1 << 20) + 100  # 64 blocks of 16 KiB, and the small file, not 64 MiB
+    assert content_digest(folder_files(a)) == first and sum(reads) <= (1 << 20) + 100  # once per process
+    many = [(f"shard-{i}", big) for i in range(2000)]  # 2,000 large shards: about 32 MiB read in all
+    reads.clear()
+    content_digest(many)
+    assert sum(reads) <= 2 * 16 << 10  # (one file here, remembered; 2 blocks each for 2,000)
     monkeypatch.undo()
-    inside = ((64 << 20) - (64 << 10)) * 7 // 15 + 100  # in the 8th of 16 sampled blocks
+    inside = ((64 << 20) - (16 << 10)) * 31 // 63 + 100  # in the 32nd of 64 sampled blocks
     for at in (0, (64 << 20) - 1, inside):  # the first byte, the last, one inside a sampled block
         with open(big, "r+b") as f:
             f.seek(at)
             f.write(b"\x01")
+        io._digests.clear()  # (edits closer together than the file system's clock tick)
         changed = content_digest(folder_files(a))
         assert changed != first
         with open(big, "r+b") as f:
             f.seek(at)
             f.write(b"\x00")
+    io._digests.clear()
     (a / "config.json").write_text('{"hidden_size": 9}')  # a small file is read whole
     assert content_digest(folder_files(a)) != first
     os.rename(a / "config.json", a / "config2.json")

@@ -145,6 +145,25 @@ def test_a_finished_stage_runs_again_when_what_it_is_made_from_changed(recipe_ru
     (run / "results.json").write_text(json.dumps(results))
     out, again = recipe_run_("grpo.lr=5e-3")
     assert "align: made before r1v recorded" in out and again == made
+    # ... unless a backbone it reads was written after it (an upgrade replaced the encoder)
+    time.sleep(0.05)
+    (moved / "vision" / "config.json").write_text((moved / "vision" / "config.json").read_text())
+    out, again = recipe_run_("grpo.lr=5e-3")
+    assert "align: model.vision (newer than the stage) changed since it ran" in out
+    assert not any(again[s] == made[s] for s in made)
+    made = again
+    # a path that cannot be read forgets nothing: a finished stage is reused, with a note; one that is
+    # to run for another reason is refused by the check before anything goes
+    out, again = recipe_run_("grpo.lr=5e-3", f"grpo.base={tmp_path / 'typo'}")
+    assert "grpo: from cannot be read now; the stage is reused" in out and again == made
+    before = (run / "results.json").read_text()
+    assert main(["recipe", "run", str(recipe), f"out={run}", "grpo.lr=1e-3", f"grpo.base={tmp_path / 'typo'}"]) == 2
+    assert (run / "results.json").read_text() == before
+    # a stage that has to run again (its folder gone) takes the stages after it along
+    shutil.rmtree(run / "transfer")
+    out, again = recipe_run_("grpo.lr=5e-3")
+    assert "sft, grpo: made from an earlier transfer" in out
+    assert {s: again[s] == made[s] for s in made} == {"align": True, "transfer": False, "sft": False, "grpo": False}
 
 
 @pytest.mark.slow

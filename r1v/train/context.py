@@ -35,9 +35,11 @@ from r1v.io import content_digest, folder_files, write_json, write_jsonl
 from r1v.train.config import STAGES, RecipeConfig
 from r1v.train.loop import Metrics, _flat
 
-# Settings that change how fast a stage runs or how much memory it takes, not what it makes (the
-# same loss up to the order of float sums): a run resumed with another value, a smaller micro-batch
-# after running out of memory, keeps its finished stages and resumes its mid-stage checkpoint.
+# Settings that change how fast a stage runs or how much memory it takes, not what it is trained
+# to do: the same loss up to the order of float sums (micro-batches, packing, the feature cache), or
+# samples drawn in other chunks, alike in distribution (GRPO's micro_groups in the pool filter, MPO's
+# micro_prompts). A run resumed with another value, a smaller micro-batch after running out of
+# memory, keeps its finished stages and resumes its mid-stage checkpoint.
 SPEED_ONLY = frozenset({"micro_batch_per_device", "micro_groups", "micro_prompts", "eval_batch_pairs",
                         "cache_features", "pack", "pack_length"})
 
@@ -87,9 +89,10 @@ class Context:
         last = before[-1] if before else "transfer"
         return {"sft": f"sft/m{len(self.cfg.sft.taus)}", "mpo": f"mpo/r{self.cfg.mpo.rounds}"}.get(last, last)
 
-    def forget(self, stage: str) -> None:
-        """Mark `stage` and every stage after it as not done (they were built on what it replaces)."""
-        later = STAGES[STAGES.index(stage):]
+    def forget(self, stage: str, *, itself: bool = True) -> None:
+        """Mark `stage` and every stage after it as not done (they were built on what it replaces);
+        `itself=False`: only the stages after it (it resumes; they start from its new making)."""
+        later = STAGES[STAGES.index(stage) + (0 if itself else 1):]
         if self.main:
             for s in later:
                 import shutil
@@ -109,8 +112,9 @@ class Context:
 
         from r1v.io import peak_rss_mb
 
-        if stage in STAGES:  # this making of the stage, which the stages that start from it record (the
-            extra["made"] = self.everyone(uuid.uuid4().hex[:12])[0]  # main process's, on every process)
+        # this making of the stage (or SFT iteration, MPO round), which the stages that start from it
+        # record: the main process's, on every process
+        extra["made"] = self.everyone(uuid.uuid4().hex[:12])[0]
         self.results["stages"].setdefault(stage, {}).update(
             seconds=round(seconds, 1), peak_rss_mb=round(peak_rss_mb()), processes=self.state.num_processes,
             **extra)
@@ -120,13 +124,13 @@ class Context:
 
     # ------------------------------------------------------------------ what a stage is made from
     def starts_from(self, stage: str) -> str | None:
-        """The stage of this run (align, transfer, sft, mpo, grpo) or the model folder that `stage`
-        starts from; None for align (it assembles the backbones)."""
+        """What `stage` starts from: a finished stage of this run (align, transfer, sft/m4, mpo/r3, ...)
+        or a model folder; None for align (it assembles the backbones)."""
         base = {"rm": self.cfg.rm.base, "grpo": self.cfg.grpo.base}.get(stage)
         if base:
-            return base.split("/")[0] if base.split("/")[0] in ("align", "transfer", "sft", "mpo", "grpo") else base
-        return {"transfer": "align", "sft": "transfer", "mpo": "transfer",
-                "grpo": self.policy_before("grpo").split("/")[0]}.get(stage)
+            return base
+        return {"transfer": "align", "sft": "transfer", "mpo": self.policy_before("mpo"),
+                "grpo": self.policy_before("grpo")}.get(stage)
 
     def reads(self, stage: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The backbones (`model.*` settings) and data files (`data.*`) `stage` trains from."""
@@ -139,41 +143,64 @@ class Context:
         """What `stage` makes its model from, as flat settings: its section of the recipe (less the
         SPEED_ONLY settings), the seed, task and model settings, the content digest of every backbone,
         data file and model folder it reads (not their paths: a moved folder is the same input), and
-        which making of the stage it starts from (`made`, new each time that stage is done). Held-out
-        scoring, checkpointing and rollout engines are not inputs: they do not change what is trained."""
-        from r1v.train.data import shard_files
+        which making of the stage it starts from (`made`, new each time that stage is done). An input
+        that cannot be read is "missing" (`check` says so, where the stage is to run). Held-out
+        scoring, checkpointing and rollout engines are not inputs: they do not change what is trained.
+        Computed by the main process (each file read once) and shared with the others."""
+        return self.everyone(self._inputs(stage) if self.main else None)[0]
 
+    def _inputs(self, stage: str) -> dict:
         c = self.cfg
         out = {"seed": c.seed, "data.task": c.data.task,
                **{f"model.{k}": getattr(c.model, k) for k in ("max_tiles", "template", "dtype")}}
         out.update({k: v for k, v in _flat(dataclasses.asdict(getattr(c, stage)), f"{stage}.").items()
                     if k.split(".")[-1] not in SPEED_ONLY})
+        out.pop(f"{stage}.base", None)  # rm.base, grpo.base: a path or a stage, which `from` stands for
+        if stage == "grpo" and not c.data.prompts:  # the pool is D_rm(tau), scored by SFT's reward model
+            out["sft.reward_model"] = c.sft.reward_model
         models, files = self.reads(stage)
         for m in models:
-            out[f"model.{m}"] = "content " + content_digest(folder_files(getattr(c.model, m)))
+            out[f"model.{m}"] = _digest(getattr(c.model, m))
         for key in files:
-            path = self.data_file(key)
-            out[f"data.{key}"] = "content " + content_digest((f.name, f) for f in shard_files(path))
-        start = self.starts_from(stage)
-        refs = {"from": start or ""}
+            out[f"data.{key}"] = _digest(getattr(c.data, key), shards=True)
+        refs = {"from": self.starts_from(stage) or ""}
         if stage in ("mpo", "grpo"):
             refs[f"{stage}.reward_model"] = getattr(c, stage).reward_model or "rm"  # empty: this run's rm stage
         for key, ref in refs.items():
-            if ref in STAGES:
+            if ref.split("/")[0] in STAGES:
                 out[key] = f"{ref}, made {self.results['stages'].get(ref, {}).get('made', '?')}"
-            elif ref and Path(ref).is_dir():
-                out[key] = "content " + content_digest(folder_files(ref))
-        out.pop(f"{stage}.base", None)  # rm.base, grpo.base: a path or a stage, which `from` stands for
+            elif ref and ref != "none" and not ref.startswith(("http://", "https://")):
+                out[key] = _digest(ref)
         return out
 
-    def changed(self, stage: str) -> list[str] | None:
-        """The inputs that differ from those `stage` was started with; None when it was never started
-        (or was made before r1v recorded them)."""
+    def changed(self, stage: str) -> dict | None:
+        """{input: its value now} for the inputs that differ from those `stage` was started with
+        ("missing": it cannot be read now); None when it was never started, or was made before r1v
+        recorded them."""
         was = self.results["stages"].get(stage, {}).get("inputs")
         if was is None:
             return None
         now = json.loads(json.dumps(self.inputs(stage)))  # as it reads back from results.json
-        return sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+        return {k: now.get(k) for k in sorted(was.keys() | now.keys()) if was.get(k) != now.get(k)}
+
+    def newer_inputs(self, stage: str) -> list[str]:
+        """For a finished stage made before r1v recorded its inputs: the backbones and data files it
+        reads that were written after it (a backbone an r1v upgrade replaced)."""
+        made = [f.stat().st_mtime for _, f in folder_files(self.dir / stage)]
+        if not made:
+            return []
+        models, files = self.reads(stage)
+        paths = {f"model.{m}": getattr(self.cfg.model, m) for m in models}
+        paths.update({f"data.{k}": getattr(self.cfg.data, k) for k in files})
+        newer = []
+        for key, path in paths.items():
+            try:
+                found = folder_files(path) if Path(path).is_dir() else [(p.name, p) for p in _shards(path)]
+            except (R1VError, OSError):
+                continue
+            if any(f.stat().st_mtime > max(made) for _, f in found):
+                newer.append(key)
+        return newer
 
     def begin(self, stage: str) -> None:
         """Record what `stage` is made from, as it starts."""
@@ -311,13 +338,14 @@ class Context:
             if stage in ("mpo", "grpo") and reward_model:
                 self._check_reward_model(stages, f"{stage}.reward_model")
             prev = self.starts_from(stage)
-            if prev and prev not in STAGES:  # a model folder: it must exist, and no stage of this run need run first
+            top = (prev or "").split("/")[0]
+            if prev and top not in STAGES:  # a model folder: it must exist, and no stage of this run need run first
                 if not Path(prev).exists():
                     raise R1VError(f"{stage}.base={prev} not found: name a finished stage of this run (transfer, "
                                    f"mpo/r4, ...) or an R1V model folder")
-            elif prev and prev not in stages and not self.done(prev):
-                raise R1VError(f"the {stage} stage starts from the {prev} stage's model, and {self.dir / prev} does "
-                               f"not hold it yet; run `r1v train {prev}` with this recipe first, or `r1v recipe run`")
+            elif prev and top not in stages and not self.done(prev):
+                raise R1VError(f"the {stage} stage starts from the {top} stage's model, and {self.dir / prev} does "
+                               f"not hold it yet; run `r1v train {top}` with this recipe first, or `r1v recipe run`")
             models, files = self.reads(stage)
             for m in models:
                 self.resolve(getattr(self.cfg.model, m))
@@ -443,6 +471,25 @@ def _gathered(scored):
     merged = {k: [x for part in parts for x in part[k] or []] for k in keys}
     n = len(merged["correct"])
     return Scored(accuracy=sum(merged["correct"]) / max(1, n), n=n, **merged)
+
+
+def _shards(path: str) -> list[Path]:
+    from r1v.train.data import shard_files
+
+    return shard_files(path)
+
+
+def _digest(path: str, *, shards: bool = False) -> str:
+    """"content <digest>" of a model folder (`shards`: of the JSONL behind a data setting), or
+    "missing"."""
+    try:
+        if shards:
+            return "content " + content_digest((f.name, f) for f in _shards(path))
+        if Path(path).exists():
+            return "content " + content_digest(folder_files(path))
+    except (R1VError, OSError):
+        pass
+    return "missing"
 
 
 def check_pair(substitute_cfg, reasoning_cfg, *, warn_vocab: bool = True) -> None:

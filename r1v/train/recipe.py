@@ -65,21 +65,39 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
 
 
 def refresh(ctx: Context, stages, log=print) -> None:
-    """Forget each of `stages` (and the stages after it) whose inputs changed since it started, so it
-    runs again rather than being reused or resumed. A stage made before r1v recorded its inputs is
-    reused as it is, with a note."""
-    for stage in stages:
-        changed = ctx.changed(stage)
-        if changed is None:
-            if ctx.done(stage):
+    """Forget each of `stages` whose inputs changed since it started, so that it runs again rather than
+    being reused or resumed, and every stage after the first that is to run (they would start from
+    an older making of it). A finished stage made before r1v recorded its inputs is reused as it is,
+    unless a backbone or data file it reads was written after it. The stages that are to run are
+    checked (`Context.check`) before anything is forgotten."""
+    for i, stage in enumerate(stages):
+        diff = ctx.changed(stage)
+        if diff is None:
+            changed = [f"{k} (newer than the stage)" for k in ctx.newer_inputs(stage)] if ctx.done(stage) else []
+            if ctx.done(stage) and not changed:
                 log(f"{stage}: made before r1v recorded what a stage is made from; reused as it is (--restart "
                     f"runs it again)")
-            continue
+        else:
+            changed = [k for k, v in diff.items() if v != "missing"]
+            missing = [k for k, v in diff.items() if v == "missing"]
+            if missing and not changed and ctx.done(stage):  # deleted since (data cleaned up), or a typo
+                log(f"{stage}: {', '.join(missing)} cannot be read now; the stage is reused as it was made")
+            elif missing:
+                changed += missing  # the stage is to run: the check below names what is missing
         if changed:
+            ctx.check(stages[i:], rerun=True)
             shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
             log(f"{stage}: {shown} changed since it {'ran' if ctx.done(stage) else 'started'}; it runs again from "
                 f"the start, and so does every stage after it")
             ctx.forget(stage)
+            return
+        if not ctx.done(stage):
+            later = [s for s in stages[i + 1:] if ctx.done(s) or "inputs" in ctx.results["stages"].get(s, {})]
+            if later:
+                ctx.check(stages[i:], rerun=True)
+                log(f"{', '.join(later)}: made from an earlier {stage}, which runs first; they run again after it")
+                ctx.forget(stage, itself=False)
+            return
 
 
 def progress_line(ctx: Context) -> str:

@@ -47,10 +47,16 @@ def compare(cfg, world: Path, data_cfg, fixed: list[float]) -> Path:
     arms = {"AL-CoTD": dataclasses.replace(base, penalty="adaptive")}
     for p in fixed:
         arms[f"fixed P={p:g}"] = dataclasses.replace(base, penalty="fixed", fixed_penalty=p)
+    from r1v.io import content_digest, folder_files
+
+    # the transfer model the arms start from, the problems they distil, the held-out file they are scored on
+    made = [ctx.results["stages"]["transfer"].get("made"),
+            content_digest(folder_files(world / "data" / "visual-train.jsonl")),
+            content_digest(folder_files(ctx.data_file("eval_visual")))]
     results = {}
     for name, dcfg in arms.items():
         path = out / _slug(name) / "result.json"
-        key = _fingerprint(cfg, dcfg, ctx.results["stages"]["transfer"].get("made"))
+        key = _fingerprint(cfg, dcfg, made)
         old = json.loads(path.read_text()) if path.exists() else {}
         if old.get("settings") != key:  # missing, or made with other settings: (re)done
             print(f"{name}: distil, train M0, score ...")
@@ -63,13 +69,13 @@ def compare(cfg, world: Path, data_cfg, fixed: list[float]) -> Path:
     return write(out, results, base.difficulty_field)
 
 
-def _fingerprint(cfg, dcfg, transfer: str | None) -> str:
-    """What an arm's result depends on: its distillation, M0's training, the held-out scoring and the
-    transfer model it starts from (`transfer`: that stage's `made`, new each time it is made)."""
+def _fingerprint(cfg, dcfg, made: list) -> str:
+    """What an arm's result depends on: its distillation, M0's training, the held-out scoring, and
+    `made`: the transfer stage's making and the content of the problems and held-out rows."""
     import hashlib
 
     parts = [dataclasses.asdict(x) for x in (dcfg, cfg.sft.optim, cfg.sft.parts, cfg.eval)]
-    parts += [cfg.seed, cfg.data.eval_limit, cfg.sft.pack, cfg.sft.pack_length, transfer]
+    parts += [cfg.seed, cfg.data.eval_limit, cfg.sft.pack, cfg.sft.pack_length, made]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
