@@ -328,6 +328,14 @@ def test_recipe_under_accelerate_launch_with_two_processes(recipe_run, tmp_path)
     from transformers import AutoModelForImageTextToText
 
     AutoModelForImageTextToText.from_pretrained(tmp_path / "run" / "grpo")  # plain transformers loads it
+    # again with another GRPO setting: the processes agree on what changed, and GRPO alone runs again
+    made = {s: results["stages"][s]["made"] for s in ("align", "transfer", "sft", "grpo")}
+    done = subprocess.run([*cmd, "grpo.lr=5e-3"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("grpo: grpo.lr changed since it ran") == 1
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    again = {s: results["stages"][s]["made"] for s in made}
+    assert {s: again[s] == made[s] for s in made} == {"align": True, "transfer": True, "sft": True, "grpo": False}
 
 
 def test_lora_trains_adapters_and_the_projector(small_model):
