@@ -5,9 +5,9 @@
     r1v convert SRC DST --to hf|skywork [--dtype bf16]
     r1v chat --model DIR --image a.png [--image b.png] "question"   # no question: interactive
     r1v eval run|score|report|leakage ...     # benchmarks with their official scoring rules
-    r1v world build|data|show|compare          # the mini-world: offline tasks, tiny trained backbones, files
+    r1v world build|data|show|compare|probe|reference|leak|ship   # the mini-world: offline tasks, backbones, files
     r1v recipe run recipes/tiny.yaml           # the R1V training recipe end to end (align ... GRPO, report)
-    r1v train align|transfer|sft|grpo --config RECIPE   # one stage
+    r1v train align|transfer|sft|rm|mpo|grpo|grpo-filter --config RECIPE   # one stage
     r1v distill --data ROWS --teacher MODEL_OR_URL [--judge MODEL_OR_URL] --out OUT   # AL-CoTD data
     r1v serve --model DIR [--api-key KEY]      # OpenAI-compatible API and a chat page at http://127.0.0.1:8000/
 
@@ -29,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
     subcommand's parser is one of these (argparse makes subparsers of their parent's class)."""
 
     def error(self, message: str):
-        print(f"r1v: error: {self.prog}: {message}; see `{self.prog} --help`", file=sys.stderr)
+        where = "" if self.prog == "r1v" else f"{self.prog}: "
+        print(f"r1v: error: {where}{message}; see `{self.prog} --help`", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -262,7 +263,15 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_transformers()
         from r1v.distill.cli import default_mode
 
-        args = build_parser().parse_args(default_mode(list(sys.argv[1:] if argv is None else argv)))
+        parser = build_parser()
+        args, extra = parser.parse_known_args(default_mode(list(sys.argv[1:] if argv is None else argv)))
+        # key=value settings after an option (`recipe run R --restart name=x`): argparse ends the
+        # settings list at the option; they are settings all the same
+        if extra and isinstance(getattr(args, "settings", None), list) \
+                and all("=" in x and not x.startswith("-") for x in extra):
+            args.settings = [*args.settings, *extra]
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return args.func(args)
     except R1VError as e:
         print(f"r1v: error: {e}", file=sys.stderr)

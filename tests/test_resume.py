@@ -133,6 +133,15 @@ def test_a_finished_stage_runs_again_when_what_it_is_made_from_changed(recipe_ru
     assert "grpo: grpo.lr changed since it ran" in out
     assert {s: again[s] == made[s] for s in made} == {"align": True, "transfer": True, "sft": True, "grpo": False}
     made = again
+    # held-out scoring is not an input, save where GRPO stops on the held-out hallucination rate
+    out, again = recipe_run_("grpo.lr=5e-3", "data.eval_limit=3", "eval.max_new_tokens=4")
+    assert again == made and "changed since" not in out
+    watch = ("grpo.lr=5e-3", "grpo.eval_every=1", "grpo.hallucination_ceiling=0.99")
+    _, made = recipe_run_(*watch)
+    out, again = recipe_run_(*watch, "data.eval_limit=3")
+    assert "grpo: data.eval_limit changed since it ran" in out
+    assert {s: again[s] == made[s] for s in made} == {"align": True, "transfer": True, "sft": True, "grpo": False}
+    made = again
     # the reasoning LLM retrained (here: the substitute's weights, the same shapes, in its place)
     shutil.copy(moved / "substitute" / "model.safetensors", moved / "reasoning" / "model.safetensors")
     out, again = recipe_run_("grpo.lr=5e-3")
@@ -164,6 +173,26 @@ def test_a_finished_stage_runs_again_when_what_it_is_made_from_changed(recipe_ru
     out, again = recipe_run_("grpo.lr=5e-3")
     assert "sft, grpo: made from an earlier transfer" in out
     assert {s: again[s] == made[s] for s in made} == {"align": True, "transfer": False, "sft": False, "grpo": False}
+
+
+def test_a_refused_restart_leaves_the_run_as_it_was(recipe_run, tmp_path, capsys):
+    """--restart with a mistyped backbone is refused before the old run goes, and the run's record
+    (recipe.yaml) keeps the settings it ran with; settings may follow --restart."""
+    from r1v.cli import main
+
+    yaml_path, shared, _ = recipe_run
+    run = tmp_path / "run"
+    shutil.copytree(shared, run)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    typo = tmp_path / "typo"
+    assert main(["recipe", "run", str(yaml_path), f"out={run}", "--restart", f"model.reasoning={typo}"]) == 2
+    err = capsys.readouterr().err
+    assert f"model.reasoning: {typo} not found" in err and "Traceback" not in err
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before and not run.with_name("run.before-restart").exists()
+    assert main(["recipe", "run", str(yaml_path), f"out={run}", "grpo.lr=1e-3", f"grpo.base={typo}"]) == 2
+    assert (run / "recipe.yaml").read_bytes() == before[Path("recipe.yaml")]
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ EPILOG = """examples:
   r1v eval score --bench gpqa --data gpqa_diamond.csv --responses outputs.jsonl --out runs/eval/gpqa
   r1v eval report runs/eval/* --out runs/report
   r1v eval leakage --train distilled.jsonl --bench mathvista --data MathVista/
-  r1v eval leakage --method loss --model runs/tiny/final --bench world --data visual-test.jsonl \
+  r1v eval leakage --method loss --model runs/tiny/grpo --bench world --data visual-test.jsonl \
       --train-split visual-train.jsonl --reference reference.jsonl      # Skywork-13B's loss test
   r1v eval report runs/eval/* --table r1v3                       # R1V3's columns, published rows beside
 

@@ -1,7 +1,7 @@
 """`r1v eval leakage`: has a benchmark's test set leaked into a model or its training data? Two methods.
 
     r1v eval leakage --train distilled.jsonl --bench mathvista --data testmini.parquet     # --method ngram
-    r1v eval leakage --method loss --model runs/tiny/final --bench world --data visual-test.jsonl \
+    r1v eval leakage --method loss --model runs/tiny/grpo --bench world --data visual-test.jsonl \
         --train-split visual-train.jsonl --reference reference.jsonl
     r1v eval leakage make-reference --bench math500 --data test.jsonl --rewriter http://localhost:8001/v1 \
         --out leak/math500            # reference.jsonl + test.jsonl, for --method loss

@@ -1,6 +1,6 @@
 """`r1v serve`: an R1V model behind an OpenAI-compatible API and a chat page.
 
-    r1v serve --model runs/tiny/final            # http://127.0.0.1:8000/ (page), /v1/chat/completions
+    r1v serve --model runs/tiny/grpo            # http://127.0.0.1:8000/ (page), /v1/chat/completions
 
 * `config.py`   the server's settings (limits, queue, key), checked before the model loads;
 * `protocol.py` the OpenAI chat-completions protocol: requests checked and turned into prompts,

@@ -1,6 +1,6 @@
 """`r1v serve`: serve an R1V checkpoint over an OpenAI-compatible API, with a chat page at `/`.
 
-    r1v serve --model runs/tiny/final                       # http://127.0.0.1:8000/
+    r1v serve --model runs/tiny/grpo                       # http://127.0.0.1:8000/
     r1v serve --model ckpt --host 0.0.0.0 --api-key $KEY    # reachable from other machines
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from r1v.errors import R1VError
 
 EXAMPLES = """examples:
-  r1v serve --model runs/tiny/final
+  r1v serve --model runs/tiny/grpo
   r1v serve --model Skywork-R1V2-38B --engine vllm --max-images 4 --api-key "$KEY"
 
   from openai import OpenAI

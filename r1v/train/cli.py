@@ -46,7 +46,9 @@ def add_parsers(sub) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", help="the recipe YAML (recipes/tiny.yaml: the mini-world on a CPU)")
     p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting (listed below)")
-    p.add_argument("--restart", action="store_true", help="delete the run folder and start over")
+    p.add_argument("--restart", action="store_true", help="start over: the run folder goes once the new run's "
+                                                          "backbones and data pass their checks (until then it is "
+                                                          "<run>.before-restart)")
     p.set_defaults(func=cmd_run)
     p = rsub.add_parser("report", help="(re)write runs/<name>/report.md and its plots",
                         description="Write a recipe run's report again from its results.json and metrics.jsonl: the "
@@ -111,6 +113,7 @@ def cmd_stage(a) -> int:
     ctx = Context(load_recipe(a.config, a.settings))
     t0 = time.perf_counter()
     ctx.check([a.stage], rerun=True)  # before anything of the finished stage is forgotten
+    ctx.write_config()
     if (ctx.dir / "checkpoints" / a.stage).is_dir() and ctx.main:
         print(f"{a.stage}: starting afresh; its mid-stage checkpoints go (`r1v recipe run` would resume from them)")
     ctx.forget(a.stage)  # an explicit rerun starts the stage afresh; the stages after it are stale
@@ -142,6 +145,7 @@ def cmd_filter(a) -> int:
 
     ctx = Context(load_recipe(a.config, a.settings))
     ctx.check(["grpo"], rerun=True, reward_model=False)
+    ctx.write_config()
     run_filter(ctx)
     ctx.metrics.close()
     return 0

@@ -59,7 +59,6 @@ class Context:
         self.results_path = self.dir / "results.json"
         self.results = json.loads(self.results_path.read_text()) if self.results_path.exists() else \
             {"stages": {}, "done": [], "data": {}}
-        self._write_config()
         self._tokenizers: dict[str, object] = {}
         self._rows: dict[Path, tuple] = {}  # path -> (Rows, the fields checked)
         self._task = None
@@ -67,7 +66,9 @@ class Context:
         if self.dtype is None:
             raise R1VError(f"model.dtype={cfg.model.dtype!r}; choose fp32, bf16 or fp16")
 
-    def _write_config(self) -> None:
+    def write_config(self) -> None:
+        """`recipe.yaml`: the settings the run goes on with (the report reads it). Written once the
+        inputs are checked, so a command refused for a bad setting leaves the run's record as it was."""
         import yaml
 
         if self.main:
@@ -145,7 +146,8 @@ class Context:
         data file and model folder it reads (not their paths: a moved folder is the same input), and
         which making of the stage it starts from (`made`, new each time that stage is done). An input
         that cannot be read is "missing" (`check` says so, where the stage is to run). Held-out
-        scoring, checkpointing and rollout engines are not inputs: they do not change what is trained.
+        scoring, checkpointing and rollout engines are not inputs: they do not change what is trained,
+        save where GRPO stops on the held-out hallucination rate (`grpo.hallucination_action: stop`).
         Computed by the main process (each file read once) and shared with the others."""
         return self.everyone(self._inputs(stage) if self.main else None)[0]
 
@@ -158,6 +160,10 @@ class Context:
         out.pop(f"{stage}.base", None)  # rm.base, grpo.base: a path or a stage, which `from` stands for
         if stage == "grpo" and not c.data.prompts:  # the pool is D_rm(tau), scored by SFT's reward model
             out["sft.reward_model"] = c.sft.reward_model
+        if stage == "grpo" and c.grpo.eval_every and c.grpo.hallucination_ceiling \
+                and c.grpo.hallucination_action == "stop":  # where it stops is read off the held-out scoring
+            out.update({"data.eval_limit": c.data.eval_limit, "eval.max_new_tokens": c.eval.max_new_tokens,
+                        "data.eval_visual": _digest(c.data.eval_visual, shards=True)})
         models, files = self.reads(stage)
         for m in models:
             out[f"model.{m}"] = _digest(getattr(c.model, m))
@@ -212,11 +218,12 @@ class Context:
             write_json(self.results_path, self.results)
 
     # ------------------------------------------------------------------ backbones
-    def resolve(self, ref: str) -> str:
-        """A model setting's folder, which must exist."""
+    def resolve(self, ref: str, setting: str = "") -> str:
+        """A model setting's folder, which must exist; `setting` names it in the error."""
         if not Path(ref).exists():
-            raise R1VError(f"{ref} not found: a model folder (for recipes/tiny.yaml: r1v world build, then r1v world "
-                           f"data)")
+            where = f"{setting}: " if setting else ""
+            raise R1VError(f"{where}{ref} not found: a model folder (for recipes/tiny.yaml: r1v world build, then "
+                           f"r1v world data)")
         return ref
 
     def tokenizer(self, language: str):
@@ -348,7 +355,7 @@ class Context:
                                f"not hold it yet; run `r1v train {top}` with this recipe first, or `r1v recipe run`")
             models, files = self.reads(stage)
             for m in models:
-                self.resolve(getattr(self.cfg.model, m))
+                self.resolve(getattr(self.cfg.model, m), f"model.{m}")
             for key in files:
                 need = {"rm_train": ("id", "prompt", "chosen", "rejected"), "prompts": ("id",)}.get(key)
                 self.rows(key, need=need or (("id",) if stage == "mpo" else ("id", "response")))

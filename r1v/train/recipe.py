@@ -32,15 +32,28 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
     from r1v.train.engine import processes
 
     state = processes()
+    # --restart: the old run is moved aside, and deleted only once the new run's inputs pass their
+    # checks; a mistyped path gives the run back as it was
+    old = cfg.run_dir.with_name(cfg.run_dir.name + ".before-restart")
     if restart and state.is_main_process and cfg.run_dir.exists():
-        shutil.rmtree(cfg.run_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        cfg.run_dir.rename(old)
     state.wait_for_everyone()
     t0 = time.perf_counter()
-    ctx = Context(cfg)
-    if not ctx.main:  # under `accelerate launch`, one process speaks and writes the report
-        log = lambda *a, **k: None  # noqa: E731
-    refresh(ctx, cfg.stages, log)
-    ctx.check(cfg.stages)
+    try:
+        ctx = Context(cfg)
+        if not ctx.main:  # under `accelerate launch`, one process speaks and writes the report
+            log = lambda *a, **k: None  # noqa: E731
+        refresh(ctx, cfg.stages, log)
+        ctx.check(cfg.stages)
+    except BaseException:
+        if restart and state.is_main_process and old.exists():
+            shutil.rmtree(cfg.run_dir, ignore_errors=True)
+            old.rename(cfg.run_dir)
+        raise
+    if restart and state.is_main_process:
+        shutil.rmtree(old, ignore_errors=True)
+    ctx.write_config()
     for stage in cfg.stages:
         if ctx.done(stage):
             log(f"{stage}: done, reused ({ctx.dir / stage})")
@@ -87,8 +100,9 @@ def refresh(ctx: Context, stages, log=print) -> None:
         if changed:
             ctx.check(stages[i:], rerun=True)
             shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+            after = ", and so does every stage after it" if stage != stages[-1] else ""
             log(f"{stage}: {shown} changed since it {'ran' if ctx.done(stage) else 'started'}; it runs again from "
-                f"the start, and so does every stage after it")
+                f"the start{after}")
             ctx.forget(stage)
             return
         if not ctx.done(stage):

@@ -1,4 +1,5 @@
-"""`r1v world build|data|show|compare`: the mini-world's command line (see `r1v world --help`).
+"""`r1v world build|data|show|compare|probe|reference|leak|ship`: the mini-world's command line
+(see `r1v world --help`).
 
 The mini-world produces files: `build` the backbones and problems, `data` the recipe's training
 files (through `r1v distill`'s code); `r1v recipe run recipes/tiny.yaml` names them. `make demo`
@@ -100,7 +101,7 @@ def add_parser(sub) -> None:
 
     p = wsub.add_parser("leak", help="fine-tune a model on a split's answers: a leaked model to test `eval leakage`",
                         description=docstring("r1v.world.leak"), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="an R1V checkpoint of the mini-world (e.g. runs/tiny/final)")
+    p.add_argument("--model", required=True, help="an R1V checkpoint of the mini-world (e.g. runs/tiny/grpo)")
     p.add_argument("--data", required=True, help="the split it should see, e.g. .../visual-test.jsonl")
     p.add_argument("--out", required=True, help="where the leaked checkpoint goes")
     p.add_argument("--epochs", type=int, default=3, help="passes over the split (default 3)")

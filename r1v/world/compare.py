@@ -36,6 +36,7 @@ def compare(cfg, world: Path, data_cfg, fixed: list[float]) -> Path:
         raise R1VError("name at least one fixed penalty to compare with (--fixed 1.0)")
     ctx = Context(cfg)
     refresh(ctx, ("align", "transfer"))
+    ctx.write_config()
     for stage in ("align", "transfer"):
         if not ctx.done(stage):
             print(f"{stage} (the comparison starts from the transfer checkpoint) ...")

@@ -2,7 +2,7 @@
 a rule-based rewriter that writes the reference set, and a deliberately leaked model to test it on.
 
     r1v world reference --data ~/.cache/r1v/world/data/visual-test.jsonl --out runs/leak/reference.jsonl
-    r1v world leak --model runs/tiny/final --data ~/.cache/r1v/world/data/visual-test.jsonl --out runs/leak/leaked
+    r1v world leak --model runs/tiny/grpo --data ~/.cache/r1v/world/data/visual-test.jsonl --out runs/leak/leaked
 
 * `reference_rows`: each test row rewritten into a new problem of the same kind: the same family,
   level and form (multiple choice or not), with a new scene, question and reasoning, and a new

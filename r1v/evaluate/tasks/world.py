@@ -16,7 +16,7 @@ expression ("3 + 6 = 9." under "3+5"). Sums that are merely wrong are reasoning 
 hallucinations; sentences the grammar does not know are not counted either way. R1V2 tracks this
 rate by stage (its Table 3) without saying how it measured it; this is the mini-world's measure.
 
-    r1v eval run --model runs/tiny/final --bench world --data ~/.cache/r1v/world/data/visual-test.jsonl
+    r1v eval run --model runs/tiny/grpo --bench world --data ~/.cache/r1v/world/data/visual-test.jsonl
 """
 
 from __future__ import annotations
