@@ -35,7 +35,8 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
     # --restart: the old run is moved aside, and deleted only once the new run's inputs pass their
     # checks; a mistyped path gives the run back as it was
     old = cfg.run_dir.with_name(cfg.run_dir.name + ".before-restart")
-    if restart and state.is_main_process and cfg.run_dir.exists():
+    moved = restart and state.is_main_process and cfg.run_dir.exists()
+    if moved:
         shutil.rmtree(old, ignore_errors=True)
         cfg.run_dir.rename(old)
     state.wait_for_everyone()
@@ -47,12 +48,12 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
         refresh(ctx, cfg.stages, log)
         ctx.check(cfg.stages)
     except BaseException:
-        if restart and state.is_main_process and old.exists():
+        if moved:
             shutil.rmtree(cfg.run_dir, ignore_errors=True)
             old.rename(cfg.run_dir)
         raise
-    if restart and state.is_main_process:
-        shutil.rmtree(old, ignore_errors=True)
+    if moved:
+        shutil.rmtree(old)
     ctx.write_config()
     for stage in cfg.stages:
         if ctx.done(stage):
