@@ -1,6 +1,6 @@
 """The `r1v` command line. Every subcommand has --help.
 
-    r1v demo                                   # the embedded default, end to end on the CPU
+    r1v demo                                   # a plumbing check in seconds (random weights; make demo runs the recipe)
     r1v build --preset tiny --out DIR [--layout skywork]
     r1v convert SRC DST --to hf|skywork [--dtype bf16]
     r1v chat --model DIR --image a.png [--image b.png] "question"   # no question: interactive
@@ -231,9 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("demo", help="the embedded default: build, save, reload, chat (CPU, offline)",
-                       description="Build a tiny R1V, write it in the official layout, load it back and "
-                                   "ask it about a generated image.")
+    p = sub.add_parser("demo", help="a plumbing check in seconds: a random tiny R1V saved, reloaded, converted "
+                                    "and asked about an image (no training; `make demo` runs the recipe)",
+                       description="Build a tiny R1V with random weights, write it in the official layout, load it "
+                                   "back, convert it both ways and ask it about a generated image. No training: "
+                                   "`make demo` runs the R1V recipe on the mini-world.")
     p.add_argument("--out", default="runs/demo", help="where to write the model and image")
     p.set_defaults(func=cmd_demo)
 

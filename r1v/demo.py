@@ -1,6 +1,6 @@
-"""The embedded default, end to end on a CPU in seconds, fully offline.
+"""A plumbing check in seconds on a CPU, fully offline: no training (`make demo` runs the recipe).
 
-    r1v demo [--out runs/demo]      (or: make demo)
+    r1v demo [--out runs/demo]
 
 1. build the tiny R1V (InternViT-style tower -> pixel-shuffle MLP -> Qwen2) with random weights;
 2. write it in the official Skywork layout (fused qkv, `vision_model.` / `mlp1.` / `language_model.`);
@@ -8,8 +8,8 @@
 4. convert it `--to hf` and back `--to skywork`, and check the round trip is bit-identical;
 5. draw a test image and chat about it, streaming the reasoning apart from the answer.
 
-The weights are random, so the reply is noise: this shows the plumbing. The recipe
-(align, transfer, SFT, GRPO on the mini-world) will make the model worth asking.
+The weights are random, so the reply is noise: this shows the plumbing. `make demo` (the recipe
+on the mini-world) makes a model worth asking, `runs/tiny/grpo`.
 """
 
 from __future__ import annotations

@@ -77,9 +77,17 @@ def test_a_killed_stage_resumes_inside_itself_to_the_same_weights(recipe_run, tm
     # rotated: keep_last=2, and one more when the kill lands between a checkpoint's publication and the
     # rotation that follows it (the next save removes it)
     assert found and len(found) <= 3
+    for f in found:  # the seconds the killed attempt spent: made large, so that the stage's record shows them
+        position = json.loads((f / "position.json").read_text())
+        assert position["seconds"] >= 0
+        (f / "position.json").write_text(json.dumps({**position, "seconds": 1000.0}))
+    t0 = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    wall = time.monotonic() - t0
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming from" in done.stdout
+    # the stage's seconds: the killed attempt's up to its checkpoint, and this one's
+    assert 1000.0 <= json.loads((run / "results.json").read_text())["stages"]["align"]["seconds"] <= 1000.0 + wall
     assert same(weights(run / "align"), weights(shared / "align"))  # bit-identical to the uninterrupted run
     assert json.loads((run / "results.json").read_text())["stages"]["align"]["eval"] == \
         results["stages"]["align"]["eval"]
@@ -193,6 +201,27 @@ def test_a_refused_restart_leaves_the_run_as_it_was(recipe_run, tmp_path, capsys
     assert after == before and not run.with_name("run.before-restart").exists()
     assert main(["recipe", "run", str(yaml_path), f"out={run}", "grpo.lr=1e-3", f"grpo.base={typo}"]) == 2
     assert (run / "recipe.yaml").read_bytes() == before[Path("recipe.yaml")]
+
+
+def test_a_restart_starts_the_run_over(recipe_run, tmp_path, capsys):
+    """--restart runs every stage from the start, in an empty run folder: nothing of the old run is
+    reused or left behind (the old folder set aside is deleted), and the remade stage equals the
+    first making (CPU, deterministic)."""
+    from r1v.cli import main
+
+    yaml_path, shared, _ = recipe_run
+    run = tmp_path / "run"
+    shutil.copytree(shared, run)
+    (run / "left-over.txt").write_text("from the old run")
+    capsys.readouterr()
+    assert main(["recipe", "run", str(yaml_path), f"out={run}", "--restart", "stages=[align]"]) == 0
+    out = capsys.readouterr().out
+    assert "reused" not in out
+    assert not (run / "left-over.txt").exists() and not run.with_name("run.before-restart").exists()
+    assert not (run / "transfer").exists() and not (run / "sft").exists()
+    results = json.loads((run / "results.json").read_text())
+    assert results["done"] == ["align"]
+    assert same(weights(run / "align"), weights(shared / "align"))
 
 
 @pytest.mark.slow

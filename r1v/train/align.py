@@ -65,6 +65,6 @@ def run(ctx: Context) -> None:
     ctx.save(engine.model, "align", tok, state=engine.state_dict())
     with engine.generating() as m:
         ctx.evaluate(m, tok, "align")
-    ckpt.clear()
-    ctx.mark_done("align", time.perf_counter() - t0,
+    ctx.mark_done("align", time.perf_counter() - t0 + ckpt.earlier,
                   loss={k: [v[0], v[-1]] for k, v in losses.items() if v})
+    ckpt.clear()

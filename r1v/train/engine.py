@@ -240,7 +240,10 @@ class Checkpoints:
     def __init__(self, folder: Path, cfg: CheckpointConfig, *, setting: dict | None = None):
         self.folder, self.cfg, self.state = folder, cfg, processes()
         self.setting = json.loads(json.dumps(setting or {}))  # as it reads back from position.json
-        self.last = time.monotonic()
+        self.last = self.started = time.monotonic()
+        # the seconds earlier attempts spent on the work the resumed checkpoint holds (what they spent
+        # after it is done again, and counted then): a stage records them with its own
+        self.earlier = 0.0
 
     def due(self, step: int) -> bool:
         """Every `every_steps` steps or `every_minutes` minutes (the main process's clock decides
@@ -271,7 +274,8 @@ class Checkpoints:
         if self.state.is_main_process:
             from r1v.io import write_json
 
-            write_json(tmp / "position.json", {**position, "setting": self.setting})
+            seconds = round(self.earlier + time.monotonic() - self.started, 1)
+            write_json(tmp / "position.json", {**position, "seconds": seconds, "setting": self.setting})
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)  # the checkpoint exists whole, or not at all
             for old in self.complete()[: -self.cfg.keep_last]:
@@ -317,12 +321,16 @@ class Checkpoints:
         local = Path(position["path"]) / f"local-{self.state.process_index}.pt"
         if local.is_file():
             position["local"] = torch.load(local, weights_only=True)
+        self.earlier = position.get("seconds", 0.0)
         if self.state.is_main_process:
             print(f"resuming from {position['path']}")
         return position
 
     def clear(self) -> None:
-        """The stage is done (its checkpoint is saved): its mid-stage checkpoints go."""
+        """The stage is done (its checkpoint saved, `Context.mark_done` called with `earlier`): its
+        mid-stage checkpoints go, and the clock starts again for the next piece of work (an SFT
+        iteration, an MPO round)."""
+        self.earlier, self.started = 0.0, time.monotonic()
         if self.state.is_main_process:
             shutil.rmtree(self.folder, ignore_errors=True)
         self.state.wait_for_everyone()

@@ -554,7 +554,7 @@ def run(ctx: Context) -> None:
         ctx.save_results()
 
     warm = max(1, math.ceil(0.03 * cfg.steps))
-    bar = tqdm(range(start, cfg.steps), desc="grpo", leave=False, disable=not ctx.main)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="grpo", leave=False, disable=not ctx.main)
     for i, batch in zip(bar, stream):
         lr = cfg.lr * min(1.0, (i + 1) / warm)  # constant after a linear warm-up
         engine.set_lr(lr)
@@ -602,15 +602,15 @@ def run(ctx: Context) -> None:
         extra["selected"] = {"rule": "entropy", "step": chosen["step"], "last": last}
         if chosen["step"] != last:
             adopt(ctx, f"grpo@{chosen['step']}", keep_last=f"grpo@{last}")
-    ckpt.clear()
     first, tail = history[: max(1, len(history) // 5)], history[-max(1, len(history) // 5):]
     mean = lambda rows, k: statistics.fmean(r[k] for r in rows)  # noqa: E731
-    ctx.mark_done("grpo", time.perf_counter() - t0, prompts=len(pool), probe_prompts=len(probe_rows),
+    ctx.mark_done("grpo", time.perf_counter() - t0 + ckpt.earlier, prompts=len(pool), probe_prompts=len(probe_rows),
                   steps_run=len(history), reward_first=mean(first, "reward"), reward_last=mean(tail, "reward"),
                   effective_first=mean(first, "effective"), effective_last=mean(tail, "effective"),
                   effective_trained_first=mean(first, "effective_trained"),
                   effective_trained_last=mean(tail, "effective_trained"),
                   replayed=sum(r.get("replayed", 0) for r in history), **extra)
+    ckpt.clear()
 
 
 def adopt(ctx: Context, chosen: str, *, keep_last: str) -> None:

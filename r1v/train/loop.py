@@ -200,7 +200,7 @@ def supervised(
     order = itertools.islice(schedule(n, per_step, seed=seed, start=start), steps - start)
     stream = batches(data, order, rank=acc.process_index, world=acc.num_processes, workers=workers, seed=seed,
                      cache=cache)
-    bar = tqdm(range(start, steps), desc=name, disable=not acc.is_main_process, leave=False)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=name, disable=not acc.is_main_process, leave=False)
     for step, mine in zip(bar, stream):
         t0 = time.perf_counter()
         engine.set_lr(lr_at(step, steps, lr, optim.warmup_ratio))

@@ -218,7 +218,8 @@ def train_round(ctx: Context, engine: Engine, tok, enc: Encoder, round_: int, ca
     prompts_stream = loader(data, chunks, workers=ctx.workers, seed=ctx.cfg.seed)
     losses = list(pos.get("losses", []))
     engine.module.train()
-    bar = tqdm(range(start, steps), desc=f"mpo/r{round_}: train", leave=False, disable=not ctx.main)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"mpo/r{round_}: train", leave=False,
+               disable=not ctx.main)
     for step, (share, real), prompts in zip(bar, plan, prompts_stream):
         t0 = time.perf_counter()
         lr = lr_at(step, steps, optim.lr, optim.warmup_ratio)
@@ -270,7 +271,6 @@ def train_round(ctx: Context, engine: Engine, tok, enc: Encoder, round_: int, ca
 
 def run(ctx: Context) -> None:
     cfg = ctx.cfg.mpo
-    t0 = time.perf_counter()
     R = cfg.rounds
     finished = [r for r in range(1, R + 1) if ctx.done(f"mpo/r{r}")]
     last = max(finished, default=0)
@@ -308,6 +308,8 @@ def run(ctx: Context) -> None:
         ctx.save(engine.model, f"mpo/r{r}", tok, state=engine.state_dict())
         with engine.generating() as m:
             ctx.evaluate(m, tok, f"mpo/r{r}")
-        ctx.mark_done(f"mpo/r{r}", time.perf_counter() - t1, **trained, threshold=cfg.threshold)
+        ctx.mark_done(f"mpo/r{r}", time.perf_counter() - t1 + ckpt.earlier, **trained, threshold=cfg.threshold)
         ckpt.clear()
-    ctx.mark_done("mpo", time.perf_counter() - t0, final=f"mpo/r{R}")
+    # the rounds' seconds, those finished by an earlier attempt included
+    ctx.mark_done("mpo", sum(ctx.results["stages"][f"mpo/r{r}"]["seconds"] for r in range(1, R + 1)),
+                  final=f"mpo/r{R}")

@@ -45,7 +45,7 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
         ctx = Context(cfg)
         if not ctx.main:  # under `accelerate launch`, one process speaks and writes the report
             log = lambda *a, **k: None  # noqa: E731
-        refresh(ctx, cfg.stages, log)
+        notes = refresh(ctx, cfg.stages)
         ctx.check(cfg.stages)
     except BaseException:
         if moved:
@@ -55,6 +55,8 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
     if moved:
         shutil.rmtree(old)
     ctx.write_config()
+    for note in notes:
+        log(note)
     for stage in cfg.stages:
         if ctx.done(stage):
             log(f"{stage}: done, reused ({ctx.dir / stage})")
@@ -78,41 +80,48 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
     return ctx
 
 
-def refresh(ctx: Context, stages, log=print) -> None:
+def refresh(ctx: Context, stages) -> list[str]:
     """Forget each of `stages` whose inputs changed since it started, so that it runs again rather than
     being reused or resumed, and every stage after the first that is to run (they would start from
     an older making of it). A finished stage made before r1v recorded its inputs is reused as it is,
     unless a backbone or data file it reads was written after it. The stages that are to run are
-    checked (`Context.check`) before anything is forgotten."""
+    checked (`Context.check`) before anything is forgotten.
+
+    Returns what it found, stage by stage, for the caller to print once the run's inputs pass their
+    checks (a file that cannot be read now, for a stage reused as it is, may be one a later stage
+    needs, and then the run is refused with that file's error alone)."""
+    notes = []
     for i, stage in enumerate(stages):
         diff = ctx.changed(stage)
         if diff is None:
             changed = [f"{k} (newer than the stage)" for k in ctx.newer_inputs(stage)] if ctx.done(stage) else []
             if ctx.done(stage) and not changed:
-                log(f"{stage}: made before r1v recorded what a stage is made from; reused as it is (--restart "
-                    f"runs it again)")
+                notes.append(f"{stage}: made before r1v recorded what a stage is made from; reused as it is "
+                             f"(--restart runs it again)")
         else:
             changed = [k for k, v in diff.items() if v != "missing"]
             missing = [k for k, v in diff.items() if v == "missing"]
             if missing and not changed and ctx.done(stage):  # deleted since (data cleaned up), or a typo
-                log(f"{stage}: {', '.join(missing)} cannot be read now; the stage is reused as it was made")
+                notes.append(f"{stage}: {', '.join(missing)} cannot be read now; the stage is reused as it was made")
             elif missing:
                 changed += missing  # the stage is to run: the check below names what is missing
         if changed:
             ctx.check(stages[i:], rerun=True)
             shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
             after = ", and so does every stage after it" if stage != stages[-1] else ""
-            log(f"{stage}: {shown} changed since it {'ran' if ctx.done(stage) else 'started'}; it runs again from "
-                f"the start{after}")
+            notes.append(f"{stage}: {shown} changed since it {'ran' if ctx.done(stage) else 'started'}; it runs "
+                         f"again from the start{after}")
             ctx.forget(stage)
-            return
+            return notes
         if not ctx.done(stage):
             later = [s for s in stages[i + 1:] if ctx.done(s) or "inputs" in ctx.results["stages"].get(s, {})]
             if later:
                 ctx.check(stages[i:], rerun=True)
-                log(f"{', '.join(later)}: made from an earlier {stage}, which runs first; they run again after it")
+                notes.append(f"{', '.join(later)}: made from an earlier {stage}, which runs first; they run again "
+                             f"after it")
                 ctx.forget(stage, itself=False)
-            return
+            return notes
+    return notes
 
 
 def progress_line(ctx: Context) -> str:

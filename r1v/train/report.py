@@ -90,9 +90,11 @@ def _verdict_at_least(value: float, lo: float, target: float) -> str:
 
 
 def _verdict_gap(g: dict) -> str:
+    """A gain holds when its paired interval is above 0; the verdict says when a positive estimate
+    is not distinguishable from 0, so that it reads apart from a loss."""
     if g["lo"] > 0:
         return "**holds**"
-    return "gain not distinguishable from 0" if g["gap"] > 0 else "**does not hold**"
+    return "**does not hold** (a gain not distinguishable from 0)" if g["gap"] > 0 else "**does not hold**"
 
 
 def claims(run: Path, results: dict, cfg: dict) -> list[str]:
@@ -173,7 +175,8 @@ def claims(run: Path, results: dict, cfg: dict) -> list[str]:
                  target if isinstance(target, str) else "-")
         lines.append(f"| {claim} | {paper} | {ours} | {shown} | {verdict} |")
     lines += ["", "Verdicts: against a floor, **holds** when the whole 95% interval is above it, and \"holds at the "
-              "estimate\" when only the estimate is; a gain **holds** when its paired 95% interval is above 0. "
+              "estimate\" when only the estimate is; a gain **holds** when its paired 95% interval is above 0, and "
+              "otherwise **does not hold**, with \"a gain not distinguishable from 0\" where the estimate is above 0. "
               "Intervals: accuracies, normal over the held-out items; gaps, paired over the same items; the "
               "transfer ratio, a paired bootstrap (2,000 resamples, seeded). Targets are the recipe's `claims.*`.", ""]
     return lines
@@ -330,7 +333,7 @@ def _grpo_section(run: Path, st: dict, cfg: dict, *, before: str) -> list[str]:
                      f"the model it started from.")
     if "reward_first" in r:
         trained = (f"; trained on after replay {r['effective_trained_first']:.2f} -> {r['effective_trained_last']:.2f}"
-                   if "effective_trained_first" in r else "")
+                   if "effective_trained_first" in r and ssb.get("enabled") else "")  # without SSB: the same
         lines.append(f"Rollout reward {r['reward_first']:.3f} (first fifth of steps) -> {r['reward_last']:.3f} "
                      f"(last fifth); effective-sample share of the fresh groups {r['effective_first']:.2f} -> "
                      f"{r['effective_last']:.2f}{trained}; {r.get('prompts')} prompts in the pool.")
@@ -514,7 +517,9 @@ def write(run: str | Path) -> Path:
             r = st[s]
             lines.append(f"| {s} | {r.get('tau')} | {r.get('lr')} | {r.get('d_rm')} | {r.get('mistakes')} "
                          f"({r.get('pool')}) | {100 * r.get('pool_accuracy', 0):.1f}% | {r.get('size')} |")
-        lines.append("")
+        lines += ["", "D_rm(tau): the rows of D that the reward model scores tau or more. Pool: the rows of D that "
+                  "M_{t-1} answers (`sft.mistake_pool`); E_{t-1}: those it answers wrongly. D_t = D_rm(tau) together "
+                  "with E_{t-1}, each row once (a mistake already in D_rm is not counted twice).", ""]
     lines += _r1v2_sections(st)
     ref = cfg.get("data", {}).get("reference_scores")
     if references(ref):

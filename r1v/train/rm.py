@@ -240,8 +240,8 @@ def run(ctx: Context) -> None:
     if ctx.cfg.data.rm_eval:
         with engine.generating() as whole:  # the whole model (FSDP / ZeRO-3 shards gathered), no collectives
             extra["pairs_eval"] = evaluate(ctx, whole, tok, enc)
+    ctx.mark_done("rm", time.perf_counter() - t0 + ckpt.earlier, **extra)
     ckpt.clear()
-    ctx.mark_done("rm", time.perf_counter() - t0, **extra)
 
 
 def _step(engine: Engine, mine: list, tok, cache, micro: int) -> tuple[float, int, float]:

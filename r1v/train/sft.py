@@ -81,7 +81,6 @@ def run(ctx: Context) -> None:
     rollouts = uneven(open_rollouts(ctx, engine, tok, enc))
     pos = ckpt.resume(engine) or {"iteration": last + 1, "step": 0, "losses": [], "base": base}
     cache = ctx.feature_cache("sft") if cfg.cache_features and not cfg.parts.vision else None
-    start = time.perf_counter()
     for t in range(pos["iteration"], T + 1):
         t0 = time.perf_counter()
         name = f"m{t}"
@@ -114,10 +113,12 @@ def run(ctx: Context) -> None:
         ctx.save(engine.model, f"sft/{name}", tok, state=engine.state_dict())
         with scoring(engine, rollouts) as m:
             ctx.evaluate(m, tok, f"sft/{name}", rollouts=rollouts)
-        ctx.mark_done(f"sft/{name}", time.perf_counter() - t0, **extra,
+        ctx.mark_done(f"sft/{name}", time.perf_counter() - t0 + ckpt.earlier, **extra,
                       **({"size": len(data)} if t == 0 else {}), loss=[losses[0], losses[-1]] if losses else None)
         ckpt.clear()  # a later crash resumes from this iteration's checkpoint, not inside an earlier one
-    ctx.mark_done("sft", time.perf_counter() - start, final=final_stage(ctx))
+    # the iterations' seconds, those finished by an earlier attempt included
+    ctx.mark_done("sft", sum(ctx.results["stages"][f"sft/m{t}"]["seconds"] for t in range(T + 1)),
+                  final=final_stage(ctx))
 
 
 def find_mistakes(ctx: Context, engine, tok, enc, t: int, *, rollouts=None) -> dict:

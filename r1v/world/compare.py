@@ -35,7 +35,8 @@ def compare(cfg, world: Path, data_cfg, fixed: list[float]) -> Path:
     if not fixed:
         raise R1VError("name at least one fixed penalty to compare with (--fixed 1.0)")
     ctx = Context(cfg)
-    refresh(ctx, ("align", "transfer"))
+    for note in refresh(ctx, ("align", "transfer")):
+        print(note)
     ctx.write_config()
     for stage in ("align", "transfer"):
         if not ctx.done(stage):
