@@ -224,6 +224,42 @@ def test_a_restart_starts_the_run_over(recipe_run, tmp_path, capsys):
     assert same(weights(run / "align"), weights(shared / "align"))
 
 
+class Killed(BaseException):
+    pass
+
+
+def test_a_run_killed_as_an_sft_iteration_ends_does_not_train_it_again(recipe_run, tmp_path, monkeypatch, capsys):
+    """Killed after sft/m0 is recorded done but before its mid-stage checkpoints are removed: the next
+    run goes on from m0 as made (not back inside it), removes those checkpoints, and records the
+    stage's seconds as the sum of its iterations'."""
+    from r1v.cli import main
+    from r1v.train import engine
+
+    yaml_path, shared, _ = recipe_run
+    run = tmp_path / "run"
+    shutil.copytree(shared, run)
+    args = ["recipe", "run", str(yaml_path), f"out={run}", "checkpoint.every_steps=1", "sft.optim.lr=5e-3"]
+    clear = engine.Checkpoints.clear
+
+    def killed(self):
+        raise Killed
+
+    monkeypatch.setattr(engine.Checkpoints, "clear", killed)
+    with pytest.raises(Killed):
+        main(args)
+    made = json.loads((run / "results.json").read_text())["stages"]["sft/m0"]["made"]
+    assert list((run / "checkpoints" / "sft").glob("step-000-*"))  # iteration 0's, left behind
+    monkeypatch.setattr(engine.Checkpoints, "clear", clear)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "resuming from" not in capsys.readouterr().out
+    results = json.loads((run / "results.json").read_text())
+    assert results["stages"]["sft/m0"]["made"] == made
+    assert not (run / "checkpoints" / "sft").exists()
+    iterations = [results["stages"][f"sft/m{t}"]["seconds"] for t in range(3)]
+    assert results["stages"]["sft"]["seconds"] == pytest.approx(sum(iterations), abs=0.2)
+
+
 @pytest.mark.slow
 def test_kills_during_checkpoint_writes_leave_no_corrupt_checkpoint(recipe_run, tmp_path):
     """20 runs killed at random moments (many of them inside `save_state`): every checkpoint a

@@ -41,7 +41,7 @@ def run(ctx: Context) -> None:
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay,
                     max_grad_norm=cfg.optim.max_grad_norm)
-    ckpt = ctx.checkpoints("align")
+    ckpt = ctx.checkpoints("align", since=t0)
     pos = ckpt.resume(engine) or {"pass": 0, "step": 0, "losses": {}}
     losses = pos["losses"]
     for i, p in enumerate(cfg.passes):

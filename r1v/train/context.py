@@ -267,13 +267,15 @@ class Context:
 
         return max(1, min(8, (os.cpu_count() or 2) // max(1, self.state.num_processes) - 1))
 
-    def checkpoints(self, stage: str):
-        """The stage's mid-stage checkpoints (`r1v/train/engine.py`)."""
+    def checkpoints(self, stage: str, *, since: float | None = None):
+        """The stage's mid-stage checkpoints (`r1v/train/engine.py`); `since`: when the stage began
+        (`time.perf_counter()`), so that a checkpoint's seconds include the set-up before it."""
         from r1v.train.engine import Checkpoints
 
         # A checkpoint made from other inputs is not resumed (`r1v train STAGE` and a stage's own code
         # reach here without `r1v recipe run`'s check).
-        return Checkpoints(self.dir / "checkpoints" / stage, self.cfg.checkpoint, setting=self.inputs(stage))
+        return Checkpoints(self.dir / "checkpoints" / stage, self.cfg.checkpoint, setting=self.inputs(stage),
+                           since=since)
 
     def feature_cache(self, name: str):
         """A bounded cache of frozen-encoder features for one stage's rows (`data.feature_cache_*`)."""

@@ -237,10 +237,13 @@ class Engine:
 class Checkpoints:
     """Mid-stage checkpoints of one stage under `folder` (`<run>/checkpoints/<stage>/`)."""
 
-    def __init__(self, folder: Path, cfg: CheckpointConfig, *, setting: dict | None = None):
+    def __init__(self, folder: Path, cfg: CheckpointConfig, *, setting: dict | None = None,
+                 since: float | None = None):
+        """`since`: when the stage's work began (`time.perf_counter()`), its set-up included; default now."""
         self.folder, self.cfg, self.state = folder, cfg, processes()
         self.setting = json.loads(json.dumps(setting or {}))  # as it reads back from position.json
-        self.last = self.started = time.monotonic()
+        self.last = time.monotonic()
+        self.started = time.perf_counter() if since is None else since
         # the seconds earlier attempts spent on the work the resumed checkpoint holds (what they spent
         # after it is done again, and counted then): a stage records them with its own
         self.earlier = 0.0
@@ -274,7 +277,7 @@ class Checkpoints:
         if self.state.is_main_process:
             from r1v.io import write_json
 
-            seconds = round(self.earlier + time.monotonic() - self.started, 1)
+            seconds = round(self.earlier + time.perf_counter() - self.started, 1)
             write_json(tmp / "position.json", {**position, "seconds": seconds, "setting": self.setting})
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)  # the checkpoint exists whole, or not at all
@@ -313,7 +316,7 @@ class Checkpoints:
         position = self.peek()
         if position is None:
             if self.complete():  # made under other settings: they would outrank the new ones in the rotation
-                self.clear()
+                self._remove()
             return None
         # non-strict: the checkpoint holds the trainable weights only (DeepSpeed loads its own shards)
         strict = {} if engine.acc.distributed_type == DistributedType.DEEPSPEED else {"strict": False}
@@ -330,7 +333,10 @@ class Checkpoints:
         """The stage is done (its checkpoint saved, `Context.mark_done` called with `earlier`): its
         mid-stage checkpoints go, and the clock starts again for the next piece of work (an SFT
         iteration, an MPO round)."""
-        self.earlier, self.started = 0.0, time.monotonic()
+        self.earlier, self.started = 0.0, time.perf_counter()
+        self._remove()
+
+    def _remove(self) -> None:
         if self.state.is_main_process:
             shutil.rmtree(self.folder, ignore_errors=True)
         self.state.wait_for_everyone()

@@ -518,7 +518,7 @@ def run(ctx: Context) -> None:
     if cfg.filter_pool:
         pool = filter_pool(ctx, pool, engine=engine, tok=tok, enc=enc)
     cache = ctx.feature_cache("grpo") if not cfg.parts.vision else None
-    ckpt = ctx.checkpoints("grpo")
+    ckpt = ctx.checkpoints("grpo", since=t0)
     buffer = SelectiveSampleBuffer(cfg.ssb.size, max_age=cfg.ssb.max_age) if cfg.ssb.enabled else None
     pos = ckpt.resume(engine)  # restores the sampling RNG with the weights, and the buffer
     if pos is None:

@@ -275,6 +275,9 @@ def run(ctx: Context) -> None:
     finished = [r for r in range(1, R + 1) if ctx.done(f"mpo/r{r}")]
     last = max(finished, default=0)
     ckpt = ctx.checkpoints("mpo")
+    inside = ckpt.peek()
+    if inside and inside["round"] <= last:  # killed after the round finished, before its checkpoints went
+        ckpt.clear()
     start_from = ctx.policy_before("mpo")
     base = (ckpt.peek() or {}).get("base") or (start_from if last == 0 else f"mpo/r{last}")
     model, tok = ctx.load(base)
@@ -298,8 +301,11 @@ def run(ctx: Context) -> None:
         made = ctx.results["stages"].get(f"mpo/r{r}", {}).get("sampling")
         if made is None or not pairs_file(ctx, r).exists():
             made = make_pairs(ctx, engine, tok, enc, reward, r, cache, rollouts=rollouts)
+            made["seconds"] = round(time.perf_counter() - t1, 1)
             ctx.results["stages"].setdefault(f"mpo/r{r}", {})["sampling"] = made
             ctx.save_results()
+        elif not ("path" in here and here is pos):  # the pairs of a killed attempt, no checkpoint after them
+            ckpt.earlier += made.get("seconds", 0.0)
         if not made["pairs"]:
             raise R1VError(f"mpo round {r}: no prompt's samples differ by mpo.threshold={cfg.threshold} or more, so "
                            f"no pairs; lower the threshold (see the rewards in {pairs_file(ctx, r).parent})")

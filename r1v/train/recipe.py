@@ -60,6 +60,8 @@ def run(cfg: RecipeConfig, *, restart: bool = False, log=print) -> Context:
     for stage in cfg.stages:
         if ctx.done(stage):
             log(f"{stage}: done, reused ({ctx.dir / stage})")
+            if ctx.main:  # left when a run was killed between the stage's end and their removal
+                shutil.rmtree(ctx.dir / "checkpoints" / stage, ignore_errors=True)
             continue
         log(f"{BOLD}{stage}{RESET} ...")
         ctx.begin(stage)

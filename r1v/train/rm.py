@@ -191,7 +191,7 @@ def run(ctx: Context) -> None:
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     engine = Engine(rm, cfg.parts, weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.max_grad_norm)
     cache = ctx.feature_cache("rm") if not cfg.parts.vision else None  # row-indexed: phases share it
-    ckpt = ctx.checkpoints("rm")
+    ckpt = ctx.checkpoints("rm", since=t0)
     pos = ckpt.resume(engine) or {"step": 0, "losses": []}
     acc, optim = engine.acc, cfg.optim
     total_steps = sum(p.steps for p in phases)

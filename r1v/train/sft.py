@@ -71,6 +71,9 @@ def run(ctx: Context) -> None:
     finished = [t for t in range(T + 1) if ctx.done(f"sft/m{t}")]
     last = max(finished, default=-1)  # resuming: start from the last finished iteration
     ckpt = ctx.checkpoints("sft")
+    inside = ckpt.peek()
+    if inside and inside["iteration"] <= last:  # killed after the iteration finished, before its checkpoints went
+        ckpt.clear()
     # ... or inside an iteration, on the checkpoint this engine started from (its LoRA adapters hold
     # what was learnt since; the finished iterations' checkpoints have theirs folded in)
     base = (ckpt.peek() or {}).get("base", "transfer" if last < 0 else f"sft/m{last}")
