@@ -399,6 +399,9 @@ def test_the_filter_reuses_rollouts_only_under_the_same_settings(recipe_run, tmp
     assert len(first) == 4 and sum(calls) == 4
     main([*argv, "grpo.filter_limit=6"])  # two more prompts, the four reused
     assert rolled()[:4] == first and len(rolled()) == 6 and sum(calls) == 6
+    # the time the first run spent on the four, carried into the stage's seconds
+    reused = json.loads((run / "results.json").read_text())["stages"]["grpo"]["filter"]["seconds_reused"]
+    assert reused == pytest.approx(sum(r["seconds"] for r in first), abs=1e-3) and reused > 0
     main([*argv, "grpo.filter_limit=6", "grpo.generations_per_prompt=2"])  # other settings: afresh
     assert len(rolled()) == 6 and all(len(x["correct"]) == 2 for x in rolled()) and sum(calls) == 12
     shutil.copytree(run, tmp_path / "moved")  # the same policy and prompts elsewhere: nothing rolled out again

@@ -396,15 +396,18 @@ def filter_pool(ctx: Context, pool: np.ndarray, *, engine: Engine | None = None,
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(stamp, made_by)
     ctx.state.wait_for_everyone()
+    spent = {}  # row -> the seconds its rollouts took, when an earlier attempt made them
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
                 r = json.loads(line)
                 done[int(r["row"])] = r["correct"]
+                spent[int(r["row"])] = r.get("seconds", 0.0)
             except (ValueError, KeyError):
                 break  # a line cut by a crash: that chunk is rolled out again
     mine = [int(r) for r in order[rank::world]]
     todo = [r for r in mine if r not in done]
+    reused = sum(spent[r] for r in mine if r in done)
     # every process enters the engine's generation together (it gathers sharded weights), even one
     # whose share was rolled out before a crash
     if any(ctx.everyone(bool(todo))):
@@ -416,6 +419,7 @@ def filter_pool(ctx: Context, pool: np.ndarray, *, engine: Engine | None = None,
         data = ctx.data(prompt_key(ctx), enc, field="")
         with open(path, "a") as f, tqdm(total=len(mine), initial=len(mine) - len(todo), desc="grpo: filter pool",
                                         leave=False, disable=not ctx.main) as bar, engine.generating() as model:
+            t0 = time.perf_counter()
             for k, chunk in enumerate(ctx.stream(data, todo, cfg.micro_groups)):
                 torch.manual_seed(ctx.cfg.seed * 1_000_003 + chunk[0].index)  # a chunk's rollouts: the same on a rerun
                 gens = generate(model, chunk, stop_id=enc.stop_id, pad_id=tok.pad_token_id, n=G,
@@ -423,9 +427,11 @@ def filter_pool(ctx: Context, pool: np.ndarray, *, engine: Engine | None = None,
                                 batch_size=len(chunk), image_args=lambda ch, m=model: image_inputs(m, ch, None))
                 texts = tok.batch_decode([c for g in gens for c in g], skip_special_tokens=True)
                 right = accuracy_reward(texts, items=[s.item for s in chunk for _ in range(G)], task=ctx.task)
+                t1, t0 = t0, time.perf_counter()
                 for b, s in enumerate(chunk):
                     done[int(s.index)] = right[b * G : (b + 1) * G]
-                    f.write(json.dumps({"row": int(s.index), "id": s.id, "correct": done[int(s.index)]}) + "\n")
+                    f.write(json.dumps({"row": int(s.index), "id": s.id, "correct": done[int(s.index)],
+                                        "seconds": round((t0 - t1) / len(chunk), 4)}) + "\n")
                 f.flush()
                 bar.update(len(chunk))
     verdicts = [(r, informative_groups(done[r], G)[0], min(done[r]) == 1) for r in mine]
@@ -435,8 +441,9 @@ def filter_pool(ctx: Context, pool: np.ndarray, *, engine: Engine | None = None,
         verdicts = gather_object(verdicts)
     kept = np.array(sorted(r for r, keep, _ in verdicts if keep), dtype=np.int64)
     all_right = sum(1 for _, keep, right in verdicts if not keep and right)
+    # seconds_reused: what an earlier attempt spent on the rollouts taken from the file (this process's)
     note = {"filtered": len(verdicts), "kept": len(kept), "all_right": all_right,
-            "all_wrong": len(verdicts) - len(kept) - all_right}
+            "all_wrong": len(verdicts) - len(kept) - all_right, "seconds_reused": round(reused, 3)}
     ctx.results["stages"].setdefault("grpo", {})["filter"] = note
     ctx.save_results()
     if ctx.main:
@@ -524,6 +531,8 @@ def run(ctx: Context) -> None:
     if pos is None:
         torch.manual_seed(ctx.cfg.seed)
         pos = {"step": 0, "history": [], "candidates": []}
+        # a killed attempt's filter rollouts, reused (a resumed checkpoint's seconds hold them already)
+        ckpt.earlier += ctx.results["stages"].get("grpo", {}).get("filter", {}).get("seconds_reused", 0.0)
         if ctx.main:  # an earlier run's candidates would be mistaken for this one's
             for old in ctx.dir.glob("grpo@*"):
                 shutil.rmtree(old, ignore_errors=True)
