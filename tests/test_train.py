@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,11 @@ def test_recipe_runs_every_stage_and_reports(recipe_run):
     assert len(records) == len(sft) == results["data"]["sft"]
     assert all(1 <= r["penalty"] <= 2 and 0 <= r["score"] <= 5 and r["reference"] for r in sft)
     assert "### D by AL-CoTD" in report and "## Reference points" in report
+    # the report reads whole from the run folder alone (moved, or shared without the cache): every
+    # picture it shows lies inside the run, the distillation's plot among them
+    pictures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
+    assert "plots/distill-penalty.png" in pictures
+    assert all(".." not in p and (run / p).is_file() for p in pictures), pictures
     # the same numbers reach accelerate's trackers (TensorBoard by default), a tag per stage and metric
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

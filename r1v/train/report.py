@@ -11,7 +11,7 @@ effective-sample ratio, accuracy by stage.
 from __future__ import annotations
 
 import json
-import os
+import shutil
 from pathlib import Path
 
 from r1v.stats import half_width, paired_interval, paired_ratio
@@ -533,14 +533,20 @@ def write(run: str | Path) -> Path:
     if dist:
         from r1v.distill.report import table
 
-        rel = os.path.relpath(folder, run)
+        # The plot is copied into the run and the details named by absolute path, so the report
+        # still reads whole when the run folder is moved or shared without the cache beside it.
+        plot = ""
+        if (folder / "penalty.png").exists():
+            (run / "plots").mkdir(exist_ok=True)
+            shutil.copyfile(folder / "penalty.png", run / "plots" / "distill-penalty.png")
+            plot = "![P and length](plots/distill-penalty.png)"
         v = dist["verdicts"]
         lines += ["### D by AL-CoTD", "",
                   f"Repetition penalty P: mean {dist['penalty']['mean']} ({dist['penalty']['min']} to "
                   f"{dist['penalty']['max']}). Chains kept as the teacher wrote them: {v.get('kept', 0)}; "
                   + ", ".join(f"{k}: {n}" for k, n in v.items() if k != "kept")
-                  + f". Teacher accuracy {100 * dist['teacher_accuracy']:.1f}%. Details: [{rel}/report.md]"
-                    f"({rel}/report.md).", "", table(dist), "", f"![P and length]({rel}/penalty.png)", ""]
+                  + f". Teacher accuracy {100 * dist['teacher_accuracy']:.1f}%. Details: "
+                    f"`{folder.resolve() / 'report.md'}`.", "", table(dist), "", plot, ""]
     last_sft = sft_rows[-1] if sft_rows else ("sft/m0" if "sft/m0" in st else None)
     if "grpo" in st:
         lines += _grpo_section(run, st, cfg, before=last_sft or next(
