@@ -9,6 +9,13 @@ from dataclasses import dataclass, field
 from r1v.errors import R1VError
 
 
+# transformers reads a sampling knob left at None as "unset" and fills it from the checkpoint's
+# generation_config.json, then from its own defaults: top_k None samples from the top 50. Sampling in r1v is
+# exactly temperature + top_p (as vLLM's engines here run it), so every other truncation is switched off by
+# value: the policy GRPO scores is the one it sampled from, and a checkpoint's card cannot narrow a reply.
+UNTRUNCATED = {"top_k": 0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+
+
 @dataclass
 class GenerationOptions:
     max_new_tokens: int = field(default=2048, metadata={"help": "most tokens to generate per reply"})
@@ -45,5 +52,5 @@ class GenerationOptions:
         if greedy:  # unset the sampling knobs so transformers does not warn about them
             kw.update(temperature=None, top_p=None, top_k=None)
         else:
-            kw.update(temperature=self.temperature, top_p=self.top_p, top_k=None)
+            kw.update(temperature=self.temperature, top_p=self.top_p, **UNTRUNCATED)
         return kw

@@ -38,9 +38,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from r1v.evaluate.answers import last_boxed
 from r1v.model.templates import THINK_CLOSE, THINK_OPEN
 
-_BOXED = re.compile(r"\\boxed\{[^{}]*\S[^{}]*\}")
 _ARITH = re.compile(r"(-?\d+)\s*([+\-])\s*(-?\d+)\s*=\s*(-?\d+)")
 
 
@@ -59,9 +59,16 @@ def format_reward(completions: Sequence[str], **_) -> list[float]:
         body = text.removeprefix(THINK_OPEN)
         reasoning, sep, answer = body.partition(THINK_CLOSE)
         ok = (bool(sep) and bool(reasoning.strip()) and THINK_CLOSE not in answer and THINK_OPEN not in answer
-              and THINK_OPEN not in reasoning and _BOXED.search(answer) is not None)
+              and THINK_OPEN not in reasoning and _boxed_something(answer))
         out.append(1.0 if ok else 0.0)
     return out
+
+
+def _boxed_something(answer: str) -> bool:
+    """The box the scorers read (the rightmost, braces balanced) holds more than braces and spaces:
+    `\\boxed{}}` or `\\boxed{{}` is no answer, `\\boxed{\\frac{1}{2}}` is one."""
+    content = last_boxed(answer)
+    return content is not None and re.search(r"[^{}\s]", content) is not None
 
 
 def group_advantages(rewards: Sequence[float], group: int, eps: float = 1e-4) -> list[float]:

@@ -520,6 +520,7 @@ def test_grpo_hallucination_ceiling_stops_or_flags(recipe_run, tmp_path, monkeyp
     assert r["steps_run"] == steps_run and len(r["hallucination_alarms"]) == alarms
     assert r["hallucination_alarms"][0] == {"step": 1, "hallucination": 1.0, "ceiling": 0.5, "action": action}
     assert r["eval"]["visual"]["hallucination"] == 1.0
+    assert [c["step"] for c in r["candidates"]] == list(range(1, steps_run + 1))  # each step probed once
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["hallucination"] for m in rows if m.get("stage") == "grpo"] == [1.0] * steps_run  # rollouts, every step
 

@@ -55,6 +55,11 @@ def test_accuracy_reward_multiple_choice_and_guesses():
     (" 3 + 2 = 5.\n\\boxed{5}", 0.0),                       # no </think>
     (" a.</think>\n5", 0.0),                                # no \boxed{}
     (" a.</think>\n\\boxed{}", 0.0),                        # empty box
+    (" a.</think>\n\\boxed{}}", 0.0),                       # an empty box and a stray brace
+    (" a.</think>\n\\boxed{{}", 0.0),                       # a box never closed
+    (" a.</think>\n\\boxed{ {} }", 0.0),                    # braces and spaces only
+    (" a.</think>\n\\boxed{5} and \\boxed{}", 0.0),         # the box the scorer reads is empty
+    (" a.</think>\n\\boxed{\\frac{1}{2}}", 1.0),             # nested braces are an answer
     (" a.</think>\n\\boxed{5}</think>", 0.0),               # two closings
     (" a.</think><think>b</think>\\boxed{5}", 0.0),         # a second think block
     (" <think> a.</think>\\boxed{5}", 0.0),                 # nested opening

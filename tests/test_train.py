@@ -510,6 +510,27 @@ def test_generation_shares_the_prefix_and_matches_plain_generate(small_model):
     assert [len(g) for g in many] == [4, 4, 4]
 
 
+def test_sampling_draws_from_the_whole_distribution(small_model):
+    """GRPO scores its rollouts under the full softmax, so it must sample from it: transformers reads
+    top_k=None as unset and samples from the top 50 (`r1v.generation.UNTRUNCATED`). The untrained
+    policy spreads its first token over the vocabulary, so 300 draws find far more than 50 tokens."""
+    from r1v.generation import GenerationOptions
+    from r1v.train.rollout import generate
+
+    model, tok, samples, enc = small_model
+    assert len(tok) > 200
+    torch.manual_seed(0)
+    drawn = generate(model, samples[:1], stop_id=enc.stop_id, pad_id=tok.pad_token_id, n=300, temperature=1.0,
+                     max_new_tokens=1)[0]
+    assert len({c[0] for c in drawn}) > 80
+    # chat, serving and distillation sample through the same options
+    s = samples[0]
+    opts = GenerationOptions(max_new_tokens=1, temperature=1.0, top_p=1.0, repetition_penalty=1.0, seed=0)
+    out = model.generate(input_ids=torch.tensor([s.prompt]), pixel_values=s.pixels, num_return_sequences=300,
+                         pad_token_id=tok.pad_token_id, **opts.generate_kwargs())[:, len(s.prompt)]
+    assert len(set(out.tolist())) > 80
+
+
 def test_grpo_steps_raise_the_reward_they_are_given(small_model):
     """The policy gradient points the right way: a reward for completions rich in one token rises."""
     import copy

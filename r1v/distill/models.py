@@ -32,6 +32,7 @@ from pathlib import Path
 
 from r1v.errors import R1VError
 from r1v.evaluate.endpoint import Completion, Endpoint, is_url, map_concurrent
+from r1v.generation import UNTRUNCATED
 from r1v.model import templates as T
 
 
@@ -156,7 +157,7 @@ class LocalModel:
         first = batch[0]
         greedy = first.temperature <= 0
         sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None) if greedy else dict(
-            do_sample=True, temperature=first.temperature, top_p=first.top_p, top_k=None)
+            do_sample=True, temperature=first.temperature, top_p=first.top_p, **UNTRUNCATED)
         penalties = torch.tensor([r.repetition_penalty or 1.0 for r in batch], dtype=torch.float32,
                                  device=self.model.device)
         torch.manual_seed(first.seed)

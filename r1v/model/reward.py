@@ -42,9 +42,9 @@ class RewardModel(torch.nn.Module):
     def build(cls, backbone, *, seed: int = 0, pooling: str = "last") -> RewardModel:
         hidden = backbone.config.text_config.hidden_size
         head = torch.nn.Linear(hidden, 1, bias=False, dtype=backbone.dtype, device=backbone.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            torch.nn.init.normal_(head.weight, std=hidden ** -0.5)
+        # Its own generator: the global RNG (and an accelerator's) is left as it was.
+        init = torch.Generator(device=head.weight.device).manual_seed(seed)
+        torch.nn.init.normal_(head.weight, std=hidden ** -0.5, generator=init)
         return cls(backbone, head, pooling=pooling)
 
     @property

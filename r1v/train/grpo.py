@@ -290,7 +290,8 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
     n, k = sums[4], acc.num_processes
     out = dict(reward=sums[0] / n, accuracy=sums[1] / n, format=sums[2] / n, length=sums[3] / n,
                effective=sums[5] / sums[6], effective_trained=sums[11] / sums[6], replayed=int(sums[12]),
-               loss=sums[7], kl=sums[8] / k, seconds=round(time.perf_counter() - t0, 3),
+               # each process's loss is over n_tokens, the step's tokens / k: its sum is k times the step's
+               loss=sums[7] / k, kl=sums[8] / k, seconds=round(time.perf_counter() - t0, 3),
                generate_seconds=round(t_gen, 3))
     if buffer is not None:
         out["buffer"] = int(acc.reduce(torch.tensor(len(buffer), device=acc.device), "sum"))
@@ -470,7 +471,9 @@ def probe_entropy(engine: Engine, chunks, *, cfg, tok, stop_id: int, critical: d
     """The critical-token entropy of `n` rollouts per probe prompt (`chunks`: lists of Samples,
     streamed) at the GRPO temperature, sampled under a fixed seed that leaves the training RNG as it was."""
     ents, reas, toks = [], [], []
-    with torch.random.fork_rng(devices=[]), engine.generating() as model, torch.no_grad():
+    # manual_seed reseeds the accelerator too, and generate() samples there: fork this device's RNG as well.
+    here = [torch.accelerator.current_device_index()] if torch.accelerator.is_available() else []
+    with torch.random.fork_rng(devices=here), engine.generating() as model, torch.no_grad():
         torch.manual_seed(seed)
         for chunk in chunks:
             gens = generate(model, chunk, stop_id=stop_id, pad_id=tok.pad_token_id, n=n, temperature=cfg.temperature,
@@ -544,6 +547,9 @@ def run(ctx: Context) -> None:
     if cfg.prompts_per_step < acc.num_processes:
         raise R1VError(f"grpo.prompts_per_step={cfg.prompts_per_step} is fewer than the {acc.num_processes} processes: "
                        f"give each at least one prompt")
+    if len(pool) < acc.num_processes:  # a step draws at most the pool; a process left without would train a copy
+        raise R1VError(f"GRPO's pool holds {len(pool)} prompts (after the filter), fewer than the "
+                       f"{acc.num_processes} processes: give it more prompts, or set grpo.filter_pool=false")
     data = ctx.data(prompt_key(ctx), enc, field="")
     stream = batches(data, itertools.islice(prompt_schedule(pool, cfg.prompts_per_step, seed=ctx.cfg.seed, start=start),
                                             cfg.steps - start),
@@ -601,7 +607,7 @@ def run(ctx: Context) -> None:
     ctx.save(engine.model, "grpo", tok, state=engine.state_dict())
     with scoring(engine, uneven(rollouts)) as m:
         ctx.evaluate(m, tok, "grpo", rollouts=uneven(rollouts))
-    if cfg.eval_every:
+    if cfg.eval_every and not any(c["step"] == last for c in candidates):  # a hallucination stop probed it already
         ctx.results["stages"][f"grpo@{last}"] = {"eval": ctx.results["stages"]["grpo"]["eval"]}
         checkpoint_candidate(last)
     extra = {}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig
 
+from r1v.generation import UNTRUNCATED
 from r1v.train.samples import Sample
 
 
@@ -68,11 +69,12 @@ def generate(model, samples: Sequence[Sample], *, stop_id: int, pad_id: int, n: 
             cache.batch_repeat_interleave(n)
             ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
         # Every setting explicit: a checkpoint's generation_config.json (the model card's
-        # repetition_penalty 1.05, top_p 0.95) must not leak into greedy scoring or GRPO sampling.
+        # repetition_penalty 1.05, top_p 0.95) and transformers' own top_k 50 must not leak into greedy
+        # scoring or GRPO sampling (`UNTRUNCATED`; vLLM's rollouts are set the same way).
         config = GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                                   do_sample=temperature > 0,
-                                  temperature=temperature if temperature > 0 else 1.0, top_p=top_p, top_k=None,
-                                  repetition_penalty=1.0, pad_token_id=pad_id, eos_token_id=stop_id)
+                                  temperature=temperature if temperature > 0 else 1.0, top_p=top_p,
+                                  repetition_penalty=1.0, pad_token_id=pad_id, eos_token_id=stop_id, **UNTRUNCATED)
         gen = model.generate(input_ids=ids, attention_mask=mask, cache=cache,
                              generation_config=config)[:, ids.shape[1]:].tolist()
         for i in range(len(chunk)):
