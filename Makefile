@@ -50,6 +50,7 @@ bench: $(STAMP)         ## speed benchmarks, each printed beside its baseline
 	$(PY) bench/tiling_speed.py
 	$(PY) bench/serve.py
 	$(PY) bench/convert_memory.py
+	$(PY) bench/logprobs_memory.py
 	$(PY) bench/scoring_speed.py
 
 clean:

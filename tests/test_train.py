@@ -459,6 +459,30 @@ def test_packed_cached_loss_equals_padded_pixel_loss(small_model):
     assert abs(leaky.item() - padded.item()) > 1e-4
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_token_logprobs_and_entropy_equal_the_plain_log_softmax(dtype, temperature):
+    """The loss head that keeps no float32 copy of the logits gives the plain log-softmax's values
+    and gradients, whether a slice holds one position, a few, or all of them."""
+    from r1v.train.grpo import token_entropy, token_logprobs
+
+    torch.manual_seed(0)
+    z = (torch.randn(3, 5, 37) * 3).to(dtype).requires_grad_()
+    tokens, w = torch.randint(0, 37, (3, 5)), torch.randn(3, 5)
+    plain = torch.log_softmax(z.float() / temperature, -1)
+    want = plain.gather(-1, tokens[..., None])[..., 0]
+    (want * w).sum().backward()
+    grad, z.grad = z.grad.clone(), None
+    for elements in (37, 37 * 4, 10**6):  # 1 position a slice, 4, all 15
+        got = token_logprobs(z, tokens, temperature=temperature, elements=elements)
+        assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-5)
+        (got * w).sum().backward()
+        assert z.grad.dtype == dtype and torch.allclose(z.grad.float(), grad.float(), atol=1e-5)
+        z.grad = None
+        ent = token_entropy(z, temperature=temperature, elements=elements)
+        assert torch.allclose(ent, -(plain.exp() * plain).sum(-1), atol=1e-5)
+
+
 def test_shared_prefix_logprobs_equal_full_sequences(small_model):
     from r1v.train.grpo import completion_logprobs, grpo_loss
     from r1v.train.data import FeatureCache

@@ -80,6 +80,55 @@ from r1v.train.ssb import Group, SelectiveSampleBuffer, replay_count
 from r1v.train.vllm import open_rollouts, scoring, uneven
 
 
+class TokenLogprobs(torch.autograd.Function):
+    """log softmax(logits / T) at `tokens`, in float32 whatever the logits' dtype, holding nothing
+    the size of the logits beyond the logits themselves: the softmax is recomputed `rows` positions
+    at a time, forward and backward. The plain `log_softmax(logits.float())` keeps an (N, C, V)
+    float32 tensor for backward, 40 GB for one group of G = 8 completions of 8K tokens over Qwen's
+    152K vocabulary. (TRL's `selective_log_softmax` saves the forward's copy but not the backward's.)"""
+
+    @staticmethod
+    def forward(ctx, logits, tokens, temperature: float, rows: int):
+        flat, tok = logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1, 1)
+        lse = torch.empty(flat.shape[0], dtype=torch.float32, device=flat.device)
+        for s in range(0, flat.shape[0], rows):
+            lse[s : s + rows] = torch.logsumexp(flat[s : s + rows].float() / temperature, -1)
+        ctx.save_for_backward(logits, tokens, lse)
+        ctx.temperature, ctx.rows = temperature, rows
+        return (flat.gather(-1, tok)[:, 0].float() / temperature - lse).view(tokens.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        # d logp / d z_j = (1[j = token] - softmax(z / T)_j) / T
+        logits, tokens, lse = ctx.saved_tensors
+        flat, tok, g = logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1, 1), grad.reshape(-1, 1).float()
+        out = torch.empty_like(flat)
+        for s in range(0, flat.shape[0], ctx.rows):
+            e = slice(s, s + ctx.rows)
+            d = torch.exp(flat[e].float() / ctx.temperature - lse[e, None]).mul_(-g[e])
+            d.scatter_add_(-1, tok[e], g[e])
+            out[e] = d.div_(ctx.temperature)
+        return out.view(logits.shape), None, None, None
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, *, temperature: float = 1.0,
+                   elements: int = 2 ** 26) -> torch.Tensor:
+    """log softmax(logits / T) at `tokens` (float32), a slice of about `elements` logits at a time."""
+    return TokenLogprobs.apply(logits, tokens, temperature, max(1, elements // logits.shape[-1]))
+
+
+@torch.no_grad()
+def token_entropy(logits: torch.Tensor, *, temperature: float = 1.0, elements: int = 2 ** 26) -> torch.Tensor:
+    """The entropy (nats, float32) of softmax(logits / T) at every position, a slice at a time."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    out = torch.empty(flat.shape[0], dtype=torch.float32, device=flat.device)
+    rows = max(1, elements // flat.shape[-1])
+    for s in range(0, flat.shape[0], rows):
+        logp = torch.log_softmax(flat[s : s + rows].float() / temperature, -1)
+        out[s : s + rows] = -(logp.exp() * logp).sum(-1)
+    return out.view(logits.shape[:-1])
+
+
 def completion_logprobs(model, *, prompts: Sequence[Sample], completions: Sequence[list[int]], group: int,
                         pad_id: int, cache=None, temperature: float = 1.0, entropy: bool = False):
     """Per-token log-probabilities (B*G, C) of the completions and their mask, each prompt run once;
@@ -106,13 +155,10 @@ def completion_logprobs(model, *, prompts: Sequence[Sample], completions: Sequen
         rest = model(input_ids=comp[:, :-1], attention_mask=torch.cat([pmask, cmask[:, :-1]], 1), position_ids=pos,
                      cache=cache, use_cache=True)
         logits = torch.cat([logits, rest.logits], 1)
-    logsm = torch.log_softmax(logits.float() / temperature, -1)
-    logp = logsm.gather(-1, comp.unsqueeze(-1)).squeeze(-1)
+    logp = token_logprobs(logits, comp, temperature=temperature)
     if not entropy:
         return logp, cmask
-    with torch.no_grad():
-        ent = -(logsm.exp() * logsm).sum(-1)
-    return logp, cmask, ent
+    return logp, cmask, token_entropy(logits, temperature=temperature)
 
 
 def grpo_loss(logp, old_logp, advantages, mask, *, clip_eps: float, kl: float = 0.0, ref_logp=None,
