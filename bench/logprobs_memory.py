@@ -1,7 +1,7 @@
 """Peak memory of the GRPO / MPO loss head: per-token log-probs of sampled completions, forward and
 backward, r1v's `token_logprobs` beside the plain float32 log-softmax.
 
-    python bench/logprobs_memory.py [--group 8] [--tokens 512] [--vocab 65536] [--rounds 5]
+    python bench/logprobs_memory.py [--group 8] [--tokens 512] [--vocab 65536] [--dtype bfloat16] [--rounds 5]
 
 Each measurement runs in a fresh process, the two alternating (ABAB...), and reports the peak RSS
 (VmHWM) above the moment the bf16 logits (the model's output, G x tokens x vocab) exist, with the time
@@ -25,11 +25,11 @@ import resource, sys, time, torch
 sys.path.insert(0, {root!r})
 from r1v.train.grpo import token_logprobs
 torch.set_num_threads(2)
-G, C, V, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+G, C, V, mode, dtype = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 def rss_kb():
     return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() // 1024
 torch.manual_seed(0)
-logits = (torch.randn(G, C, V) * 2).to(torch.bfloat16).requires_grad_()
+logits = (torch.randn(G, C, V) * 2).to(getattr(torch, dtype)).requires_grad_()
 tokens = torch.randint(0, V, (G, C))
 adv = torch.randn(G, 1)
 base = rss_kb()
@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=8, help="completions in one forward (G)")
     ap.add_argument("--tokens", type=int, default=512, help="completion length")
     ap.add_argument("--vocab", type=int, default=65536)
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="the logits' dtype")
     ap.add_argument("--rounds", type=int, default=5, help="ABAB rounds (at least 5)")
     a = ap.parse_args()
     root = str(Path(__file__).resolve().parents[1])
@@ -58,11 +59,11 @@ def main() -> None:
     for _ in range(max(5, a.rounds)):
         for mode in ("plain", "r1v"):
             out = subprocess.run([sys.executable, "-c", CHILD.format(root=root), str(a.group), str(a.tokens),
-                                  str(a.vocab), mode], capture_output=True, text=True, check=True)
+                                  str(a.vocab), mode, a.dtype], capture_output=True, text=True, check=True)
             mb, s = map(float, out.stdout.split())
             got[mode].append((mb, s))
-    logits_mb = a.group * a.tokens * a.vocab * 2 / 2**20
-    print(f"logits: {a.group} x {a.tokens} x {a.vocab} bf16 = {logits_mb:.0f} MB; {len(got['r1v'])} rounds, ABAB")
+    logits_mb = a.group * a.tokens * a.vocab * (2 if a.dtype == "bfloat16" else 4) / 2**20
+    print(f"logits: {a.group} x {a.tokens} x {a.vocab} {a.dtype} = {logits_mb:.0f} MB; {len(got['r1v'])} rounds, ABAB")
     for mode, name in (("plain", "plain float32 log_softmax"), ("r1v", "r1v token_logprobs")):
         print(f"{name:27}: peak {statistics.median(m for m, _ in got[mode]):7.0f} MB above the logits, "
               f"{statistics.median(s for _, s in got[mode]):6.2f} s forward + backward")
