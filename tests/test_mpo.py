@@ -415,6 +415,14 @@ def test_mpo_trains_the_projector_only_and_pairs_respect_the_threshold(r1v2_run)
     assert "hallucination" in results["stages"]["mpo/r2"]["eval"]["visual"]
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"dpo", "bco", "nll", "delta"} <= set(next(m for m in metrics if m["stage"] == "mpo/r1"))
+    # each round's delta is over its own steps' implicit rewards (against its own reference): round 2
+    # starts again at 0, and counts 2 rewards a pair it trained on
+    steps = {r: [m for m in metrics if m["stage"] == f"mpo/r{r}"] for r in (1, 2)}
+    for r in (1, 2):
+        assert results["stages"][f"mpo/r{r}"]["delta"]["count"] == 2 * sum(m["pairs"] for m in steps[r])
+    # a step-0 reward is a log-ratio against the round's own starting policy: 0, but for batching's float
+    # noise (metrics keep 5 decimals); a delta carried over from round 1 would not be
+    assert abs(steps[2][0]["delta"]) < 1e-5 < abs(steps[1][-1]["delta"])
 
 
 def test_a_high_threshold_makes_no_pairs_and_says_so(r1v2_run, tmp_path, capsys):

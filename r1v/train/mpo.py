@@ -28,8 +28,11 @@ against hand-computed values (`tests/test_mpo.py`).
 
 Decisions (R1V2 leaves them open): the reference is the policy at the round's start (iterative
 DPO), delta is the mean of every implicit reward beta * log-ratio seen in earlier steps of the
-stage (TRL's former `RunningMoments`; "past" rewards: the current step's are added after its
+*round* (TRL's former `RunningMoments`; "past" rewards: the current step's are added after its
 update), one pair per prompt (best vs worst), and the loss is the mean over the step's pairs.
+delta starts again at 0 each round: a new reference puts every implicit reward back at 0, and a
+mean carried over from rewards against the old one would shift BCO by a bias of its own (up to
+aa7f5bb it ran on over the stage, and the README's MPO figures from then say so).
 """
 
 from __future__ import annotations
@@ -244,11 +247,13 @@ def train_round(ctx: Context, engine: Engine, tok, enc: Encoder, round_: int, ca
                 loss, terms = mpo_loss(lp[0::2], lp[1::2], ref_c, ref_r, mask[0::2].sum(-1).float(), beta=cfg.beta,
                                        delta=delta.mean, w_dpo=cfg.dpo_weight, w_bco=cfg.bco_weight,
                                        w_nll=cfg.nll_weight)
-                step_loss = loss.sum() / max(1.0, n_pairs / acc.num_processes)
+                # over the step's pairs: DDP averages the k processes' gradients, so each divides by n / k
+                # (no floor at 1: a step with fewer pairs than processes would be under-weighted)
+                step_loss = loss.sum() / (n_pairs / acc.num_processes)
                 acc.backward(step_loss * weight)
             if weight:
                 t = {k: v.detach() for k, v in terms.items()}
-                sums += torch.tensor([float(step_loss.detach()) * acc.num_processes, float(t["dpo"].sum()),
+                sums += torch.tensor([float(step_loss.detach()), float(t["dpo"].sum()),
                                       float(t["bco"].sum()), float(t["nll"].sum()),
                                       float((t["reward_c"] + t["reward_r"]).sum()),
                                       float((t["reward_c"] > t["reward_r"]).sum())], dtype=torch.float64)
@@ -291,12 +296,10 @@ def run(ctx: Context) -> None:
     from r1v.train.rm import open_reward
 
     reward = open_reward(ctx, ctx.cfg.mpo.reward_model, "mpo.reward_model")
-    # delta runs on over rounds: from the mid-round checkpoint, else from the last finished round
-    delta = pos.get("delta") or (ctx.results["stages"].get(f"mpo/r{last}", {}).get("delta") if last else None) or {}
-    pos.setdefault("delta", delta)
+    pos.setdefault("delta", {})  # each round's delta starts at 0; a mid-round checkpoint holds its own
     for r in range(pos["round"], R + 1):
         t1 = time.perf_counter()
-        here = pos if pos["round"] == r else {"step": 0, "base": base, "delta": delta}
+        here = pos if pos["round"] == r else {"step": 0, "base": base, "delta": {}}
         ctx.metrics.forget(f"mpo/r{r}", here.get("step", 0))
         made = ctx.results["stages"].get(f"mpo/r{r}", {}).get("sampling")
         if made is None or not pairs_file(ctx, r).exists():
@@ -310,7 +313,6 @@ def run(ctx: Context) -> None:
             raise R1VError(f"mpo round {r}: no prompt's samples differ by mpo.threshold={cfg.threshold} or more, so "
                            f"no pairs; lower the threshold (see the rewards in {pairs_file(ctx, r).parent})")
         trained = train_round(ctx, engine, tok, enc, r, cache, here, ckpt)
-        delta = trained["delta"]
         ctx.save(engine.model, f"mpo/r{r}", tok, state=engine.state_dict())
         with engine.generating() as m:
             ctx.evaluate(m, tok, f"mpo/r{r}")
