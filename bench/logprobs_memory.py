@@ -4,11 +4,11 @@ backward, r1v's `token_logprobs` beside the plain float32 log-softmax.
     python bench/logprobs_memory.py [--group 8] [--tokens 512] [--vocab 65536] [--dtype bfloat16] [--rounds 5]
 
 Each measurement runs in a fresh process, the two alternating (ABAB...), and reports the peak RSS
-(VmHWM) above the moment the bf16 logits (the model's output, G x tokens x vocab) exist, with the time
-of the forward and backward. The plain way, `log_softmax(logits.float() / T).gather(...)`, holds float32
-copies of the whole (G, C, V) logits; `token_logprobs` holds nothing that size beyond the logits and
-their gradient. At R1V's scale (G = 8, 8K tokens, Qwen's 152K vocabulary: 20 GB of bf16 logits) that
-difference is 40 to 80 GB. Printed: each figure's median over the rounds, and the median ratio with
+(VmHWM) above the moment the logits (the model's output, G x tokens x vocab, bf16 unless --dtype)
+exist, with the time of the forward and backward. The plain way, `log_softmax(logits.float() / T)
+.gather(...)`, holds float32 copies of the whole (G, C, V) logits; `token_logprobs` holds nothing that size beyond the logits and
+their gradient. At R1V's scale (G = 8, 8K tokens, Qwen's 152K vocabulary: 20 GB of bf16 logits) each
+float32 copy is 40 GB. Printed: each figure's median over the rounds, and the median ratio with
 its range.
 """
 
@@ -50,7 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--group", type=int, default=8, help="completions in one forward (G)")
     ap.add_argument("--tokens", type=int, default=512, help="completion length")
-    ap.add_argument("--vocab", type=int, default=65536)
+    ap.add_argument("--vocab", type=int, default=65536, help="vocabulary size (Qwen2.5's is 152,064)")
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="the logits' dtype")
     ap.add_argument("--rounds", type=int, default=5, help="ABAB rounds (at least 5)")
     a = ap.parse_args()

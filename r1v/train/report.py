@@ -468,8 +468,9 @@ def write(run: str | Path) -> Path:
     images = plots(run, results, metrics)
     st = results["stages"]
     lines = [f"# R1V recipe report: `{run.name}`", "",
-             f"Config: `{run / 'recipe.yaml'}`. Every number below comes from `results.json` and `metrics.jsonl` in "
-             "this folder; held-out scores are greedy, scored by the task's own scorer.", ""]
+             "Config: `recipe.yaml`. Every number below comes from `results.json` and `metrics.jsonl` in "
+             "this folder (the report's pictures are in `plots/`: the folder can be moved whole); held-out scores "
+             "are greedy, scored by the task's own scorer.", ""]
     cfg = _recipe(run)
     lines += claims(run, results, cfg)
     lines += ["## Held-out accuracy by stage", "",
