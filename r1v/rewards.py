@@ -33,6 +33,7 @@ The iterative SFT's data selection (method.md, Stage 2):
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -189,7 +190,8 @@ def best_worst_pairs(rewards: Sequence[float], group: int, threshold: float,
     completions: its highest-rewarded against its lowest, made only when the gap is at least
     `threshold` (and above 0: equal rewards never make a pair). Ties go to the earlier sample.
     `eligible`: which completions may be chosen (the rest may still be rejected); the chosen is
-    then the best eligible one, and a group with none makes no pair."""
+    then the best eligible one, and a group with none makes no pair. A NaN or infinite reward (a
+    reward model that failed on that sample) takes no part: it is neither chosen nor rejected."""
     if len(rewards) % group:
         raise ValueError(f"{len(rewards)} rewards do not split into groups of {group}")
     if eligible is not None and len(eligible) != len(rewards):
@@ -197,11 +199,12 @@ def best_worst_pairs(rewards: Sequence[float], group: int, threshold: float,
     out = []
     for g in range(0, len(rewards), group):
         rs = list(rewards[g : g + group])
-        can = [k for k in range(group) if eligible is None or eligible[g + k]]
+        scored = [k for k in range(group) if math.isfinite(rs[k])]
+        can = [k for k in scored if eligible is None or eligible[g + k]]
         if not can:
             continue
         hi = max(can, key=lambda k: (rs[k], -k))
-        lo = min(range(group), key=lambda k: (rs[k], k))
+        lo = min(scored, key=lambda k: (rs[k], k))
         gap = rs[hi] - rs[lo]
         if gap > 0 and gap >= threshold:
             out.append((g + hi, g + lo))

@@ -141,6 +141,9 @@ def test_pairs_below_the_threshold_are_never_made():
                5.0, -1.0, 5.0, -1.0]  # ties: the earlier sample on each side
     assert best_worst_pairs(rewards, 4, 2.0) == [(1, 0), (12, 13)]
     assert best_worst_pairs([1.0, 1.0], 2, 0.0) == []  # equal rewards never pair, even at threshold 0
+    # a sample the reward model could not score (NaN, an endpoint's inf) is neither chosen nor rejected
+    nan, inf = float("nan"), float("inf")
+    assert best_worst_pairs([nan, 3.0, 0.0, 1.0, 2.0, -inf, 0.0, inf, nan, nan, nan, 5.0], 4, 1.0) == [(1, 2), (4, 6)]
     rng = random.Random(0)
     for _ in range(300):
         g, t = rng.randint(2, 6), rng.uniform(0, 3)
