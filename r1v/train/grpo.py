@@ -85,7 +85,7 @@ class TokenLogprobs(torch.autograd.Function):
     the size of the logits beyond the logits themselves: the softmax is recomputed `rows` positions
     at a time, forward and backward. The plain `log_softmax(logits.float())` keeps an (N, C, V)
     float32 tensor for backward, 40 GB for one group of G = 8 completions of 8K tokens over Qwen's
-    152K vocabulary. (TRL's `selective_log_softmax` saves the forward's copy but not the backward's.)"""
+    152K vocabulary."""
 
     @staticmethod
     def forward(ctx, logits, tokens, temperature: float, rows: int):
