@@ -169,6 +169,32 @@ def test_off_policy_ratio_of_a_replayed_group_by_hand():
     assert logp.grad[2].tolist() == pytest.approx([-0.5 / 5] * 2, rel=1e-6)
 
 
+def test_dual_clip_bounds_a_stale_negative_advantage():
+    """A replayed completion sampled at p = 0.1, now at 0.5 (ratio 5), with advantage -1: PPO's clip
+    leaves it -r * A = 5 a token, with a gradient that grows with r; dual clip c = 3 caps it at 3 with
+    no gradient. Below the cap (ratio 2) and for positive advantages, nothing changes."""
+    logp = torch.tensor([[math.log(0.5)], [math.log(0.5)], [math.log(0.5)]], requires_grad=True)
+    old = torch.tensor([[math.log(0.1)], [math.log(0.25)], [math.log(0.1)]])
+    adv, mask = torch.tensor([-1.0, -1.0, 2.0]), torch.ones(3, 1)
+    for c, want_row0 in ((0.0, 5.0), (3.0, 3.0)):
+        logp.grad = None
+        loss, _ = grpo_loss(logp, old, adv, mask, clip_eps=0.2, n_tokens=3, dual_clip=c)
+        # row 1: ratio 2, -min(-2, -1.2) = 2; row 2: ratio 5, positive advantage, clipped: -1.2 * 2
+        assert loss.item() == pytest.approx((want_row0 + 2.0 - 2.4) / 3, rel=1e-6)
+        loss.backward()
+        assert (logp.grad[0].item() == 0.0) == bool(c)  # capped: no gradient
+        assert logp.grad[1].item() == pytest.approx(2.0 / 3, rel=1e-6) and logp.grad[2].item() == 0.0
+
+
+@pytest.mark.parametrize("value", ["1.0", "0.5", "-3", "inf"])
+def test_dual_clip_must_be_off_or_above_1(value):
+    from r1v.errors import R1VError
+    from r1v.train.config import load_recipe
+
+    with pytest.raises(R1VError, match="grpo.dual_clip"):
+        load_recipe("recipes/tiny.yaml", [f"grpo.dual_clip={value}"])
+
+
 # --------------------------------------------------------------------------- the pool filter
 def test_the_filter_keeps_exactly_the_groups_that_differ():
     rewards = [1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1, 1, 0]

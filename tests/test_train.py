@@ -517,6 +517,61 @@ def test_shared_prefix_logprobs_equal_full_sequences(small_model):
     assert all(g is None for n, g in grads.items() if "multi_modal_projector" not in n)
 
 
+def test_engine_without_dropout_and_its_generation_under_the_training_precision(small_model, monkeypatch):
+    """`Engine(dropout=False)` (MPO, GRPO, rm) makes two training-mode forwards equal where dropout
+    would make them differ; and under `--mixed_precision bf16` with fp32 weights, `generating()` (MPO's
+    reference log-probs, rollouts) computes what the trained forward computes, not the fp32 values."""
+    import copy
+
+    from accelerate.state import AcceleratorState
+
+    from r1v.train.config import Parts
+    from r1v.train.data import FeatureCache
+    from r1v.train.engine import Engine
+    from r1v.train.grpo import completion_logprobs
+    from r1v.train.samples import Sample
+
+    model, tok, samples, _ = small_model
+    prompts = [Sample(s.id, s.prompt, [], s.pixels, s.item, index=s.index, tiles=s.tiles) for s in samples[:2]]
+    args = dict(prompts=prompts, completions=[samples[k].response[:6] for k in range(4)], group=2,
+                pad_id=tok.pad_token_id, cache=FeatureCache())
+
+    def noisy():
+        m = copy.deepcopy(model)
+        for x in m.modules():
+            if isinstance(x, torch.nn.Dropout):
+                x.p = 0.3
+            if isinstance(getattr(x, "attention_dropout", None), float):
+                x.attention_dropout = 0.3
+        return m
+
+    def twice(engine):
+        engine.module.train()
+        with torch.no_grad():
+            return [engine(completion_logprobs, **args)[0] for _ in range(2)]
+
+    a, b = twice(Engine(noisy(), Parts()))
+    assert not torch.equal(a, b)  # dropout on: the same weights, two answers
+    a, b = twice(Engine(noisy(), Parts(), dropout=False))
+    assert torch.equal(a, b)
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    AcceleratorState._reset_state(True)
+    try:
+        engine = Engine(copy.deepcopy(model), Parts(), dropout=False)
+        assert engine.acc.mixed_precision == "bf16"
+        trained, _ = twice(engine)
+        with engine.generating() as m:
+            reference = completion_logprobs(m, **args)[0]
+        fp32 = completion_logprobs(model.eval(), **args)[0]
+    finally:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+        AcceleratorState._reset_state(True)
+    gap = (fp32 - trained).abs().max().item()
+    assert gap > 1e-4, gap  # bf16 rounding (7e-4 a token here): what an fp32 reference puts into MPO's log-ratios
+    assert (reference - trained).abs().max().item() < gap / 10  # 0 here; outside autocast it is the gap
+
+
 def test_generation_shares_the_prefix_and_matches_plain_generate(small_model):
     from r1v.train.rollout import generate
 

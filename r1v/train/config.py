@@ -144,6 +144,9 @@ class GRPOConfig:
     max_completion_tokens: int = _f(8192, "rollout length limit; a cut-off completion has no answer")
     lr: float = _f(1e-6, "learning rate (constant after a 3% warm-up)")
     clip_eps: float = _f(0.2, "PPO clip range of the ratio")
+    dual_clip: float = _f(3.0, "dual-clip PPO (Ye et al. 2020; verl's clip_ratio_c): a token with a negative advantage "
+                               "costs at most this many times |advantage|, however far the ratio has grown (a "
+                               "replayed group's old policy is steps behind); 0 = off, else above 1")
     kl: float = _f(0.0, "KL coefficient against the policy at GRPO's start (k3 estimator); 0 = none")
     accuracy_weight: float = _f(1.0, "weight of the accuracy reward (the task's scorer; guesses earn 0)")
     format_weight: float = _f(0.5, "weight of the format reward (R1 template: reasoning, </think>, \\boxed{})")
@@ -428,6 +431,8 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         raise R1VError(f"grpo.rm_norm={g.rm_norm!r}; choose group or sigmoid")
     if not (math.isfinite(g.rm_clip) and g.rm_clip > 0) or not (math.isfinite(g.rm_scale) and g.rm_scale > 0):
         raise R1VError("grpo.rm_clip and grpo.rm_scale must be positive numbers")
+    if not (g.dual_clip == 0 or (math.isfinite(g.dual_clip) and g.dual_clip > 1)):
+        raise R1VError(f"grpo.dual_clip={g.dual_clip}: 0 (off) or a bound above 1 (3 is usual)")
     if g.ssb.when not in ("vanishing", "always"):
         raise R1VError(f"grpo.ssb.when={g.ssb.when!r}; choose vanishing or always")
     for key in ("target", "max_share"):

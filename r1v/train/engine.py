@@ -12,8 +12,11 @@ completions pass (two model calls that share a KV cache) all have to happen insi
 sees sharded weights and DDP's reducer sees a second forward. `TrainModule.forward(fn, **kw)` runs
 `fn(model, **kw)` there, so each of those is one engine forward.
 
-Generation (rollouts, held-out scoring, E_{t-1}) runs on the whole model with no collective in it,
-so processes may generate different prompts and lengths: `generating()` uses TRL's
+Generation (rollouts, held-out scoring, E_{t-1}, MPO's reference log-probs) runs on the whole model
+under the precision the trained forward runs in (accelerate's autocast: with fp32 weights under
+`--mixed_precision bf16` a reference pass outside it would differ from the policy's by bf16's
+rounding, and rollouts would run in fp32), with no collective in it, so processes may generate
+different prompts and lengths: `generating()` uses TRL's
 `unwrap_model_for_generation` for ZeRO-3 (weights gathered, DeepSpeed's hooks off), and for FSDP2
 unshards every unit and keeps it unsharded until generation ends; DDP needs nothing; FSDP1 is
 refused (its forward cannot run inside summon_full_params). DDP and FSDP2 are tested on two CPU
@@ -75,13 +78,22 @@ class TrainModule(torch.nn.Module):
 
 class Engine:
     def __init__(self, model, parts: Parts, *, weight_decay: float = 0.0, betas=(0.9, 0.95),
-                 max_grad_norm: float = 1.0):
+                 max_grad_norm: float = 1.0, dropout: bool = True):
+        """`dropout=False` zeroes every dropout layer (TRL's DPO and reward trainers do so by default): the
+        preference and RL stages compare one model's log-probs across forwards (policy against reference,
+        now against sampling time), which dropout would make differ with the weights unchanged."""
         from accelerate import Accelerator
         from accelerate.utils import DistributedType
 
         from r1v.train.loop import set_parts
 
         self.acc = Accelerator()
+        if not dropout:
+            for m in model.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.p = 0.0
+                if isinstance(getattr(m, "attention_dropout", None), float):  # transformers' attention: a float
+                    m.attention_dropout = 0.0                                 # passed to the kernel in training
         if self.acc.distributed_type == DistributedType.DEEPSPEED:
             from transformers.integrations import unset_hf_deepspeed_config
 
@@ -179,7 +191,7 @@ class Engine:
         was = model.training
         model.eval()
         kind = self.acc.distributed_type
-        with torch.no_grad():
+        with torch.no_grad(), self.acc.autocast():
             if kind == DistributedType.DEEPSPEED and self.acc.state.deepspeed_plugin.zero_stage == 3:
                 try:
                     from trl.models import unwrap_model_for_generation

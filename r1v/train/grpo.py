@@ -45,9 +45,10 @@ buffer, so a resumed run goes on as the uninterrupted one would.
 Decisions (the papers leave them open): one optimisation step per batch of rollouts, so the
 "old" policy of a fresh group is the current one and its ratio is 1 at the step (as TRL's
 default); a replayed group's old policy is the one that sampled it, its log-probs stored in the
-buffer, so its ratio is pi_now / pi_then, clipped; the loss is normalised by the completion tokens
-of the whole step (DAPO's token-level mean, no length bias towards short answers); KL by the k3
-estimator, against a frozen copy of the starting model.
+buffer, so its ratio is pi_now / pi_then, clipped, and dual-clipped where the advantage is negative
+(`grpo.dual_clip`); the loss is normalised by the completion tokens of the whole step (DAPO's
+token-level mean, no length bias towards short answers); KL by the k3 estimator, against a frozen
+copy of the starting model. Dropout is off (`Engine(dropout=False)`).
 """
 
 from __future__ import annotations
@@ -162,14 +163,19 @@ def completion_logprobs(model, *, prompts: Sequence[Sample], completions: Sequen
 
 
 def grpo_loss(logp, old_logp, advantages, mask, *, clip_eps: float, kl: float = 0.0, ref_logp=None,
-              n_tokens: int | None = None) -> tuple[torch.Tensor, float]:
+              n_tokens: int | None = None, dual_clip: float = 0.0) -> tuple[torch.Tensor, float]:
     """PPO's clipped surrogate with group advantages (B*G,), summed over tokens and divided by
     `n_tokens` (the step's completion tokens); plus kl * k3(ref || policy). Returns (loss, mean kl).
     `old_logp`: the log-probs under the policy that sampled the completions (a fresh group's are
-    the current ones, detached; a replayed group's, its stored ones: `old_logprobs`)."""
+    the current ones, detached; a replayed group's, its stored ones: `old_logprobs`).
+    `dual_clip` c > 1: a token with a negative advantage costs at most c * |A|, with no gradient
+    past it. PPO's clip leaves -r * A unbounded in r there; a fresh group's r is 1, a replayed one's
+    pi_now / pi_then can be anything."""
     ratio = torch.exp(logp - old_logp)
     adv = advantages.unsqueeze(-1)
     per_token = -torch.minimum(ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv)
+    if dual_clip:
+        per_token = torch.where(adv < 0, torch.minimum(per_token, -dual_clip * adv), per_token)
     mean_kl = 0.0
     if kl and ref_logp is not None:
         d = ref_logp - logp
@@ -299,7 +305,7 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
             logp, mask, ent = engine(completion_logprobs, entropy=True, **args)
             stored = [lp for u in part for lp in (u.stored if u.stored is not None else [None] * G)]
             loss, mean_kl = grpo_loss(logp, old_logprobs(logp, stored), a, mask.float(), clip_eps=cfg.clip_eps,
-                                      kl=cfg.kl, ref_logp=ref_logp, n_tokens=n_tokens)
+                                      kl=cfg.kl, ref_logp=ref_logp, n_tokens=n_tokens, dual_clip=cfg.dual_clip)
             acc.backward(loss * weight)
         loss_total += loss.item() * weight
         kl_total += mean_kl * len(part) / len(units) * weight
@@ -353,7 +359,7 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
 def setup(model, cfg) -> tuple[Engine, object]:
     """(engine, KL reference placed by the engine, or None)."""
     ref = copy.deepcopy(model).requires_grad_(False) if cfg.kl else None  # before LoRA goes in
-    engine = Engine(model, cfg.parts, weight_decay=0.0, betas=(0.9, 0.99))
+    engine = Engine(model, cfg.parts, weight_decay=0.0, betas=(0.9, 0.99), dropout=False)
     if ref is not None:
         from r1v.train.engine import TrainModule
 

@@ -288,7 +288,7 @@ def run(ctx: Context) -> None:
     model, tok = ctx.load(base)
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay,
-                    max_grad_norm=cfg.optim.max_grad_norm)
+                    max_grad_norm=cfg.optim.max_grad_norm, dropout=False)
     rollouts = uneven(open_rollouts(ctx, engine, tok, enc))
     pos = ckpt.resume(engine) or {"round": last + 1, "step": 0, "base": base}
     pos["base"] = base

@@ -189,7 +189,8 @@ def run(ctx: Context) -> None:
     model, tok = ctx.load_model(cfg.base)
     rm = RewardModel.build(model, seed=ctx.cfg.seed, pooling=cfg.pooling)
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
-    engine = Engine(rm, cfg.parts, weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.max_grad_norm)
+    engine = Engine(rm, cfg.parts, weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.max_grad_norm,
+                    dropout=False)
     cache = ctx.feature_cache("rm") if not cfg.parts.vision else None  # row-indexed: phases share it
     ckpt = ctx.checkpoints("rm", since=t0)
     pos = ckpt.resume(engine) or {"step": 0, "losses": []}
