@@ -158,7 +158,8 @@ def test_off_policy_ratio_of_a_replayed_group_by_hand():
     assert old[2].tolist() == pytest.approx([math.log(0.4)] * 2)
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     adv = torch.tensor([1.5, -1.0, 0.5])
-    loss, _ = grpo_loss(logp, old, adv, mask, clip_eps=0.2, n_tokens=5)
+    loss, stats = grpo_loss(logp, old, adv, mask, clip_eps=0.2, n_tokens=5)
+    assert stats == {"kl": 0.0, "clipped": 2}  # row 0's two tokens
     # row 0: ratio 2 -> -min(2 * 1.5, 1.2 * 1.5) = -1.8 per token; row 1: -min(2 * -1, 1.2 * -1) = 2;
     # row 2: ratio 1 -> -0.5 per token
     want = (2 * -1.8 + 2.0 + 2 * -0.5) / 5
@@ -178,7 +179,8 @@ def test_dual_clip_bounds_a_stale_negative_advantage():
     adv, mask = torch.tensor([-1.0, -1.0, 2.0]), torch.ones(3, 1)
     for c, want_row0 in ((0.0, 5.0), (3.0, 3.0)):
         logp.grad = None
-        loss, _ = grpo_loss(logp, old, adv, mask, clip_eps=0.2, n_tokens=3, dual_clip=c)
+        loss, stats = grpo_loss(logp, old, adv, mask, clip_eps=0.2, n_tokens=3, dual_clip=c)
+        assert stats["clipped"] == 1 and stats.get("dual_clipped", 0) == int(bool(c))  # row 2; row 0 once capped
         # row 1: ratio 2, -min(-2, -1.2) = 2; row 2: ratio 5, positive advantage, clipped: -1.2 * 2
         assert loss.item() == pytest.approx((want_row0 + 2.0 - 2.4) / 3, rel=1e-6)
         loss.backward()
@@ -278,6 +280,7 @@ def test_a_step_replays_buffered_groups_with_their_stored_logprobs(small_model, 
     torch.manual_seed(0)
     first = grpo.step(engine, prompts, step_no=0, **kw)
     assert first["replayed"] == 0 and first["effective"] > 0 and len(buffer) == round(2 * first["effective"])
+    assert first["clipped"] == first["dual_clipped"] == 0.0  # fresh groups only: every ratio is 1
     n_kept = len(buffer)
     drawn = []
     real_draw = buffer.draw
@@ -286,6 +289,7 @@ def test_a_step_replays_buffered_groups_with_their_stored_logprobs(small_model, 
     second = grpo.step(engine, prompts, step_no=1, **kw)
     assert second["effective"] == 0 and second["replayed"] == n_kept == len(drawn)
     assert second["effective_trained"] == pytest.approx(n_kept / 2) and len(buffer) == 0
+    assert 0.0 <= second["dual_clipped"] <= second["clipped"] + second["dual_clipped"] <= 1.0
     logp, old = seen[0]
     for j, g in enumerate(drawn):  # in the order they replaced the uniform groups
         for i, lp in enumerate(g.logprobs):

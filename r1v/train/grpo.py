@@ -163,9 +163,11 @@ def completion_logprobs(model, *, prompts: Sequence[Sample], completions: Sequen
 
 
 def grpo_loss(logp, old_logp, advantages, mask, *, clip_eps: float, kl: float = 0.0, ref_logp=None,
-              n_tokens: int | None = None, dual_clip: float = 0.0) -> tuple[torch.Tensor, float]:
+              n_tokens: int | None = None, dual_clip: float = 0.0) -> tuple[torch.Tensor, dict]:
     """PPO's clipped surrogate with group advantages (B*G,), summed over tokens and divided by
-    `n_tokens` (the step's completion tokens); plus kl * k3(ref || policy). Returns (loss, mean kl).
+    `n_tokens` (the step's completion tokens); plus kl * k3(ref || policy). Returns (loss, {"kl": mean
+    kl, "clipped": tokens whose gradient PPO's clip stops, "dual_clipped": those dual clip stops}),
+    the counts over `mask` (verl logs the same as pg_clipfrac and pg_clipfrac_lower).
     `old_logp`: the log-probs under the policy that sampled the completions (a fresh group's are
     the current ones, detached; a replayed group's, its stored ones: `old_logprobs`).
     `dual_clip` c > 1: a token with a negative advantage costs at most c * |A|, with no gradient
@@ -173,9 +175,14 @@ def grpo_loss(logp, old_logp, advantages, mask, *, clip_eps: float, kl: float = 
     pi_now / pi_then can be anything."""
     ratio = torch.exp(logp - old_logp)
     adv = advantages.unsqueeze(-1)
-    per_token = -torch.minimum(ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv)
+    plain, clipped = ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv
+    per_token = -torch.minimum(plain, clipped)
+    on = mask > 0
+    stats = {"clipped": int(((clipped < plain) & on).sum())}
     if dual_clip:
-        per_token = torch.where(adv < 0, torch.minimum(per_token, -dual_clip * adv), per_token)
+        capped = (adv < 0) & (per_token > -dual_clip * adv)
+        per_token = torch.where(capped, -dual_clip * adv, per_token)
+        stats["dual_clipped"] = int((capped & on).sum())
     mean_kl = 0.0
     if kl and ref_logp is not None:
         d = ref_logp - logp
@@ -183,7 +190,7 @@ def grpo_loss(logp, old_logp, advantages, mask, *, clip_eps: float, kl: float = 
         per_token = per_token + kl * k3
         mean_kl = float((k3.detach() * mask).sum() / mask.sum().clamp(min=1))
     denom = n_tokens if n_tokens is not None else int(mask.sum())
-    return (per_token * mask).sum() / max(1, denom), mean_kl
+    return (per_token * mask).sum() / max(1, denom), {"kl": mean_kl, **stats}
 
 
 def old_logprobs(logp: torch.Tensor, stored: Sequence[torch.Tensor | None]) -> torch.Tensor:
@@ -290,7 +297,7 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
     weights = [1.0] * len(groups) + [0.0] * (n - len(groups))
     groups += [0] * (n - len(groups))
     engine.module.train()
-    loss_total, kl_total, ents = 0.0, 0.0, []
+    loss_total, kl_total, clip_counts, ents = 0.0, 0.0, [0, 0], []
     for k, (g0, weight) in enumerate(zip(groups, weights)):
         part = units[g0 : g0 + cfg.micro_groups]
         comps = [c for u in part for c in u.completions]
@@ -304,11 +311,14 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
         with engine.no_sync(last=k == len(groups) - 1):
             logp, mask, ent = engine(completion_logprobs, entropy=True, **args)
             stored = [lp for u in part for lp in (u.stored if u.stored is not None else [None] * G)]
-            loss, mean_kl = grpo_loss(logp, old_logprobs(logp, stored), a, mask.float(), clip_eps=cfg.clip_eps,
-                                      kl=cfg.kl, ref_logp=ref_logp, n_tokens=n_tokens, dual_clip=cfg.dual_clip)
+            loss, st = grpo_loss(logp, old_logprobs(logp, stored), a, mask.float(), clip_eps=cfg.clip_eps,
+                                 kl=cfg.kl, ref_logp=ref_logp, n_tokens=n_tokens, dual_clip=cfg.dual_clip)
             acc.backward(loss * weight)
         loss_total += loss.item() * weight
-        kl_total += mean_kl * len(part) / len(units) * weight
+        kl_total += st["kl"] * len(part) / len(units) * weight
+        if weight:
+            clip_counts[0] += st["clipped"]
+            clip_counts[1] += st.get("dual_clipped", 0)
         if weight:
             fresh = [j for j, u in enumerate(part) if u.fresh]
             if fresh and critical is not None:
@@ -337,7 +347,7 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
                                     sum(len(c) for c in flat), len(rewards), effective_ratio(rewards, G) * len(batch),
                                     len(batch), loss_total, kl_total, sum(false), len(false), trained_useful,
                                     len(replayed), sum(rm), len(rm), 0.0 if math.isnan(crit) else crit,
-                                    0.0 if math.isnan(crit) else 1.0],
+                                    0.0 if math.isnan(crit) else 1.0, *clip_counts],
                                    dtype=torch.float64, device=acc.device), "sum").tolist()
     n, k = sums[4], acc.num_processes
     out = dict(reward=sums[0] / n, accuracy=sums[1] / n, format=sums[2] / n, length=sums[3] / n,
@@ -347,6 +357,10 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
                generate_seconds=round(t_gen, 3))
     if buffer is not None:
         out["buffer"] = int(acc.reduce(torch.tensor(len(buffer), device=acc.device), "sum"))
+        # only replayed groups are off-policy (a fresh group's ratio is 1): the share of the step's trained
+        # tokens whose gradient the clip, and the dual clip, stopped
+        out["clipped"] = sums[17] / max(1.0, n_tokens * k)
+        out["dual_clipped"] = sums[18] / max(1.0, n_tokens * k)
     if sums[14]:
         out["rm_score"] = sums[13] / sums[14]
     if sums[16]:
