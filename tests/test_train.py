@@ -412,6 +412,22 @@ def test_every_file_is_checked_before_the_first_stage(recipe_run, tmp_path, caps
     assert "no.jsonl does not exist" in capsys.readouterr().err
 
 
+def test_grpo_with_fewer_prompts_a_step_than_processes_stops_before_the_first_stage(recipe_run, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """Under `accelerate launch` with 4 processes (pretended: accelerate's process count), 2 prompts a
+    step would leave two processes without one: refused before align, not after SFT and the pool filter."""
+    from accelerate import PartialState
+
+    from r1v.train.engine import processes
+
+    yaml_path, _, _ = recipe_run
+    processes()  # accelerate's shared state, made as a run makes it; then 4 processes in it
+    monkeypatch.setitem(PartialState._shared_state, "num_processes", 4)
+    assert main(["recipe", "run", str(yaml_path), f"out={tmp_path / 'run'}", "grpo.prompts_per_step=2"]) == 2
+    assert "grpo.prompts_per_step=2 is fewer than the 4 processes" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "align").exists()
+
+
 # --------------------------------------------------------------------------- the speed-ups are exact
 @pytest.fixture(scope="module")
 def small_model(small_world):

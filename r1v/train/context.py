@@ -346,6 +346,9 @@ class Context:
                     self.rows("rm_eval", need=("id", "prompt", "chosen", "rejected"))
             if stage in ("mpo", "grpo") and reward_model:
                 self._check_reward_model(stages, f"{stage}.reward_model")
+            if stage == "grpo" and self.cfg.grpo.prompts_per_step < self.state.num_processes:
+                raise R1VError(f"grpo.prompts_per_step={self.cfg.grpo.prompts_per_step} is fewer than the "
+                               f"{self.state.num_processes} processes: give each at least one prompt")
             prev = self.starts_from(stage)
             top = (prev or "").split("/")[0]
             if prev and top not in STAGES:  # a model folder: it must exist, and no stage of this run need run first

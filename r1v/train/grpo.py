@@ -610,9 +610,6 @@ def run(ctx: Context) -> None:
     start, history, candidates = pos["step"], pos["history"], pos.get("candidates", [])
     ctx.metrics.forget("grpo", start)
     acc = engine.acc
-    if cfg.prompts_per_step < acc.num_processes:
-        raise R1VError(f"grpo.prompts_per_step={cfg.prompts_per_step} is fewer than the {acc.num_processes} processes: "
-                       f"give each at least one prompt")
     if len(pool) < acc.num_processes:  # a step draws at most the pool; a process left without would train a copy
         raise R1VError(f"GRPO's pool holds {len(pool)} prompts (after the filter), fewer than the "
                        f"{acc.num_processes} processes: give it more prompts, or set grpo.filter_pool=false")
