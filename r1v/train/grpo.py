@@ -319,7 +319,6 @@ def step(engine: Engine, batch: Sequence[Sample], *, cfg, tok, stop_id: int, rew
         if weight:
             clip_counts[0] += st["clipped"]
             clip_counts[1] += st.get("dual_clipped", 0)
-        if weight:
             fresh = [j for j, u in enumerate(part) if u.fresh]
             if fresh and critical is not None:
                 comp = torch.nn.utils.rnn.pad_sequence([torch.tensor(c) for c in comps], batch_first=True,
