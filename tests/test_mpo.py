@@ -475,6 +475,54 @@ def test_local_reward_scores_as_the_stage_scored(r1v2_run):
     assert got == pytest.approx(want, abs=1e-4)
 
 
+def test_once_each_hands_one_score_to_every_copy():
+    """Each distinct (item, prompt, response) reaches the scorer once, in first-seen order, and its
+    copies get its score, even from a scorer whose score moves with the batch (as bf16's rounding can)."""
+    from r1v.evaluate.tasks import Item
+    from r1v.train.rm import once_each
+
+    class Noisy:
+        def __init__(self):
+            self.seen = []
+
+        @once_each
+        def score(self, items, prompts, responses):
+            self.seen.append([(i.id, p, r) for i, p, r in zip(items, prompts, responses)])
+            return [len(r) + 0.001 * k for k, r in enumerate(responses)]  # a copy later in the batch scores higher
+
+    a, b = Item(id="a", question="q", answer="1"), Item(id="b", question="q", answer="1")
+    s = Noisy()
+    got = s.score([a, a, a, a, b, b], ["p"] * 4 + ["p", "p2"], ["xx", "yyy", "xx", "xx", "xx", "xx"])
+    assert s.seen == [[("a", "p", "xx"), ("a", "p", "yyy"), ("b", "p", "xx"), ("b", "p2", "xx")]]
+    assert got == [2.0, 3.001, 2.0, 2.0, 2.002, 2.003]
+    assert s.score([], [], []) == []
+
+
+def test_local_reward_scores_copies_once_and_alike(r1v2_run, monkeypatch):
+    """A group of one completion repeated (a confident policy) is scored in one forward row, across
+    batches whose padding differs, and every copy gets the same score, so its group term is 0."""
+    import r1v.train.rm as rm_mod
+    from r1v.evaluate.tasks import Item
+    from r1v.model.reward import load_reward
+    from r1v.rewards import normalise_rm
+
+    run, world, _, _ = r1v2_run
+    rm, tok, _ = load_reward(run / "rm")
+    scorer = rm_mod.LocalReward(rm, tok, max_tiles=1, batch_size=2)
+    p = json.loads((world / "recipe" / "rm-eval.jsonl").read_text().splitlines()[0])
+    item = Item(id=p["id"], question=p["prompt"], answer=None, images=[(world / "recipe" / p["image"]).read_bytes()])
+    rows = []
+    scores_of = rm_mod.scores_of
+    monkeypatch.setattr(rm_mod, "scores_of",
+                        lambda m, samples, **k: rows.append(len(samples)) or scores_of(m, samples, **k))
+    responses = [p["chosen"]] * 3 + [p["rejected"]] + [p["chosen"]] * 4
+    got = scorer.score([item] * 8, [p["prompt"]] * 8, responses)
+    assert rows == [2]  # two distinct completions, one batch
+    assert len(set(got[:3] + got[4:])) == 1 and got[3] != got[0]
+    assert [got[0], got[3]] == scorer.score([item] * 2, [p["prompt"]] * 2, [p["chosen"], p["rejected"]])
+    assert normalise_rm(got[:3] + got[4:6], 5) == [0.0] * 5
+
+
 def test_a_served_reward_model_scores_as_the_local_one(r1v2_run):
     """RemoteReward against `r1v rm serve`'s app on a loopback port gives LocalReward's scores; a
     bad request is a 400, a missing key a 401, a dead endpoint one clear error."""

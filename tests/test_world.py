@@ -376,6 +376,28 @@ def test_base_chat_steps_end_pretraining_on_both_styles(small_world, tmp_path):
     assert chat["stages"]["tokenizer"]["hash"] == data["stages"]["tokenizer"]["hash"]
 
 
+def test_finetune_lr_trains_the_siblings_alone_at_that_rate(small_world, tmp_path, monkeypatch):
+    """`finetune_lr` is the siblings' rate (0: half of lm_lr, the shipped backbones'); the base is the
+    same build's, so only the substitute and the reasoning LM change."""
+    from r1v.errors import R1VError
+    from r1v.world import lm
+    from r1v.world.build import build, config_from
+
+    for bad in (-1e-4, float("nan")):
+        with pytest.raises(R1VError, match="finetune_lr"):
+            config_from("small", {"finetune_lr": bad})
+    rates = []
+    train = lm.train
+    monkeypatch.setattr(lm, "train", lambda *a, **k: rates.append(k["lr"]) or train(*a, **k))
+    out, data = small_world
+    cfg = config_from("small", {"finetune_lr": 1e-4})
+    got = build(cfg, tmp_path / "w", log=lambda s: None)
+    assert rates == [cfg.lm_lr, 1e-4, 1e-4]  # base, substitute, reasoning
+    assert got["stages"]["base"]["hash"] == data["stages"]["base"]["hash"]
+    for s in ("substitute", "reasoning"):
+        assert got["stages"][s]["hash"] != data["stages"][s]["hash"], s
+
+
 def test_a_world_recorded_before_a_setting_existed_is_reused(tmp_path):
     """A world whose world.json predates a setting was built with the value that reproduces it
     (`ADDED_SETTINGS`): it is reused under that value and refused under another."""

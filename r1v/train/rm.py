@@ -31,6 +31,7 @@ Scoring a trained one: `LocalReward` in this process, `RemoteReward` against an 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import time
@@ -314,6 +315,26 @@ def open_reward(ctx: Context, ref: str, setting: str):
     return LocalReward(rm, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
 
 
+def once_each(score):
+    """A scorer's `score(items, prompts, responses)` that sees each distinct (item, prompt, response)
+    once and hands its score to every copy. A reward model is a function of its input, so copies must
+    score alike, and in bf16 they need not: a copy padded into another batch rounds differently, by a
+    few ulps, and when the policy writes one completion for a whole group (common late in RL), the
+    group z-score (`normalise_rm`) turns those ulps into rewards of +-1. It also saves the copies'
+    forward passes."""
+    @functools.wraps(score)
+    def once(self, items: list[Item], prompts: list[str], responses: list[str]) -> list[float]:
+        keys = list(zip((it.id for it in items), prompts, responses))
+        slot: dict = {}
+        for k, key in enumerate(keys):
+            slot.setdefault(key, k)
+        picks = sorted(slot.values())  # in first-seen order, so a prompt's responses stay together
+        got = dict(zip(picks, score(self, [items[k] for k in picks], [prompts[k] for k in picks],
+                                    [responses[k] for k in picks])))
+        return [got[slot[key]] for key in keys]
+    return once
+
+
 class LocalReward:
     """A reward model in this process: `score(items, prompts, responses)` -> one float each.
     Consecutive responses to the same prompt (MPO's K samples) share one encoding of it and its
@@ -323,6 +344,7 @@ class LocalReward:
         self.rm, self.tok, self.batch_size = rm.eval(), tok, batch_size
         self.enc = Encoder(rm.backbone, tok, template=template, max_tiles=max_tiles)
 
+    @once_each
     @torch.no_grad()
     def score(self, items: list[Item], prompts: list[str], responses: list[str]) -> list[float]:
         from r1v.train.data import FeatureCache
@@ -366,6 +388,7 @@ class RemoteReward:
         except R1VError as e:
             raise R1VError(f"{setting}={self.url}: {e}; start `r1v rm serve` there, or set {setting}=none") from None
 
+    @once_each
     def score(self, items: list[Item], prompts: list[str], responses: list[str]) -> list[float]:
         import base64
         import json

@@ -45,7 +45,7 @@ SHIPPED = Path(__file__).parent / "backbones"
 SHIPPED_STAGES = ("tokenizer", "base", "substitute", "reasoning", "vision")
 # Settings added after worlds were built, each with the value that reproduces a build made before it:
 # a world (or the shipped backbones) recorded without the setting was built with that value.
-ADDED_SETTINGS = {"shared_layers": -1, "base_chat_steps": 0, "vit_qk_norm": True}
+ADDED_SETTINGS = {"shared_layers": -1, "base_chat_steps": 0, "vit_qk_norm": True, "finetune_lr": 0.0}
 # The settings each stage's files depend on: its own and those of the stages it starts from (the
 # tokenizer reads the LM problems; the substitute and the reasoning LM start from the base). A shipped
 # backbone is installed wherever its stage's settings match, so a world that changes the encoder's
@@ -58,8 +58,8 @@ STAGE_SETTINGS = {
     "data": ("seed", "visual_train", "visual_eval", "text_train", "text_eval"),
     "tokenizer": _TOKENIZER,
     "base": _BASE,
-    "substitute": (*_BASE, "substitute_steps", "shared_layers"),
-    "reasoning": (*_BASE, "reasoning_steps", "shared_layers"),
+    "substitute": (*_BASE, "substitute_steps", "shared_layers", "finetune_lr"),
+    "reasoning": (*_BASE, "reasoning_steps", "shared_layers", "finetune_lr"),
     "vision": ("seed", "vit_hidden", "vit_layers", "vit_qk_norm", "vit_images", "vit_steps", "vit_batch", "vit_lr"),
 }
 SCORE_SETTINGS = ("probe_images",)  # read by the scores alone, which depend on every stage
@@ -81,13 +81,18 @@ class WorldConfig:
     base_steps: int = field(default=3000, metadata={"help": "base LM pretraining steps"})
     base_chat_steps: int = field(default=0, metadata={
         "help": "steps that end the base's pretraining on chat examples of both styles (each problem instruct or "
-                "reasoning at even odds), all weights trained at the fine-tuning lr, as real bases are annealed on "
+                "reasoning at even odds), all weights trained at half of lm_lr, as real bases are annealed on "
                 "instruction data; with shared_layers the siblings then start from a bottom that reads the chat "
                 "template and the picture words (0: none, the shipped backbones)"})
     substitute_steps: int = field(default=1500, metadata={"help": "fine-tuning steps of the substitute LM"})
     reasoning_steps: int = field(default=4000, metadata={"help": "fine-tuning steps of the reasoning LM"})
     lm_batch: int = field(default=32, metadata={"help": "sequences per LM step"})
-    lm_lr: float = field(default=2e-3, metadata={"help": "base LM peak learning rate (fine-tuning: half)"})
+    lm_lr: float = field(default=2e-3, metadata={
+        "help": "base LM peak learning rate (its chat steps, and by default the siblings' fine-tuning: half)"})
+    finetune_lr: float = field(default=0.0, metadata={
+        "help": "peak learning rate of the substitute's and the reasoning LM's fine-tuning; 0 (default, the shipped "
+                "backbones): half of lm_lr. Lower moves the siblings less far from their base, as a 32B model's "
+                "fine-tune at 1e-5 does"})
     drill_share: float = field(default=0.4, metadata={"help": "share of arithmetic drills in pretraining"})
     direct_share: float = field(default=0.3, metadata={"help": "share of pretraining problems without a solution"})
     picture_share: float = field(default=0.5, metadata={
@@ -135,12 +140,14 @@ def config_from(preset: str = "default", overrides: dict | None = None) -> World
             ok, rule = True, ""
         elif f.name.endswith("_share"):
             ok, rule = 0 <= v <= 1, "a share in [0, 1]"
-        elif f.name.endswith("_lr"):
+        elif f.name.endswith("_lr") and f.name != "finetune_lr":
             ok, rule = v > 0, "a positive learning rate"
         elif f.name == "seed":
             ok, rule = v >= 0, "0 or more"
         elif f.name == "base_chat_steps":
             ok, rule = v >= 0, "0 or more"
+        elif f.name == "finetune_lr":
+            ok, rule = v >= 0, "0 (half of lm_lr) or a positive learning rate"
         elif f.name == "shared_layers":
             ok, rule = -1 <= v <= cfg.lm_layers, f"-1 (nothing frozen) to lm_layers ({cfg.lm_layers})"
         else:
@@ -462,7 +469,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
             pictured = [rng.random() < cfg.picture_share for _ in probs]
             rechecked = [style == "reasoning" and rng.random() < cfg.overthink_share for _ in probs]
             examples = lm.chat_examples(tok, probs, style, pictured, rechecked)
-            losses = train_with_bar(model, examples, steps, cfg.lm_lr / 2, f"{name} LM", seed + 1)
+            losses = train_with_bar(model, examples, steps, cfg.finetune_lr or cfg.lm_lr / 2, f"{name} LM", seed + 1)
             save_model(model, name, t, losses, tok)
 
     # ---- vision encoder
