@@ -140,14 +140,14 @@ def config_from(preset: str = "default", overrides: dict | None = None) -> World
             ok, rule = True, ""
         elif f.name.endswith("_share"):
             ok, rule = 0 <= v <= 1, "a share in [0, 1]"
-        elif f.name.endswith("_lr") and f.name != "finetune_lr":
+        elif f.name == "finetune_lr":
+            ok, rule = v >= 0, "0 (half of lm_lr) or a positive learning rate"
+        elif f.name.endswith("_lr"):
             ok, rule = v > 0, "a positive learning rate"
         elif f.name == "seed":
             ok, rule = v >= 0, "0 or more"
         elif f.name == "base_chat_steps":
             ok, rule = v >= 0, "0 or more"
-        elif f.name == "finetune_lr":
-            ok, rule = v >= 0, "0 (half of lm_lr) or a positive learning rate"
         elif f.name == "shared_layers":
             ok, rule = -1 <= v <= cfg.lm_layers, f"-1 (nothing frozen) to lm_layers ({cfg.lm_layers})"
         else:
