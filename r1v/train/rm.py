@@ -328,7 +328,7 @@ def once_each(score):
         slot: dict = {}
         for k, key in enumerate(keys):
             slot.setdefault(key, k)
-        picks = sorted(slot.values())  # in first-seen order, so a prompt's responses stay together
+        picks = list(slot.values())  # first-seen order (dicts keep it), so a prompt's responses stay together
         got = dict(zip(picks, score(self, [items[k] for k in picks], [prompts[k] for k in picks],
                                     [responses[k] for k in picks])))
         return [got[slot[key]] for key in keys]
