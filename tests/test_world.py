@@ -370,14 +370,15 @@ def test_base_chat_steps_end_pretraining_on_both_styles(small_world, tmp_path):
         # a reasoning chain is restated (overthink_share 1); an instruct one is not
         assert completion.count(p.reasoning) == (2 if styles[-1] == "reasoning" else 1)
     assert 15 <= styles.count("instruct") <= 45
-    # In a build: the base goes on from its pretraining, so it is not the base without those steps.
-    chat = build(config_from("small", {"base_chat_steps": 2}), tmp_path / "w", log=lambda s: None)
-    assert chat["stages"]["base"]["hash"] != data["stages"]["base"]["hash"]
-    assert chat["stages"]["tokenizer"]["hash"] == data["stages"]["tokenizer"]["hash"]
+    # In a build (the small preset has 2): the base goes on from its pretraining, so it is not the base
+    # without those steps.
+    plain = build(config_from("small", {"base_chat_steps": 0}), tmp_path / "w", log=lambda s: None)
+    assert plain["stages"]["base"]["hash"] != data["stages"]["base"]["hash"]
+    assert plain["stages"]["tokenizer"]["hash"] == data["stages"]["tokenizer"]["hash"]
 
 
 def test_finetune_lr_trains_the_siblings_alone_at_that_rate(small_world, tmp_path, monkeypatch):
-    """`finetune_lr` is the siblings' rate (0: half of lm_lr, the shipped backbones'); the base is the
+    """`finetune_lr` is the siblings' rate (0: half of lm_lr, the previous shipped LMs'); the base is the
     same build's, so only the substitute and the reasoning LM change."""
     from r1v.errors import R1VError
     from r1v.world import lm
@@ -392,7 +393,7 @@ def test_finetune_lr_trains_the_siblings_alone_at_that_rate(small_world, tmp_pat
     out, data = small_world
     cfg = config_from("small", {"finetune_lr": 1e-4})
     got = build(cfg, tmp_path / "w", log=lambda s: None)
-    assert rates == [cfg.lm_lr, 1e-4, 1e-4]  # base, substitute, reasoning
+    assert rates == [cfg.lm_lr, cfg.lm_lr / 2, 1e-4, 1e-4]  # base, its chat steps, substitute, reasoning
     assert got["stages"]["base"]["hash"] == data["stages"]["base"]["hash"]
     for s in ("substitute", "reasoning"):
         assert got["stages"][s]["hash"] != data["stages"][s]["hash"], s
@@ -416,7 +417,8 @@ def test_a_world_recorded_before_a_setting_existed_is_reused(tmp_path):
     logs = []
     build(cfg, tmp_path / "w", log=logs.append)
     assert logs and all("reused" in line for line in logs)
-    with pytest.raises(R1VError, match=r"other settings \(shared_layers=-1 there, 0 asked, vit_qk_norm=True there"):
+    with pytest.raises(R1VError, match=r"other settings \(base_chat_steps=0 there, 2 asked, "
+                       r"finetune_lr=0.0 there, 0.00025 asked, shared_layers=-1 there, 0 asked, vit_qk_norm=True there"):
         build(config_from("small"), tmp_path / "w", log=lambda s: None)
 
 

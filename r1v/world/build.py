@@ -79,20 +79,20 @@ class WorldConfig:
     lm_intermediate: int = field(default=512, metadata={"help": "LM MLP width"})
     lm_problems: int = field(default=200000, metadata={"help": "training problems the LMs are trained on"})
     base_steps: int = field(default=3000, metadata={"help": "base LM pretraining steps"})
-    base_chat_steps: int = field(default=0, metadata={
+    base_chat_steps: int = field(default=2000, metadata={
         "help": "steps that end the base's pretraining on chat examples of both styles (each problem instruct or "
                 "reasoning at even odds), all weights trained at half of lm_lr, as real bases are annealed on "
-                "instruction data; with shared_layers the siblings then start from a bottom that reads the chat "
-                "template and the picture words (0: none, the shipped backbones)"})
+                "instruction data, so the siblings start from a base that reads the chat template and the picture "
+                "words (0: none, the LMs shipped before r1v's gently fine-tuned ones)"})
     substitute_steps: int = field(default=1500, metadata={"help": "fine-tuning steps of the substitute LM"})
     reasoning_steps: int = field(default=4000, metadata={"help": "fine-tuning steps of the reasoning LM"})
     lm_batch: int = field(default=32, metadata={"help": "sequences per LM step"})
     lm_lr: float = field(default=2e-3, metadata={
         "help": "base LM peak learning rate (its chat steps, and by default the siblings' fine-tuning: half)"})
-    finetune_lr: float = field(default=0.0, metadata={
-        "help": "peak learning rate of the substitute's and the reasoning LM's fine-tuning; 0 (default, the shipped "
-                "backbones): half of lm_lr. Lower moves the siblings less far from their base, as a 32B model's "
-                "fine-tune at 1e-5 does"})
+    finetune_lr: float = field(default=2.5e-4, metadata={
+        "help": "peak learning rate of the substitute's and the reasoning LM's fine-tuning; 0: half of lm_lr (the "
+                "LMs shipped before). The default moves the siblings 6-14% of each layer's weights from their "
+                "base, as light fine-tunes of one base do (half of lm_lr: 28-52%), and transfer keeps more"})
     drill_share: float = field(default=0.4, metadata={"help": "share of arithmetic drills in pretraining"})
     direct_share: float = field(default=0.3, metadata={"help": "share of pretraining problems without a solution"})
     picture_share: float = field(default=0.5, metadata={
@@ -121,7 +121,8 @@ PRESETS = {
     # Seconds, for tests: every stage runs, nothing is expected to be learnt.
     "small": WorldConfig(
         visual_train=40, visual_eval=16, text_train=40, text_eval=16, vocab_size=300, lm_hidden=32, lm_layers=1,
-        lm_intermediate=64, lm_problems=300, base_steps=4, substitute_steps=2, reasoning_steps=2, lm_batch=8,
+        lm_intermediate=64, lm_problems=300, base_steps=4, base_chat_steps=2, substitute_steps=2, reasoning_steps=2,
+        lm_batch=8,
         shared_layers=0, vit_hidden=16, vit_layers=1, vit_images=32, vit_steps=2, vit_batch=8, probe_images=32),
 }
 
