@@ -417,8 +417,8 @@ def test_a_world_recorded_before_a_setting_existed_is_reused(tmp_path):
     logs = []
     build(cfg, tmp_path / "w", log=logs.append)
     assert logs and all("reused" in line for line in logs)
-    with pytest.raises(R1VError, match=r"other settings \(base_chat_steps=0 there, 2 asked, "
-                       r"finetune_lr=0.0 there, 0.00025 asked, shared_layers=-1 there, 0 asked, vit_qk_norm=True there"):
+    with pytest.raises(R1VError, match=r"other settings \(base_chat_steps=0 there, 2 asked, finetune_lr=0.0 there, "
+                       r"0.00025 asked, shared_layers=-1 there, 0 asked, vit_qk_norm=True there"):
         build(config_from("small"), tmp_path / "w", log=lambda s: None)
 
 
