@@ -122,8 +122,8 @@ PRESETS = {
     "small": WorldConfig(
         visual_train=40, visual_eval=16, text_train=40, text_eval=16, vocab_size=300, lm_hidden=32, lm_layers=1,
         lm_intermediate=64, lm_problems=300, base_steps=4, base_chat_steps=2, substitute_steps=2, reasoning_steps=2,
-        lm_batch=8,
-        shared_layers=0, vit_hidden=16, vit_layers=1, vit_images=32, vit_steps=2, vit_batch=8, probe_images=32),
+        lm_batch=8, shared_layers=0, vit_hidden=16, vit_layers=1, vit_images=32, vit_steps=2, vit_batch=8,
+        probe_images=32),
 }
 
 
