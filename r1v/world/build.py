@@ -88,7 +88,7 @@ class WorldConfig:
     reasoning_steps: int = field(default=4000, metadata={"help": "fine-tuning steps of the reasoning LM"})
     lm_batch: int = field(default=32, metadata={"help": "sequences per LM step"})
     lm_lr: float = field(default=2e-3, metadata={
-        "help": "base LM peak learning rate (its chat steps, and by default the siblings' fine-tuning: half)"})
+        "help": "base LM peak learning rate (its chat steps: half; the siblings' too where finetune_lr is 0)"})
     finetune_lr: float = field(default=2.5e-4, metadata={
         "help": "peak learning rate of the substitute's and the reasoning LM's fine-tuning; 0: half of lm_lr (the "
                 "LMs shipped before). The default moves the siblings 6-14% of each layer's weights from their "
@@ -145,9 +145,7 @@ def config_from(preset: str = "default", overrides: dict | None = None) -> World
             ok, rule = v >= 0, "0 (half of lm_lr) or a positive learning rate"
         elif f.name.endswith("_lr"):
             ok, rule = v > 0, "a positive learning rate"
-        elif f.name == "seed":
-            ok, rule = v >= 0, "0 or more"
-        elif f.name == "base_chat_steps":
+        elif f.name in ("seed", "base_chat_steps"):
             ok, rule = v >= 0, "0 or more"
         elif f.name == "shared_layers":
             ok, rule = -1 <= v <= cfg.lm_layers, f"-1 (nothing frozen) to lm_layers ({cfg.lm_layers})"
