@@ -235,6 +235,38 @@ def test_run_through_an_openai_compatible_endpoint(data, tmp_path, monkeypatch):
     rec = read_jsonl(out / "items.jsonl")[0]
     assert rec["reasoning"] == "Let me look at the image." and rec["new_tokens"] == 7
     assert len({r["seed"] for r in gen}) == 8  # one seed per (item, sample), never reused
+    assert not any("repetition_penalty" in r for r in gen)  # unset: the server's default
+
+
+def test_a_repetition_penalty_goes_to_the_endpoint_and_into_run_json(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    server = FakeServer({r["question"].split(":")[-1].strip(): r["answer"] for r in MMMU_ROWS})
+    out = tmp_path / "run"
+    args = ["eval", "run", "--model", server.url, "--bench", "mmmu", "--data", str(data["mmmu"]), "--out", str(out)]
+    try:
+        assert main(args + ["--repetition-penalty", "1"]) == 0
+        assert main(args) == 2  # a resumed run must keep the penalty its records were made with
+        assert "sampling differ" in capsys.readouterr().err
+    finally:
+        server.close()
+    assert {r["repetition_penalty"] for r in server.requests} == {1.0}
+    assert json.loads((out / "run.json").read_text())["sampling"]["repetition_penalty"] == 1.0
+    assert main(args + ["--repetition-penalty", "0", "--out", str(tmp_path / "other")]) == 2
+    assert "--repetition-penalty must be in (0, 10]" in capsys.readouterr().err
+
+
+def test_greedy_without_a_penalty_gives_the_recipes_held_out_outputs(recipe_run, tmp_path):
+    # The recipe scores each stage greedily with no repetition penalty (r1v/train/rollout.py), in its
+    # own batched path; `r1v eval run` with the same settings must give the same outputs, so a user can
+    # score any stage on another file (the validation split) the way the recipe does.
+    _, run, world = recipe_run
+    recipe = {r["id"]: r["output"] for r in read_jsonl(run / "outputs" / "grpo-visual.jsonl")}
+    out = tmp_path / "eval"
+    assert main(["eval", "run", "--model", str(run / "grpo"), "--bench", "world", "--data",
+                 str(world / "data" / "visual-test.jsonl"), "--out", str(out), "--limit", str(len(recipe)),
+                 "--temperature", "0", "--repetition-penalty", "1", "--max-new-tokens", "12", "--max-tiles", "1",
+                 "--batch-size", "3"]) == 0
+    assert {r["id"]: r["output"] for r in read_jsonl(out / "items.jsonl")} == recipe
 
 
 def test_judge_extraction_through_an_endpoint(data, tmp_path):

@@ -98,6 +98,10 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=8192, help="default 8192")
     p.add_argument("--temperature", type=float, default=0.6, help="default 0.6, as the papers; 0 = greedy")
     p.add_argument("--top-p", type=float, default=0.95, help="default 0.95")
+    p.add_argument("--repetition-penalty", type=float, default=None,
+                   help="default: the model's own (in-process, the model card's 1.05; an endpoint, its server's); "
+                        "1 = none, as the recipe scores its stages (`--temperature 0 --repetition-penalty 1` "
+                        "gives a recipe run's held-out outputs)")
     p.add_argument("--batch-size", type=int, default=8, help="in-process batch (default 8)")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight to an endpoint (default 16)")
     p.add_argument("--served-model", default=None, help="model name at the endpoint (default: the only one)")
@@ -243,11 +247,14 @@ def cmd_run(a) -> int:
         raise R1VError("--samples, --max-new-tokens, --batch-size and --concurrency must be at least 1")
     if not a.temperature >= 0 or not 0 < a.top_p <= 1:
         raise R1VError("--temperature must be >= 0 and --top-p in (0, 1]")
+    if a.repetition_penalty is not None and not 0 < a.repetition_penalty <= 10:
+        raise R1VError(f"--repetition-penalty must be in (0, 10] (1 = none), got {a.repetition_penalty}")
     if a.samples > 1 and a.temperature <= 0:
         print("note: --temperature 0 is greedy, so the samples will be identical", file=sys.stderr)
     task, items = _items(a)
     verifier, judge = _scoring(a)
-    sampling = Sampling(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed)
+    sampling = Sampling(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, seed=a.seed,
+                        repetition_penalty=a.repetition_penalty)
     if is_url(a.model):
         generator = EndpointGenerator(Endpoint(a.model, a.served_model), a.concurrency)
         model, stem = f"{a.model}#{generator.name}", generator.name
@@ -256,7 +263,7 @@ def cmd_run(a) -> int:
             raise R1VError(f"model not found: {a.model}")
         model, stem = str(Path(a.model).resolve()), a.model
     settings = _settings(a, model, {
-        "samples": a.samples, "sampling": sampling.__dict__,
+        "samples": a.samples, "sampling": sampling.settings(),
         "load": None if is_url(a.model) else {"dtype": a.dtype, "max_tiles": a.max_tiles}, **_judged(judge)})
     out = _out(a, stem)
     run = RunDir(out, settings, overwrite=a.overwrite)  # before loading: a clash is reported at once

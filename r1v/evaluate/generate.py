@@ -20,6 +20,14 @@ class Sampling:
     temperature: float = 0.6  # the R1V / DeepSeek-R1 evaluation setting
     top_p: float = 0.95
     seed: int = 0
+    # None: the model's own (in-process: the model card's 1.05; an endpoint: the server's default).
+    # 1.0 is no penalty, as the recipe's held-out scoring and GRPO's rollouts (r1v/train/rollout.py).
+    repetition_penalty: float | None = None
+
+    def settings(self) -> dict:
+        """As recorded in run.json; an unset penalty is left out, so runs recorded before the
+        setting existed still resume."""
+        return {k: v for k, v in self.__dict__.items() if not (k == "repetition_penalty" and v is None)}
 
 
 def seed_for(base: int, key) -> int:
@@ -57,9 +65,10 @@ class LocalGenerator:
     def _ask(self, batch, sampling: Sampling):
         # One seed per batch (generate samples a batch together), fixed by the batch's first
         # (item, sample), so a resumed run does not replay the seeds of an earlier batch.
+        penalty = {} if sampling.repetition_penalty is None else {"repetition_penalty": sampling.repetition_penalty}
         return self.chat.ask_batch([(prompt, images) for _, prompt, images in batch],
                                    max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                                   top_p=sampling.top_p, seed=seed_for(sampling.seed, batch[0][0]))
+                                   top_p=sampling.top_p, seed=seed_for(sampling.seed, batch[0][0]), **penalty)
 
 
 class EndpointGenerator:
@@ -72,10 +81,12 @@ class EndpointGenerator:
     def run(self, jobs: Iterable[tuple], sampling: Sampling) -> Iterator[tuple[object, Completion]]:
         def one(job):
             key, prompt, images = job
+            extra = {} if sampling.repetition_penalty is None else \
+                {"extra_body": {"repetition_penalty": sampling.repetition_penalty}}  # vLLM's field
             try:
                 return key, self.endpoint.chat(prompt, images, max_tokens=sampling.max_new_tokens,
                                                temperature=sampling.temperature, top_p=sampling.top_p,
-                                               seed=seed_for(sampling.seed, key))
+                                               seed=seed_for(sampling.seed, key), **extra)
             except Rejected as e:
                 return key, Completion("", False, 0, error=str(e))
 
