@@ -13,7 +13,7 @@ Each round:
 3. *pair*: per prompt its best completion against its worst, when the gap reaches `threshold`
    (R1V2's calibrated threshold; `rewards.best_worst_pairs`); with `factual_chosen`, the best one
    that states no false fact, since a chosen sample is trained towards (NLL) and on the mini-world
-   half of the best samples state one (README, "MPO against SFT"). The pairs, with their log-probs under
+   half of the best samples state one (docs/history-r1v2.md, "MPO against SFT"). The pairs, with their log-probs under
    the round's starting policy (the reference), go to `<run>/mpo-pairs/round-K.jsonl` first, so
    a crash while training does not sample again;
 4. *train*: L = w1 DPO + w2 BCO + w3 NLL over the pairs (`mpo_loss`), the adapter only by default;
@@ -32,7 +32,7 @@ DPO), delta is the mean of every implicit reward beta * log-ratio seen in earlie
 update), one pair per prompt (best vs worst), and the loss is the mean over the step's pairs.
 delta starts again at 0 each round: a new reference puts every implicit reward back at 0, and a
 mean carried over from rewards against the old one would shift BCO by a bias of its own (up to
-aa7f5bb it ran on over the stage, and the README's MPO figures from then say so).
+aa7f5bb it ran on over the stage, and docs/history-r1v2.md's MPO figures from then say so).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ are the supervised loop's (`r1v/train/engine.py`).
 over the pairs of its `kinds` with its own warm-up and cosine; steps, checkpoints and metrics
 count across them, so a crash in a later phase resumes there. On the mini-world, the arithmetic
 slips (`wrong_answer`) learned alone first and then every pair reach what every pair from the
-start does not (README, "The reward model").
+start does not (docs/history-r1v2.md, "The reward model").
 
 Scoring a trained one: `LocalReward` in this process, `RemoteReward` against an endpoint
 (`r1v rm serve`), both `score(items, prompts, responses) -> [float]`; MPO takes either.

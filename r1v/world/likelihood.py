@@ -1,5 +1,5 @@
 """Does a model's own log-likelihood tell the mini-world's preference pairs apart? The check behind
-the README's reading of the reward model's result (a last-token head at chance on arithmetic slips
+docs/history-r1v2.md's reading of the reward model's result (a last-token head at chance on arithmetic slips
 while the LLM's likelihood is not).
 
     python -m r1v.world.likelihood runs/r1v2-tiny/transfer [--pairs ~/.cache/r1v/world/recipe/rm-eval.jsonl]

@@ -64,7 +64,7 @@ def freeze_bottom(model: Qwen2ForCausalLM, layers: int) -> None:
     Why: fine-tuned in full, the world's two LMs move 28-34% (substitute) and 42-52% (reasoning) of
     each layer's weight norm away from the base, and a projector fitted to the substitute loses 40% of
     its accuracy on the reasoning LM. Freezing the bottom keeps the part that first reads a visual
-    token the same in both (README, "Why transfer loses")."""
+    token the same in both (docs/history-mini-world.md, "Why transfer loses")."""
     if layers < 0:
         return
     model.get_input_embeddings().weight.requires_grad_(False)
