@@ -695,9 +695,10 @@ def test_grpo_kl_against_a_reference_the_engine_placed(small_model):
     assert first["kl"] == pytest.approx(0.0, abs=1e-6) and second["kl"] > 1e-6, (first["kl"], second["kl"])
 
 
-def test_world_compare_trains_an_m0_per_arm(recipe_run, tmp_path, capsys):
+def test_world_compare_runs_the_recipes_sft_per_arm(recipe_run, tmp_path, capsys):
     """`r1v world compare` (AL-CoTD beside a fixed penalty) on the small world: each arm is distilled,
-    M0 trained from the run's transfer checkpoint, and scored; a rerun reuses the finished arms."""
+    then trained by the recipe's SFT stage (M0 and its iterations) from the run's transfer checkpoint in
+    a run folder of its own, and scored; a rerun reuses the finished arms."""
     import shutil
 
     yaml_path, shared, world = recipe_run
@@ -707,14 +708,72 @@ def test_world_compare_trains_an_m0_per_arm(recipe_run, tmp_path, capsys):
             "distill.max_new_tokens=8"]
     assert main(args) == 0
     results = json.loads((run / "distill-compare" / "results.json").read_text())
+    start = results.pop("transfer (start)")["stop"]
     assert set(results) == {"AL-CoTD", "fixed P=2"} and all(r["n"] == 8 for r in results.values())
+    for slug, r in (("al-cotd", results["AL-CoTD"]), ("fixed-p2", results["fixed P=2"])):
+        arm = run / "distill-compare" / slug / "run"
+        assert r["model"] == "sft/m2" and list(r["by_iteration"]) == ["m0", "m1", "m2"]  # the small recipe's taus
+        assert (arm / "transfer").resolve() == (run / "transfer").resolve()  # every arm starts from the run's
+        assert (arm / "sft" / "m2" / "config.json").exists() and (arm / "report.md").exists()
+        assert json.loads((arm / "results.json").read_text())["stages"]["transfer"] == \
+            json.loads((run / "results.json").read_text())["stages"]["transfer"]
+        outs = [json.loads(x) for x in (arm / "outputs" / "sft-m2-visual.jsonl").read_text().splitlines()]
+        assert r["accuracy"] == round(sum(o["correct"] for o in outs) / len(outs), 4)
+    for stop in [start] + [r["stop"] for r in results.values()]:  # p(</think>) after the world's chain
+        assert stop["easy"]["n"] + stop["hard"]["n"] <= 8 and stop["easy"]["n"] > 0
+        assert 0 < stop["easy"]["p"] < 1 and 0 <= stop["easy"]["above_half"] <= 1
+    assert "p(stop), easy" in (run / "distill-compare" / "report.md").read_text()
     from r1v.train.report import write
 
     claims = write(run).read_text().split("## The paper's claims on this run")[1].split("## ")[0]
-    assert "easy-item tokens" in claims and "(fixed-p2)" in claims
+    assert "easy-item tokens" in claims and "(fixed-p2)" in claims and "p(stop) after the short chain" in claims
     capsys.readouterr()
     assert main(args) == 0
-    assert "distil, train M0" not in capsys.readouterr().out  # both arms reused
+    assert "distil, then" not in capsys.readouterr().out  # both arms reused
+    assert main(args + ["--iterations", "3"]) == 2  # the small recipe has two iterations after M0
+    assert "--iterations 3" in capsys.readouterr().err
+
+
+def test_stop_after_chain_is_the_models_next_token_probability(recipe_run, tmp_path):
+    """`r1v world compare`'s p(stop): the probability of `</think>` right after each held-out problem's own
+    chain, as one plain forward pass over prompt and chain gives it (the measure runs on a KV cache)."""
+    from r1v.train.config import load_recipe
+    from r1v.train.context import Context
+    from r1v.train.samples import Encoder
+    from r1v.world.compare import stop_after_chain
+
+    yaml_path, shared, _ = recipe_run
+    ctx = Context(load_recipe(str(yaml_path), [f"out={shared}"]))
+    model, tok = ctx.load("transfer")
+    model.eval()
+    torch.manual_seed(0)  # the small world's LM is nearly uniform: louder weights make p depend on the position
+    with torch.no_grad():
+        for w in model.model.language_model.parameters():
+            w.normal_(0, 0.3)
+        model.lm_head.weight.normal_(0, 1.0)
+        model.lm_head.weight[tok.convert_tokens_to_ids("</think>")].normal_(0, 6.0)
+    got = stop_after_chain(ctx, model, tok, "steps", batch=3)  # batches of 3: padding differs row to row
+    rows = ctx.rows("eval_visual")
+    enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
+    close = tok.convert_tokens_to_ids("</think>")
+    labels, ps, off = [], [], []
+    with torch.no_grad():
+        for i in range(ctx.cfg.data.eval_limit):
+            item = ctx.task.read_row(rows[i], root=rows.root(i))
+            s = enc.encode_many([item], [ctx.task.prompt(item)], [ctx.task.reference(item)])[0]
+            k = len(s.prompt) + s.response.index(close)
+            ids = torch.tensor([s.prompt + s.response])
+            logits = model(input_ids=ids, pixel_values=s.pixels, attention_mask=torch.ones_like(ids)).logits
+            ps.append(float(logits[0, k - 1].float().softmax(-1)[close]))
+            off.append(float(logits[0, k - 2].float().softmax(-1)[close]))  # one token early
+            labels.append(rows[i]["steps"])
+    assert max(ps) - min(ps) > 0.05, ps  # the check below can tell positions apart
+    easy = [p for p, lab in zip(ps, labels) if lab == min(labels)]
+    early = [p for p, lab in zip(off, labels) if lab == min(labels)]
+    assert sum(early) / len(early) != pytest.approx(sum(easy) / len(easy), abs=2e-4)
+    assert got["easy"]["n"] == len(easy)
+    assert got["easy"]["p"] == pytest.approx(sum(easy) / len(easy), abs=2e-4)
+    assert got["easy"]["above_half"] == round(sum(p > 0.5 for p in easy) / len(easy), 4)
 
 
 @pytest.mark.parametrize("recipe", sorted(str(p) for p in Path(__file__).resolve().parents[1].glob("recipes/*.yaml")))

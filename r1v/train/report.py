@@ -269,8 +269,13 @@ def _al_cotd(run: Path) -> tuple:
     g = paired_interval(other["correct"], base["correct"])
     shorter = base["easy"]["tokens"] < other["easy"]["tokens"]
     verdict = "**holds**" if shorter and g["hi"] >= 0 else "**does not hold**"
-    return (claim, paper, f"easy-item tokens {base['easy']['tokens']} vs {other['easy']['tokens']} ({name}); "
-            f"accuracy {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})", verdict,
+    stop = ""
+    if base.get("stop") and other.get("stop"):  # why greedy lengths do or do not move (r1v/world/compare.py)
+        stop = f"; p(stop) after the short chain, easy items, {base['stop']['easy']['p']:.3f} vs " \
+               f"{other['stop']['easy']['p']:.3f}"
+    at = f" at {base['model']}" if base.get("model") else ""  # the arms' last SFT iteration
+    return (claim, paper, f"easy-item tokens{at} {base['easy']['tokens']} vs {other['easy']['tokens']} ({name}); "
+            f"accuracy {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f}){stop}", verdict,
             "shorter, accuracy not below")
 
 

@@ -67,13 +67,16 @@ def add_parser(sub) -> None:
     p.add_argument("settings", nargs="*", metavar="key=value", help="a setting (listed below)")
     p.set_defaults(func=cmd_data)
 
-    p = wsub.add_parser("compare", help="AL-CoTD beside fixed penalties: data, and M0 trained on each",
+    p = wsub.add_parser("compare", help="AL-CoTD beside fixed penalties: data, and the recipe's SFT trained on each",
                         description=docstring("r1v.world.compare"),
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="the recipe YAML (recipes/tiny.yaml): M0's settings, held-out "
+    p.add_argument("--config", required=True, help="the recipe YAML (recipes/tiny.yaml): SFT's settings, held-out "
                                                    "files, run folder")
     p.add_argument("--world", default=None, help="world folder (default ~/.cache/r1v/world)")
     p.add_argument("--fixed", default="1.0,2.0", help="fixed penalties to compare, comma-separated (default 1.0,2.0)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="SFT iterations after M0 to train each arm through (default: all of the recipe's sft.taus; "
+                        "0: M0 alone, about a third of the time)")
     p.add_argument("settings", nargs="*", metavar="key=value",
                    help="recipe settings; distill.* ones set the AL-CoTD arm, as for `r1v world data`")
     p.set_defaults(func=cmd_compare)
@@ -245,5 +248,5 @@ def cmd_compare(a) -> int:
     world = Path(a.world) if a.world else DEFAULT_DIR
     if not (world / "data" / "visual-train.jsonl").is_file():
         raise R1VError(f"{world} holds no built mini-world; run `r1v world build --out {world}` first")
-    print(f"wrote {compare(cfg, world, _data_settings(data_pairs), fixed)}")
+    print(f"wrote {compare(cfg, world, _data_settings(data_pairs), fixed, a.iterations)}")
     return 0
