@@ -1,6 +1,6 @@
 """AL-CoTD beside fixed-penalty distillation on the mini-world: the data, and a model trained on each.
 
-    r1v world compare --config recipes/tiny.yaml [--fixed 1.0,2.0]   # ~15 minutes on 2 CPU cores
+    r1v world compare --config recipes/tiny.yaml [--fixed 1.0,2.0]   # ~12 minutes on 2 CPU cores
     r1v world compare --config recipes/tiny.yaml --iterations 0     # M0 alone: ~5 minutes
 
 For each arm (AL-CoTD with `r1v world data`'s `distill.*` settings, then every fixed penalty), the same
@@ -21,7 +21,9 @@ teacher-forced. The reasoning LLM stays frozen, so its habit of going over its w
 moved through the projector; greedy decoding turns the move into shorter answers only on the items
 where it carries that probability past the other continuations (README, "AL-CoTD on the mini-world").
 
-Every arm's result is saved when it is finished, so an interrupted comparison resumes.
+Every arm's result is saved when it is finished, and an arm stopped midway resumes its SFT from the last
+finished iteration in its run folder (or a mid-stage checkpoint), so an interrupted comparison loses
+minutes, not arms.
 """
 
 from __future__ import annotations
