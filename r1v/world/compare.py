@@ -114,6 +114,7 @@ def _arm(ctx, world: Path, dcfg, folder: Path, iterations: int) -> dict:
     from the run's transfer checkpoint, in a run folder of its own (`<arm>/run/`, with its report),
     and read the held-out outputs of every iteration."""
     from r1v.io import read_jsonl, write_jsonl
+    from r1v.model.checkpoint import load_model
     from r1v.train import recipe
     from r1v.world.prepare import distil
 
@@ -126,7 +127,7 @@ def _arm(ctx, world: Path, dcfg, folder: Path, iterations: int) -> dict:
     n = min(len(held_rows), ctx.cfg.data.eval_limit) if ctx.cfg.data.eval_limit else len(held_rows)
     labels = [_label(held_rows[i], dcfg.difficulty_field) for i in range(n)]
     easy, hard = _bands(labels)
-    _, tok = ctx.load("transfer")
+    model, tok, _ = load_model(run / "sft" / f"m{iterations}", dtype=ctx.dtype)
     by_iteration = {}
     for t in range(iterations + 1):  # the last iteration's outputs, right/wrong and lengths are the arm's
         outs = read_jsonl(run / "outputs" / f"sft-m{t}-visual.jsonl")
@@ -136,9 +137,6 @@ def _arm(ctx, world: Path, dcfg, folder: Path, iterations: int) -> dict:
         by_iteration[f"m{t}"] = {"accuracy": round(sum(correct) / len(correct), 4),
                                  "easy": _cell([i for i, x in enumerate(labels) if x in easy], correct, tokens),
                                  "hard": _cell([i for i, x in enumerate(labels) if x in hard], correct, tokens)}
-    from r1v.model.checkpoint import load_model
-
-    model, tok, _ = load_model(run / "sft" / f"m{iterations}", dtype=ctx.dtype)
     model.eval()
     stop = stop_after_chain(ctx, model, tok, dcfg.difficulty_field)
     by = {}
