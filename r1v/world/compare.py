@@ -99,12 +99,16 @@ def compare(cfg, world: Path, data_cfg, fixed: list[float], iterations: int | No
 
 
 def _fingerprint(cfg, dcfg, made: list, iterations: int) -> str:
-    """What an arm's result depends on: its distillation, the SFT stage's settings and iterations, the
-    held-out scoring, and `made`: the transfer stage's making and the content of the problems and
-    held-out rows."""
+    """What an arm's result depends on: its distillation, the SFT stage's settings (less the speed-only
+    ones, as for the recipe's own stages) and iterations, the held-out scoring, and `made`: the transfer
+    stage's making and the content of the problems and held-out rows."""
     import hashlib
 
-    parts = [dataclasses.asdict(x) for x in (dcfg, cfg.sft, cfg.eval)]
+    from r1v.train.context import SPEED_ONLY
+    from r1v.train.loop import _flat
+
+    sft = {k: v for k, v in _flat(dataclasses.asdict(cfg.sft), "sft.").items() if k.split(".")[-1] not in SPEED_ONLY}
+    parts = [dataclasses.asdict(dcfg), sft, dataclasses.asdict(cfg.eval)]
     parts += [cfg.seed, cfg.data.eval_limit, iterations, made, RESULT_FIELDS]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
