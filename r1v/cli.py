@@ -7,7 +7,7 @@
     r1v eval run|score|report|leakage ...     # benchmarks with their official scoring rules
     r1v world build|data|show|compare|probe|reference|leak|ship   # the mini-world: offline tasks, backbones, files
     r1v recipe run recipes/tiny.yaml           # the R1V training recipe end to end (align ... GRPO, report)
-    r1v train align|transfer|sft|rm|mpo|grpo|grpo-filter --config RECIPE   # one stage
+    r1v train align|transfer|sft|rm|mpo|grpo|grpo-filter|grpo-probe --config RECIPE   # one stage
     r1v distill --data ROWS --teacher MODEL_OR_URL [--judge MODEL_OR_URL] --out OUT   # AL-CoTD data
     r1v serve --model DIR [--api-key KEY]      # OpenAI-compatible API and a chat page at http://127.0.0.1:8000/
 

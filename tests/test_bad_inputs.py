@@ -205,6 +205,9 @@ def tries(c) -> dict[str, list[str]]:
                                                         "out={out}/run"]
     t["train grpo-filter with the recipe's files not made"] = ["train", "grpo-filter", "--config", "recipes/tiny.yaml",
                                                                "out={out}/run"]
+    t["train grpo-probe without a GRPO run"] = ["train", "grpo-probe", "--config", "recipes/tiny.yaml", "out={out}/run"]
+    t["train grpo-probe --seeds x"] = ["train", "grpo-probe", "--config", "recipes/tiny.yaml", "--seeds", "0,x",
+                                       "out={out}/run"]
     t["train grpo grpo.base=missing"] = ["train", "grpo", "--config", "recipes/tiny.yaml", "out={out}/run",
                                          "grpo.base=" + str(c["missing"])]
     # distill: the teacher and the settings

@@ -16,7 +16,7 @@ import torch
 
 from r1v.cli import main
 from r1v.rewards import format_reward, hybrid_reward, informative_groups, normalise_rm
-from r1v.train.critical import choose, critical_entropy, reasoning_mask
+from r1v.train.critical import choose, critical_entropy, critical_value, reasoning_mask
 from r1v.train.grpo import grpo_loss, old_logprobs
 from r1v.train.ssb import Group, SelectiveSampleBuffer, replay_count
 from tests.test_train import small_model  # noqa: F401  (the fixture)
@@ -235,12 +235,37 @@ def test_critical_token_ids_find_connectives(tiny):
     assert not critical_token_ids(tok, ["no-such-word-here"]).any()
 
 
-def test_choose_takes_the_highest_entropy_never_a_nan():
-    c = [{"step": 10, "critical_entropy": 0.8}, {"step": 20, "critical_entropy": 1.3},
-         {"step": 30, "critical_entropy": NAN}, {"step": 40, "critical_entropy": 1.3}]
-    assert choose(c)["step"] == 40  # a tie goes to the later checkpoint
-    assert choose(c[:3])["step"] == 20
-    assert choose([{"step": 5, "critical_entropy": NAN}])["step"] == 5
+def test_choose_leaves_the_last_checkpoint_only_for_an_entropy_the_probe_can_see():
+    """R1V3's rule with its noise guard: an earlier checkpoint whose critical entropy is a little higher
+    on every probe prompt is chosen; one whose entropy is higher still, but not prompt by prompt, is not."""
+    g = torch.Generator().manual_seed(0)
+    base = [torch.rand(30, generator=g) for _ in range(40)]  # 40 prompts' counted entropies
+    last = [b.clone() for b in base]
+    clear = [b + 0.005 for b in base]  # higher on every prompt
+    noisy = [base[(i + 1) % 40] + 0.01 for i in range(40)]  # twice as much higher overall, prompt by prompt noise
+    value = lambda ps: critical_value(ps, share=0.2)  # noqa: E731
+    cands = [{"step": 10, "critical_entropy": value(noisy)}, {"step": 20, "critical_entropy": value(clear)},
+             {"step": 30, "critical_entropy": value(last)}]
+    assert cands[0]["critical_entropy"] > cands[1]["critical_entropy"] > cands[2]["critical_entropy"]
+    chosen, gaps = choose(cands, {10: noisy, 20: clear, 30: last})
+    assert chosen["step"] == 20 and gaps[20]["lo"] > 0 and gaps[10]["lo"] < 0 < gaps[10]["gap"]
+    assert choose(cands, {10: noisy, 30: last})[0]["step"] == 30  # the clear one unprobed: nothing to test it by
+    assert choose(cands)[0]["step"] == 30  # no probe at all: the last
+    # two earlier ones both clearly above: the higher; a tie goes to the later
+    higher = [b + 0.2 for b in base]
+    both = [*cands[1:2], {"step": 25, "critical_entropy": value(higher)}, cands[2]]
+    assert choose(both, {20: clear, 25: higher, 30: last})[0]["step"] == 25
+    tie = [{"step": 20, "critical_entropy": value(clear)}, {"step": 25, "critical_entropy": value(clear)}, cands[2]]
+    assert choose(tie, {20: clear, 25: clear, 30: last})[0]["step"] == 25
+
+
+def test_choose_never_takes_a_nan_unless_all_are():
+    c = [{"step": 10, "critical_entropy": 0.8}, {"step": 20, "critical_entropy": NAN}]
+    assert choose(c)[0]["step"] == 10  # the last has none to test against: the highest finite one
+    assert choose([*c, {"step": 30, "critical_entropy": 1.3}])[0]["step"] == 30
+    assert choose([{"step": 5, "critical_entropy": NAN}, {"step": 6, "critical_entropy": NAN}])[0]["step"] == 6
+    with pytest.raises(ValueError):
+        choose([])
 
 
 # --------------------------------------------------------------------------- one step, replaying
@@ -346,8 +371,28 @@ def test_r1v2_grpo_filter_hybrid_reward_ssb_and_entropy_choice(recipe_run, hybri
     # R1V3: a candidate per eval point, the chosen one is GRPO's output
     steps = [c["step"] for c in r["candidates"]]
     assert steps == [1, 2, 3] and all(c["critical_entropy"] is not None for c in r["candidates"])
-    best = max(r["candidates"], key=lambda c: (c["critical_entropy"], c["step"]))
+    assert all(0 <= c["probe_accuracy"] <= 1 for c in r["candidates"])
+    # the choice, made again from the probes kept on disk (2 prompts each), and each earlier one's gap to the last
+    kept = {c["step"]: json.loads((run / "grpo-probe" / f"step-{c['step']}.json").read_text()) for c in r["candidates"]}
+    assert [len(k["prompts"]) for k in kept.values()] == [2, 2, 2]
+    assert all(k["critical_entropy"] == pytest.approx(c["critical_entropy"], abs=1e-5)
+               for k, c in zip(kept.values(), r["candidates"]))
+    best, gaps = choose(r["candidates"], {s: [torch.tensor(p) for p in k["prompts"]] for s, k in kept.items()},
+                        share=0.2)
     assert r["selected"] == {"rule": "entropy", "step": best["step"], "last": 3}
+    assert [c["vs_last"]["gap"] for c in r["candidates"][:2]] == pytest.approx([gaps[1]["gap"], gaps[2]["gap"]],
+                                                                               abs=1e-5)
+    # `r1v train grpo-probe`: the recipe's seed reproduces the run's probe and choice; another seed draws anew
+    assert main(["train", "grpo-probe", "--config", str(yaml_path), *settings[1:], f"out={run}", *R1V2_GRPO,
+                 "--seeds", "0,1"]) == 0
+    again = json.loads((run / "grpo-probe" / "seeds.json").read_text())
+    assert [again["0"]["entropy"][str(c["step"])] for c in r["candidates"]] == pytest.approx(
+        [c["critical_entropy"] for c in r["candidates"]], abs=1e-5)
+    assert again["0"]["chosen"] == best["step"] and again["1"]["entropy"] != again["0"]["entropy"]
+    plain = tmp_path / "rules-run"  # R1V's GRPO keeps no probed checkpoints (grpo.select=last): refused, one line
+    plain.mkdir()
+    shutil.copy(recipe_run[1] / "results.json", plain)
+    assert main(["train", "grpo-probe", "--config", str(yaml_path), f"out={plain}"]) == 2
     from tests.test_train import same, weights
 
     if best["step"] != 3:

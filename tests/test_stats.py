@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from r1v.stats import paired_interval, paired_ratio
+from r1v.stats import paired_bootstrap, paired_interval, paired_ratio
 from r1v.train.report import _verdict_at_least, _verdict_gap
 
 
@@ -26,6 +26,23 @@ def test_paired_ratio_is_seeded_and_brackets_its_estimate():
     assert paired_ratio({1: False}, {1: True}) is None  # a ratio over zero is not a ratio
     same = paired_ratio(a, dict(a))
     assert same["lo"] == same["hi"] == 1.0
+
+
+def test_paired_bootstrap_pairs_the_items_and_is_seeded():
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    a = [float(i % 7) for i in range(60)]  # items that differ widely from one another
+    shifted = [x + 0.1 for x in a]
+    g = paired_bootstrap(a, shifted, mean)
+    # paired, the items' spread cancels: every resample shows the same +0.1
+    assert g["gap"] == pytest.approx(0.1) and g["lo"] == pytest.approx(0.1) and g["hi"] == pytest.approx(0.1)
+    unpaired = paired_bootstrap(a, list(reversed(shifted)), mean)
+    assert unpaired["gap"] == pytest.approx(0.1) and unpaired["lo"] < 0 < unpaired["hi"]  # the same means, unpaired
+    assert g == paired_bootstrap(a, shifted, mean) and unpaired != paired_bootstrap(a, list(reversed(shifted)), mean,
+                                                                                     seed=1)
+    nan_some = paired_bootstrap([0.0, 1.0], [1.0, 2.0], lambda xs: float("nan") if xs[0] == xs[-1] else mean(xs))
+    assert nan_some["n"] == 2 and nan_some["lo"] == nan_some["hi"] == pytest.approx(1.0)  # NaN resamples skipped
+    with pytest.raises(ValueError):
+        paired_bootstrap([1.0], [1.0, 2.0], mean)
 
 
 @pytest.mark.parametrize("value,lo,target,word", [

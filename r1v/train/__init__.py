@@ -1,7 +1,7 @@
 """The R1V training recipe (Skywork R1V report; `../shared/docs/method.md`), one module per stage.
 
     r1v recipe run recipes/tiny.yaml          # every stage on the mini-world's files, then runs/tiny/report.md
-    r1v train align|transfer|sft|rm|mpo|grpo|grpo-filter --config RECIPE
+    r1v train align|transfer|sft|rm|mpo|grpo|grpo-filter|grpo-probe --config RECIPE
     accelerate launch --config_file recipes/accelerate/fsdp.yaml -m r1v recipe run RECIPE
 
 * `align.py`: Stage 0a, the projector against the frozen substitute LLM (three passes);

@@ -3,6 +3,7 @@
     r1v recipe run recipes/tiny.yaml [key=value ...] [--restart]
     r1v train align|transfer|sft|rm|mpo|grpo --config recipes/tiny.yaml [key=value ...]
     r1v train grpo-filter --config recipes/r1v2-tiny.yaml       # R1V2's offline prompt-pool filter
+    r1v train grpo-probe --config recipes/r1v2-tiny.yaml --seeds 0,1,2   # R1V3's choice, probed again
     accelerate launch -m r1v train sft --config recipes/r1v-38b.yaml      # many GPUs, unchanged
     r1v recipe report runs/tiny
     r1v recipe compare runs/A runs/B ... --out DIR             # GRPO of several runs, each against the first
@@ -95,6 +96,31 @@ def add_parsers(sub) -> None:
     p.add_argument("--config", required=True, help="the recipe YAML whose settings and run folder to use")
     p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting")
     p.set_defaults(func=cmd_filter)
+    p = tsub.add_parser("grpo-probe", help="R1V3's checkpoint choice, probed again: does it hold when the probe's "
+                                           "rollouts are drawn at other seeds?",
+                        description="Probe every checkpoint a finished GRPO run kept (grpo.select=entropy keeps them) "
+                                    "again, on the same held-out probe prompts with the rollouts drawn at each seed, "
+                                    "and make R1V3's choice from each probe: the last checkpoint unless an earlier "
+                                    "one's critical-token entropy is above it with its 95% paired interval above 0. "
+                                    "The recipe's seed reproduces the run's own probe. Prints a table and writes "
+                                    "<run>/grpo-probe/seeds.json.",
+                        epilog="example:\n  r1v train grpo-probe --config recipes/r1v2-tiny.yaml --seeds 0,1,2,3,4,5"
+                               + _settings(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="the recipe YAML whose settings and run folder to use")
+    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated sampling seeds of the probe's "
+                                                                  "rollouts (default 0,1,2)")
+    p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting")
+    p.set_defaults(func=cmd_probe)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or any(x < 0 for x in seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give seeds as non-negative integers, e.g. 0,1,2")
+    return list(dict.fromkeys(seeds))
 
 
 def cmd_run(a) -> int:
@@ -148,6 +174,33 @@ def cmd_filter(a) -> int:
     ctx.write_config()
     run_filter(ctx)
     ctx.metrics.close()
+    return 0
+
+
+def cmd_probe(a) -> int:
+    from r1v.train.config import load_recipe
+    from r1v.train.context import Context
+    from r1v.train.grpo import reprobe
+
+    cfg = load_recipe(a.config, a.settings)
+    if not (cfg.run_dir / "results.json").exists():  # before Context makes the folder
+        raise R1VError(f"{cfg.run_dir} holds no recipe run: give the run's settings (name=... or out=...) after "
+                       f"--config, or run the recipe first")
+    ctx = Context(cfg)
+    found = reprobe(ctx, a.seeds)
+    if not ctx.main:
+        return 0
+    steps = sorted(next(iter(found.values()))["entropy"])
+    print(f"R1V3's probe of {ctx.dir}: critical-token entropy in nats (probe accuracy), by the probe's seed")
+    print(f"{'step':>8} " + " ".join(f"{'seed ' + str(s):>17}" for s in found))
+    for at in steps:
+        print(f"{at:>8} " + " ".join(f"{f['entropy'][at]:>9.4f} ({100 * f['accuracy'][at]:4.1f}%)"
+                                     for f in found.values()))
+    print(f"{'chosen':>8} " + " ".join(f"{f['chosen']:>17}" for f in found.values()))
+    chosen = [f["chosen"] for f in found.values()]
+    print(f"the same checkpoint at {max(chosen.count(c) for c in chosen)} of {len(chosen)} seeds; "
+          f"the run chose step {ctx.results['stages']['grpo'].get('selected', {}).get('step')}; "
+          f"-> {ctx.dir / 'grpo-probe' / 'seeds.json'}")
     return 0
 
 

@@ -16,8 +16,8 @@ Only tokens before `</think>` count: the answer's tokens are not reasoning.
     ent = critical_entropy(entropy, mask, reasoning, mode="forks", share=0.2)   # one float
 
 `grpo.py` logs it every step on the fresh rollouts trained on, and at every `grpo.eval_every`
-checkpoint on fixed probe prompts held out of the pool (`grpo.probe_entropy`); `grpo.select=entropy`
-keeps the checkpoint with the highest probe entropy (`choose`).
+checkpoint on fixed probe prompts held out of the pool (`grpo.probe`); `grpo.select=entropy` keeps
+the checkpoint with the highest probe entropy where the probe can tell it from the last (`choose`).
 """
 
 from __future__ import annotations
@@ -48,35 +48,77 @@ def reasoning_mask(completions: torch.Tensor, mask: torch.Tensor, close_id: int)
     return mask.bool() & ~seen
 
 
+def counted(entropy: torch.Tensor, reasoning: torch.Tensor, *, mode: str = "forks", tokens: torch.Tensor | None = None,
+            word_ids: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Per completion (row of `entropy`, (N, C)), the entropies the critical measure draws from: every
+    reasoning token's (`forks`, which then keeps the top share of them all) or those of the reasoning
+    tokens whose id (`tokens`, (N, C)) is in `word_ids` (`words`)."""
+    ent = entropy.detach().float()
+    keep = reasoning.bool() & torch.isfinite(ent)
+    if mode == "words":
+        if tokens is None or word_ids is None:
+            raise ValueError("mode=words needs the completion tokens and the critical word ids")
+        keep &= word_ids.to(tokens.device)[tokens.clamp(min=0, max=len(word_ids) - 1)] & (tokens < len(word_ids))
+    elif mode != "forks":
+        raise ValueError(f"unknown critical-token mode {mode!r}: forks or words")
+    return [row[k] for row, k in zip(ent, keep)]
+
+
+def critical_value(values: Sequence[torch.Tensor], *, mode: str = "forks", share: float = 0.2) -> float:
+    """The critical-token entropy of the `counted` values of a set of completions (or of prompts, each
+    its rollouts' values joined): their mean (`words`), or the mean of their top `share` (`forks`). NaN
+    when there is none."""
+    vals = torch.cat([torch.as_tensor(v, dtype=torch.float32).flatten() for v in values]) if len(values) else \
+        torch.zeros(0)
+    if not vals.numel():
+        return math.nan
+    if mode == "forks":
+        vals = torch.topk(vals, max(1, math.ceil(share * vals.numel()))).values
+    return float(vals.mean())
+
+
 def critical_entropy(entropy: torch.Tensor, reasoning: torch.Tensor, *, mode: str = "forks", share: float = 0.2,
                      tokens: torch.Tensor | None = None, word_ids: torch.Tensor | None = None) -> float:
     """Mean entropy (nats) at the critical tokens of a batch: `entropy` (N, C) per generated token,
     `reasoning` (N, C) the tokens that count (`reasoning_mask`). `forks`: the top `share` of those
     tokens by entropy; `words`: those whose id (`tokens`, (N, C)) is in `word_ids`. NaN when there
     is no critical token."""
-    ent = entropy.detach().float()
-    keep = reasoning.bool() & torch.isfinite(ent)
-    if mode == "words":
-        if tokens is None or word_ids is None:
-            raise ValueError("mode=words needs the completion tokens and the critical word ids")
-        hits = word_ids.to(tokens.device)[tokens.clamp(min=0, max=len(word_ids) - 1)] & (tokens < len(word_ids))
-        vals = ent[keep & hits]
-        return float(vals.mean()) if vals.numel() else math.nan
-    if mode != "forks":
-        raise ValueError(f"unknown critical-token mode {mode!r}: forks or words")
-    vals = ent[keep]
-    if not vals.numel():
-        return math.nan
-    k = max(1, math.ceil(share * vals.numel()))
-    return float(torch.topk(vals, k).values.mean())
+    return critical_value(counted(entropy, reasoning, mode=mode, tokens=tokens, word_ids=word_ids), mode=mode,
+                          share=share)
 
 
-def choose(candidates: Sequence[dict]) -> dict:
-    """R1V3's rule: the candidate ({step, critical_entropy, ...}) with the highest critical-token
-    entropy; the later one on a tie; a candidate whose entropy is NaN is never chosen unless all are."""
+def choose(candidates: Sequence[dict], probes: dict[int, Sequence[torch.Tensor]] | None = None, *,
+           mode: str = "forks", share: float = 0.2, rounds: int = 2000, seed: int = 0) -> tuple[dict, dict]:
+    """R1V3's rule, guarded against the probe's noise. `candidates`: {step, critical_entropy, ...};
+    `probes`: step -> its probe's counted entropies per prompt (the same prompts at every step).
+
+    The last checkpoint is kept unless an earlier one's critical-token entropy is above the last's with
+    its 95% paired interval (the probe prompts resampled together) above 0; of such, the highest
+    (the later on a tie). R1V3 names no test; without one the rule follows differences the probe
+    cannot see: on `make demo-r1v2` its 64 prompts put the steps' entropies within 0.003 nats of one
+    another, while resampling the rollouts moves each by 0.01 (README). Returns (chosen, {step: the
+    gap to the last, with its interval}). A NaN entropy is never chosen unless all are; when the last's
+    is NaN there is nothing to test against, and the highest finite one is taken."""
+    from r1v.stats import paired_bootstrap
+
     if not candidates:
         raise ValueError("no checkpoint to choose from")
+    last = max(candidates, key=lambda c: c["step"])
     finite = [c for c in candidates if math.isfinite(c["critical_entropy"])]
     if not finite:
-        return candidates[-1]
-    return max(finite, key=lambda c: (c["critical_entropy"], c["step"]))
+        return last, {}
+    if not math.isfinite(last["critical_entropy"]):
+        return max(finite, key=lambda c: (c["critical_entropy"], c["step"])), {}
+    probes = probes or {}
+    stat = lambda items: critical_value(items, mode=mode, share=share)  # noqa: E731
+    gaps, above = {}, []
+    for c in finite:
+        if c is last or c["step"] not in probes or last["step"] not in probes:
+            continue
+        g = paired_bootstrap(probes[last["step"]], probes[c["step"]], stat, rounds=rounds, seed=seed)
+        gaps[c["step"]] = g
+        if g["lo"] > 0:
+            above.append(c)
+    if not above:
+        return last, gaps
+    return max(above, key=lambda c: (c["critical_entropy"], c["step"])), gaps

@@ -14,6 +14,7 @@ additions, each a setting:
     r1v train grpo --config recipes/r1v2-tiny.yaml grpo.ssb.enabled=false name=r1v2-tiny-nossb \\
         grpo.base=runs/r1v2-tiny/mpo/r4                       # an ablation from another run's policy
     r1v train grpo-filter --config recipes/r1v2-tiny.yaml    # the pool filter alone
+    r1v train grpo-probe --config recipes/r1v2-tiny.yaml --seeds 0,1,2   # R1V3's choice, probed again
 
 Logged every step (`metrics.jsonl`, plotted in the report): reward, accuracy, format, the reward
 model's raw score, response length, the effective-sample share of the fresh groups (`effective`:
@@ -25,8 +26,9 @@ R1V2's monitoring: with `grpo.eval_every`, the held-out visual split is scored e
 hallucination rate beside its accuracy; past `grpo.hallucination_ceiling` the run stops there and
 keeps that model (`hallucination_action: stop`) or notes it and goes on (`flag`). At the same
 points the critical-token entropy is measured on probe prompts held out of the pool; with
-`grpo.select=entropy` the checkpoint with the highest is GRPO's output (the others stay as
-`grpo@N`).
+`grpo.select=entropy` the checkpoint with the highest is GRPO's output where the probe can tell it
+from the last (`critical.choose`; else the last; the others stay as `grpo@N`). `r1v train grpo-probe`
+probes a finished run's checkpoints again at other seeds, to see whether the choice holds.
 
 Why a loop of our own rather than TRL's GRPOTrainer (which trains this model too): the group
 shares its prompt. Each image is encoded once per run (frozen encoder, cached features) and each
@@ -69,10 +71,11 @@ import torch
 from tqdm.auto import tqdm
 
 from r1v.errors import R1VError
+from r1v.io import write_json
 from r1v.rewards import (accuracy_reward, d_rm, effective_ratio, format_reward, group_advantages, hybrid_reward,
                          informative_groups, normalise_rm)
 from r1v.train.context import Context
-from r1v.train.critical import choose, critical_entropy, critical_token_ids, reasoning_mask
+from r1v.train.critical import choose, counted, critical_entropy, critical_token_ids, critical_value, reasoning_mask
 from r1v.train.data import batches, loader
 from r1v.train.engine import Engine
 from r1v.train.rollout import generate, prefill
@@ -457,8 +460,6 @@ def filter_pool(ctx: Context, pool: np.ndarray, *, engine: Engine | None = None,
         shutil.rmtree(path.parent)
     ctx.state.wait_for_everyone()
     if ctx.main:
-        from r1v.io import write_json
-
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(stamp, made_by)
     ctx.state.wait_for_everyone()
@@ -531,11 +532,13 @@ def run_filter(ctx: Context) -> None:
 
 
 # --------------------------------------------------------------------------- R1V3's probe
-def probe_entropy(engine: Engine, chunks, *, cfg, tok, stop_id: int, critical: dict, cache=None, seed: int = 0,
-                  n: int = 4) -> float:
-    """The critical-token entropy of `n` rollouts per probe prompt (`chunks`: lists of Samples,
-    streamed) at the GRPO temperature, sampled under a fixed seed that leaves the training RNG as it was."""
-    ents, reas, toks = [], [], []
+def probe(engine: Engine, chunks, *, cfg, tok, stop_id: int, critical: dict, task, cache=None, seed: int = 0,
+          n: int = 4) -> dict:
+    """R1V3's probe of one checkpoint: `n` rollouts per probe prompt (`chunks`: lists of Samples,
+    streamed) at the GRPO temperature, sampled under a fixed seed that leaves the training RNG as it was.
+    Returns their critical-token entropy, the share of them answered right, and per prompt the
+    entropies the measure draws from (`critical.counted`, its rollouts joined), which `choose` resamples."""
+    per_prompt, right = [], []
     # manual_seed reseeds the accelerator too, and generate() samples there: fork this device's RNG as well.
     here = [torch.accelerator.current_device_index()] if torch.accelerator.is_available() else []
     with torch.random.fork_rng(devices=here), engine.generating() as model, torch.no_grad():
@@ -550,16 +553,65 @@ def probe_entropy(engine: Engine, chunks, *, cfg, tok, stop_id: int, critical: d
                                                entropy=True)
             comp = torch.nn.utils.rnn.pad_sequence([torch.tensor(c) for c in comps], batch_first=True,
                                                    padding_value=tok.pad_token_id).to(mask.device)
-            ents.append(ent.cpu())
-            reas.append(reasoning_mask(comp, mask, critical["close_id"]).cpu())
-            toks.append(comp.cpu())
-    if not ents:
-        return math.nan
-    width = max(e.shape[1] for e in ents)
-    pad = lambda t, v: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=v)  # noqa: E731
-    return critical_entropy(torch.cat([pad(e, 0.0) for e in ents]), torch.cat([pad(r, False) for r in reas]),
-                            mode=critical["mode"], share=critical["share"], tokens=torch.cat([pad(t, 0) for t in toks]),
-                            word_ids=critical.get("word_ids"))
+            rows = counted(ent, reasoning_mask(comp, mask, critical["close_id"]), mode=critical["mode"], tokens=comp,
+                           word_ids=critical.get("word_ids"))
+            per_prompt += [torch.cat(rows[j : j + n]).cpu() for j in range(0, len(rows), n)]
+            right += accuracy_reward(tok.batch_decode(comps, skip_special_tokens=True),
+                                     items=[s.item for s in chunk for _ in range(n)], task=task)
+    return {"entropy": critical_value(per_prompt, mode=critical["mode"], share=critical["share"]),
+            "accuracy": statistics.fmean(right) if right else math.nan, "prompts": per_prompt}
+
+
+def probe_file(ctx: Context, step: int) -> Path:
+    """Where the probe of checkpoint `step` is kept (its per-prompt entropies, for the choice at the end)."""
+    return ctx.dir / "grpo-probe" / f"step-{step}.json"
+
+
+def reprobe(ctx: Context, seeds: Sequence[int]) -> dict:
+    """`r1v train grpo-probe`: probe a finished GRPO run's checkpoints again, with the probe's rollouts drawn
+    at each of `seeds`, and make R1V3's choice from each probe: does the choice hold when the probe is
+    sampled again? The recipe's seed reproduces the run's own probe. Returns {seed: {"entropy": {step: x},
+    "accuracy": {step: x}, "chosen": step, "gaps": {step: gap to the last}}}, also kept in
+    <run>/grpo-probe/seeds.json."""
+    cfg = ctx.cfg.grpo
+    st = ctx.results["stages"].get("grpo", {})
+    if "grpo" not in ctx.results["done"] or not st.get("candidates"):
+        raise R1VError(f"{ctx.dir} has no finished GRPO stage with probed checkpoints: run it with "
+                       f"grpo.eval_every=N grpo.select=entropy first (recipes/r1v2-tiny.yaml does)")
+    last = max(c["step"] for c in st["candidates"])
+    sel = st.get("selected") or {}
+    adopted = sel.get("step", last) != last
+    folders = {c["step"]: ctx.dir / ("grpo" if c["step"] == last and not adopted else f"grpo@{c['step']}")
+               for c in st["candidates"]}
+    missing = [f.name for f in folders.values() if not (f / "config.json").exists()]
+    if missing:
+        raise R1VError(f"checkpoints {', '.join(missing)} of {ctx.dir} are gone (grpo.select=last keeps none but "
+                       f"the last): rerun GRPO with grpo.select=entropy to keep them")
+    _, probe_rows = split_probe(ctx, prompt_pool(ctx))
+    found = {seed: {"entropy": {}, "accuracy": {}} for seed in seeds}
+    probes = {seed: {} for seed in seeds}
+    for at, folder in folders.items():  # one model load per checkpoint, every seed on it
+        model, tok = ctx.load_model(str(folder))
+        enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
+        engine = Engine(model, cfg.parts, dropout=False)
+        critical = critical_setup(cfg, tok)
+        data = ctx.data(prompt_key(ctx), enc, field="")
+        for seed in seeds:
+            got = probe(engine, ctx.stream(data, probe_rows, cfg.micro_groups), cfg=cfg, tok=tok, stop_id=enc.stop_id,
+                        critical=critical, task=ctx.task, seed=seed)
+            probes[seed][at] = [torch.tensor([round(float(x), 5) for x in p]) for p in got["prompts"]]
+            found[seed]["entropy"][at] = round(got["entropy"], 5)
+            found[seed]["accuracy"][at] = round(got["accuracy"], 5)
+        del model, engine
+    for seed in seeds:
+        chosen, gaps = choose([{"step": at, "critical_entropy": x} for at, x in found[seed]["entropy"].items()],
+                              probes[seed], mode=critical["mode"], share=critical["share"], seed=ctx.cfg.seed)
+        found[seed]["chosen"] = chosen["step"]
+        found[seed]["gaps"] = {at: {k: round(v, 5) for k, v in g.items() if k != "n"} for at, g in gaps.items()}
+    if ctx.main:
+        probe_file(ctx, 0).parent.mkdir(exist_ok=True)
+        write_json(probe_file(ctx, 0).with_name("seeds.json"), {str(k): v for k, v in found.items()})
+    return found
 
 
 def critical_setup(cfg, tok) -> dict:
@@ -604,6 +656,7 @@ def run(ctx: Context) -> None:
         if ctx.main:  # an earlier run's candidates would be mistaken for this one's
             for old in ctx.dir.glob("grpo@*"):
                 shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(ctx.dir / "grpo-probe", ignore_errors=True)
     elif buffer is not None and pos.get("local"):
         buffer.load_state_dict(pos["local"])
     start, history, candidates = pos["step"], pos["history"], pos.get("candidates", [])
@@ -618,14 +671,23 @@ def run(ctx: Context) -> None:
                      rank=acc.process_index, world=acc.num_processes, workers=ctx.workers, seed=ctx.cfg.seed,
                      cache=cache)
     critical = critical_setup(cfg, tok)
+    probes = {}  # step -> its probe's entropies per prompt (`choose` resamples them)
 
     def checkpoint_candidate(at: int) -> None:
-        """R1V3: the probe's critical-token entropy of the model at step `at` (kept as grpo@at when
-        grpo.select=entropy)."""
-        ent = probe_entropy(engine, ctx.stream(data, probe_rows, cfg.micro_groups), cfg=cfg, tok=tok,
-                            stop_id=enc.stop_id, critical=critical, cache=cache, seed=ctx.cfg.seed)
+        """R1V3: the probe of the model at step `at` (kept as grpo@at when grpo.select=entropy)."""
+        got = probe(engine, ctx.stream(data, probe_rows, cfg.micro_groups), cfg=cfg, tok=tok, stop_id=enc.stop_id,
+                    critical=critical, task=ctx.task, cache=cache, seed=ctx.cfg.seed)
+        ent = got["entropy"]
+        # rounded as kept on disk, so that a run resumed after a crash chooses from the same numbers
+        kept = [[round(float(x), 5) for x in p] for p in got["prompts"]]
+        probes[at] = [torch.tensor(p) for p in kept]
+        if ctx.main:
+            probe_file(ctx, at).parent.mkdir(exist_ok=True)
+            write_json(probe_file(ctx, at), {"step": at, "critical_entropy": ent, "accuracy": got["accuracy"],
+                                             "prompts": kept}, indent=None)
         evaluated = ctx.results["stages"].get(f"grpo@{at}", {}).get("eval", {}).get("visual", {})
         candidates.append({"step": at, "critical_entropy": None if math.isnan(ent) else round(ent, 5),
+                           "probe_accuracy": None if math.isnan(got["accuracy"]) else round(got["accuracy"], 5),
                            "accuracy": evaluated.get("accuracy"), "hallucination": evaluated.get("hallucination")})
         ctx.results["stages"].setdefault("grpo", {})["candidates"] = candidates
         ctx.save_results()
@@ -674,8 +736,16 @@ def run(ctx: Context) -> None:
         checkpoint_candidate(last)
     extra = {}
     if cfg.select == "entropy" and candidates:
-        chosen = choose([{**c, "critical_entropy": math.nan if c["critical_entropy"] is None else
-                          c["critical_entropy"]} for c in candidates])
+        for c in candidates:  # those probed before a crash, from their files
+            if c["step"] not in probes and probe_file(ctx, c["step"]).exists():
+                probes[c["step"]] = [torch.tensor(p) for p in
+                                     json.loads(probe_file(ctx, c["step"]).read_text())["prompts"]]
+        chosen, gaps = choose([{**c, "critical_entropy": math.nan if c["critical_entropy"] is None else
+                                c["critical_entropy"]} for c in candidates], probes, mode=critical["mode"],
+                              share=critical["share"], seed=ctx.cfg.seed)
+        for c in candidates:
+            if c["step"] in gaps:
+                c["vs_last"] = {k: round(v, 5) for k, v in gaps[c["step"]].items() if k != "n"}
         extra["selected"] = {"rule": "entropy", "step": chosen["step"], "last": last}
         if chosen["step"] != last:
             adopt(ctx, f"grpo@{chosen['step']}", keep_last=f"grpo@{last}")

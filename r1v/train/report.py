@@ -353,13 +353,19 @@ def _grpo_section(run: Path, st: dict, cfg: dict, *, before: str) -> list[str]:
                   f"Critical tokens: `{g_cfg.get('critical')}`"
                   + (f" (the top {g_cfg.get('critical_share')} of reasoning tokens by entropy)"
                      if g_cfg.get("critical") == "forks" else "")
-                  + f", on {r.get('probe_prompts')} probe prompts held out of the pool.", "",
-                  "| step | critical-token entropy (nats) | visual test | hallucination | |", "|---|---|---|---|---|"]
+                  + f", on {r.get('probe_prompts')} probe prompts held out of the pool (4 rollouts each). The last "
+                  "checkpoint is kept unless an earlier one's entropy is above it with the 95% paired interval "
+                  "(probe prompts resampled) above 0.", "",
+                  "| step | critical-token entropy (nats) | minus the last's (95% interval) | probe accuracy "
+                  "| visual test | hallucination | |", "|---|---|---|---|---|---|---|"]
         for c in r["candidates"]:
             mark = "chosen" if c["step"] == sel.get("step") else ("last" if c is r["candidates"][-1] else "")
             fmt = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
             ent = "-" if c["critical_entropy"] is None else f"{c['critical_entropy']:.4f}"
-            lines.append(f"| {c['step']} | {ent} | {fmt(c.get('accuracy'))} | {fmt(c.get('hallucination'))} | {mark} |")
+            v = c.get("vs_last")
+            gap = f"{v['gap']:+.4f} ({v['lo']:+.4f} to {v['hi']:+.4f})" if v else "-"
+            lines.append(f"| {c['step']} | {ent} | {gap} | {fmt(c.get('probe_accuracy'))} | {fmt(c.get('accuracy'))} "
+                         f"| {fmt(c.get('hallucination'))} | {mark} |")
         if sel and sel.get("step") != sel.get("last"):
             g = paired_gap(run, f"grpo@{sel['last']}", "grpo")
             if g:
