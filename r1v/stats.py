@@ -78,11 +78,13 @@ def paired_ratio(ra: dict, rb: dict, *, rounds: int = 2000, seed: int = 0) -> di
 
 
 def paired_bootstrap(a: Sequence, b: Sequence, stat: Callable[[list], float], *, rounds: int = 2000,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, level: float = 0.95) -> dict:
     """stat(b) - stat(a), where a[i] and b[i] are item i measured twice (e.g. one probe prompt's rollouts
-    under two checkpoints), with a 95% percentile interval from resampling the items together, `rounds`
-    times (seeded: the same inputs give the same interval). `stat` maps a list of items to a float; a
-    resample whose gap is NaN is skipped."""
+    under two checkpoints), with a `level` (95%) percentile interval from resampling the items together,
+    `rounds` times (seeded: the same inputs give the same interval). `stat` maps a list of items to a
+    float; a resample whose gap is NaN is skipped."""
+    if not 0 < level < 1:
+        raise ValueError(f"level={level}: an interval's coverage, in (0, 1)")
     if len(a) != len(b) or not a:
         raise ValueError("paired_bootstrap needs two equally long, non-empty lists of items")
     rng = random.Random(seed)
@@ -97,7 +99,8 @@ def paired_bootstrap(a: Sequence, b: Sequence, stat: Callable[[list], float], *,
     if not gaps:
         return {"gap": gap, "lo": math.nan, "hi": math.nan, "n": n}
     gaps.sort()
-    return {"gap": gap, "lo": gaps[int(0.025 * len(gaps))], "hi": gaps[min(len(gaps) - 1, int(0.975 * len(gaps)))],
+    tail = (1 - level) / 2
+    return {"gap": gap, "lo": gaps[int(tail * len(gaps))], "hi": gaps[min(len(gaps) - 1, int((1 - tail) * len(gaps)))],
             "n": n}
 
 

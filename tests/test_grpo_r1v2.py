@@ -257,6 +257,10 @@ def test_choose_leaves_the_last_checkpoint_only_for_an_entropy_the_probe_can_see
     assert choose(both, {20: clear, 25: higher, 30: last})[0]["step"] == 25
     tie = [{"step": 20, "critical_entropy": value(clear)}, {"step": 25, "critical_entropy": value(clear)}, cands[2]]
     assert choose(tie, {20: clear, 25: clear, 30: last})[0]["step"] == 25
+    # Bonferroni: with three earlier checkpoints each is tested at 1 - 0.05/3, so its interval is wider
+    assert gaps[20]["level"] == pytest.approx(1 - 0.05 / 2)
+    _, one = choose([cands[1], cands[2]], {20: clear, 30: last})
+    assert one[20]["level"] == pytest.approx(0.95)
 
 
 def test_choose_never_takes_a_nan_unless_all_are():
@@ -379,12 +383,11 @@ def test_r1v2_grpo_filter_hybrid_reward_ssb_and_entropy_choice(recipe_run, hybri
                for k, c in zip(kept.values(), r["candidates"]))
     best, gaps = choose(r["candidates"], {s: [torch.tensor(p) for p in k["prompts"]] for s, k in kept.items()},
                         share=0.2)
-    assert r["selected"] == {"rule": "entropy", "step": best["step"], "last": 3}
+    assert r["selected"] == {"rule": "entropy", "test": grpo.TEST, "step": best["step"], "last": 3}
     assert [c["vs_last"]["gap"] for c in r["candidates"][:2]] == pytest.approx([gaps[1]["gap"], gaps[2]["gap"]],
                                                                                abs=1e-5)
     # `r1v train grpo-probe`: the recipe's seed reproduces the run's probe and choice; another seed draws anew
-    assert main(["train", "grpo-probe", "--config", str(yaml_path), *settings[1:], f"out={run}", *R1V2_GRPO,
-                 "--seeds", "0,1"]) == 0
+    assert main(["train", "grpo-probe", "--config", str(yaml_path), f"out={run}", "--seeds", "0,1"]) == 0  # its settings
     again = json.loads((run / "grpo-probe" / "seeds.json").read_text())
     assert [again["0"]["entropy"][str(c["step"])] for c in r["candidates"]] == pytest.approx(
         [c["critical_entropy"] for c in r["candidates"]], abs=1e-5)
@@ -409,6 +412,29 @@ def test_r1v2_grpo_filter_hybrid_reward_ssb_and_entropy_choice(recipe_run, hybri
     assert len(table) == 2 and "rules + no SSB" in table[0] and "reward model + SSB" in table[1]
     assert "step " in table[1] and " to " in table[1]  # its chosen checkpoint, its paired interval
     assert (tmp_path / "cmp" / "effective.png").stat().st_size > 1000
+
+
+def test_grpo_probe_finds_each_checkpoint_when_an_earlier_one_was_adopted(hybrid_run, tmp_path, monkeypatch):
+    """The run adopts step 1 (`grpo` holds it; the last moves to grpo@3): `r1v train grpo-probe` must probe
+    step 3 in grpo@3 and step 1 in grpo@1, which the run's own probe of each, redrawn at its seed, shows."""
+    import r1v.train.grpo as grpo
+
+    yaml_path, shared, settings = hybrid_run
+    run = tmp_path / "run"
+    shutil.copytree(shared, run)
+    monkeypatch.setattr(grpo, "accuracy_reward", coin)
+    monkeypatch.setattr(grpo, "choose", lambda cands, probes, **kw: (cands[0], {}))  # adopt the first
+    assert main(["train", "grpo", "--config", str(yaml_path), *settings[1:], f"out={run}", *R1V2_GRPO]) == 0
+    r = json.loads((run / "results.json").read_text())["stages"]["grpo"]
+    assert r["selected"]["step"] == 1 and (run / "grpo@3").is_dir()
+    monkeypatch.undo()
+    monkeypatch.setattr(grpo, "accuracy_reward", coin)
+    assert main(["train", "grpo-probe", "--config", str(yaml_path), f"out={run}", "--seeds", "0"]) == 0
+    again = json.loads((run / "grpo-probe" / "seeds.json").read_text())["0"]
+    assert [again["entropy"][str(c["step"])] for c in r["candidates"]] == pytest.approx(
+        [c["critical_entropy"] for c in r["candidates"]], abs=1e-5)
+    assert [again["accuracy"][str(c["step"])] for c in r["candidates"]] == pytest.approx(
+        [c["probe_accuracy"] for c in r["candidates"]], abs=1e-5)
 
 
 @pytest.mark.parametrize("reward_model", ["none", '""'])

@@ -43,6 +43,10 @@ def test_paired_bootstrap_pairs_the_items_and_is_seeded():
     assert nan_some["n"] == 2 and nan_some["lo"] == nan_some["hi"] == pytest.approx(1.0)  # NaN resamples skipped
     with pytest.raises(ValueError):
         paired_bootstrap([1.0], [1.0, 2.0], mean)
+    wide = paired_bootstrap(a, list(reversed(shifted)), mean, level=0.99)
+    assert wide["lo"] < unpaired["lo"] and wide["hi"] > unpaired["hi"]  # a higher level, a wider interval
+    with pytest.raises(ValueError):
+        paired_bootstrap(a, shifted, mean, level=1.0)
 
 
 @pytest.mark.parametrize("value,lo,target,word", [

@@ -101,9 +101,11 @@ def add_parsers(sub) -> None:
                         description="Probe every checkpoint a finished GRPO run kept (grpo.select=entropy keeps them) "
                                     "again, on the same held-out probe prompts with the rollouts drawn at each seed, "
                                     "and make R1V3's choice from each probe: the last checkpoint unless an earlier "
-                                    "one's critical-token entropy is above it with its 95% paired interval above 0. "
-                                    "The recipe's seed reproduces the run's own probe. Prints a table and writes "
-                                    "<run>/grpo-probe/seeds.json.",
+                                    "one's critical-token entropy is above it with the paired interval of the gap "
+                                    "above 0 (95%, Bonferroni over the earlier checkpoints). "
+                                    "--config and key=value find the run; it is probed with its own settings (its "
+                                    "recipe.yaml), so the run's seed reproduces its own probe. Prints a table and "
+                                    "writes <run>/grpo-probe/seeds.json.",
                         epilog="example:\n  r1v train grpo-probe --config recipes/r1v2-tiny.yaml --seeds 0,1,2,3,4,5"
                                + _settings(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="the recipe YAML whose settings and run folder to use")
@@ -186,6 +188,8 @@ def cmd_probe(a) -> int:
     if not (cfg.run_dir / "results.json").exists():  # before Context makes the folder
         raise R1VError(f"{cfg.run_dir} holds no recipe run: give the run's settings (name=... or out=...) after "
                        f"--config, or run the recipe first")
+    if (cfg.run_dir / "recipe.yaml").exists():  # probe as the run did: its prompts, sampling and critical tokens
+        cfg = load_recipe(cfg.run_dir / "recipe.yaml", [f"out={cfg.run_dir}"])
     ctx = Context(cfg)
     found = reprobe(ctx, a.seeds)
     if not ctx.main:

@@ -183,8 +183,8 @@ class GRPOConfig:
                                    "words: the reasoning connectives whose first token counts as critical")
     select: str = _f("last", "which checkpoint is GRPO's output: last, or entropy (R1V3: of the checkpoints made every "
                              "eval_every steps and the last, the one whose critical-token entropy on the probe "
-                             "prompts is highest, where the probe can tell it from the last's: its 95% paired "
-                             "interval above the last's; else the last)")
+                             "prompts is highest, where the probe can tell it from the last's: the paired 95% "
+                             "interval of the gap, Bonferroni over the checkpoints, above 0; else the last)")
     probe_prompts: int = _f(64, "prompts of the pool (left out of training) whose rollouts measure the critical-token "
                                 "entropy at each eval_every checkpoint")
 

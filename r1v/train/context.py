@@ -421,6 +421,14 @@ class Context:
 
         return loader(data, chunked(indices, batch_size), workers=self.workers, seed=self.cfg.seed)
 
+    def from_main(self, value):
+        """The main process's `value`, on every process (one process: `value`): a decision made once."""
+        if self.state.num_processes == 1:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value], from_process=0)[0]
+
     def everyone(self, value) -> list:
         """`value` from every process, in rank order (one process: `[value]`)."""
         if self.state.num_processes == 1:

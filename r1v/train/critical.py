@@ -13,11 +13,11 @@ Which tokens count as critical here (`grpo.critical`):
   the reading R1V3's examples suggest, for models that write such words.
 Only tokens before `</think>` count: the answer's tokens are not reasoning.
 
-    ent = critical_entropy(entropy, mask, reasoning, mode="forks", share=0.2)   # one float
+    ent = critical_entropy(entropy, reasoning, mode="forks", share=0.2)   # one float
 
 `grpo.py` logs it every step on the fresh rollouts trained on, and at every `grpo.eval_every`
 checkpoint on fixed probe prompts held out of the pool (`grpo.probe`); `grpo.select=entropy` keeps
-the checkpoint with the highest probe entropy where the probe can tell it from the last (`choose`).
+the checkpoint with the highest probe entropy where the probe can tell it from the last's (`choose`).
 """
 
 from __future__ import annotations
@@ -93,12 +93,14 @@ def choose(candidates: Sequence[dict], probes: dict[int, Sequence[torch.Tensor]]
     `probes`: step -> its probe's counted entropies per prompt (the same prompts at every step).
 
     The last checkpoint is kept unless an earlier one's critical-token entropy is above the last's with
-    its 95% paired interval (the probe prompts resampled together) above 0; of such, the highest
-    (the later on a tie). R1V3 names no test; without one the rule follows differences the probe
-    cannot see: on `make demo-r1v2` its 64 prompts put the steps' entropies within 0.003 nats of one
-    another, while resampling the rollouts moves each by 0.01 (README). Returns (chosen, {step: the
-    gap to the last, with its interval}). A NaN entropy is never chosen unless all are; when the last's
-    is NaN there is nothing to test against, and the highest finite one is taken."""
+    the paired interval of the gap (the probe prompts resampled together) above 0; of such, the highest
+    (the later on a tie). The interval is 95% when one earlier checkpoint is tested and Bonferroni's
+    1 - 0.05/k for k, so that noise moves the choice off the last at most 2.5% of the time however many
+    checkpoints are kept. R1V3 names no test; without one the rule follows differences the probe cannot
+    see: on `make demo-r1v2` its 64 prompts put the steps' entropies within 0.0032 nats of one another,
+    while drawing the probe's rollouts again moves each by 0.01 or more (README). Returns (chosen,
+    {step: its gap to the last, with the interval}). A NaN entropy is never chosen unless all are; when
+    the last's is NaN there is nothing to test against, and the highest finite one is taken."""
     from r1v.stats import paired_bootstrap
 
     if not candidates:
@@ -110,13 +112,13 @@ def choose(candidates: Sequence[dict], probes: dict[int, Sequence[torch.Tensor]]
     if not math.isfinite(last["critical_entropy"]):
         return max(finite, key=lambda c: (c["critical_entropy"], c["step"])), {}
     probes = probes or {}
+    tested = [c for c in finite if c is not last and c["step"] in probes and last["step"] in probes]
+    level = 1 - 0.05 / max(1, len(tested))
     stat = lambda items: critical_value(items, mode=mode, share=share)  # noqa: E731
     gaps, above = {}, []
-    for c in finite:
-        if c is last or c["step"] not in probes or last["step"] not in probes:
-            continue
-        g = paired_bootstrap(probes[last["step"]], probes[c["step"]], stat, rounds=rounds, seed=seed)
-        gaps[c["step"]] = g
+    for c in tested:
+        g = paired_bootstrap(probes[last["step"]], probes[c["step"]], stat, rounds=rounds, seed=seed, level=level)
+        gaps[c["step"]] = {**g, "level": level}
         if g["lo"] > 0:
             above.append(c)
     if not above:

@@ -532,8 +532,18 @@ def run_filter(ctx: Context) -> None:
 
 
 # --------------------------------------------------------------------------- R1V3's probe
+PROBE_ROLLOUTS = 4  # per probe prompt
+# how `choose` tells an earlier checkpoint's entropy from the last's (recorded with the choice)
+TEST = "paired bootstrap over the probe prompts, one-sided 97.5%, Bonferroni over the earlier checkpoints"
+
+
+def finite(x: float) -> float | None:
+    """`x` rounded for the record, None for NaN (JSON has no NaN)."""
+    return None if math.isnan(x) else round(x, 5)
+
+
 def probe(engine: Engine, chunks, *, cfg, tok, stop_id: int, critical: dict, task, cache=None, seed: int = 0,
-          n: int = 4) -> dict:
+          n: int = PROBE_ROLLOUTS) -> dict:
     """R1V3's probe of one checkpoint: `n` rollouts per probe prompt (`chunks`: lists of Samples,
     streamed) at the GRPO temperature, sampled under a fixed seed that leaves the training RNG as it was.
     Returns their critical-token entropy, the share of them answered right, and per prompt the
@@ -600,14 +610,16 @@ def reprobe(ctx: Context, seeds: Sequence[int]) -> dict:
             got = probe(engine, ctx.stream(data, probe_rows, cfg.micro_groups), cfg=cfg, tok=tok, stop_id=enc.stop_id,
                         critical=critical, task=ctx.task, seed=seed)
             probes[seed][at] = [torch.tensor([round(float(x), 5) for x in p]) for p in got["prompts"]]
-            found[seed]["entropy"][at] = round(got["entropy"], 5)
-            found[seed]["accuracy"][at] = round(got["accuracy"], 5)
+            found[seed]["entropy"][at] = finite(got["entropy"])
+            found[seed]["accuracy"][at] = finite(got["accuracy"])
         del model, engine
     for seed in seeds:
-        chosen, gaps = choose([{"step": at, "critical_entropy": x} for at, x in found[seed]["entropy"].items()],
+        chosen, gaps = choose([{"step": at, "critical_entropy": math.nan if x is None else x}
+                               for at, x in found[seed]["entropy"].items()],
                               probes[seed], mode=critical["mode"], share=critical["share"], seed=ctx.cfg.seed)
         found[seed]["chosen"] = chosen["step"]
-        found[seed]["gaps"] = {at: {k: round(v, 5) for k, v in g.items() if k != "n"} for at, g in gaps.items()}
+        found[seed]["gaps"] = {at: {k: finite(v) for k, v in g.items() if k in ("gap", "lo", "hi", "level")}
+                               for at, g in gaps.items()}
     if ctx.main:
         probe_file(ctx, 0).parent.mkdir(exist_ok=True)
         write_json(probe_file(ctx, 0).with_name("seeds.json"), {str(k): v for k, v in found.items()})
@@ -683,11 +695,10 @@ def run(ctx: Context) -> None:
         probes[at] = [torch.tensor(p) for p in kept]
         if ctx.main:
             probe_file(ctx, at).parent.mkdir(exist_ok=True)
-            write_json(probe_file(ctx, at), {"step": at, "critical_entropy": ent, "accuracy": got["accuracy"],
-                                             "prompts": kept}, indent=None)
+            write_json(probe_file(ctx, at), {"step": at, "critical_entropy": finite(ent), "accuracy":
+                                             finite(got["accuracy"]), "prompts": kept}, indent=None)
         evaluated = ctx.results["stages"].get(f"grpo@{at}", {}).get("eval", {}).get("visual", {})
-        candidates.append({"step": at, "critical_entropy": None if math.isnan(ent) else round(ent, 5),
-                           "probe_accuracy": None if math.isnan(got["accuracy"]) else round(got["accuracy"], 5),
+        candidates.append({"step": at, "critical_entropy": finite(ent), "probe_accuracy": finite(got["accuracy"]),
                            "accuracy": evaluated.get("accuracy"), "hallucination": evaluated.get("hallucination")})
         ctx.results["stages"].setdefault("grpo", {})["candidates"] = candidates
         ctx.save_results()
@@ -736,22 +747,30 @@ def run(ctx: Context) -> None:
         checkpoint_candidate(last)
     extra = {}
     if cfg.select == "entropy" and candidates:
-        for c in candidates:  # those probed before a crash, from their files
-            if c["step"] not in probes and probe_file(ctx, c["step"]).exists():
-                probes[c["step"]] = [torch.tensor(p) for p in
-                                     json.loads(probe_file(ctx, c["step"]).read_text())["prompts"]]
-        chosen, gaps = choose([{**c, "critical_entropy": math.nan if c["critical_entropy"] is None else
-                                c["critical_entropy"]} for c in candidates], probes, mode=critical["mode"],
-                              share=critical["share"], seed=ctx.cfg.seed)
+        decision = None
+        if ctx.main:  # decided once and sent to every process, which then agree on what `adopt` does
+            for c in candidates:  # those probed before a crash, from their files
+                if c["step"] not in probes and probe_file(ctx, c["step"]).exists():
+                    probes[c["step"]] = [torch.tensor(p) for p in
+                                         json.loads(probe_file(ctx, c["step"]).read_text())["prompts"]]
+                elif c["step"] not in probes:
+                    print(f"grpo: step {c['step']} has no probe file ({probe_file(ctx, c['step'])}): it cannot be "
+                          f"chosen over the last")
+            chosen, gaps = choose([{**c, "critical_entropy": math.nan if c["critical_entropy"] is None else
+                                    c["critical_entropy"]} for c in candidates], probes, mode=critical["mode"],
+                                  share=critical["share"], seed=ctx.cfg.seed)
+            decision = chosen["step"], gaps
+        chosen_step, gaps = ctx.from_main(decision)
         for c in candidates:
             if c["step"] in gaps:
-                c["vs_last"] = {k: round(v, 5) for k, v in gaps[c["step"]].items() if k != "n"}
-        extra["selected"] = {"rule": "entropy", "step": chosen["step"], "last": last}
-        if chosen["step"] != last:
-            adopt(ctx, f"grpo@{chosen['step']}", keep_last=f"grpo@{last}")
+                c["vs_last"] = {k: finite(v) for k, v in gaps[c["step"]].items() if k in ("gap", "lo", "hi", "level")}
+        extra["selected"] = {"rule": "entropy", "test": TEST, "step": chosen_step, "last": last}
+        if chosen_step != last:
+            adopt(ctx, f"grpo@{chosen_step}", keep_last=f"grpo@{last}")
     first, tail = history[: max(1, len(history) // 5)], history[-max(1, len(history) // 5):]
     mean = lambda rows, k: statistics.fmean(r[k] for r in rows)  # noqa: E731
     ctx.mark_done("grpo", time.perf_counter() - t0 + ckpt.earlier, prompts=len(pool), probe_prompts=len(probe_rows),
+                  probe_rollouts=PROBE_ROLLOUTS,
                   steps_run=len(history), reward_first=mean(first, "reward"), reward_last=mean(tail, "reward"),
                   effective_first=mean(first, "effective"), effective_last=mean(tail, "effective"),
                   effective_trained_first=mean(first, "effective_trained"),

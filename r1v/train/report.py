@@ -252,7 +252,8 @@ def _r1v2_claims(run: Path, results: dict, cfg: dict, order: list[str]) -> list[
                          f"to {100 * g['hi']:+.1f})", _verdict_gap(g), "> 0, interval above 0"))
     elif sel:
         rows.append(("the entropy-chosen checkpoint beats the last", "R1V3 (no figure)",
-                     "the entropy chose the last checkpoint", "-", None))
+                     "no earlier checkpoint's entropy was clearly above the last's: the last kept" if sel.get("test")
+                     else "the entropy chose the last checkpoint", "-", None))
     return rows
 
 
@@ -349,14 +350,19 @@ def _grpo_section(run: Path, st: dict, cfg: dict, *, before: str) -> list[str]:
     lines.append("")
     if r.get("candidates"):
         sel = r.get("selected", {})
+        levels = {c["vs_last"]["level"] for c in r["candidates"] if c.get("vs_last", {}).get("level")}
+        level = f"{100 * levels.pop():.1f}%" if len(levels) == 1 else "1 - 0.05/k for k earlier checkpoints"
         lines += ["### Checkpoint choice (R1V3: critical-token entropy)", "",
                   f"Critical tokens: `{g_cfg.get('critical')}`"
                   + (f" (the top {g_cfg.get('critical_share')} of reasoning tokens by entropy)"
                      if g_cfg.get("critical") == "forks" else "")
-                  + f", on {r.get('probe_prompts')} probe prompts held out of the pool (4 rollouts each). The last "
-                  "checkpoint is kept unless an earlier one's entropy is above it with the 95% paired interval "
-                  "(probe prompts resampled) above 0.", "",
-                  "| step | critical-token entropy (nats) | minus the last's (95% interval) | probe accuracy "
+                  + f", on {r.get('probe_prompts')} probe prompts held out of the pool ({r.get('probe_rollouts', 4)} "
+                  "rollouts each). "
+                  + ("The last checkpoint is kept unless an earlier one's entropy is above it with the paired "
+                     f"interval of the gap (probe prompts resampled) above 0; each interval at {level}, 95% "
+                     "Bonferroni-corrected over the earlier checkpoints." if sel.get("test") else
+                     "The highest entropy was chosen (the rule before its noise test: this run records none)."), "",
+                  "| step | critical-token entropy (nats) | minus the last's (interval) | probe accuracy "
                   "| visual test | hallucination | |", "|---|---|---|---|---|---|---|"]
         for c in r["candidates"]:
             mark = "chosen" if c["step"] == sel.get("step") else ("last" if c is r["candidates"][-1] else "")
