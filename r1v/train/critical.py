@@ -88,7 +88,8 @@ def critical_entropy(entropy: torch.Tensor, reasoning: torch.Tensor, *, mode: st
 
 
 def choose(candidates: Sequence[dict], probes: dict[int, Sequence[torch.Tensor]] | None = None, *,
-           mode: str = "forks", share: float = 0.2, rounds: int = 2000, seed: int = 0) -> tuple[dict, dict]:
+           mode: str = "forks", share: float = 0.2, rounds: int = 2000, seed: int = 0,
+           device: torch.device | str = "cpu") -> tuple[dict, dict]:
     """R1V3's rule, guarded against the probe's noise. `candidates`: {step, critical_entropy, ...};
     `probes`: step -> its probe's counted entropies per prompt (the same prompts at every step).
 
@@ -100,7 +101,11 @@ def choose(candidates: Sequence[dict], probes: dict[int, Sequence[torch.Tensor]]
     see: on `make demo-r1v2` its 64 prompts put the steps' entropies within 0.0032 nats of one another,
     while drawing the probe's rollouts again moves each by 0.01 or more (README). Returns (chosen,
     {step: its gap to the last, with the interval}). A NaN entropy is never chosen unless all are; when
-    the last's is NaN there is nothing to test against, and the highest finite one is taken."""
+    the last's is NaN there is nothing to test against, and the highest finite one is taken.
+
+    Each resample joins its prompts' tokens and takes their top share, so the cost grows with the probe's
+    tokens (a 38B run's 256 prompts x 4 rollouts x 8k tokens: 8M per resample): `device` runs it where
+    the probe ran, on the accelerator."""
     from r1v.stats import paired_bootstrap
 
     if not candidates:
@@ -111,7 +116,7 @@ def choose(candidates: Sequence[dict], probes: dict[int, Sequence[torch.Tensor]]
         return last, {}
     if not math.isfinite(last["critical_entropy"]):
         return max(finite, key=lambda c: (c["critical_entropy"], c["step"])), {}
-    probes = probes or {}
+    probes = {at: [torch.as_tensor(v, dtype=torch.float32).to(device) for v in p] for at, p in (probes or {}).items()}
     tested = [c for c in finite if c is not last and c["step"] in probes and last["step"] in probes]
     level = 1 - 0.05 / max(1, len(tested))
     stat = lambda items: critical_value(items, mode=mode, share=share)  # noqa: E731

@@ -616,7 +616,8 @@ def reprobe(ctx: Context, seeds: Sequence[int]) -> dict:
     for seed in seeds:
         chosen, gaps = choose([{"step": at, "critical_entropy": math.nan if x is None else x}
                                for at, x in found[seed]["entropy"].items()],
-                              probes[seed], mode=critical["mode"], share=critical["share"], seed=ctx.cfg.seed)
+                              probes[seed], mode=critical["mode"], share=critical["share"], seed=ctx.cfg.seed,
+                              device=ctx.state.device)
         found[seed]["chosen"] = chosen["step"]
         found[seed]["gaps"] = {at: {k: finite(v) for k, v in g.items() if k in ("gap", "lo", "hi", "level")}
                                for at, g in gaps.items()}
@@ -758,7 +759,7 @@ def run(ctx: Context) -> None:
                           f"chosen over the last")
             chosen, gaps = choose([{**c, "critical_entropy": math.nan if c["critical_entropy"] is None else
                                     c["critical_entropy"]} for c in candidates], probes, mode=critical["mode"],
-                                  share=critical["share"], seed=ctx.cfg.seed)
+                                  share=critical["share"], seed=ctx.cfg.seed, device=acc.device)
             decision = chosen["step"], gaps
         chosen_step, gaps = ctx.from_main(decision)
         for c in candidates:
