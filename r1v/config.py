@@ -103,7 +103,8 @@ def parse_overrides(pairs: list[str]) -> dict:
     out: dict = {}
     for kv in pairs:
         if "=" not in kv:
-            raise R1VError(f"overrides are key=value (e.g. grpo.steps=10), got {kv!r}")
+            hint = f"; a run folder is out={kv}" if "/" in kv else ""
+            raise R1VError(f"overrides are key=value (e.g. grpo.steps=10), got {kv!r}{hint}")
         key, raw = kv.split("=", 1)
         try:
             value = yaml.safe_load(raw)

@@ -206,6 +206,8 @@ def tries(c) -> dict[str, list[str]]:
     t["train grpo-filter with the recipe's files not made"] = ["train", "grpo-filter", "--config", "recipes/tiny.yaml",
                                                                "out={out}/run"]
     t["train grpo-probe without a GRPO run"] = ["train", "grpo-probe", "--config", "recipes/tiny.yaml", "out={out}/run"]
+    t["train grpo-probe with a setting it would not use"] = ["train", "grpo-probe", "--config", "recipes/tiny.yaml",
+                                                           "out={out}/run", "grpo.probe_prompts=8"]
     t["train grpo-probe --seeds x"] = ["train", "grpo-probe", "--config", "recipes/tiny.yaml", "--seeds", "0,x",
                                        "out={out}/run"]
     t["train grpo grpo.base=missing"] = ["train", "grpo", "--config", "recipes/tiny.yaml", "out={out}/run",

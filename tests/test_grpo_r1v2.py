@@ -392,6 +392,8 @@ def test_r1v2_grpo_filter_hybrid_reward_ssb_and_entropy_choice(recipe_run, hybri
     assert [again["0"]["entropy"][str(c["step"])] for c in r["candidates"]] == pytest.approx(
         [c["critical_entropy"] for c in r["candidates"]], abs=1e-5)
     assert again["0"]["chosen"] == best["step"] and again["1"]["entropy"] != again["0"]["entropy"]
+    assert main(["train", "grpo-probe", "--config", str(yaml_path), f"out={run}", "--seeds", "2"]) == 0
+    assert set(json.loads((run / "grpo-probe" / "seeds.json").read_text())) == {"0", "1", "2"}  # added, not replaced
     plain = tmp_path / "rules-run"  # R1V's GRPO keeps no probed checkpoints (grpo.select=last): refused, one line
     plain.mkdir()
     shutil.copy(recipe_run[1] / "results.json", plain)

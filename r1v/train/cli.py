@@ -106,12 +106,15 @@ def add_parsers(sub) -> None:
                                     "--config and key=value find the run; it is probed with its own settings (its "
                                     "recipe.yaml), so the run's seed reproduces its own probe. Prints a table and "
                                     "writes <run>/grpo-probe/seeds.json.",
-                        epilog="example:\n  r1v train grpo-probe --config recipes/r1v2-tiny.yaml --seeds 0,1,2,3,4,5"
+                        epilog="examples:\n  r1v train grpo-probe --config recipes/r1v2-tiny.yaml --seeds 0,1,2,3,4,5"
+                               "   # runs/r1v2-tiny\n  r1v train grpo-probe --config recipes/r1v2-tiny.yaml "
+                               "out=/data/runs/mine --seeds 7"
                                + _settings(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="the recipe YAML whose settings and run folder to use")
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="comma-separated sampling seeds of the probe's "
                                                                   "rollouts (default 0,1,2)")
-    p.add_argument("settings", nargs="*", metavar="key=value", help="override a setting")
+    p.add_argument("settings", nargs="*", metavar="name=|out=", help="which run (as for the recipe: runs/<name>, "
+                                                                       "or out=DIR); its own settings are used")
     p.set_defaults(func=cmd_probe)
 
 
@@ -184,6 +187,10 @@ def cmd_probe(a) -> int:
     from r1v.train.context import Context
     from r1v.train.grpo import reprobe
 
+    other = [kv for kv in a.settings if "=" in kv and kv.split("=", 1)[0] not in ("name", "out")]
+    if other:
+        raise R1VError(f"r1v train grpo-probe probes a run with its own settings (its recipe.yaml); name= or out= "
+                       f"find the run, nothing else is taken: drop {' '.join(other)}")
     cfg = load_recipe(a.config, a.settings)
     if not (cfg.run_dir / "results.json").exists():  # before Context makes the folder
         raise R1VError(f"{cfg.run_dir} holds no recipe run: give the run's settings (name=... or out=...) after "
@@ -195,15 +202,24 @@ def cmd_probe(a) -> int:
     if not ctx.main:
         return 0
     steps = sorted(next(iter(found.values()))["entropy"])
-    print(f"R1V3's probe of {ctx.dir}: critical-token entropy in nats (probe accuracy), by the probe's seed")
-    print(f"{'step':>8} " + " ".join(f"{'seed ' + str(s):>17}" for s in found))
-    for at in steps:
-        print(f"{at:>8} " + " ".join(f"{f['entropy'][at]:>9.4f} ({100 * f['accuracy'][at]:4.1f}%)"
-                                     for f in found.values()))
-    print(f"{'chosen':>8} " + " ".join(f"{f['chosen']:>17}" for f in found.values()))
+    last = steps[-1]
+    pct = lambda x: "   -" if x is None else f"{100 * x:4.1f}"  # noqa: E731
+    ent = lambda x: "     -" if x is None else f"{x:.4f}"  # noqa: E731
+    print(f"R1V3's probe of {ctx.dir}, by the probe's seed: critical-token entropy in nats (probe accuracy %), and "
+          f"each earlier step's gap to step {last} with its interval (the rule's test)")
+    for seed, f in found.items():
+        print(f"seed {seed}: chosen step {f['chosen']}")
+        for at in steps:
+            g = f["gaps"].get(at)
+            gap = (f"  gap {g['gap']:+.4f} ({g['lo']:+.4f} to {g['hi']:+.4f})" + ("  clearly above" if g["lo"] > 0
+                                                                                   else "") if g and g["lo"] is not None
+                   else "")
+            print(f"  step {at:>6}  {ent(f['entropy'][at])} ({pct(f['accuracy'][at])}%){gap}")
     chosen = [f["chosen"] for f in found.values()]
-    print(f"the same checkpoint at {max(chosen.count(c) for c in chosen)} of {len(chosen)} seeds; "
-          f"the run chose step {ctx.results['stages']['grpo'].get('selected', {}).get('step')}; "
+    sel = ctx.results["stages"]["grpo"].get("selected", {})
+    how = "with this test" if sel.get("test") else "by the highest entropy, before this test"
+    print(f"the rule keeps step {max(set(chosen), key=chosen.count)} at {max(chosen.count(c) for c in chosen)} of "
+          f"{len(chosen)} seeds; the run itself chose step {sel.get('step')} ({how}); "
           f"-> {ctx.dir / 'grpo-probe' / 'seeds.json'}")
     return 0
 

@@ -534,7 +534,8 @@ def run_filter(ctx: Context) -> None:
 # --------------------------------------------------------------------------- R1V3's probe
 PROBE_ROLLOUTS = 4  # per probe prompt
 # how `choose` tells an earlier checkpoint's entropy from the last's (recorded with the choice)
-TEST = "paired bootstrap over the probe prompts, one-sided 97.5%, Bonferroni over the earlier checkpoints"
+TEST = ("paired bootstrap over the probe prompts; an earlier checkpoint wins if the gap's interval, at 1 - 0.05/k "
+        "for k earlier checkpoints (Bonferroni), lies above 0: at most 2.5% one-sided over all k")
 
 
 def finite(x: float) -> float | None:
@@ -601,6 +602,8 @@ def reprobe(ctx: Context, seeds: Sequence[int]) -> dict:
     found = {seed: {"entropy": {}, "accuracy": {}} for seed in seeds}
     probes = {seed: {} for seed in seeds}
     for at, folder in folders.items():  # one model load per checkpoint, every seed on it
+        if ctx.main:
+            print(f"grpo-probe: step {at} ({folder.name}), seeds {', '.join(map(str, seeds))}", flush=True)
         model, tok = ctx.load_model(str(folder))
         enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
         engine = Engine(model, cfg.parts, dropout=False)
@@ -621,9 +624,11 @@ def reprobe(ctx: Context, seeds: Sequence[int]) -> dict:
         found[seed]["chosen"] = chosen["step"]
         found[seed]["gaps"] = {at: {k: finite(v) for k, v in g.items() if k in ("gap", "lo", "hi", "level")}
                                for at, g in gaps.items()}
-    if ctx.main:
-        probe_file(ctx, 0).parent.mkdir(exist_ok=True)
-        write_json(probe_file(ctx, 0).with_name("seeds.json"), {str(k): v for k, v in found.items()})
+    if ctx.main:  # added to the seeds probed before (the stage's rerun clears them)
+        path = probe_file(ctx, 0).with_name("seeds.json")
+        path.parent.mkdir(exist_ok=True)
+        before = json.loads(path.read_text()) if path.exists() else {}
+        write_json(path, {**before, **{str(k): v for k, v in found.items()}})
     return found
 
 

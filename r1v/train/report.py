@@ -252,8 +252,8 @@ def _r1v2_claims(run: Path, results: dict, cfg: dict, order: list[str]) -> list[
                          f"to {100 * g['hi']:+.1f})", _verdict_gap(g), "> 0, interval above 0"))
     elif sel:
         rows.append(("the entropy-chosen checkpoint beats the last", "R1V3 (no figure)",
-                     "no earlier checkpoint's entropy was clearly above the last's: the last kept" if sel.get("test")
-                     else "the entropy chose the last checkpoint", "-", None))
+                     "the last kept: no earlier checkpoint's entropy was clearly above the last's" if sel.get("test")
+                     else "the entropy chose the last checkpoint", "not tested (nothing to compare)", None))
     return rows
 
 
@@ -359,8 +359,10 @@ def _grpo_section(run: Path, st: dict, cfg: dict, *, before: str) -> list[str]:
                   + f", on {r.get('probe_prompts')} probe prompts held out of the pool ({r.get('probe_rollouts', 4)} "
                   "rollouts each). "
                   + ("The last checkpoint is kept unless an earlier one's entropy is above it with the paired "
-                     f"interval of the gap (probe prompts resampled) above 0; each interval at {level}, 95% "
-                     "Bonferroni-corrected over the earlier checkpoints." if sel.get("test") else
+                     f"interval of the gap (probe prompts resampled) above 0. Each interval is at {level} (1 - 0.05/k "
+                     "for k earlier checkpoints, Bonferroni), so noise moves the choice off the last at most 2.5% of "
+                     "the time (one-sided). `r1v train grpo-probe` redraws the probe at other seeds." if sel.get("test")
+                     else
                      "The highest entropy was chosen (the rule before its noise test: this run records none)."), "",
                   "| step | critical-token entropy (nats) | minus the last's (interval) | probe accuracy "
                   "| visual test | hallucination | |", "|---|---|---|---|---|---|---|"]
