@@ -386,8 +386,9 @@ def test_r1v2_grpo_filter_hybrid_reward_ssb_and_entropy_choice(recipe_run, hybri
     assert r["selected"] == {"rule": "entropy", "test": grpo.TEST, "step": best["step"], "last": 3}
     assert [c["vs_last"]["gap"] for c in r["candidates"][:2]] == pytest.approx([gaps[1]["gap"], gaps[2]["gap"]],
                                                                                abs=1e-5)
-    # `r1v train grpo-probe`: the recipe's seed reproduces the run's probe and choice; another seed draws anew
-    assert main(["train", "grpo-probe", "--config", str(yaml_path), f"out={run}", "--seeds", "0,1"]) == 0  # its settings
+    # `r1v train grpo-probe` (with the run's own settings): its seed reproduces the run's probe and choice;
+    # another seed draws anew
+    assert main(["train", "grpo-probe", "--config", str(yaml_path), f"out={run}", "--seeds", "0,1"]) == 0
     again = json.loads((run / "grpo-probe" / "seeds.json").read_text())
     assert [again["0"]["entropy"][str(c["step"])] for c in r["candidates"]] == pytest.approx(
         [c["critical_entropy"] for c in r["candidates"]], abs=1e-5)
