@@ -59,6 +59,7 @@ bench: $(STAMP)         ## speed benchmarks, each printed beside its baseline
 	$(PY) bench/convert_memory.py
 	$(PY) bench/logprobs_memory.py
 	$(PY) bench/scoring_speed.py
+	$(PY) bench/critical_choice.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -263,6 +263,33 @@ def test_choose_leaves_the_last_checkpoint_only_for_an_entropy_the_probe_can_see
     assert one[20]["level"] == pytest.approx(0.95)
 
 
+@pytest.mark.parametrize("mode", ["forks", "words"])
+@pytest.mark.parametrize("share", [0.01, 0.2, 0.5, 1.0])
+def test_the_resampler_is_the_critical_value_of_the_joined_resample(mode, share):
+    """`resampler` weighs sorted tokens instead of joining them: the same number on any resample, with ties,
+    empty prompts, and a resample made only of the probe's low prompts (its top share lies below the
+    probe's top 2.5 x share, where the resampler first looks)."""
+    import random
+
+    from r1v.train.critical import resampler
+
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.rand(int(torch.randint(0, 40, (1,), generator=g)), generator=g) * (0.1 if i % 2 else 1.0)
+               for i in range(30)]
+    prompts[4], prompts[6] = torch.tensor([0.5, 0.5, 0.5]), torch.zeros(0)
+    stat, rng = resampler(prompts, mode=mode, share=share), random.Random(1)
+    draws = [[1] * 30, [2 if i % 2 else 0 for i in range(30)], [0] * 6 + [1] + [0] * 23]
+    for _ in range(100):
+        counts = [0] * 30
+        for _ in range(30):
+            counts[rng.randrange(30)] += 1
+        draws.append(counts)
+    for counts in draws:
+        joined = [p for p, c in zip(prompts, counts) for _ in range(c)]
+        want, got = critical_value(joined, mode=mode, share=share), stat(counts)
+        assert (math.isnan(want) and math.isnan(got)) or got == pytest.approx(want, abs=1e-6)
+
+
 def test_choose_never_takes_a_nan_unless_all_are():
     c = [{"step": 10, "critical_entropy": 0.8}, {"step": 20, "critical_entropy": NAN}]
     assert choose(c)[0]["step"] == 10  # the last has none to test against: the highest finite one
