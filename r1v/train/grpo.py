@@ -543,6 +543,17 @@ def finite(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 5)
 
 
+def kept(prompts: Sequence[torch.Tensor]) -> list[list[float]]:
+    """A probe's per-prompt entropies as recorded, to five digits: what `choose` resamples, in a run and
+    after a crash alike."""
+    return [[round(float(x), 5) for x in p] for p in prompts]
+
+
+def gap_record(g: dict) -> dict:
+    """One checkpoint's gap to the last (`choose`'s), as recorded."""
+    return {k: finite(v) for k, v in g.items() if k in ("gap", "lo", "hi", "level")}
+
+
 def probe(engine: Engine, chunks, *, cfg, tok, stop_id: int, critical: dict, task, cache=None, seed: int = 0,
           n: int = PROBE_ROLLOUTS) -> dict:
     """R1V3's probe of one checkpoint: `n` rollouts per probe prompt (`chunks`: lists of Samples,
@@ -612,7 +623,7 @@ def reprobe(ctx: Context, seeds: Sequence[int]) -> dict:
         for seed in seeds:
             got = probe(engine, ctx.stream(data, probe_rows, cfg.micro_groups), cfg=cfg, tok=tok, stop_id=enc.stop_id,
                         critical=critical, task=ctx.task, seed=seed)
-            probes[seed][at] = [torch.tensor([round(float(x), 5) for x in p]) for p in got["prompts"]]
+            probes[seed][at] = [torch.tensor(p) for p in kept(got["prompts"])]
             found[seed]["entropy"][at] = finite(got["entropy"])
             found[seed]["accuracy"][at] = finite(got["accuracy"])
         del model, engine
@@ -622,8 +633,7 @@ def reprobe(ctx: Context, seeds: Sequence[int]) -> dict:
                               probes[seed], mode=critical["mode"], share=critical["share"], seed=ctx.cfg.seed,
                               device=ctx.state.device)
         found[seed]["chosen"] = chosen["step"]
-        found[seed]["gaps"] = {at: {k: finite(v) for k, v in g.items() if k in ("gap", "lo", "hi", "level")}
-                               for at, g in gaps.items()}
+        found[seed]["gaps"] = {at: gap_record(g) for at, g in gaps.items()}
     if ctx.main:  # added to the seeds probed before (the stage's rerun clears them)
         path = probe_file(ctx, 0).with_name("seeds.json")
         path.parent.mkdir(exist_ok=True)
@@ -696,13 +706,12 @@ def run(ctx: Context) -> None:
         got = probe(engine, ctx.stream(data, probe_rows, cfg.micro_groups), cfg=cfg, tok=tok, stop_id=enc.stop_id,
                     critical=critical, task=ctx.task, cache=cache, seed=ctx.cfg.seed)
         ent = got["entropy"]
-        # rounded as kept on disk, so that a run resumed after a crash chooses from the same numbers
-        kept = [[round(float(x), 5) for x in p] for p in got["prompts"]]
-        probes[at] = [torch.tensor(p) for p in kept]
+        record = kept(got["prompts"])
+        probes[at] = [torch.tensor(p) for p in record]
         if ctx.main:
             probe_file(ctx, at).parent.mkdir(exist_ok=True)
             write_json(probe_file(ctx, at), {"step": at, "critical_entropy": finite(ent), "accuracy":
-                                             finite(got["accuracy"]), "prompts": kept}, indent=None)
+                                             finite(got["accuracy"]), "prompts": record}, indent=None)
         evaluated = ctx.results["stages"].get(f"grpo@{at}", {}).get("eval", {}).get("visual", {})
         candidates.append({"step": at, "critical_entropy": finite(ent), "probe_accuracy": finite(got["accuracy"]),
                            "accuracy": evaluated.get("accuracy"), "hallucination": evaluated.get("hallucination")})
@@ -769,7 +778,7 @@ def run(ctx: Context) -> None:
         chosen_step, gaps = ctx.from_main(decision)
         for c in candidates:
             if c["step"] in gaps:
-                c["vs_last"] = {k: finite(v) for k, v in gaps[c["step"]].items() if k in ("gap", "lo", "hi", "level")}
+                c["vs_last"] = gap_record(gaps[c["step"]])
         extra["selected"] = {"rule": "entropy", "test": TEST, "step": chosen_step, "last": last}
         if chosen_step != last:
             adopt(ctx, f"grpo@{chosen_step}", keep_last=f"grpo@{last}")
