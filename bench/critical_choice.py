@@ -5,11 +5,10 @@
 A probe of a large run holds every reasoning token's entropy of its rollouts (R1V2-38B's recipe: 256
 prompts x 4 rollouts, chains up to 8k tokens: 8M entropies), and the choice resamples the prompts
 2,000 times per earlier checkpoint. Baseline, in the same run: each resample joins the resampled
-prompts' entropies and ranks them (`critical_value` on the joined list, what `paired_bootstrap` with
-it would do). Candidate: `resampler`, which sorts the tokens once and then only weights them by
-how often each prompt is drawn. Both on the same resamples, checked to agree; timed alternately
-(ABAB) for `--rounds` rounds; printed: each one's median seconds per resample and the median ratio
-with its spread.
+prompts' entropies and ranks them (`critical_value` on the joined list). Candidate: `resampler`,
+which sorts the tokens once and then only weights them by how often each prompt is drawn. Both on the
+same resamples, checked to agree; timed alternately (ABAB) for `--rounds` rounds; printed: each one's
+median seconds per resample and the median ratio with its spread.
 """
 
 from __future__ import annotations

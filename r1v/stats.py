@@ -7,9 +7,10 @@
   than two separate intervals, since most items are right or wrong under both);
 * `paired_ratio`: b / a on the same items, with a seeded paired bootstrap interval (a ratio of two
   correlated means has no simple normal interval);
-* `paired_bootstrap`: any statistic of one set of items measured twice (b minus a), with a seeded paired
-  bootstrap interval; `bootstrap_gap`, the same for statistics that take a resample as item counts (R1V3's
-  critical-token entropy of two checkpoints on the same probe prompts);
+* `bootstrap_gap`: any statistic of one set of items measured twice (b minus a), with a seeded paired
+  bootstrap interval; the statistic takes a resample as the count of each item in it, so a large one need
+  not join its items' data every time (R1V3's critical-token entropy of two checkpoints on the same probe
+  prompts);
 * `ratio_gap`: the difference of two token-averaged losses over *different* item sets (Skywork-13B's
   leakage Δs), with a seeded bootstrap that resamples the items of each set independently.
 """
@@ -78,23 +79,14 @@ def paired_ratio(ra: dict, rb: dict, *, rounds: int = 2000, seed: int = 0) -> di
             "hi": ratios[min(len(ratios) - 1, int(0.975 * len(ratios)))], "n": n}
 
 
-def paired_bootstrap(a: Sequence, b: Sequence, stat: Callable[[list], float], *, rounds: int = 2000,
-                     seed: int = 0, level: float = 0.95) -> dict:
-    """stat(b) - stat(a), where a[i] and b[i] are item i measured twice (e.g. one probe prompt's rollouts
-    under two checkpoints), with a `level` (95%) percentile interval from resampling the items together,
-    `rounds` times (seeded: the same inputs give the same interval). `stat` maps a list of items to a
-    float; a resample whose gap is NaN is skipped."""
-    if len(a) != len(b) or not a:
-        raise ValueError("paired_bootstrap needs two equally long, non-empty lists of items")
-    taken = lambda xs: lambda counts: stat([x for x, c in zip(xs, counts) for _ in range(c)])  # noqa: E731
-    return bootstrap_gap(len(a), taken(a), taken(b), rounds=rounds, seed=seed, level=level)
-
-
 def bootstrap_gap(n: int, stat_a: Callable[[list[int]], float], stat_b: Callable[[list[int]], float], *,
                   rounds: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
-    """`paired_bootstrap` for statistics that take a resample as the count of each of the n items in it
-    (every item once: the point estimate), so that a large statistic need not join its items' data on
-    every resample (R1V3's critical-token entropy over millions of tokens, `r1v/train/critical.py`)."""
+    """stat_b - stat_a over n items each measured twice (e.g. one probe prompt's rollouts under two
+    checkpoints), with a `level` (95%) percentile interval from resampling the items together, `rounds`
+    times (seeded: the same inputs give the same interval). Each statistic takes a resample as the count
+    of every item in it (every item once: the point estimate), so that a large one need not join its
+    items' data on every resample (`r1v/train/critical.py:resampler`); a resample whose gap is NaN is
+    skipped."""
     if not 0 < level < 1:
         raise ValueError(f"level={level}: an interval's coverage, in (0, 1)")
     if n < 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from r1v.stats import paired_bootstrap, paired_interval, paired_ratio
+from r1v.stats import bootstrap_gap, paired_interval, paired_ratio
 from r1v.train.report import _verdict_at_least, _verdict_gap
 
 
@@ -28,6 +28,12 @@ def test_paired_ratio_is_seeded_and_brackets_its_estimate():
     assert same["lo"] == same["hi"] == 1.0
 
 
+def paired_bootstrap(a, b, stat, **kw):
+    """stat(b) - stat(a) on paired lists of items, through bootstrap_gap's counts."""
+    taken = lambda xs: lambda counts: stat([x for x, c in zip(xs, counts) for _ in range(c)])  # noqa: E731
+    return bootstrap_gap(len(a), taken(a), taken(b), **kw)
+
+
 def test_paired_bootstrap_pairs_the_items_and_is_seeded():
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     a = [float(i % 7) for i in range(60)]  # items that differ widely from one another
@@ -42,7 +48,7 @@ def test_paired_bootstrap_pairs_the_items_and_is_seeded():
     nan_some = paired_bootstrap([0.0, 1.0], [1.0, 2.0], lambda xs: float("nan") if xs[0] == xs[-1] else mean(xs))
     assert nan_some["n"] == 2 and nan_some["lo"] == nan_some["hi"] == pytest.approx(1.0)  # NaN resamples skipped
     with pytest.raises(ValueError):
-        paired_bootstrap([1.0], [1.0, 2.0], mean)
+        bootstrap_gap(0, mean, mean)
     wide = paired_bootstrap(a, list(reversed(shifted)), mean, level=0.99)
     assert wide["lo"] < unpaired["lo"] and wide["hi"] > unpaired["hi"]  # a higher level, a wider interval
     with pytest.raises(ValueError):
