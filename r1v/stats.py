@@ -1,6 +1,7 @@
 """Confidence intervals, in one place: every accuracy, gap and ratio r1v reports comes with one.
 
 * `half_width`: the 95% normal half-width of an accuracy p over n items (the report's "± x");
+* `points`: such a gap as the reports print it, in percentage points with its interval;
 * `mean_ci`: the mean of per-item scores with a 95% interval (the CLT over items; Wilson when
   every item scores the same), what `r1v eval` reports;
 * `paired_interval`: stage b minus stage a on the same items (a paired difference; far tighter
@@ -27,6 +28,12 @@ Z95 = 1.959964
 def half_width(p: float, n: int) -> float:
     """95% normal half-width of a proportion p measured on n items."""
     return Z95 * math.sqrt(max(p * (1 - p), 1e-12) / max(1, n))
+
+
+def points(g: dict) -> str:
+    """A gap of accuracies (`paired_interval`'s) in percentage points with its interval: "+1.2 points (-0.3
+    to +2.7)"."""
+    return f"{100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})"
 
 
 def mean_ci(values: list[float]) -> tuple[float, float, float]:

@@ -562,6 +562,103 @@ def test_build_is_reused_resumed_and_deterministic(small_world, tmp_path):
         build(config_from("small", {"seed": 1}), out, log=lambda s: None)
 
 
+def test_backbones_trained_here_are_scored_against_the_shipped_ones(small_world, tmp_path):
+    """With `against`, a build scores each backbone it trained beside the shipped one on the same held-out
+    items: an encoder of other settings probed on the same pictures, a reasoning LM on the same problems
+    (this world's minus the shipped one's); a rebuild with the same settings is said to have the same
+    bytes. Shipping such a world does not carry the comparison into the provenance."""
+    from r1v.io import read_jsonl
+    from r1v.world import vit
+    from r1v.world.build import SHIPPED_STAGES, against_shipped, build, config_from, provenance, ship, table
+    from r1v.world.scenes import FAMILIES
+
+    out, data = small_world
+    folder = tmp_path / "backbones"
+    ship(out, folder)
+    quiet = lambda s: None  # noqa: E731
+
+    enc = config_from("small", {"vit_qk_norm": True})
+    mixed = build(enc, tmp_path / "mixed", shipped=folder, against=folder, log=quiet)
+    vs = mixed["scores"]["against_shipped"]
+    assert vs["code"] == provenance(folder)["code"] and list(vs["stages"]) == ["vision"]  # the rest was copied
+    rec = vs["stages"]["vision"]
+    assert rec["settings"] == {"vit_qk_norm": [True, False]} and not rec["same_bytes"]
+    tested = enc.probe_images - enc.probe_images // 2  # the build draws the families in turn
+    for attr, g in rec["scores"].items():
+        assert g["mine"] == pytest.approx(mixed["scores"]["probe"][attr])
+        assert g["shipped"] == pytest.approx(data["scores"]["probe"][attr])  # the same pictures
+        assert g["gap"] == pytest.approx(g["mine"] - g["shipped"]) and g["lo"] <= g["gap"] <= g["hi"]
+        assert g["n"] == sum(FAMILIES[i % len(FAMILIES)] in vit.PROBED_ON[attr] for i in range(tested))
+    assert "| vision encoder, vit_qk_norm True (shipped False) | probe height |" in table(mixed)
+
+    rebuilt = build(config_from("small"), tmp_path / "rebuilt", shipped=None, against=folder, log=quiet)
+    stages = rebuilt["scores"]["against_shipped"]["stages"]
+    assert list(stages) == list(SHIPPED_STAGES)
+    assert all(r["same_bytes"] and not r["settings"] and "scores" not in r for r in stages.values())
+    assert "| reasoning LM | files | | the shipped ones (hash " in table(rebuilt)
+
+    longer = build(config_from("small", {"reasoning_steps": 3}), tmp_path / "longer", shipped=folder,
+                   against=folder, log=quiet)
+    rec = longer["scores"]["against_shipped"]["stages"]["reasoning"]
+    for form in ("text", "picture"):
+        g = rec["scores"][form]
+        assert g["mine"] == pytest.approx(longer["scores"][f"reasoning_{form}"])
+        assert g["shipped"] == pytest.approx(data["scores"][f"reasoning_{form}"])
+        assert g["n"] == data["scores"]["text_items"]
+    # This world's minus the shipped one's: a reasoning LM right on every problem against the shipped one
+    # (the small preset's, right on none), scored with the shipped LM's own tokenizer.
+    rows = [r for r in read_jsonl(out / "data" / "text-test.jsonl") if r["steps"] >= 2]
+    right = {r["id"]: 1.0 for r in rows}
+    g = against_shipped(longer, folder, lm_right={"reasoning_text": right, "reasoning_picture": right},
+                        probed={}, text_test=rows, probe_images=(), device="cpu")
+    g = g["stages"]["reasoning"]["scores"]["text"]
+    assert g["mine"] == 1.0 and g["shipped"] == data["scores"]["reasoning_text"] < 1.0
+    assert g["gap"] == 1.0 - g["shipped"] and g["lo"] <= g["gap"] <= g["hi"] and g["n"] == len(rows)
+
+    ship(tmp_path / "mixed", folder)
+    prov = provenance(folder)
+    assert "against_shipped" not in prov["scores"] and "Against the shipped" not in prov["table"]
+    again = build(enc, tmp_path / "again", shipped=folder, against=folder, log=quiet)  # every backbone copied
+    assert "against_shipped" not in again["scores"] and "Against the shipped" not in table(again)
+
+
+def test_against_shipped_pairs_items_by_id_and_pictures_whole():
+    """Problems are paired by id, not by position; a picture's 16 tokens are one item; an attribute
+    with no pictures gives no gap and an empty row."""
+    import torch
+
+    from r1v.evaluate.tasks import Score
+    from r1v.world.build import _paired, by_id
+    from r1v.world.vit import by_picture
+
+    rows = [{"id": "a"}, {"id": "b"}]
+    shipped = by_id(rows, [("", Score(True, "1", "rules")), ("", Score(False, "2", "rules"))])
+    mine = {"b": 1.0, "a": 0.0}  # the other way round, in another order
+    g = _paired(shipped, mine)
+    assert g["gap"] == 0.0 and g["lo"] < 0 < g["hi"]  # by position the two would look identical
+    assert _paired({}, {}) is None
+
+    y = torch.arange(32) % 3
+    half = y.clone()
+    half[16:24] = (half[16:24] + 1) % 3
+    assert by_picture((half, y, None)) == [1.0, 0.5] and by_picture((y.clone(), y, None)) == [1.0, 1.0]
+    g = _paired({0: 1.0, 1: 1.0}, {0: 1.0, 1: 0.5})
+    assert (g["mine"], g["shipped"], g["gap"], g["n"]) == (0.75, 1.0, -0.25, 2) and g["lo"] < g["gap"] < g["hi"]
+
+
+def test_cli_build_compares_default_worlds_only(tmp_path, monkeypatch):
+    """`r1v world build` scores its trained backbones against the shipped ones in the default preset; the
+    small preset's (seconds, for tests) are not compared."""
+    import r1v.world.build as wb
+
+    seen = []
+    monkeypatch.setattr(wb, "build", lambda cfg, out, **kw: seen.append(kw["against"]) or {})
+    monkeypatch.setattr(wb, "table", lambda data: "")
+    assert main(["world", "build", "--out", str(tmp_path / "d")]) == 0
+    assert main(["world", "build", "--preset", "small", "--out", str(tmp_path / "s")]) == 0
+    assert seen == [wb.SHIPPED, None]
+
+
 def test_ignoring_the_image_baseline():
     from r1v.world.build import majority_baseline
 

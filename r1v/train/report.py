@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from r1v.stats import half_width, paired_interval, paired_ratio
+from r1v.stats import half_width, paired_interval, paired_ratio, points
 
 
 def _recipe(run: Path) -> dict:
@@ -132,13 +132,12 @@ def claims(run: Path, results: dict, cfg: dict) -> list[str]:
         chain = " -> ".join(f"{100 * acc(s)[0]:.1f}" for s in sft)
         if g:
             rows.append(("each SFT iteration adds", "62.5 -> 63.9 -> 64.7 -> 65.2 -> 65.6",
-                         f"{chain}; {sft[-1]} - {sft[0]}: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to "
-                         f"{100 * g['hi']:+.1f})", _verdict_gap(g), "> 0, interval above 0"))
+                         f"{chain}; {sft[-1]} - {sft[0]}: {points(g)}", _verdict_gap(g), "> 0, interval above 0"))
     if "grpo" in order and sft:
         g = paired_gap(run, sft[-1], "grpo")
         if g:
-            rows.append(("GRPO adds", "65.6 -> 69.0", f"grpo - {sft[-1]}: {100 * g['gap']:+.1f} points "
-                         f"({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})", _verdict_gap(g), "> 0, interval above 0"))
+            rows.append(("GRPO adds", "65.6 -> 69.0", f"grpo - {sft[-1]}: {points(g)}", _verdict_gap(g),
+                         "> 0, interval above 0"))
     text = [s for s in order if acc(s, "text") and s != "align"]
     if len(text) >= 2:
         g = paired_gap(run, text[0], text[-1], "text")
@@ -148,7 +147,7 @@ def claims(run: Path, results: dict, cfg: dict) -> list[str]:
                 "**holds**" if g["lo"] <= 0 <= g["hi"] else "**does not hold**")
             rows.append(("text reasoning survives", "94.0 MATH-500 (R1-distilled LLM: 94.3)",
                          f"{text[0]} {_pct(acc(text[0], 'text')[0])} -> {text[-1]} {_pct(acc(text[-1], 'text')[0])}: "
-                         f"{100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})", verdict,
+                         f"{points(g)}", verdict,
                          "unchanged"))
     rows += _r1v2_claims(run, results, cfg, order)
     if "sft" in (cfg.get("stages") or ["sft"]):
@@ -201,8 +200,7 @@ def _r1v2_claims(run: Path, results: dict, cfg: dict, order: list[str]) -> list[
         if g:
             chain = " -> ".join(f"{100 * st[s]['eval']['visual']['accuracy']:.1f}" for s in ["transfer", *mpo])
             rows.append(("MPO adds to the transferred model", "R1V2: 73.6 MMMU (no SFT)",
-                         f"{chain}; {mpo[-1]} - transfer: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to "
-                         f"{100 * g['hi']:+.1f})", _verdict_gap(g), "> 0, interval above 0"))
+                         f"{chain}; {mpo[-1]} - transfer: {points(g)}", _verdict_gap(g), "> 0, interval above 0"))
     a, b = _flags(run, "transfer"), (_flags(run, mpo[-1]) if mpo else None)
     if a and b:
         g = paired_interval({k: float(v) for k, v in a.items()}, {k: float(v) for k, v in b.items()})
@@ -228,9 +226,8 @@ def _r1v2_claims(run: Path, results: dict, cfg: dict, order: list[str]) -> list[
     if mpo and "grpo" in order:
         g = paired_gap(run, mpo[-1], "grpo")
         if g:
-            rows.append(("GRPO adds to MPO", "R1V2: MPO + GRPO 73.6 MMMU", f"grpo - {mpo[-1]}: {100 * g['gap']:+.1f} "
-                         f"points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})", _verdict_gap(g),
-                         "> 0, interval above 0"))
+            rows.append(("GRPO adds to MPO", "R1V2: MPO + GRPO 73.6 MMMU", f"grpo - {mpo[-1]}: {points(g)}",
+                         _verdict_gap(g), "> 0, interval above 0"))
     if (g_cfg.get("ssb") or {}).get("enabled") and "effective_trained_last" in g_st:
         e = g_st["effective_trained_last"]
         shares = (f"groups with non-zero advantages, last fifth of steps: {_pct(g_st['effective_last'])} fresh, "
@@ -248,8 +245,8 @@ def _r1v2_claims(run: Path, results: dict, cfg: dict, order: list[str]) -> list[
         g = paired_gap(run, f"grpo@{sel['last']}", "grpo")
         if g:
             rows.append(("the entropy-chosen checkpoint beats the last", "R1V3 (no figure)",
-                         f"step {sel['step']} - step {sel['last']}: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} "
-                         f"to {100 * g['hi']:+.1f})", _verdict_gap(g), "> 0, interval above 0"))
+                         f"step {sel['step']} - step {sel['last']}: {points(g)}", _verdict_gap(g),
+                         "> 0, interval above 0"))
     elif sel:
         rows.append(("the entropy-chosen checkpoint beats the last", "R1V3 (no figure)",
                      "the last kept: no earlier checkpoint's entropy was clearly above the last's" if sel.get("test")
@@ -276,7 +273,7 @@ def _al_cotd(run: Path) -> tuple:
                f"{other['stop']['easy']['p']:.3f}"
     at = f" at {base['model']}" if base.get("model") else ""  # the arms' last SFT iteration
     return (claim, paper, f"easy-item tokens{at} {base['easy']['tokens']} vs {other['easy']['tokens']} ({name}); "
-            f"accuracy {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f}){stop}", verdict,
+            f"accuracy {points(g)}{stop}", verdict,
             "shorter, accuracy not below")
 
 

@@ -6,7 +6,10 @@
 Every stage saves into its own folder under DIR and is recorded in `DIR/world.json` (its time,
 the process's peak memory so far, and a hash of what it wrote). A build that stops half way
 resumes at the first missing stage; a finished build is reused as is (the recipe calls
-`ensure_world`). The same config and seed give the same hashes.
+`ensure_world`). The same config and seed give the same hashes. `r1v world build` scores every
+backbone it trained beside the shipped one on the same held-out items, paired (`against_shipped`):
+whether a rebuild reproduces the shipped backbones (the bytes, or the scores within noise), and what a
+changed setting does.
 
 Layout:
     world.json              config, scores, hashes, timings
@@ -33,6 +36,7 @@ from pathlib import Path
 
 from r1v.errors import R1VError
 from r1v.io import peak_rss_mb, read_jsonl, write_json
+from r1v.stats import points
 
 DEFAULT_DIR = Path(os.environ.get("R1V_CACHE", Path.home() / ".cache" / "r1v")) / "world"
 STAGES = ("data", "tokenizer", "base", "substitute", "reasoning", "vision", "scores")
@@ -330,8 +334,11 @@ def ship(world: Path, folder: Path = SHIPPED) -> dict:
     tmp.mkdir(parents=True)
     for name in SHIPPED_STAGES:
         shutil.copytree(world / name, tmp / name)
-    prov = {"config": data["config"], **now, "stages": stages, "scores": data["scores"],
-            "table": table({**data, "stages": stages})}
+    # The comparison with the backbones these replace does not travel: shipped, it would read as a
+    # comparison with themselves.
+    scores = {k: v for k, v in data["scores"].items() if k != "against_shipped"}
+    prov = {"config": data["config"], **now, "stages": stages, "scores": scores,
+            "table": table({**data, "stages": stages, "scores": scores})}
     write_json(tmp / "provenance.json", prov)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
@@ -339,12 +346,14 @@ def ship(world: Path, folder: Path = SHIPPED) -> dict:
 
 
 def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, shipped: Path | None = SHIPPED,
-          device: str = "cpu", log: Callable[[str], None] = print) -> dict:
+          against: Path | None = None, device: str = "cpu", log: Callable[[str], None] = print) -> dict:
     """Build (or finish, or reuse) the world at `out`; returns the manifest's data. Each shipped
     backbone whose stage's settings (`STAGE_SETTINGS`) match is copied from `shipped` instead of
     trained (None: train every one here). Backbones train and are scored on `device`; each stage records
     it, since floating point differs between devices (and a CUDA build need not repeat itself bit for
-    bit: torch's deterministic algorithms are not switched on)."""
+    bit: torch's deterministic algorithms are not switched on). With `against` (a shipped-backbones
+    folder, normally `shipped`'s), the scores also measure each backbone trained here against that folder's
+    on the same items (`against_shipped`); stages copied from `shipped` are not compared."""
     import torch
     from tqdm.auto import tqdm
 
@@ -494,10 +503,12 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
         visual_test = read_jsonl(out / "data" / "visual-test.jsonl")
         # The base model has no chat template; it is judged through its two children.
         visual_train = read_jsonl(out / "data" / "visual-train.jsonl")
+        right: dict[str, dict] = {}  # per problem id, right or not: what `against_shipped` pairs
         for name in ("substitute", "reasoning"):
             model = AutoModelForCausalLM.from_pretrained(out / name).to(device).eval()
-            scores[f"{name}_text"], _ = lm.accuracy(model, tok, text_test)
-            scores[f"{name}_picture"], _ = lm.accuracy(model, tok, text_test, as_picture=True)
+            for form, as_picture in (("text", False), ("picture", True)):
+                scores[f"{name}_{form}"], scored = lm.accuracy(model, tok, text_test, as_picture=as_picture)
+                right[f"{name}_{form}"] = by_id(text_test, scored)
             scores[f"{name}_blind"], blind = lm.accuracy(model, tok, visual_test)
             scores[f"{name}_blind_by_family"] = by_family(visual_test, [s.correct for _, s in blind])
         scores["majority_blind"] = majority_baseline(visual_train, visual_test)
@@ -507,11 +518,78 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
         encoder = InternVLVisionModel.from_pretrained(out / "vision").to(device).eval()
         half = cfg.probe_images // 2
         fit, test = render(half, "probe-fit"), render(cfg.probe_images - half, "probe-test")
-        scores["probe"] = vit.probe(encoder, fit, test)
+        probed = vit.probe_predictions(encoder, fit, test)
+        scores["probe"] = vit.accuracy(probed)
         scores["text_items"], scores["visual_items"] = len(text_test), len(visual_test)
+        if against is not None:
+            t_against = time.perf_counter()
+            if compared := against_shipped(man.data, against, lm_right=right, probed=probed, text_test=text_test,
+                                           probe_images=(fit, test), device=device):
+                scores["against_shipped"] = {**compared, "seconds": round(time.perf_counter() - t_against, 1)}
         man.data["scores"] = scores
         man.record("scores", time.perf_counter() - t, device=device_name)
     return man.data
+
+
+def against_shipped(data: dict, folder: Path, *, lm_right: dict[str, dict], probed: dict, text_test: list[dict],
+                    probe_images: tuple, device: str) -> dict | None:
+    """Each backbone this world trained beside `folder`'s (the shipped ones) on the same held-out items:
+    both scores and the paired gap, this world's minus the shipped one's, with its 95% interval. The LMs
+    on the text test, in words and as pictures (an item is a problem, paired by id); the encoder by its
+    linear probe, fitted afresh on the same pictures for both (an item is a picture, scored by the share
+    of its tokens read right: a picture's 16 tokens are not independent). A backbone with the shipped
+    one's bytes is said so and not scored again (the tokenizer and the base are only compared so). The
+    record names the code the shipped backbones were recorded at, so a world kept across r1v versions
+    says what it was compared with. None when the world trained none of them or `folder` ships nothing.
+
+    This is how a rebuild shows it reproduces the shipped backbones: on another machine's floating point
+    the bytes differ, and each gap should then be within noise."""
+    from transformers import AutoModelForCausalLM, InternVLVisionModel
+
+    from r1v.model.tokenizer import load_tokenizer
+    from r1v.world import lm, vit
+
+    prov = provenance(folder)
+    mine = {name: entry for name, entry in data["stages"].items()
+            if name in SHIPPED_STAGES and not entry.get("shipped") and name in (prov or {}).get("stages", {})}
+    if not mine:
+        return None
+    stages = {}
+    for name, entry in mine.items():
+        rec = {"settings": {k: [v, prov["config"].get(k)] for k, v in stage_settings(data["config"], name).items()
+                            if v != stage_settings(prov["config"], name)[k]},
+               "same_bytes": entry.get("hash") == prov["stages"][name]["hash"], "hash": prov["stages"][name]["hash"]}
+        if rec["same_bytes"] or name in ("tokenizer", "base"):
+            pass
+        elif name == "vision":
+            encoder = InternVLVisionModel.from_pretrained(folder / name).to(device).eval()
+            theirs = vit.probe_predictions(encoder, *probe_images)
+            rec["scores"] = {a: _paired(dict(enumerate(vit.by_picture(theirs[a]))),
+                                        dict(enumerate(vit.by_picture(probed[a])))) for a in theirs}
+        else:
+            model = AutoModelForCausalLM.from_pretrained(folder / name).to(device).eval()
+            tok = load_tokenizer(str(folder / name))  # its own: a world of other settings may have another
+            rec["scores"] = {}
+            for form, as_picture in (("text", False), ("picture", True)):
+                _, scored = lm.accuracy(model, tok, text_test, as_picture=as_picture)
+                rec["scores"][form] = _paired(by_id(text_test, scored), lm_right[f"{name}_{form}"])
+        stages[name] = rec
+    return {"code": prov["code"], "stages": stages}
+
+
+def by_id(rows: list[dict], scored: list) -> dict[str, float]:
+    """Right (1.0) or not, per row id, from `lm.accuracy`'s scored outputs (in the rows' order)."""
+    return {r["id"]: float(s.correct) for r, (_, s) in zip(rows, scored, strict=True)}
+
+
+def _paired(shipped: dict, mine: dict) -> dict | None:
+    """Both means and mine minus shipped, paired over the items both scored (None: no items)."""
+    from r1v.stats import paired_interval
+
+    gap = paired_interval(shipped, mine)
+    if gap is None:
+        return None
+    return {"mine": sum(mine.values()) / len(mine), "shipped": sum(shipped.values()) / len(shipped), **gap}
 
 
 def by_family(rows: list[dict], correct: list[bool]) -> dict[str, float]:
@@ -580,6 +658,25 @@ def table(data: dict) -> str:
             lines.append("Without the picture, by family (reasoning LM / commonest answer): " + ", ".join(
                 f"{f} {pct(v)} / {pct(sc['majority_blind_by_family'][f])}"
                 for f, v in sc["reasoning_blind_by_family"].items()) + ".")
+    if vs := sc.get("against_shipped"):
+        lines += ["", f"Against the shipped backbones (recorded at {vs['code']}; scored here on this world's items, "
+                      "paired; with the same settings each interval should include 0, about 1 row in 20 missing "
+                      "it by chance; another machine's floating point trains other bytes):", "",
+                  "| backbone | measure | n | this world | shipped | this world - shipped |",
+                  "|---|---|---|---|---|---|"]
+        label = {"tokenizer": "tokenizer", "base": "base LM", "substitute": "substitute LM",
+                 "reasoning": "reasoning LM", "vision": "vision encoder"}
+        measure = {"text": ("text accuracy", "problems"), "picture": ("as pictures", "problems")}
+        for name, rec in vs["stages"].items():
+            who = label[name] + "".join(f", {k} {a} (shipped {b})" for k, (a, b) in rec["settings"].items())
+            if rec["same_bytes"]:
+                lines.append(f"| {who} | files | | the shipped ones (hash {rec['hash']}) | | identical |")
+            elif "scores" not in rec:
+                lines.append(f"| {who} | files | | other bytes | hash {rec['hash']} | not scored alone |")
+            for what, g in rec.get("scores", {}).items():
+                name_, unit = measure.get(what, (f"probe {what}", "pictures"))
+                cells = [pct(g["mine"]), pct(g["shipped"]), points(g)] if g else ["", "", ""]
+                lines.append(f"| {who} | {name_} | {g['n'] if g else 0} {unit} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -196,12 +196,20 @@ def by_row(predictions: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor
             for a, (pred, y, rows) in predictions.items()}
 
 
+def by_picture(prediction: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> list[float]:
+    """One attribute's probe accuracy on each of its pictures (`probe_predictions` keeps a picture's
+    tokens together)."""
+    pred, y, _ = prediction
+    return (pred == y).float().view(-1, GRID * GRID).mean(1).tolist()
+
+
 def probe_predictions(vit: InternVLVisionModel, train: tuple[Sequence[Problem], torch.Tensor],
                       test: tuple[Sequence[Problem], torch.Tensor], *, steps: int = 500, seed: int = 0,
                       after: Callable[[torch.Tensor], torch.Tensor] | None = None,
                       ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The probes of `probe`, fitted on `train`: per attribute, their predictions on `test`'s tokens, the
-    targets, and each token's grid row."""
+    targets, and each token's grid row. The tokens are those of `test`'s pictures of the families that
+    need the attribute (`PROBED_ON`), in order, a picture's 16 together."""
     order = token_cells()
     out = {}
     fx = {"train": features(vit, train[1], after=after), "test": features(vit, test[1], after=after)}
