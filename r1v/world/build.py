@@ -36,7 +36,7 @@ from pathlib import Path
 
 from r1v.errors import R1VError
 from r1v.io import peak_rss_mb, read_jsonl, write_json
-from r1v.stats import points
+from r1v.stats import paired_interval, points
 
 DEFAULT_DIR = Path(os.environ.get("R1V_CACHE", Path.home() / ".cache" / "r1v")) / "world"
 STAGES = ("data", "tokenizer", "base", "substitute", "reasoning", "vision", "scores")
@@ -556,16 +556,16 @@ def against_shipped(data: dict, folder: Path, *, lm_right: dict[str, dict], prob
         return None
     stages = {}
     for name, entry in mine.items():
-        rec = {"settings": {k: [v, prov["config"].get(k)] for k, v in stage_settings(data["config"], name).items()
-                            if v != stage_settings(prov["config"], name)[k]},
+        ours, theirs = stage_settings(data["config"], name), stage_settings(prov["config"], name)
+        rec = {"settings": {k: [v, theirs[k]] for k, v in ours.items() if v != theirs[k]},
                "same_bytes": entry.get("hash") == prov["stages"][name]["hash"], "hash": prov["stages"][name]["hash"]}
-        if rec["same_bytes"] or name in ("tokenizer", "base"):
+        if rec["same_bytes"] or name in ("tokenizer", "base"):  # the base is judged through its two children
             pass
         elif name == "vision":
             encoder = InternVLVisionModel.from_pretrained(folder / name).to(device).eval()
-            theirs = vit.probe_predictions(encoder, *probe_images)
-            rec["scores"] = {a: _paired(dict(enumerate(vit.by_picture(theirs[a]))),
-                                        dict(enumerate(vit.by_picture(probed[a])))) for a in theirs}
+            read = vit.probe_predictions(encoder, *probe_images)
+            rec["scores"] = {a: _paired(dict(enumerate(vit.by_picture(read[a]))),
+                                        dict(enumerate(vit.by_picture(probed[a])))) for a in read}
         else:
             model = AutoModelForCausalLM.from_pretrained(folder / name).to(device).eval()
             tok = load_tokenizer(str(folder / name))  # its own: a world of other settings may have another
@@ -584,8 +584,6 @@ def by_id(rows: list[dict], scored: list) -> dict[str, float]:
 
 def _paired(shipped: dict, mine: dict) -> dict | None:
     """Both means and mine minus shipped, paired over the items both scored (None: no items)."""
-    from r1v.stats import paired_interval
-
     gap = paired_interval(shipped, mine)
     if gap is None:
         return None
@@ -672,7 +670,7 @@ def table(data: dict) -> str:
             if rec["same_bytes"]:
                 lines.append(f"| {who} | files | | the shipped ones (hash {rec['hash']}) | | identical |")
             elif "scores" not in rec:
-                lines.append(f"| {who} | files | | other bytes | hash {rec['hash']} | not scored alone |")
+                lines.append(f"| {who} | files | | other bytes | hash {rec['hash']} | judged through the LMs |")
             for what, g in rec.get("scores", {}).items():
                 name_, unit = measure.get(what, (f"probe {what}", "pictures"))
                 cells = [pct(g["mine"]), pct(g["shipped"]), points(g)] if g else ["", "", ""]
