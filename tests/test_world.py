@@ -422,9 +422,10 @@ def test_a_world_recorded_before_a_setting_existed_is_reused(tmp_path):
         build(config_from("small"), tmp_path / "w", log=lambda s: None)
 
 
-def test_vit_qk_norm_reaches_the_encoder_the_build_trains(small_world, tmp_path, monkeypatch):
+def test_vit_qk_norm_and_heads_reach_the_encoder_the_build_trains(small_world, tmp_path, monkeypatch):
     """`vit_qk_norm=false` (the default, the shipped encoder) builds an InternViT without q/k norm
-    (InternViT-300M's variant); `true` builds InternViT-6B's, as the backbones shipped before it."""
+    (InternViT-300M's variant); `true` builds InternViT-6B's, as the backbones shipped before it.
+    `vit_heads` sets its heads (0: vit_hidden // 16), a divisor of its width."""
     import shutil
 
     from r1v.errors import R1VError
@@ -434,6 +435,9 @@ def test_vit_qk_norm_reaches_the_encoder_the_build_trains(small_world, tmp_path,
     assert config_from("small").vit_qk_norm is False and config_from("small", {"vit_qk_norm": True}).vit_qk_norm
     with pytest.raises(R1VError):
         config_from("small", {"vit_qk_norm": "sometimes"})
+    for bad in (-1, 3):  # the small preset's encoder is 16 wide
+        with pytest.raises(R1VError, match="vit_heads"):
+            config_from("small", {"vit_heads": bad})
     assert vit.new_vit(vit.ViTSize(16, 1, 1, 32, qk_norm=True), seed=0).config.use_qk_norm is True
     off = vit.new_vit(vit.ViTSize(16, 1, 1, 32), seed=0)
     assert off.config.use_qk_norm is False and not any("q_norm" in n for n, _ in off.named_parameters())
@@ -443,7 +447,7 @@ def test_vit_qk_norm_reaches_the_encoder_the_build_trains(small_world, tmp_path,
     shutil.copytree(out, w)
     shutil.rmtree(w / "vision")
     manifest = json.loads((w / "world.json").read_text())
-    manifest["config"]["vit_qk_norm"] = True
+    manifest["config"].update(vit_qk_norm=True, vit_heads=2)
     for stage in ("vision", "scores"):
         manifest["stages"].pop(stage)
     (w / "world.json").write_text(json.dumps(manifest))
@@ -453,13 +457,13 @@ def test_vit_qk_norm_reaches_the_encoder_the_build_trains(small_world, tmp_path,
         pass
 
     def capture(model, *a, **k):
-        made.append(model.config.use_qk_norm)
+        made.append((model.config.use_qk_norm, model.config.num_attention_heads))
         raise Stop
 
     monkeypatch.setattr(vit, "pretrain", capture)
     with pytest.raises(Stop):
-        build(config_from("small", {"vit_qk_norm": True}), w, log=lambda s: None)
-    assert made == [True]
+        build(config_from("small", {"vit_qk_norm": True, "vit_heads": 2}), w, log=lambda s: None)
+    assert made == [(True, 2)]
 
 
 def test_every_setting_belongs_to_a_stage_or_the_scores():

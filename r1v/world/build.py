@@ -49,7 +49,7 @@ SHIPPED = Path(__file__).parent / "backbones"
 SHIPPED_STAGES = ("tokenizer", "base", "substitute", "reasoning", "vision")
 # Settings added after worlds were built, each with the value that reproduces a build made before it:
 # a world (or the shipped backbones) recorded without the setting was built with that value.
-ADDED_SETTINGS = {"shared_layers": -1, "base_chat_steps": 0, "vit_qk_norm": True, "finetune_lr": 0.0}
+ADDED_SETTINGS = {"shared_layers": -1, "base_chat_steps": 0, "vit_qk_norm": True, "finetune_lr": 0.0, "vit_heads": 0}
 # The settings each stage's files depend on: its own and those of the stages it starts from (the
 # tokenizer reads the LM problems; the substitute and the reasoning LM start from the base). A shipped
 # backbone is installed wherever its stage's settings match, so a world that changes the encoder's
@@ -64,7 +64,8 @@ STAGE_SETTINGS = {
     "base": _BASE,
     "substitute": (*_BASE, "substitute_steps", "shared_layers", "finetune_lr"),
     "reasoning": (*_BASE, "reasoning_steps", "shared_layers", "finetune_lr"),
-    "vision": ("seed", "vit_hidden", "vit_layers", "vit_qk_norm", "vit_images", "vit_steps", "vit_batch", "vit_lr"),
+    "vision": ("seed", "vit_hidden", "vit_layers", "vit_heads", "vit_qk_norm", "vit_images", "vit_steps", "vit_batch",
+               "vit_lr"),
 }
 SCORE_SETTINGS = ("probe_images",)  # read by the scores alone, which depend on every stage
 UPSTREAM = {"base": ("tokenizer",), "substitute": ("base",), "reasoning": ("base",)}  # the files a stage starts from
@@ -110,6 +111,9 @@ class WorldConfig:
                 "what AL-CoTD's repetition penalty curbs)"})
     vit_hidden: int = field(default=96, metadata={"help": "vision encoder width"})
     vit_layers: int = field(default=4, metadata={"help": "vision encoder depth"})
+    vit_heads: int = field(default=0, metadata={
+        "help": "vision encoder attention heads, a divisor of vit_hidden (0: vit_hidden // 16, the shipped encoder's "
+                "6). At 1,000 steps 12 heads probed bar heights better than 6 (84.6% vs 82.7%; README)"})
     vit_qk_norm: bool = field(default=False, metadata={
         "help": "InternViT's q/k normalisation (InternViT-6B has it; InternViT-300M does not, nor the shipped "
                 "encoder). Without it the encoder reads bars better: probe height 90.3% vs 85.0% (README)"})
@@ -151,6 +155,8 @@ def config_from(preset: str = "default", overrides: dict | None = None) -> World
             ok, rule = v > 0, "a positive learning rate"
         elif f.name in ("seed", "base_chat_steps"):
             ok, rule = v >= 0, "0 or more"
+        elif f.name == "vit_heads":
+            ok, rule = v == 0 or (v > 0 and cfg.vit_hidden % v == 0), f"0 or a divisor of vit_hidden ({cfg.vit_hidden})"
         elif f.name == "shared_layers":
             ok, rule = -1 <= v <= cfg.lm_layers, f"-1 (nothing frozen) to lm_layers ({cfg.lm_layers})"
         else:
@@ -487,8 +493,9 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
 
     if (t := stage("vision")) is not None:
         probs, images = render(cfg.vit_images, "train")
-        model = vit.new_vit(vit.ViTSize(cfg.vit_hidden, cfg.vit_layers, max(1, cfg.vit_hidden // 16),
-                                        2 * cfg.vit_hidden, cfg.vit_qk_norm), seed=seed).to(device)
+        heads = cfg.vit_heads or max(1, cfg.vit_hidden // 16)
+        model = vit.new_vit(vit.ViTSize(cfg.vit_hidden, cfg.vit_layers, heads, 2 * cfg.vit_hidden, cfg.vit_qk_norm),
+                            seed=seed).to(device)
         with bar("vision encoder", cfg.vit_steps) as b:
             losses = vit.pretrain(model, probs, images, steps=cfg.vit_steps, batch_size=cfg.vit_batch,
                                   lr=cfg.vit_lr, seed=seed, progress=lambda s, loss: b.update(1))
