@@ -6,6 +6,8 @@
   every item scores the same), what `r1v eval` reports;
 * `paired_interval`: stage b minus stage a on the same items (a paired difference; far tighter
   than two separate intervals, since most items are right or wrong under both);
+* `t_interval`: the mean of a few values with a Student t interval (k - 1 degrees of freedom): the mean
+  of several runs' gaps, where the runs (seeds), not the items, are the observations;
 * `paired_ratio`: b / a on the same items, with a seeded paired bootstrap interval (a ratio of two
   correlated means has no simple normal interval);
 * `bootstrap_gap`: any statistic of one set of items measured twice (b minus a), with a seeded paired
@@ -23,6 +25,9 @@ import random
 from collections.abc import Callable
 
 Z95 = 1.959964
+# Student t's 97.5% quantile for 1-30 degrees of freedom (two-sided 95%); beyond, its expansion in 1/df.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
 def half_width(p: float, n: int) -> float:
@@ -31,9 +36,11 @@ def half_width(p: float, n: int) -> float:
 
 
 def points(g: dict) -> str:
-    """A gap of accuracies (`paired_interval`'s) in percentage points with its interval: "+1.2 points (-0.3
-    to +2.7)"."""
-    return f"{100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})"
+    """A gap of two shares (`paired_interval`'s: accuracies, hallucination rates) in percentage points with
+    its interval: "+1.2 points (-0.3 to +2.7)". A bound that would print as 0.0 without being 0 gets two
+    decimals, so that "-0.0" never hides which side of 0 it is on ("-0.01")."""
+    near = any(0 < abs(100 * g[k]) < 0.05 for k in ("lo", "hi"))
+    return (f"{100 * g['gap']:+.1f} points ({100 * g['lo']:+.{1 + near}f} to {100 * g['hi']:+.{1 + near}f})")
 
 
 def mean_ci(values: list[float]) -> tuple[float, float, float]:
@@ -63,6 +70,27 @@ def paired_interval(ra: dict, rb: dict) -> dict | None:
     mean = sum(diffs) / n
     se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, n - 1) / n)
     return {"gap": mean, "lo": mean - Z95 * se, "hi": mean + Z95 * se, "n": n}
+
+
+def t95(df: int) -> float:
+    """Student t's two-sided 95% quantile at `df` degrees of freedom (at least 1)."""
+    if df < 1:
+        raise ValueError(f"t needs at least 1 degree of freedom, got {df}")
+    if df <= len(T975):
+        return T975[df - 1]
+    z = Z95
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def t_interval(values: list[float]) -> dict | None:
+    """Mean of `values` with a 95% t interval over them ({gap, lo, hi, n}, as `paired_interval`'s); None for
+    fewer than two (one value says nothing of its spread)."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    half = t95(n - 1) * math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    return {"gap": mean, "lo": mean - half, "hi": mean + half, "n": n}
 
 
 def paired_ratio(ra: dict, rb: dict, *, rounds: int = 2000, seed: int = 0) -> dict | None:

@@ -169,6 +169,16 @@ def tries(c) -> dict[str, list[str]]:
         t[f"eval report --out {bad}"] = ["eval", "report", str(c["an eval run"]), "--out", str(c[bad])]
     for bad in ("missing", "folder", "a file"):
         t[f"eval report {bad}"] = ["eval", "report", str(c[bad]), "--out", "{out}/r.md"]
+    run = str(c["an eval run"])
+    for bad in ("missing", "folder", "a file", "empty", "non-UTF-8", "torn last line", "JSON array", "scalars",
+                "missing fields"):
+        t[f"eval compare {bad}"] = ["eval", "compare", "--baseline", run, "--candidate", str(c[bad])]
+    t["eval compare 1 baseline, 2 candidates"] = ["eval", "compare", "--baseline", run, "--candidate", run, run]
+    t["eval compare --by an unknown group"] = ["eval", "compare", "--baseline", run, "--candidate", run,
+                                               "--by", "no-such-group"]
+    for bad in ("a file", "under a file"):
+        t[f"eval compare --out {bad}"] = ["eval", "compare", "--baseline", run, "--candidate", run,
+                                          "--out", str(c[bad])]
     for flag, v in (("--n", "0"), ("--n", "-2"), ("--threshold", "0"), ("--threshold", "2"), ("--threshold", "nan")):
         t[f"eval leakage {flag} {v}"] = ["eval", "leakage", "--train", math, "--bench", "math500", "--data", math,
                                          "--out", "{out}/l.json", flag, v]

@@ -1,4 +1,4 @@
-"""`r1v eval run|score|report|leakage`: the evaluation commands (see `r1v eval --help`)."""
+"""`r1v eval run|score|report|compare|leakage`: the evaluation commands (see `r1v eval --help`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ EPILOG = """examples:
   r1v eval leakage --method loss --model runs/tiny/grpo --bench world --data visual-test.jsonl \
       --train-split visual-train.jsonl --reference reference.jsonl      # Skywork-13B's loss test
   r1v eval report runs/eval/* --table r1v3                       # R1V3's columns, published rows beside
+  r1v eval compare --baseline runs/eval/a-s0 runs/eval/a-s1 --candidate runs/eval/b-s0 runs/eval/b-s1 --by family
 
 --data is a local file or folder in the published format (nothing is downloaded):
   mmmu       MMMU/MMMU snapshot: one folder per subject, validation-*.parquet (images embedded)
@@ -52,7 +53,7 @@ def add_parser(sub) -> None:
 
     ev = sub.add_parser("eval", help="evaluate on the R1V papers' benchmarks (MMMU, MathVista, MathVision, "
                         "MathVerse, OlympiadBench, MMMU-Pro, HallusionBench, POPE, MATH-500, AIME, GPQA); "
-                        "report; leakage",
+                        "report; compare; leakage",
                         description="Evaluate models with the benchmarks' official scoring rules.",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     esub = ev.add_subparsers(dest="eval_command", metavar="ACTION")
@@ -131,6 +132,22 @@ def add_parser(sub) -> None:
                    help="one paper's table: its columns, and its published rows (marked) for reference "
                         "(default: every benchmark found, no published rows)")
     p.set_defaults(func=cmd_report)
+
+    p = esub.add_parser("compare", help="is a change better? candidate minus baseline, item by item, with 95%% "
+                        "intervals, over one pair of runs or several (seeds) pooled",
+                        description=docstring("r1v.evaluate.compare"),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    # "extend": `--baseline a --baseline b` is a, b (argparse's default would keep b alone, and pair it wrongly)
+    p.add_argument("--baseline", nargs="+", action="extend", required=True, metavar="PATH",
+                   help="the baseline's runs: `r1v eval run` folders, recipe run folders or scored JSONL files")
+    p.add_argument("--candidate", nargs="+", action="extend", required=True, metavar="PATH",
+                   help="the candidate's runs, as many as the baselines, in the same order (the i-th of each "
+                        "are paired: the same seed, say)")
+    p.add_argument("--by", default=None, metavar="GROUP",
+                   help="also the accuracy gap per value of one of the items' groups (the world's family, "
+                        "MMMU's subject, ...; as `r1v eval run` and the recipe's held-out outputs record them)")
+    p.add_argument("--out", default=None, help="write compare.md, compare.json and compare.png here")
+    p.set_defaults(func=cmd_compare)
 
     p = esub.add_parser("leakage", help="has a benchmark leaked into training data (n-grams) or a model (loss)?",
                         description=docstring("r1v.evaluate.leakage"),
@@ -317,6 +334,18 @@ def cmd_report(a) -> int:
 
     print(report(a.runs, a.out, a.table))
     print(f"written: {Path(a.out) / 'report.md'}, {Path(a.out) / 'report.png'}")
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from r1v.evaluate import compare
+
+    if a.out and Path(a.out).exists() and not Path(a.out).is_dir():
+        raise R1VError(f"--out {a.out} is a file; name a folder")
+    result = compare.compare(a.baseline, a.candidate, by=a.by)
+    print(compare.render(result), end="")
+    if a.out:
+        print("written: " + ", ".join(map(str, compare.write(result, Path(a.out)))))
     return 0
 
 

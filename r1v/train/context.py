@@ -474,8 +474,9 @@ class Context:
         path = self.dir / "outputs" / f"{stage.replace('/', '-')}-{kind}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         false = scored.hallucinated or [None] * len(scored.ids)
-        write_jsonl(path, ({"id": i, "correct": ok, "hallucinated": h, "output": out}
-                           for i, out, ok, h in zip(scored.ids, scored.outputs, scored.correct, false)))
+        groups = scored.groups or [{}] * len(scored.ids)  # the task's breakdown (`r1v eval compare --by`)
+        write_jsonl(path, ({"id": i, "correct": ok, "hallucinated": h, "groups": g, "output": out}
+                           for i, out, ok, h, g in zip(scored.ids, scored.outputs, scored.correct, false, groups)))
 
 
 def _gathered(scored):
