@@ -35,12 +35,13 @@ def half_width(p: float, n: int) -> float:
     return Z95 * math.sqrt(max(p * (1 - p), 1e-12) / max(1, n))
 
 
-def points(g: dict) -> str:
+def points(g: dict, unit: str = " points") -> str:
     """A gap of two shares (`paired_interval`'s: accuracies, hallucination rates) in percentage points with
-    its interval: "+1.2 points (-0.3 to +2.7)". A bound that would print as 0.0 without being 0 gets two
-    decimals, so that "-0.0" never hides which side of 0 it is on ("-0.01")."""
+    its interval: "+1.2 points (-0.3 to +2.7)" (`unit=""` in a table whose heading names the unit). A bound
+    that would print as 0.0 without being 0 gets two decimals, so that "-0.0" never hides which side of 0 it
+    is on ("-0.01")."""
     near = any(0 < abs(100 * g[k]) < 0.05 for k in ("lo", "hi"))
-    return (f"{100 * g['gap']:+.1f} points ({100 * g['lo']:+.{1 + near}f} to {100 * g['hi']:+.{1 + near}f})")
+    return f"{100 * g['gap']:+.1f}{unit} ({100 * g['lo']:+.{1 + near}f} to {100 * g['hi']:+.{1 + near}f})"
 
 
 def mean_ci(values: list[float]) -> tuple[float, float, float]:

@@ -639,14 +639,14 @@ def compare(runs: list[str | Path], out: str | Path) -> Path:
     for r, parts, ev, g, h, s, sel, acc_last, gl in rows:
         acc = (f"{100 * ev['accuracy']:.1f}% ± {100 * half_width(ev['accuracy'], ev['n']):.1f} (n={ev['n']})"
                if ev else "-")
-        gap = "-" if r == base or not g else f"{100 * g['gap']:+.1f} ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})"
+        gap = "-" if r == base or not g else points(g, unit="")
         hal = f"{100 * ev['hallucination']:.1f}%" if ev.get("hallucination") is not None else "-"
-        hgap = "-" if not h else f"{100 * h['gap']:+.1f} ({100 * h['lo']:+.1f} to {100 * h['hi']:+.1f})"
+        hgap = "-" if not h else points(h, unit="")
         eff = f"{s['effective_first']:.2f} -> {s['effective_last']:.2f}" if "effective_first" in s else "-"
         trained = (f"{s['effective_trained_first']:.2f} -> {s['effective_trained_last']:.2f}"
                    if "effective_trained_first" in s else "-")
         chosen = "-" if not sel else f"step {sel['step']} of {sel['last']}"
-        glast = "-" if not gl else f"{100 * gl['gap']:+.1f} ({100 * gl['lo']:+.1f} to {100 * gl['hi']:+.1f})"
+        glast = "-" if not gl else points(gl, unit="")
         lines.append(f"| `{r}` | {parts} | {acc} | {gap} | {hal} | {hgap} | {eff} | {trained} | {chosen} | "
                      f"{100 * acc_last:.1f}% | {glast} |")
     lines += ["", "Effective share: the groups whose rewards differ (non-zero advantages); after replay: the "

@@ -39,6 +39,7 @@ import torch
 from r1v.errors import R1VError
 from r1v.io import write_atomic
 from r1v.model.templates import THINK_CLOSE
+from r1v.stats import paired_interval, points
 
 
 # An arm's result.json holds these since the arms go through every SFT iteration; one made before is redone.
@@ -257,7 +258,6 @@ def _slug(name: str) -> str:
 
 def write(out: Path, results: dict, field: str, start: dict) -> Path:
     from r1v.distill.report import plot
-    from r1v.stats import paired_interval
 
     base = results["AL-CoTD"]
     lines = ["# AL-CoTD beside fixed-penalty distillation (mini-world)", "",
@@ -318,7 +318,7 @@ def _stop(c: dict | None) -> str:
 def _gap(g: dict | None) -> str:
     if g is None:
         return "-"
-    return f"{100 * g['gap']:+.1f} ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f})"
+    return points(g, unit="")
 
 
 def _plot_models(results: dict, path: Path) -> None:
