@@ -263,7 +263,7 @@ def render(result: dict) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     if result["by"]:
         for r in result["comparisons"]:
-            values = list(r["pairs"][0]["groups"])
+            values = list(r.get("groups") or r["pairs"][0]["groups"])  # pooled: every pair's values
             head = [result["by"], *(f"pair {i}" for i in range(k)), *extra, "items"]
             lines += ["", f"## {r['name']}: accuracy by {result['by']}", "", "| " + " | ".join(head) + " |",
                       "|" + "---|" * len(head)]
