@@ -199,10 +199,10 @@ def compare(baselines: list[str], candidates: list[str], *, by: str | None = Non
                 values[metric].append(_values(base, cand, attr, keys))
                 pair[metric] = _gap(values[metric][-1])
             if by is not None:
-                groups = _groups(base, keys, by, fb)
-                pair["groups"] = {v: _gap(_values(base, cand, "score", ks)) for v, ks in groups.items()}
-                for v, ks in groups.items():
+                pair["groups"] = {}
+                for v, ks in _groups(base, keys, by, fb).items():
                     grouped[v].append(_values(base, cand, "score", ks))
+                    pair["groups"][v] = _gap(grouped[v][-1])
             pairs.append(pair)
         row = {"name": name, "pairs": pairs}
         if len(pairs) > 1:
