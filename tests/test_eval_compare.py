@@ -227,6 +227,8 @@ def test_a_gap_whose_bound_rounds_to_zero_shows_its_side():
 def test_a_recipe_run_records_each_items_groups_so_its_stages_compare_by_family(recipe_run):
     """The recipe's held-out outputs carry the task's groups: two recipe runs compare stage by stage, by family."""
     _, run, _ = recipe_run
+    records = [json.loads(x) for x in (run / "outputs" / "grpo-visual.jsonl").read_text().splitlines()]
+    assert all(r["groups"]["family"] == r["id"].split("-")[0] for r in records)  # each item's own (ids name it)
     r = compare([str(run)], [str(run)], by="family")
     names = [c["name"] for c in r["comparisons"]]
     assert names[:2] == ["align-text", "align-visual"] and names[-1] == "grpo-visual" and not r["skipped"]

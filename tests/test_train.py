@@ -321,8 +321,10 @@ def test_recipe_under_accelerate_launch_with_two_processes(recipe_run, tmp_path)
     # each process scored half of the held-out rows; the results hold all of them, once
     assert all(results["stages"][s]["eval"][k]["n"] == 8 for s in ("align", "grpo") for k in ("visual", "text"))
     assert all(results["stages"][s]["processes"] == 2 for s in ("align", "sft/m0", "grpo"))
-    ids = [json.loads(x)["id"] for x in (tmp_path / "run" / "outputs" / "grpo-visual.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in (tmp_path / "run" / "outputs" / "grpo-visual.jsonl").read_text().splitlines()]
+    ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids)) == 8
+    assert all(r["groups"]["family"] == r["id"].split("-")[0] for r in records)  # gathered with their items
     # each process trained on half of every step's batch, the loss normalised over both: the same
     # update as one process, up to the order of floating-point sums
     _, one, _ = recipe_run
