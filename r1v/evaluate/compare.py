@@ -9,9 +9,8 @@ item by item, with 95% intervals, for one pair of runs or several (one per seed)
 Each path is one of:
 - an `r1v eval run` / `r1v eval score` folder: its `items.jsonl`;
 - a recipe run folder (`runs/<name>`, or its `outputs/`): each stage's held-out outputs
-  (`outputs/<stage>-<kind>.jsonl`),
-  each compared with the candidate's file of the same name (a file not every path holds is skipped, and
-  the output says so);
+  (`outputs/<stage>-<kind>.jsonl`), each compared with the candidate's file of the same name (a file not
+  every path holds is skipped, and the output says so);
 - a JSONL file of scored records (`id`, `correct`), such as `runs/tiny/outputs/grpo-visual.jsonl`.
 
 The i-th baseline is paired with the i-th candidate (the same seed, say). Items are matched by id, never
