@@ -62,7 +62,8 @@ def add_parsers(sub) -> None:
                                     "visual accuracy and hallucination, each run minus the first as a 95% paired "
                                     "interval, the effective-sample shares with and without the Selective Sample "
                                     "Buffer, and a plot of the effective share over steps. Writes OUT/compare.md "
-                                    "and OUT/effective.png.",
+                                    "and OUT/effective.png. Every stage of two runs, or of several seeds of each, "
+                                    "paired item by item: `r1v eval compare --baseline RUN... --candidate RUN...`.",
                         epilog="example (make r1v2-ablation makes these runs):\n  r1v recipe compare "
                                "runs/r1v2-tiny-rules runs/r1v2-tiny-rules-ssb runs/r1v2-tiny-rm runs/r1v2-tiny "
                                "--out runs/r1v2-ablation",
