@@ -94,6 +94,19 @@ def corpus(tmp_path_factory, tiny):
                  "--data", str(c["data"]["math500"]), "--out", str(d / "evalrun")]) == 0
     c["an eval run"] = d / "evalrun"
     c["responses"] = d / "responses.jsonl"
+    line = json.dumps({"id": "a", "correct": True}) + "\n"
+    good = json.dumps({"stages": {"align": {"eval": {"visual": {"accuracy": 1.0, "n": 1}}}}})
+    for name, results, output in (("a recipe run", good, line), ("run: corrupt results.json", '{"stages": {', line),
+                                  ("run: results.json a list", "[1, 2]", line),
+                                  ("run: stages without eval figures", '{"stages": {"align": {"eval": {"visual": 1}}}}',
+                                   line),
+                                  ("run: a torn outputs line", good, line + '{"id": "b", "corr'),
+                                  ("run: outputs without ids", good, '{"correct": true}\n')):
+        run = d / "recipe-runs" / name.replace(" ", "-").replace(":", "")
+        (run / "outputs").mkdir(parents=True)
+        (run / "results.json").write_text(results)
+        (run / "outputs" / "align-visual.jsonl").write_text(output)
+        c[name] = run
     return c
 
 
@@ -179,6 +192,13 @@ def tries(c) -> dict[str, list[str]]:
     for bad in ("a file", "under a file"):
         t[f"eval compare --out {bad}"] = ["eval", "compare", "--baseline", run, "--candidate", run,
                                           "--out", str(c[bad])]
+    good = str(c["a recipe run"])
+    for bad in ("missing", "folder", "a file", "an eval run", "run: corrupt results.json", "run: results.json a list",
+                "run: stages without eval figures", "run: a torn outputs line", "run: outputs without ids"):
+        t[f"recipe claims {bad}"] = ["recipe", "claims", good, str(c[bad])]
+    t["recipe claims one run twice"] = ["recipe", "claims", good, good + "/."]
+    for bad in ("a file", "under a file"):
+        t[f"recipe claims --out {bad}"] = ["recipe", "claims", good, "--out", str(c[bad])]
     for flag, v in (("--n", "0"), ("--n", "-2"), ("--threshold", "0"), ("--threshold", "2"), ("--threshold", "nan")):
         t[f"eval leakage {flag} {v}"] = ["eval", "leakage", "--train", math, "--bench", "math500", "--data", math,
                                          "--out", "{out}/l.json", flag, v]

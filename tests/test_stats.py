@@ -1,11 +1,11 @@
-"""Intervals (r1v.stats) and the claims table's verdicts (r1v.train.report), adversarially."""
+"""Intervals (r1v.stats) and the claims table's verdicts (r1v.train.claims), adversarially."""
 
 from __future__ import annotations
 
 import pytest
 
 from r1v.stats import bootstrap_gap, paired_interval, paired_ratio
-from r1v.train.report import _verdict_at_least, _verdict_gap
+from r1v.train.claims import _verdict_at_least, _verdict_gap
 
 
 def test_paired_interval_is_exact_on_identical_and_opposite_runs():

@@ -136,7 +136,7 @@ def progress_line(ctx: Context) -> str:
 
 
 def summary_table(ctx: Context) -> str:
-    from r1v.train.report import stage_order
+    from r1v.train.claims import stage_order
 
     rows = [f"\n{'stage':<10} {'visual':>8} {'text':>8} {'tokens':>7} {'seconds':>8}"]
     for s in stage_order(ctx.results):
@@ -151,7 +151,7 @@ def summary_table(ctx: Context) -> str:
 
 def answer_example(ctx: Context) -> str | None:
     """The last stage's model answers the first held-out test image; markdown for the report."""
-    from r1v.train.report import stage_order
+    from r1v.train.claims import stage_order
 
     order = stage_order(ctx.results)
     if not order or not ctx.cfg.data.eval_visual:

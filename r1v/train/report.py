@@ -14,14 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
-from r1v.stats import half_width, paired_interval, paired_ratio, points
-
-
-def _recipe(run: Path) -> dict:
-    import yaml
-
-    path = run / "recipe.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+from r1v.stats import half_width, paired_interval, points
+from r1v.train.claims import _recipe, claims, outputs, paired_gap, references, stage_order
 
 
 def _distill_summary(sft: str | None) -> tuple[dict | None, Path | None]:
@@ -38,243 +32,8 @@ def _distill_summary(sft: str | None) -> tuple[dict | None, Path | None]:
     return None, None
 
 
-def stage_order(results: dict) -> list[str]:
-    order = (["align", "transfer"]
-             + sorted((s for s in results["stages"] if s.startswith("sft/")), key=lambda s: int(s.split("/m")[1]))
-             + sorted((s for s in results["stages"] if s.startswith("mpo/")), key=lambda s: int(s.split("/r")[1]))
-             + ["grpo"])
-    return [s for s in order if "eval" in results["stages"].get(s, {})]
-
-
-def _flags(run: Path, stage: str, kind: str = "visual") -> dict | None:
-    """{id: hallucinated} of a stage's held-out outputs, where the task could tell."""
-    f = run / "outputs" / f"{stage.replace('/', '-')}-{kind}.jsonl"
-    if not f.exists():
-        return None
-    rows = [json.loads(x) for x in f.read_text().splitlines()]
-    return {r["id"]: r["hallucinated"] for r in rows if r.get("hallucinated") is not None} or None
-
-
-def paired_gap(run: Path, a: str, b: str, kind: str = "visual") -> dict | None:
-    """Accuracy of stage b minus stage a on the same held-out items, with a 95% interval (paired)."""
-    ra, rb = _correct(run, a, kind), _correct(run, b, kind)
-    return paired_interval(ra, rb) if ra and rb else None
-
-
-def _correct(run: Path, stage: str, kind: str = "visual") -> dict | None:
-    f = run / "outputs" / f"{stage.replace('/', '-')}-{kind}.jsonl"
-    if not f.exists():
-        return None
-    return {r["id"]: r["correct"] for r in map(json.loads, f.read_text().splitlines())}
-
-
-def references(path: str | None) -> dict[str, dict]:
-    """`data.reference_scores` as {label: {"accuracy": x, "claim": tag or None}} (plain numbers allowed)."""
-    if not path or not Path(path).is_file():
-        return {}
-    raw = json.loads(Path(path).read_text())
-    return {k: v if isinstance(v, dict) else {"accuracy": v} for k, v in raw.items()}
-
-
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
-
-
-def _verdict_at_least(value: float, lo: float, target: float) -> str:
-    """Against a floor: the whole interval above it, only the estimate above it, or neither."""
-    if not target:
-        return "no target set"
-    if lo >= target:
-        return "**holds**"
-    return "holds at the estimate (interval reaches below)" if value >= target else "**does not hold**"
-
-
-def _verdict_gap(g: dict) -> str:
-    """A gain holds when its paired interval is above 0; the verdict says when a positive estimate
-    is not distinguishable from 0, so that it reads apart from a loss."""
-    if g["lo"] > 0:
-        return "**holds**"
-    return "**does not hold** (a gain not distinguishable from 0)" if g["gap"] > 0 else "**does not hold**"
-
-
-def claims(run: Path, results: dict, cfg: dict) -> list[str]:
-    """The paper's claims checked on this run: each with the paper's figures, ours with a 95%
-    interval, and a verdict (rules under the table)."""
-    st = results["stages"]
-    order = stage_order(results)
-    targets = cfg.get("claims", {}) or {}
-    rows = []
-
-    def acc(stage, kind="visual"):
-        e = st.get(stage, {}).get("eval", {}).get(kind)
-        return (e["accuracy"], e["n"]) if e else None
-
-    def interval(stage, kind="visual"):
-        p, n = acc(stage, kind)
-        return p, max(0.0, p - half_width(p, n)), min(1.0, p + half_width(p, n))
-
-    if acc("align"):
-        p, lo, hi = interval("align")
-        rows.append(("the substitute, once aligned, is a VLM", "64.0 MMMU",
-                     f"align: {_pct(p)} ({_pct(lo)} to {_pct(hi)})",
-                     _verdict_at_least(p, lo, targets.get("aligned_visual", 0)), targets.get("aligned_visual")))
-    ra, rt = _correct(run, "align"), _correct(run, "transfer")
-    if ra and rt:
-        r = paired_ratio(ra, rt)
-        if r:
-            rows.append(("transfer keeps most of it", "60.2 / 64.0 = 94%",
-                         f"transfer / align: {_pct(r['ratio'])} ({_pct(r['lo'])} to {_pct(r['hi'])})",
-                         _verdict_at_least(r["ratio"], r["lo"], targets.get("transfer_kept", 0)),
-                         targets.get("transfer_kept")))
-    sft = [s for s in order if s.startswith("sft/")]
-    if len(sft) >= 2:
-        g = paired_gap(run, sft[0], sft[-1])
-        chain = " -> ".join(f"{100 * acc(s)[0]:.1f}" for s in sft)
-        if g:
-            rows.append(("each SFT iteration adds", "62.5 -> 63.9 -> 64.7 -> 65.2 -> 65.6",
-                         f"{chain}; {sft[-1]} - {sft[0]}: {points(g)}", _verdict_gap(g), "> 0, interval above 0"))
-    if "grpo" in order and sft:
-        g = paired_gap(run, sft[-1], "grpo")
-        if g:
-            rows.append(("GRPO adds", "65.6 -> 69.0", f"grpo - {sft[-1]}: {points(g)}", _verdict_gap(g),
-                         "> 0, interval above 0"))
-    text = [s for s in order if acc(s, "text") and s != "align"]
-    if len(text) >= 2:
-        g = paired_gap(run, text[0], text[-1], "text")
-        if g:
-            same = g["lo"] == g["hi"] == 0
-            verdict = "**holds** (the same answers)" if same else (
-                "**holds**" if g["lo"] <= 0 <= g["hi"] else "**does not hold**")
-            rows.append(("text reasoning survives", "94.0 MATH-500 (R1-distilled LLM: 94.3)",
-                         f"{text[0]} {_pct(acc(text[0], 'text')[0])} -> {text[-1]} {_pct(acc(text[-1], 'text')[0])}: "
-                         f"{points(g)}", verdict,
-                         "unchanged"))
-    rows += _r1v2_claims(run, results, cfg, order)
-    if "sft" in (cfg.get("stages") or ["sft"]):
-        rows.append(_al_cotd(run))
-    final = order[-1] if order else None
-    if final and acc(final):
-        p, lo, hi = interval(final)
-        rows.append(("the final model", "69.0 MMMU (R1V-38B)", f"{final}: {_pct(p)} ({_pct(lo)} to {_pct(hi)})",
-                     _verdict_at_least(p, lo, targets.get("final_visual", 0)), targets.get("final_visual")))
-        ceiling = [v["accuracy"] for v in references(cfg.get("data", {}).get("reference_scores")).values()
-                   if v.get("claim") == "ceiling"]
-        if ceiling and ceiling[0] > 0:
-            c = ceiling[0]
-            rows.append(("... of what a perfect projector allows", "-",
-                         f"{final} / ceiling {_pct(c)}: {_pct(p / c)} ({_pct(lo / c)} to {_pct(hi / c)})",
-                         _verdict_at_least(p / c, lo / c, targets.get("final_of_ceiling", 0)),
-                         targets.get("final_of_ceiling")))
-        elif ceiling:
-            rows.append(("... of what a perfect projector allows", "-", "the ceiling is 0%: no ratio", "-", None))
-    lines = ["## The paper's claims on this run", "",
-             "| claim | paper | this run (95% interval) | target | verdict |", "|---|---|---|---|---|"]
-    for claim, paper, ours, verdict, target in rows:
-        shown = (f">= {_pct(target)}" if isinstance(target, float) and target else
-                 target if isinstance(target, str) else "-")
-        lines.append(f"| {claim} | {paper} | {ours} | {shown} | {verdict} |")
-    lines += ["", "Verdicts: against a floor, **holds** when the whole 95% interval is above it, and \"holds at the "
-              "estimate\" when only the estimate is; a gain **holds** when its paired 95% interval is above 0, and "
-              "otherwise **does not hold**, with \"a gain not distinguishable from 0\" where the estimate is above 0. "
-              "Intervals: accuracies, normal over the held-out items; gaps, paired over the same items; the "
-              "transfer ratio, a paired bootstrap (2,000 resamples, seeded). Targets are the recipe's `claims.*`.", ""]
-    return lines
-
-
-def _r1v2_claims(run: Path, results: dict, cfg: dict, order: list[str]) -> list[tuple]:
-    """R1V2's claims: the reward model ranks pairs, MPO adds to the transferred model, and its
-    hallucination rate is at or below SFT's (here, or in `claims.against`, R1V's run on the same
-    held-out files)."""
-    st, targets, rows = results["stages"], cfg.get("claims", {}) or {}, []
-    ev = st.get("rm", {}).get("pairs_eval")
-    if ev:
-        p, n = ev["accuracy"], ev["n"]
-        lo = max(0.0, p - half_width(p, n))
-        kinds = ", ".join(f"{k} {_pct(v['accuracy'])}" for k, v in ev.get("by_kind", {}).items())
-        rows.append(("the reward model ranks held-out pairs", "Skywork-VL Reward (no pair accuracy on R1V2's data)",
-                     f"{_pct(p)} ({_pct(lo)} to {_pct(min(1.0, p + half_width(p, n)))}; n={n}; {kinds})",
-                     _verdict_at_least(p, lo, targets.get("rm_pair_accuracy", 0)), targets.get("rm_pair_accuracy")))
-    mpo = [s for s in order if s.startswith("mpo/")]
-    if mpo and "transfer" in order:
-        g = paired_gap(run, "transfer", mpo[-1])
-        if g:
-            chain = " -> ".join(f"{100 * st[s]['eval']['visual']['accuracy']:.1f}" for s in ["transfer", *mpo])
-            rows.append(("MPO adds to the transferred model", "R1V2: 73.6 MMMU (no SFT)",
-                         f"{chain}; {mpo[-1]} - transfer: {points(g)}", _verdict_gap(g), "> 0, interval above 0"))
-    a, b = _flags(run, "transfer"), (_flags(run, mpo[-1]) if mpo else None)
-    if a and b:
-        g = paired_interval({k: float(v) for k, v in a.items()}, {k: float(v) for k, v in b.items()})
-        rows.append(("MPO hallucinates less than the transferred model", "-",
-                     f"transfer {_pct(sum(a.values()) / len(a))} -> {mpo[-1]} {_pct(sum(b.values()) / len(b))}: "
-                     f"{100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f}, paired)",
-                     "**holds**" if g["hi"] < 0 else "**does not hold**", "below, interval below 0"))
-    if mpo:
-        against = Path(targets["against"]) if targets.get("against") else run
-        other = json.loads((against / "results.json").read_text()) if (against / "results.json").exists() else None
-        sft = [s for s in stage_order(other) if s.startswith("sft/")] if other else []
-        a, b = (_flags(against, sft[-1]) if sft else None), _flags(run, mpo[-1])
-        if a and b:
-            g = paired_interval({k: float(v) for k, v in a.items()}, {k: float(v) for k, v in b.items()})
-            where = "" if against == run else f" (`{against}`)"
-            verdict = "**holds**" if g["hi"] < 0 else ("holds at the estimate (interval reaches above 0)"
-                                                        if g["gap"] <= 0 else "**does not hold**")
-            rows.append(("MPO hallucinates no more than SFT", "SFT 12.1% -> MPO 8.7% (R1V2 Table 3)",
-                         f"{sft[-1]}{where} {_pct(sum(a.values()) / len(a))} -> {mpo[-1]} "
-                         f"{_pct(sum(b.values()) / len(b))}: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to "
-                         f"{100 * g['hi']:+.1f}, paired, n={g['n']})", verdict, "at or below"))
-    g_st, g_cfg = st.get("grpo", {}), cfg.get("grpo", {}) or {}
-    if mpo and "grpo" in order:
-        g = paired_gap(run, mpo[-1], "grpo")
-        if g:
-            rows.append(("GRPO adds to MPO", "R1V2: MPO + GRPO 73.6 MMMU", f"grpo - {mpo[-1]}: {points(g)}",
-                         _verdict_gap(g), "> 0, interval above 0"))
-    if (g_cfg.get("ssb") or {}).get("enabled") and "effective_trained_last" in g_st:
-        e = g_st["effective_trained_last"]
-        shares = (f"groups with non-zero advantages, last fifth of steps: {_pct(g_st['effective_last'])} fresh, "
-                  f"{_pct(e)} trained on")
-        if not g_st.get("replayed"):  # the fresh groups never fell under ssb.target: the buffer did nothing
-            rows.append(("SSB keeps the effective-sample share up", "above 60% with SSB, below 40% without (R1V2)",
-                         f"{shares}; no group was replayed (the fresh share never fell under grpo.ssb.target)",
-                         "not tested here", ">= 60%"))
-        else:
-            rows.append(("SSB keeps the effective-sample share up", "above 60% with SSB, below 40% without (R1V2)",
-                         f"{shares}; {g_st['replayed']} groups replayed", "**holds**" if e >= 0.6 else
-                         "**does not hold**", ">= 60%"))
-    sel = g_st.get("selected")
-    if sel and sel.get("step") != sel.get("last"):
-        g = paired_gap(run, f"grpo@{sel['last']}", "grpo")
-        if g:
-            rows.append(("the entropy-chosen checkpoint beats the last", "R1V3 (no figure)",
-                         f"step {sel['step']} - step {sel['last']}: {points(g)}", _verdict_gap(g),
-                         "> 0, interval above 0"))
-    elif sel:
-        rows.append(("the entropy-chosen checkpoint beats the last", "R1V3 (no figure)",
-                     "the last kept: no earlier checkpoint's entropy was clearly above the last's" if sel.get("test")
-                     else "the entropy chose the last checkpoint", "not tested (nothing to compare)", None))
-    return rows
-
-
-def _al_cotd(run: Path) -> tuple:
-    """AL-CoTD's claim, from `r1v world compare`'s results in this run folder (when it was run)."""
-    claim, paper = "AL-CoTD: shorter chains on easy items, no loss of accuracy", "the R1V report's claim (no figure)"
-    arms = {}
-    for f in sorted((run / "distill-compare").glob("*/result.json")):
-        arms[f.parent.name] = json.loads(f.read_text())
-    base = arms.pop("al-cotd", None)
-    if not base or not arms:
-        return claim, paper, "not measured by the recipe: `r1v world compare` measures it", "-", None
-    name, other = min(arms.items(), key=lambda kv: kv[0])
-    g = paired_interval(other["correct"], base["correct"])
-    shorter = base["easy"]["tokens"] < other["easy"]["tokens"]
-    verdict = "**holds**" if shorter and g["hi"] >= 0 else "**does not hold**"
-    stop = ""
-    if base.get("stop") and other.get("stop"):  # why greedy lengths do or do not move (r1v/world/compare.py)
-        stop = f"; p(stop) after the short chain, easy items, {base['stop']['easy']['p']:.3f} vs " \
-               f"{other['stop']['easy']['p']:.3f}"
-    at = f" at {base['model']}" if base.get("model") else ""  # the arms' last SFT iteration
-    return (claim, paper, f"easy-item tokens{at} {base['easy']['tokens']} vs {other['easy']['tokens']} ({name}); "
-            f"accuracy {points(g)}{stop}", verdict,
-            "shorter, accuracy not below")
 
 
 def _r1v2_sections(st: dict) -> list[str]:
@@ -586,7 +345,7 @@ def last_outputs(run: Path, stage: str, st: dict) -> str:
     """The stage name whose outputs are the last checkpoint's: `grpo@<last>` when a rule chose an
     earlier one, else the stage itself."""
     sel = st.get(stage, {}).get("selected")
-    if sel and sel.get("step") != sel.get("last") and _correct(run, f"{stage}@{sel['last']}"):
+    if sel and sel.get("step") != sel.get("last") and outputs(run, f"{stage}@{sel['last']}"):
         return f"{stage}@{sel['last']}"
     return stage
 
@@ -613,9 +372,9 @@ def compare(runs: list[str | Path], out: str | Path) -> Path:
             raise R1VError(f"{r} has no finished {stage} stage")
         cfg = _recipe(r).get(stage) or {}
         ev = st[stage]["eval"].get("visual", {})
-        ca, cb = _correct(base, stage), _correct(r, stage)
+        ca, cb = outputs(base, stage), outputs(r, stage)
         g = paired_interval(ca, cb) if r != base and ca and cb else None
-        fb, fr = _flags(base, stage), _flags(r, stage)
+        fb, fr = outputs(base, stage, key="hallucinated"), outputs(r, stage, key="hallucinated")
         h = (paired_interval({k: float(v) for k, v in fb.items()}, {k: float(v) for k, v in fr.items()})
              if fb and fr and r != base else None)
         s = st[stage]
@@ -626,8 +385,8 @@ def compare(runs: list[str | Path], out: str | Path) -> Path:
         sel = s.get("selected")
         # the last checkpoint too, when a rule chose another one (its outputs were kept as grpo@<last>)
         lb = last_outputs(r, stage, st)
-        gl = paired_interval(_correct(base, base_last), _correct(r, lb)) if r != base else None
-        acc_last = sum(_correct(r, lb).values()) / max(1, len(_correct(r, lb)))
+        gl = paired_interval(outputs(base, base_last), outputs(r, lb)) if r != base else None
+        acc_last = sum(outputs(r, lb).values()) / max(1, len(outputs(r, lb)))
         rows.append((r, " + ".join(parts), ev, g, h, s, sel, acc_last, gl))
         curves[r.name] = [m for m in read_metrics(r) if m.get("stage") == stage]
     lines = [f"# {stage}: runs side by side", "",

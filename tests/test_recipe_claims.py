@@ -1,0 +1,233 @@
+"""`r1v recipe claims`: the paper's claims over several recipe runs, adversarially: each run's figure as its own
+report states it, pooled over the items (an item once, however many runs scored it), over the runs (a t interval,
+the runs as observations), the verdict from the interval over the runs, and the refusals a user mistake gets.
+The pooled and over-the-runs gaps are checked against `r1v eval compare`, a separate implementation."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+
+import pytest
+import yaml
+
+from r1v.cli import main
+from r1v.errors import R1VError
+from r1v.evaluate.compare import compare
+from r1v.stats import t95
+from r1v.train.claims import claims, over_runs, render
+
+STAGES = ("align", "transfer", "sft/m0", "sft/m1", "grpo")
+TARGETS = {"aligned_visual": 0.6, "transfer_kept": 0.85, "final_visual": 0.8, "final_of_ceiling": 0.9}
+
+
+def make_run(path, right: dict[str, list[bool]], *, text=None, ids=None, targets=TARGETS, stages=STAGES):
+    """A finished recipe run as `r1v recipe run` leaves it: results.json, outputs/ and recipe.yaml, with
+    `right[stage]` the visual items' correct flags (ids i0, i1, ...) and the same text answers everywhere."""
+    (path / "outputs").mkdir(parents=True)
+    text = text or [k % 3 == 0 for k in range(20)]
+    st = {}
+    for s in stages:
+        rows = [{"id": (ids or [f"i{k}" for k in range(len(right[s]))])[k], "correct": ok, "hallucinated": not ok}
+                for k, ok in enumerate(right[s])]
+        (path / "outputs" / f"{s.replace('/', '-')}-visual.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows))
+        (path / "outputs" / f"{s.replace('/', '-')}-text.jsonl").write_text(
+            "".join(json.dumps({"id": f"t{k}", "correct": ok}) + "\n" for k, ok in enumerate(text)))
+        st[s] = {"eval": {"visual": {"accuracy": sum(right[s]) / len(right[s]), "n": len(right[s])},
+                          "text": {"accuracy": sum(text) / len(text), "n": len(text)}}}
+    (path / "results.json").write_text(json.dumps({"stages": st}))
+    (path / "recipe.yaml").write_text(yaml.safe_dump({"claims": targets, "stages": ["align", "transfer", "sft",
+                                                                                     "grpo"]}))
+    return str(path)
+
+
+def flags(n: int, share: float, seed: int, base: list[bool] | None = None) -> list[bool]:
+    """n flags, about `share` of them right; given `base`, a stage after it: base's right answers kept,
+    more of its wrong ones turned right (so a gain pairs tightly)."""
+    rng = random.Random(seed)
+    if base is None:
+        return [rng.random() < share for _ in range(n)]
+    return [b or rng.random() < share for b in base]
+
+
+def runs_with_gains(tmp_path, sft_shares, n=200, name="s"):
+    """Three runs (or as many as shares) whose SFT iterations add about `share` of M0's wrong answers."""
+    out = []
+    for seed, share in enumerate(sft_shares):
+        align = flags(n, 0.7, seed)
+        transfer = [a and random.Random(seed + k).random() < 0.8 for k, a in enumerate(align)]
+        m0 = flags(n, 0.4, seed + 10, transfer)
+        m1 = flags(n, share, seed + 20, m0)
+        out.append(make_run(tmp_path / f"{name}{seed}", {"align": align, "transfer": transfer, "sft/m0": m0,
+                                                         "sft/m1": m1, "grpo": m1}))
+    return out
+
+
+def row(result, claim):
+    return next(r for r in result["claims"] if r["claim"] == claim)
+
+
+def test_each_runs_figure_is_its_own(tmp_path):
+    runs = runs_with_gains(tmp_path, [0.1, 0.2, 0.3])
+    r = row(over_runs(runs), "each SFT iteration adds")
+    for run, cell in zip(runs, r["runs"]):
+        m0 = [json.loads(x)["correct"] for x in open(f"{run}/outputs/sft-m0-visual.jsonl")]
+        m1 = [json.loads(x)["correct"] for x in open(f"{run}/outputs/sft-m1-visual.jsonl")]
+        assert cell["est"]["gap"] == pytest.approx((sum(m1) - sum(m0)) / len(m0))
+        # the run's column says what the run's own report says
+        report = "\n".join(claims(__import__("pathlib").Path(run), json.loads(open(f"{run}/results.json").read()),
+                                  {"claims": TARGETS}))
+        assert cell["text"] in report
+
+
+def test_pooled_and_over_the_runs_match_eval_compare(tmp_path):
+    """Two implementations, one answer: the SFT and GRPO gains pooled and over the runs, as `r1v eval compare`
+    gives them from the same outputs files."""
+    runs = runs_with_gains(tmp_path, [0.1, 0.25, 0.5])
+    result = over_runs(runs)
+    for claim, (a, b) in {"each SFT iteration adds": ("sft-m0", "sft-m1"),
+                          "GRPO adds": ("sft-m1", "grpo")}.items():
+        (c,) = compare([f"{r}/outputs/{a}-visual.jsonl" for r in runs],
+                       [f"{r}/outputs/{b}-visual.jsonl" for r in runs])["comparisons"]
+        mine = row(result, claim)
+        for key in ("gap", "lo", "hi", "n"):
+            assert mine["pooled"][key] == pytest.approx(c["pooled"]["accuracy"][key])
+            assert mine["over_runs"][key] == pytest.approx(c["over_runs"]["accuracy"][key])
+
+
+def test_pooling_counts_an_item_once_and_the_t_interval_has_k_minus_1_degrees(tmp_path):
+    runs = runs_with_gains(tmp_path, [0.1, 0.2, 0.3], n=50)
+    result = over_runs(runs)
+    r = row(result, "the substitute, once aligned, is a VLM")
+    per = [[json.loads(x)["correct"] for x in open(f"{run}/outputs/align-visual.jsonl")] for run in runs]
+    means = [sum(col) / 3 for col in zip(*per)]
+    m = sum(means) / 50
+    se = math.sqrt(sum((x - m) ** 2 for x in means) / 49 / 50)
+    assert r["pooled"]["n"] == 50  # not 150
+    assert (r["pooled"]["lo"], r["pooled"]["hi"]) == pytest.approx((m - 1.959964 * se, m + 1.959964 * se))
+    accs = [sum(p) / 50 for p in per]
+    mean = sum(accs) / 3
+    half = t95(2) * math.sqrt(sum((a - mean) ** 2 for a in accs) / 2 / 3)
+    assert t95(2) == pytest.approx(4.303, abs=1e-3)
+    assert (r["over_runs"]["lo"], r["over_runs"]["hi"]) == pytest.approx((mean - half, mean + half))
+
+
+def test_the_verdict_is_the_one_run_rule_on_the_interval_over_the_runs(tmp_path):
+    """Each run's gain above 0 with its own interval, but spread so far apart that the mean over the runs is
+    not placed above 0: the claim holds at every run and not over them. Steady gains hold over them."""
+    spread = over_runs(runs_with_gains(tmp_path, [0.9, 0.1, 0.02], name="spread"))
+    r = row(spread, "each SFT iteration adds")
+    assert r["over_runs"]["lo"] < 0 < r["pooled"]["lo"]
+    assert r["verdict"] == "**does not hold** (a gain not distinguishable from 0)"
+    assert r["held"] == sum(x["est"]["lo"] > 0 for x in r["runs"]) >= 2
+    steady = row(over_runs(runs_with_gains(tmp_path, [0.5, 0.55, 0.6], name="steady")), "each SFT iteration adds")
+    assert steady["over_runs"]["lo"] > 0 and steady["verdict"] == "**holds**" and steady["held"] == 3
+    # floors: align near 70% against 60% holds; the final model's mean is above 80%, its interval is not
+    assert row(spread, "the substitute, once aligned, is a VLM")["verdict"] == "**holds**"
+    final = row(spread, "the final model")
+    assert final["over_runs"]["lo"] < 0.8 <= final["over_runs"]["gap"]
+    assert final["verdict"] == "holds at the estimate (interval reaches below)"
+    text = row(spread, "text reasoning survives")
+    assert text["verdict"] == "**holds** (the same answers at every run)" and text["held"] == 3
+    md = render(spread)
+    assert "at 2 of 3 runs" in md or "at 3 of 3 runs" in md
+    assert "| text reasoning survives |" in md and "the same answers" in md
+
+
+def test_the_transfer_ratio_pools_item_means_and_averages_the_runs_ratios(tmp_path):
+    runs = runs_with_gains(tmp_path, [0.1, 0.2, 0.3])
+    r = row(over_runs(runs), "transfer keeps most of it")
+    per = [([json.loads(x)["correct"] for x in open(f"{run}/outputs/align-visual.jsonl")],
+            [json.loads(x)["correct"] for x in open(f"{run}/outputs/transfer-visual.jsonl")]) for run in runs]
+    ratios = [sum(t) / sum(a) for a, t in per]
+    assert [x["est"]["gap"] for x in r["runs"]] == pytest.approx(ratios)
+    assert r["over_runs"]["gap"] == pytest.approx(sum(ratios) / 3)
+    # pooled: the ratio of the item means' sums, which weighs each run by its aligned answers
+    assert r["pooled"]["gap"] == pytest.approx(sum(sum(t) for _, t in per) / sum(sum(a) for a, _ in per))
+    assert r["pooled"]["lo"] < r["pooled"]["gap"] < r["pooled"]["hi"] < 0.85
+    assert r["verdict"] == "**does not hold**" and r["target"] == ">= 85.0%"
+
+
+def test_two_runs_give_no_verdict_over_the_runs(tmp_path):
+    result = over_runs(runs_with_gains(tmp_path, [0.3, 0.4]))
+    r = row(result, "each SFT iteration adds")
+    assert r["over_runs"] is None and r["pooled"] is not None
+    assert r["verdict"] == "three runs or more for a verdict over the runs"
+
+
+def test_runs_on_different_items_pool_nothing(tmp_path):
+    runs = runs_with_gains(tmp_path, [0.1, 0.2])
+    other = {s: flags(200, 0.7, 5) for s in STAGES}
+    runs.append(make_run(tmp_path / "other", other, ids=[f"x{k}" for k in range(200)]))
+    result = over_runs(runs)
+    assert not result["same_items"]
+    visual = [r for r in result["claims"] if r["kind"] != "note" and r["claim"] != "text reasoning survives"]
+    assert len(visual) >= 5 and all(r["pooled"] is None for r in visual)
+    assert row(result, "text reasoning survives")["pooled"] is not None  # the text items are the same ones
+    assert row(result, "the final model")["over_runs"] is not None  # each figure on its own run's items
+    assert "different held-out items" in render(result)
+
+
+def test_a_claim_one_run_lacks_is_named_not_combined(tmp_path):
+    runs = runs_with_gains(tmp_path, [0.1, 0.2, 0.3])
+    shutil.rmtree(f"{runs[1]}/outputs")  # results.json stays: floors over the runs still work
+    result = over_runs(runs)
+    assert any(m["claim"] == "each SFT iteration adds" and m["runs"] == [runs[1]] for m in result["missing"])
+    assert row(result, "the final model")["pooled"] is None and result["no_outputs"] == [runs[1]]
+    md = render(result)
+    assert "Not in every run, so not combined: " in md and "no held-out outputs" in md
+
+
+def test_refusals(tmp_path):
+    runs = runs_with_gains(tmp_path, [0.1, 0.2])
+    with pytest.raises(R1VError, match="holds no results.json"):
+        over_runs([runs[0], str(tmp_path)])
+    with pytest.raises(R1VError, match="given twice"):
+        over_runs([runs[0], runs[1], f"{runs[0]}/."])
+    r1v2 = make_run(tmp_path / "r1v2", {s: flags(200, 0.5, 1) for s in ("align", "transfer", "mpo/r1", "grpo")},
+                    stages=("align", "transfer", "mpo/r1", "grpo"))
+    with pytest.raises(R1VError, match="give runs of one recipe"):
+        over_runs([runs[0], r1v2])
+
+
+def test_cli_prints_writes_and_refuses_in_one_line(tmp_path, capsys):
+    runs = runs_with_gains(tmp_path, [0.1, 0.2, 0.3])
+    assert main(["recipe", "claims", *runs, "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "# The paper's claims over 3 runs" in out and "## Visual test accuracy by stage" in out
+    assert f"Made by `r1v recipe claims {' '.join(runs)} --out {tmp_path / 'c'}`" in out
+    saved = json.loads((tmp_path / "c" / "claims.json").read_text())
+    assert saved["runs"] == runs and (tmp_path / "c" / "claims.png").stat().st_size > 10_000
+    assert (tmp_path / "c" / "claims.md").read_text().startswith("# The paper's claims over 3 runs")
+    (tmp_path / "file").write_text("x")
+    for args in ([*runs, "--out", str(tmp_path / "file")], [runs[0], str(tmp_path / "nope")], [runs[0], runs[0]]):
+        assert main(["recipe", "claims", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "file").is_dir()
+
+
+def test_a_real_recipe_run_three_times_over(recipe_run, tmp_path):
+    """The small recipe's own run, copied to three folders: every claim its report states is combined, each
+    column is the report's figure, and the interval over three identical runs has no width."""
+    _, run, _ = recipe_run
+    copies = []
+    for k in range(3):
+        d = tmp_path / f"copy{k}"
+        shutil.copytree(run / "outputs", d / "outputs")
+        for f in ("results.json", "recipe.yaml"):
+            shutil.copyfile(run / f, d / f)
+        copies.append(str(d))
+    result = over_runs(copies)
+    report = (run / "report.md").read_text().split("## The paper's claims on this run")[1].split("## ")[0]
+    stated = [line.split(" | ")[0].lstrip("| ") for line in report.splitlines() if line.startswith("| ")][1:]
+    assert [r["claim"] for r in result["claims"]] == stated and not result["missing"]
+    for r in result["claims"]:
+        assert all(f"| {x['text']} |" in report for x in r["runs"])
+        if r.get("over_runs"):
+            assert r["over_runs"]["lo"] == pytest.approx(r["over_runs"]["hi"])
+            assert r["held"] in (0, 3)
+    assert [s["stage"] for s in result["stages"]][:2] == ["align", "transfer"]
