@@ -96,17 +96,26 @@ def corpus(tmp_path_factory, tiny):
     c["responses"] = d / "responses.jsonl"
     line = json.dumps({"id": "a", "correct": True}) + "\n"
     good = json.dumps({"stages": {"align": {"eval": {"visual": {"accuracy": 1.0, "n": 1}}}}})
-    for name, results, output in (("a recipe run", good, line), ("run: corrupt results.json", '{"stages": {', line),
+    for name, results, output in (("a recipe run", good, line), ("another recipe run", good, line), ("run: corrupt results.json", '{"stages": {', line),
                                   ("run: results.json a list", "[1, 2]", line),
                                   ("run: stages without eval figures", '{"stages": {"align": {"eval": {"visual": 1}}}}',
                                    line),
                                   ("run: a torn outputs line", good, line + '{"id": "b", "corr'),
+                                  ("run: a stage without its accuracy", json.dumps({"stages": {
+                                      "align": {"eval": {"visual": {"accuracy": 1.0, "n": 1}}},
+                                      "transfer": {"eval": {"visual": {"n": 5}}}}}), line),
+                                  ("run: an accuracy as text", good.replace("1.0", '"1.0"'), line),
+                                  ("run: AL-CoTD's tokens as text", good, line),
                                   ("run: outputs without ids", good, '{"correct": true}\n')):
         run = d / "recipe-runs" / name.replace(" ", "-").replace(":", "")
         (run / "outputs").mkdir(parents=True)
         (run / "results.json").write_text(results)
         (run / "outputs" / "align-visual.jsonl").write_text(output)
         c[name] = run
+    for arm, tokens in (("al-cotd", '"15"'), ("fixed-p1", "17")):  # `r1v world compare`'s files, one mangled
+        f = c["run: AL-CoTD's tokens as text"] / "distill-compare" / arm / "result.json"
+        f.parent.mkdir(parents=True)
+        f.write_text('{"correct": {"a": true}, "easy": {"tokens": %s}}' % tokens)
     return c
 
 
@@ -194,11 +203,13 @@ def tries(c) -> dict[str, list[str]]:
                                           "--out", str(c[bad])]
     good = str(c["a recipe run"])
     for bad in ("missing", "folder", "a file", "an eval run", "run: corrupt results.json", "run: results.json a list",
-                "run: stages without eval figures", "run: a torn outputs line", "run: outputs without ids"):
+                "run: stages without eval figures", "run: a torn outputs line", "run: outputs without ids",
+                "run: a stage without its accuracy", "run: an accuracy as text", "run: AL-CoTD's tokens as text"):
         t[f"recipe claims {bad}"] = ["recipe", "claims", good, str(c[bad])]
     t["recipe claims one run twice"] = ["recipe", "claims", good, good + "/."]
+    t["recipe claims one run"] = ["recipe", "claims", good]
     for bad in ("a file", "under a file"):
-        t[f"recipe claims --out {bad}"] = ["recipe", "claims", good, "--out", str(c[bad])]
+        t[f"recipe claims --out {bad}"] = ["recipe", "claims", good, str(c["another recipe run"]), "--out", str(c[bad])]
     for flag, v in (("--n", "0"), ("--n", "-2"), ("--threshold", "0"), ("--threshold", "2"), ("--threshold", "nan")):
         t[f"eval leakage {flag} {v}"] = ["eval", "leakage", "--train", math, "--bench", "math500", "--data", math,
                                          "--out", "{out}/l.json", flag, v]

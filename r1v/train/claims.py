@@ -6,20 +6,21 @@
 Each claim is measured on a run as a `Measure`: the run's figure with its 95% interval, its verdict on
 that run, and the per-item scores behind it (a stage's right answers, its hallucination flags). Several
 runs of one recipe combine two ways:
-* **pooled over the items**: each held-out item's scores averaged over the runs first, then the one-run
-  statistic on those means (an item scored by three runs is one observation, not three: the pooling of
-  `r1v eval compare`). It speaks of these runs on this item set, and is narrow;
+* **pooled over the items**: each held-out item's scores averaged over the runs that scored it, then the
+  one-run statistic on those means (an item scored by three runs is one observation, not three: the
+  pooling of `r1v eval compare`). It carries the items' sampling, at these seeds;
 * **over the runs**: a Student t interval over the runs' figures, the runs being the observations (from
-  three runs on). It speaks of the recipe as a random procedure, a seed being one draw: where another
-  seed's figure would fall on average. Three runs give a wide interval (t at 2 degrees of freedom: 4.30).
-The verdict over several runs is the one over the runs, with the count of runs at which the claim held
-on its own. Given runs of one seed on several machines, "over the runs" is the spread floating point
-adds between machines.
+  three runs on). It carries the seeds' spread, on these items: where another seed's figure would fall on
+  average. Three runs give a wide interval (t at 2 degrees of freedom: 4.30).
+Every run scores the same items, so neither interval holds both kinds of noise: the verdict applies the
+one-run rule to each and keeps the weaker, and says at how many runs the claim held on its own. Given runs
+of one seed on several machines, "over the runs" is the spread floating point adds between them.
 
 Verdicts: against a floor, **holds** when the whole interval is above it and "holds at the estimate" when
 only the estimate is; a gain **holds** when its interval is above 0. Runs are matched item by item by id,
 as `r1v eval compare` matches them; the recipe's outputs carry no gold, so equal ids are taken to be the
-same items (runs of one world's files).
+same items (runs of one world's files). Runs of different recipes (other stages, other `claims.*`
+targets) are refused.
 """
 
 from __future__ import annotations
@@ -54,16 +55,13 @@ class Measure:
     scale: float = 1.0  # the ceiling row: the figure is the accuracy divided by this
     extra: dict = field(default_factory=dict)  # al-cotd: the two arms' easy-item tokens
 
-    @property
-    def held(self) -> bool:
-        return self.verdict.startswith("**holds**")
-
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def _recipe(run: Path) -> dict:
+def recipe_of(run: Path) -> dict:
+    """The settings a run ran with (its recipe.yaml), or {} for a run folder without one."""
     import yaml
 
     path = run / "recipe.yaml"
@@ -128,10 +126,12 @@ def _verdict_gap(g: dict) -> str:
 
 
 def _verdict_below(g: dict) -> str:
+    """A fall (hallucination) holds when its paired interval is below 0."""
     return "**holds**" if g["hi"] < 0 else "**does not hold**"
 
 
 def _verdict_same(g: dict) -> str:
+    """Text reasoning survives when the gap's interval holds 0: "the same answers" when every item is."""
     if g["lo"] == g["hi"] == 0:
         return "**holds** (the same answers)"
     return "**holds**" if g["lo"] <= 0 <= g["hi"] else "**does not hold**"
@@ -201,9 +201,10 @@ def measures(run: Path, results: dict, cfg: dict) -> list[Measure]:
     return rows
 
 
-def _gain(run: Path, claim: str, paper: str, a: str, b: str, prefix: str = "", label: str | None = None,
-          kind: str = "visual") -> list[Measure]:
-    ra, rb = outputs(run, a, kind), outputs(run, b, kind)
+def _gain(run: Path, claim: str, paper: str, a: str, b: str, prefix: str = "", label: str | None = None
+          ) -> list[Measure]:
+    """Stage b's visual accuracy minus stage a's, paired over the items: holds when the interval is above 0."""
+    ra, rb = outputs(run, a), outputs(run, b)
     g = paired_interval(ra, rb) if ra and rb else None
     if not g:
         return []
@@ -321,43 +322,67 @@ def claims(run: Path, results: dict, cfg: dict) -> list[str]:
 
 
 def _target(t) -> str:
+    """A target as the table prints it: a floor as ">= 85.0%", a rule as its words, none as "-"."""
     return f">= {_pct(t)}" if isinstance(t, float) and t else t if isinstance(t, str) else "-"
 
 
 # --------------------------------------------------------------------------- several runs
-def _read(run: Path) -> tuple[dict, list[Measure]]:
+def _number(x, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise TypeError(f"{what} is {x!r}, not a number")
+    return x
+
+
+def _read(run: Path) -> tuple[dict, dict, list[Measure]]:
+    """A run's results.json, recipe.yaml and claims, every figure the combination reads checked first."""
     import yaml
 
     try:
         results = json.loads((run / "results.json").read_text())
-        stage_order(results)
-        cfg = _recipe(run)
-        return results, measures(run, results, cfg if isinstance(cfg, dict) else {})
+        for s in stage_order(results):
+            for kind, e in results["stages"][s]["eval"].items():
+                _number(e["accuracy"], f"{s}'s {kind} accuracy")
+                _number(e["n"], f"{s}'s {kind} n")
+        cfg = recipe_of(run)
+        cfg = cfg if isinstance(cfg, dict) else {}
+        ms = measures(run, results, cfg)
+        for m in ms:
+            for key in ("tokens", "other_tokens"):
+                if key in m.extra:
+                    _number(m.extra[key], f"AL-CoTD's easy-item {key}")
+        return results, cfg, ms
     except R1VError:
         raise
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, yaml.YAMLError) as e:
-        raise R1VError(f"{run}: its results.json or recipe.yaml is not a recipe run's ({type(e).__name__}: {e}); "
-                       f"`r1v recipe run` writes them") from None
+        raise R1VError(f"{run}: its results.json, recipe.yaml or distill-compare/ is not a recipe run's "
+                       f"({type(e).__name__}: {e}); `r1v recipe run` writes them") from None
 
 
-def _mean_over(dicts: list[dict]) -> dict | None:
-    """Each item's score averaged over the runs; None unless every run scored the same items."""
-    if any(d is None for d in dicts) or any(set(d) != set(dicts[0]) for d in dicts):
-        return None
-    return {k: sum(d[k] for d in dicts) / len(dicts) for k in dicts[0]}
+def _item_means(dicts: list[dict]) -> dict:
+    """Each item's score averaged over the runs that scored it (as `r1v eval compare` pools its pairs)."""
+    sums: dict[str, list[float]] = {}
+    for d in dicts:
+        for k, v in d.items():
+            sums.setdefault(k, []).append(v)
+    return {k: sum(v) / len(v) for k, v in sums.items()}
 
 
 def _pooled(kind: str, ms: list[Measure]) -> dict | None:
-    """The one-run statistic on each item's scores averaged over the runs."""
-    a = _mean_over([m.a for m in ms])
-    if a is None:
+    """The one-run statistic on each item's scores averaged over the runs first: an item is one observation
+    however many runs scored it. Gains and ratios average each item over the runs that scored it at both
+    stages; None where a run kept no per-item scores, or (the ceiling row) the runs' ceilings differ."""
+    if kind in ("share", "note") or any(m.a is None or (kind != "floor" and m.b is None) for m in ms):
         return None
     if kind == "floor":
-        p, lo, hi = mean_ci(list(a.values()))
+        if len({m.scale for m in ms}) > 1:
+            return None
+        p, lo, hi = mean_ci(list(_item_means([m.a for m in ms]).values()))
         s = 100 * ms[0].scale
-        return {"gap": p / s, "lo": lo / s, "hi": hi / s, "n": len(a)}
-    b = _mean_over([m.b for m in ms])
-    if b is None or set(a) != set(b):
+        return {"gap": p / s, "lo": lo / s, "hi": hi / s, "n": len(_item_means([m.a for m in ms]))}
+    both = [[k for k in m.a if k in m.b] for m in ms]
+    a = _item_means([{k: m.a[k] for k in ks} for m, ks in zip(ms, both)])
+    b = _item_means([{k: m.b[k] for k in ks} for m, ks in zip(ms, both)])
+    if not a:
         return None
     if kind == "ratio":
         r = paired_ratio(a, b)
@@ -366,42 +391,76 @@ def _pooled(kind: str, ms: list[Measure]) -> dict | None:
 
 
 def _numeric_target(m: Measure) -> float | None:
-    return m.target if isinstance(m.target, float) else m.extra.get("target")
+    t = m.target if not isinstance(m.target, bool) and isinstance(m.target, (int, float)) else m.extra.get("target")
+    return float(t) if t else None
 
 
-def _verdict_over(kind: str, ms: list[Measure], o: dict, tokens: dict | None) -> str:
-    """The one-run rule, applied to the interval over the runs."""
+def _rule(kind: str, ms: list[Measure], g: dict, tokens: dict | None) -> str:
+    """The one-run rule, applied to an interval over several runs (pooled, or over the runs)."""
     if kind in ("floor", "ratio", "share"):
-        target = _numeric_target(ms[0])
-        return _verdict_at_least(o["gap"], o["lo"], target) if target else "no target set"
+        return _verdict_at_least(g["gap"], g["lo"], _numeric_target(ms[0]) or 0)
     if kind == "gain":
-        return _verdict_gap(o)
+        return _verdict_gap(g)
     if kind == "below":
-        if ms[0].target == "at or below" and o["hi"] >= 0:  # R1V2 against SFT: not more, so an estimate at or below
-            return "holds at the estimate (interval reaches above 0)" if o["gap"] <= 0 else "**does not hold**"
-        return _verdict_below(o)
+        if ms[0].target == "at or below" and g["hi"] >= 0:  # R1V2 against SFT: not more, so an estimate at or below
+            return "holds at the estimate (interval reaches above 0)" if g["gap"] <= 0 else "**does not hold**"
+        return _verdict_below(g)
     if kind == "same":
-        return ("**holds** (the same answers at every run)" if all(m.est["lo"] == m.est["hi"] == 0 for m in ms)
-                else _verdict_same(o))
-    if kind == "al-cotd":
-        return "**holds**" if tokens and tokens["hi"] < 0 and o["hi"] >= 0 else "**does not hold**"
-    return "-"
+        if all(m.est["lo"] == m.est["hi"] == 0 for m in ms):
+            return "**holds** (the same answers at every run)"
+        return "**holds** (not distinguishable from 0)" if g["lo"] <= 0 <= g["hi"] else "**does not hold**"
+    # al-cotd: shorter easy chains (the runs' token gaps, interval below 0) and accuracy not below
+    return "**holds**" if tokens and tokens["hi"] < 0 and g["hi"] >= 0 else "**does not hold**"
+
+
+def _rank(verdict: str) -> int:
+    return 2 if verdict.startswith("**holds**") else 1 if verdict.startswith("holds at the estimate") else 0
+
+
+def _verdict(kind: str, ms: list[Measure], pooled: dict | None, over: dict | None, tokens: dict | None) -> str:
+    """The weaker of the rule on the pooled interval (the items' sampling) and on the interval over the runs
+    (the seeds'): every run scores the same items, so the runs' spread alone leaves the items' out."""
+    if over is None:
+        return "three runs or more for a verdict over the runs"
+    verdict = _rule(kind, ms, over, tokens)
+    if pooled is not None:
+        other = _rule(kind, ms, pooled, tokens)
+        if _rank(other) < _rank(verdict):
+            verdict = other + " (pooled over the items)"
+    return verdict
+
+
+def _count(ms: list[Measure]) -> str:
+    """At how many runs the claim held on its own (and at how many more only at the estimate)."""
+    if all(m.verdict == "no target set" for m in ms):
+        return ""
+    held = sum(_rank(m.verdict) == 2 for m in ms)
+    estimate = sum(_rank(m.verdict) == 1 for m in ms)
+    return f"; holds at {held} of {len(ms)} runs" + (f", at the estimate at {estimate} more" if estimate else "")
 
 
 def _cell(kind: str, g: dict | None) -> str:
+    """A figure with its interval: a share in %, a gap in points."""
     if not g:
         return "-"
-    if kind == "same" and g["lo"] == g["hi"] == 0:
-        return "the same answers"
     if kind in ("floor", "ratio", "share"):
         return _pct(g["gap"]) if g["lo"] == g["hi"] == g["gap"] else \
             f"{_pct(g['gap'])} ({_pct(g['lo'])} to {_pct(g['hi'])})"
     return points(g, unit="")
 
 
+def _run_cell(kind: str, m: dict) -> str:
+    """One run's figure: as `_cell`, but "the same answers" where the run answered every item as before."""
+    if kind == "same" and m["est"]["lo"] == m["est"]["hi"] == 0:
+        return "the same answers"
+    if kind == "al-cotd":
+        return f"{m['extra']['tokens']} vs {m['extra']['other_tokens']} tokens; {points(m['est'], unit='')}"
+    return m["text"] if kind == "note" else _cell(kind, m["est"])
+
+
 def over_runs(runs: list[str | Path]) -> dict:
     """Every claim the runs speak to: each run's figure, pooled over the items, over the runs (t interval,
-    from three runs on), and the verdict over the runs with the count of runs at which it held."""
+    from three runs on), the verdict and the count of runs at which it held."""
     paths = [Path(r) for r in runs]
     for p in paths:
         if not (p / "results.json").is_file():
@@ -412,49 +471,56 @@ def over_runs(runs: list[str | Path]) -> dict:
             raise R1VError(f"{p} is given twice (as {seen[p.resolve()]}): each run counts once")
         seen[p.resolve()] = p
     read = [_read(p) for p in paths]
-    orders = [stage_order(results) for results, _ in read]
-    for p, order in zip(paths[1:], orders[1:]):
+    orders = [stage_order(results) for results, _, _ in read]
+    targets = [{k: v for k, v in (cfg.get("claims") or {}).items() if k != "against"} for _, cfg, _ in read]
+    for p, order, t in zip(paths[1:], orders[1:], targets[1:]):
         if order != orders[0]:  # R1V beside R1V2, or a run not finished: their claims do not pool
             raise R1VError(f"{paths[0]} has the stages {', '.join(orders[0]) or 'none'} and {p} has "
                            f"{', '.join(order) or 'none'}: give runs of one recipe, each finished (to compare two "
                            f"recipes stage by stage: r1v eval compare --baseline RUN... --candidate RUN...)")
-    names = list(dict.fromkeys(m.claim for _, ms in read for m in ms))
+        if t != targets[0]:
+            raise R1VError(f"{paths[0]} and {p} check their claims against different targets ({targets[0]} and {t}, "
+                           f"their recipe.yaml's claims.*): give runs of one recipe")
+    names = list(dict.fromkeys(m.claim for _, _, ms in read for m in ms))
     rows, missing = [], []
     for name in names:
-        per = [next((m for m in ms if m.claim == name), None) for _, ms in read]
+        per = [next((m for m in ms if m.claim == name), None) for _, _, ms in read]
         if any(m is None for m in per):
             missing.append({"claim": name, "runs": [str(p) for p, m in zip(paths, per) if m is None]})
             continue
         kinds = {m.kind for m in per}
         kind = kinds.pop() if len(kinds) == 1 else "note"
+        if kind == "al-cotd" and len({m.extra["arm"] for m in per}) > 1:  # each run against another arm
+            kind = "note"
         row = {"claim": name, "paper": per[0].paper, "target": _target(per[0].target), "kind": kind,
-               "runs": [{"text": m.text, "verdict": m.verdict, "held": m.held, "est": m.est, "extra": m.extra}
+               "runs": [{"text": m.text, "verdict": m.verdict, "est": m.est, "extra": m.extra}
                         for m in per]}
         if kind != "note":
-            row["held"] = sum(m.held for m in per)
-            row["pooled"] = _pooled(kind, per) if kind != "share" else None
+            row["pooled"] = _pooled(kind, per)
             row["over_runs"] = t_interval([m.est["gap"] for m in per]) if len(per) >= 3 else None
             row["tokens"] = (t_interval([m.extra["tokens"] - m.extra["other_tokens"] for m in per])
                              if kind == "al-cotd" and len(per) >= 3 else None)
-            row["verdict"] = (_verdict_over(kind, per, row["over_runs"], row["tokens"]) if row["over_runs"] else
-                              "three runs or more for a verdict over the runs")
+            row["held"] = sum(_rank(m.verdict) == 2 for m in per)
+            row["verdict"] = _verdict(kind, per, row["pooled"], row["over_runs"], row["tokens"]) + _count(per)
         rows.append(row)
-    table = []
+    table, same = [], bool(orders[0])
     for s in orders[0]:
-        accs = [results["stages"][s]["eval"]["visual"]["accuracy"] for results, _ in read
+        accs = [results["stages"][s]["eval"]["visual"]["accuracy"] for results, _, _ in read
                 if "visual" in results["stages"][s]["eval"]]
         if len(accs) != len(paths):
             continue
-        mean, pooled = _mean_over([outputs(p, s) for p in paths]), None
-        if mean:
-            p, lo, hi = mean_ci(list(mean.values()))
-            pooled = {"gap": p / 100, "lo": lo / 100, "hi": hi / 100, "n": len(mean)}
+        scored, pooled = [outputs(p, s) for p in paths], None
+        same = same and all(d is not None and d == scored[0] for d in scored)
+        if all(d is not None for d in scored):
+            p, lo, hi = mean_ci(list(_item_means(scored).values()))
+            pooled = {"gap": p / 100, "lo": lo / 100, "hi": hi / 100, "n": len(_item_means(scored))}
         table.append({"stage": s, "runs": accs, "pooled": pooled,
                       "over_runs": t_interval(accs) if len(accs) >= 3 else None})
-    scored = [outputs(p, orders[0][-1]) for p in paths] if orders[0] else []
+    last = [outputs(p, orders[0][-1]) for p in paths] if orders[0] else []
     return {"runs": [str(p) for p in paths], "claims": rows, "missing": missing, "stages": table,
-            "no_outputs": [str(p) for p, d in zip(paths, scored) if d is None],
-            "same_items": all(set(d) == set(scored[0]) for d in scored if d is not None and scored[0] is not None)}
+            "no_outputs": [str(p) for p, d in zip(paths, last) if d is None],
+            "same_items": all(set(d) == set(last[0]) for d in last if d is not None and last[0] is not None),
+            "identical": same}
 
 
 def _labels(runs: list[str]) -> list[str]:
@@ -464,6 +530,7 @@ def _labels(runs: list[str]) -> list[str]:
 
 
 def render(result: dict, command: str = "") -> str:
+    """The claims over the runs, then each stage's visual accuracy, as markdown."""
     runs, k = result["runs"], len(result["runs"])
     labels = _labels(runs)
     lines = [f"# The paper's claims over {k} runs", ""]
@@ -472,42 +539,42 @@ def render(result: dict, command: str = "") -> str:
     if labels != runs:
         lines += ["Runs: " + ", ".join(f"`{x}` = `{p}`" for x, p in zip(labels, runs)) + ".", ""]
     lines += ["| claim | paper | " + " | ".join(f"`{x}`" for x in labels) + " | pooled over the items | over the runs "
-              "| target | verdict over the runs |", "|---|---|" + "---|" * k + "---|---|---|---|"]
+              "| target | verdict |", "|---|---|" + "---|" * k + "---|---|---|---|"]
     for r in result["claims"]:
         kind = r["kind"]
+        cells = " | ".join(_run_cell(kind, x) for x in r["runs"])
         if kind == "note":
-            cells = [x["text"] for x in r["runs"]]
-            lines.append(f"| {r['claim']} | {r['paper']} | " + " | ".join(cells) + f" | - | - | {r['target']} | "
+            lines.append(f"| {r['claim']} | {r['paper']} | {cells} | - | - | {r['target']} | "
                          + "; ".join(dict.fromkeys(x["verdict"] for x in r["runs"])) + " |")
             continue
+        over, pooled = _cell(kind, r["over_runs"]), _cell(kind, r["pooled"])
+        if kind == "same" and all(x["est"]["lo"] == x["est"]["hi"] == 0 for x in r["runs"]):
+            over = pooled = "the same answers"  # every run answered every item as before: exact, no interval
         if kind == "al-cotd":
-            cells = [f"{x['extra']['tokens']} vs {x['extra']['other_tokens']} tokens; {points(x['est'], unit='')}"
-                     for x in r["runs"]]
             t = r["tokens"]
-            over = (f"{t['gap']:+.1f} tokens ({t['lo']:+.1f} to {t['hi']:+.1f}); {points(r['over_runs'], unit='')}"
-                    if t else "-")
-            pooled = _cell("gain", r["pooled"])
-        else:
-            cells = [_cell(kind, x["est"]) for x in r["runs"]]
-            over, pooled = _cell(kind, r["over_runs"]), _cell(kind, r["pooled"])
-        held = "" if r["verdict"] == "no target set" else f"; at {r['held']} of {k} runs"
-        lines.append(f"| {r['claim']} | {r['paper']} | " + " | ".join(cells) + f" | {pooled} | {over} | "
-                     f"{r['target']} | {r['verdict']}{held} |")
-    lines += ["", "Each run's figure with its own 95% interval (as its report prints it). **Pooled over the items**: "
-              "each held-out item's scores averaged over the runs first, then the one-run statistic (an item is one "
-              "observation however many runs scored it); it speaks of these runs. **Over the runs**: the mean of the "
-              "runs' figures with a Student t 95% interval (k - 1 degrees of freedom, from three runs on); it speaks "
-              "of the recipe, each run one draw of its seed (or, for one seed on several machines, of floating "
-              "point). The verdict applies the one-run rule to the interval over the runs: against a floor, "
-              "**holds** when the interval is above it, \"holds at the estimate\" when only the mean is; a gain "
-              "when the interval is above 0. \"At j of k runs\": the runs whose own verdict is **holds**. "
-              "AL-CoTD: the easy-item token gap (AL-CoTD minus the fixed-penalty arm) and the accuracy gap.", ""]
+            over = f"{t['gap']:+.1f} tokens ({t['lo']:+.1f} to {t['hi']:+.1f}); {over}" if t else "-"
+        lines.append(f"| {r['claim']} | {r['paper']} | {cells} | {pooled} | {over} | {r['target']} | "
+                     f"{r['verdict']} |")
+    lines += ["", "Each run's figure with its own 95% interval, as its report states it. **Pooled over the items**: "
+              "each held-out item's scores averaged over the runs that scored it, then the one-run statistic (an "
+              "item is one observation however many runs scored it): the items' sampling, at these seeds. **Over "
+              "the runs**: the mean of the runs' figures with a Student t 95% interval (k - 1 degrees of freedom, "
+              "from three runs on): the seeds' spread, on these items (for one seed on several machines, floating "
+              "point's). The verdict applies the one-run rule to both intervals and keeps the weaker: against a "
+              "floor, **holds** when the interval is above it, \"holds at the estimate\" when only the estimate is; "
+              "a gain when the interval is above 0; text reasoning when 0 is inside it. AL-CoTD holds when the runs' "
+              "easy-item token gaps (AL-CoTD minus the fixed-penalty arm, over the runs) are below 0 and the "
+              "accuracy gap's interval reaches 0 or above. \"Holds at j of k runs\": the runs whose own verdict "
+              "is **holds**.", ""]
+    if result["identical"]:
+        lines += ["Every stage's held-out outputs are the same in every run (was the seed applied?): over the runs "
+                  "has no width, and the verdict rests on the pooled interval.", ""]
     if result["no_outputs"]:
         lines += [f"{', '.join(result['no_outputs'])}: no held-out outputs (outputs/), so nothing is pooled over the "
                   "items; over the runs needs only each run's figures.", ""]
     elif not result["same_items"]:
-        lines += ["The runs were scored on different held-out items (their ids differ), so nothing is pooled over "
-                  "the items; over the runs, each figure stands on its own run's items.", ""]
+        lines += ["The runs were scored on different held-out items (their ids differ): pooled averages each item "
+                  "over the runs that scored it.", ""]
     if result["missing"]:
         lines += ["Not in every run, so not combined: " + "; ".join(
             f"{m['claim']} (not at {', '.join(m['runs'])})" for m in result["missing"]) + ".", ""]
@@ -538,7 +605,7 @@ def plot(result: dict, path: Path) -> Path | None:
     for ax in axes.flat[len(rows):]:
         ax.axis("off")
     for ax, r in zip(axes.flat, rows):
-        scale = 100
+        scale = 100  # percent, or percentage points
         xs = [x["est"]["gap"] * scale for x in r["runs"]]
         ax.scatter(range(len(xs)), xs, color="C0", zorder=3, label="each run")
         for x, run in enumerate(r["runs"]):
@@ -553,11 +620,7 @@ def plot(result: dict, path: Path) -> Path | None:
                 ax.errorbar([x], [g["gap"] * scale], yerr=[[(g["gap"] - g["lo"]) * scale],
                                                            [(g["hi"] - g["gap"]) * scale]],
                             fmt="s", color=color, capsize=3, label=label)
-        target = None
-        if r["kind"] in ("floor", "ratio", "share"):
-            target = next((t for t in [_parse_target(r["target"])] if t), None)
-        elif r["kind"] in ("gain", "below", "same", "al-cotd"):
-            target = 0.0
+        target = _parse_target(r["target"]) if r["kind"] in ("floor", "ratio", "share") else 0.0
         if target is not None:
             ax.axhline(target * scale, color="grey", lw=0.8, ls="--")
         ax.set_xticks(range(k + 2), [str(i + 1) for i in range(k)] + ["pooled", "runs"], fontsize=7)
@@ -572,6 +635,7 @@ def plot(result: dict, path: Path) -> Path | None:
 
 
 def _parse_target(t: str) -> float | None:
+    """">= 85.0%" (as `_target` prints a floor) -> 0.85."""
     return float(t[3:-1]) / 100 if isinstance(t, str) and t.startswith(">= ") and t.endswith("%") else None
 
 

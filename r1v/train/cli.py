@@ -73,7 +73,7 @@ def add_parsers(sub) -> None:
                         epilog="examples:\n  r1v recipe run recipes/tiny.yaml seed=1 name=tiny-s1    # and seed=2\n"
                                "  r1v recipe claims runs/tiny runs/tiny-s1 runs/tiny-s2 --out runs/claims",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="recipe run folders (results.json and outputs/), each once")
+    p.add_argument("runs", nargs="+", help="two recipe run folders or more (results.json and outputs/), each once")
     p.add_argument("--out", help="folder for claims.md, claims.json and claims.png (made if missing)")
     p.set_defaults(func=cmd_claims)
     p = rsub.add_parser("compare", help="the GRPO stage of several runs side by side, each against the first",
@@ -195,9 +195,13 @@ def cmd_claims(a) -> int:
 
     from r1v.train.claims import over_runs, render, write
 
+    if len(a.runs) < 2:
+        raise R1VError(f"one run's claims open its report (`r1v recipe report {a.runs[0]}`): give two runs or more, "
+                       f"e.g. the same recipe at seed=1 and seed=2")
     out = Path(a.out) if a.out else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise R1VError(f"--out {out} is a file: give a folder for claims.md, claims.json and claims.png")
+    for folder in ([out, *out.parents] if out is not None else []):
+        if folder.exists() and not folder.is_dir():  # before anything is read or printed
+            raise R1VError(f"--out {out}: {folder} is a file; give a folder for claims.md, claims.json and claims.png")
     result = over_runs(a.runs)
     command = "r1v recipe claims " + " ".join(shlex.quote(r) for r in a.runs) + (f" --out {shlex.quote(a.out)}"
                                                                                   if a.out else "")

@@ -2,7 +2,8 @@
 
     r1v recipe report runs/tiny        # (re)write the report of a run, finished or not
 
-Sections: held-out accuracy per stage (visual and text-only, with 95% intervals), the transfer
+Sections: the paper's claims checked on the run (`r1v/train/claims.py`, which also combines several runs:
+`r1v recipe claims`), held-out accuracy per stage (visual and text-only, with 95% intervals), the transfer
 row, the SFT iterations (D_rm, E_{t-1}), GRPO against the last SFT iteration (the paired gap and
 its interval), response lengths, and the plots: loss curves, GRPO reward / accuracy / length /
 effective-sample ratio, accuracy by stage.
@@ -15,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from r1v.stats import half_width, paired_interval, points
-from r1v.train.claims import _recipe, claims, outputs, paired_gap, references, stage_order
+from r1v.train.claims import claims, outputs, paired_gap, recipe_of, references, stage_order
 
 
 def _distill_summary(sft: str | None) -> tuple[dict | None, Path | None]:
@@ -246,7 +247,7 @@ def write(run: str | Path) -> Path:
              "Config: `recipe.yaml`. Every number below comes from `results.json` and `metrics.jsonl` in "
              "this folder (the report's pictures are in `plots/`: the folder can be moved whole); held-out scores "
              "are greedy, scored by the task's own scorer.", ""]
-    cfg = _recipe(run)
+    cfg = recipe_of(run)
     lines += claims(run, results, cfg)
     lines += ["## Held-out accuracy by stage", "",
               "| stage | visual test | visual: hallucination | text-only test | visual: mean tokens | time (s) | "
@@ -370,7 +371,7 @@ def compare(runs: list[str | Path], out: str | Path) -> Path:
         st = json.loads((r / "results.json").read_text())["stages"]
         if stage not in st or "eval" not in st[stage]:
             raise R1VError(f"{r} has no finished {stage} stage")
-        cfg = _recipe(r).get(stage) or {}
+        cfg = recipe_of(r).get(stage) or {}
         ev = st[stage]["eval"].get("visual", {})
         ca, cb = outputs(base, stage), outputs(r, stage)
         g = paired_interval(ca, cb) if r != base and ca and cb else None
