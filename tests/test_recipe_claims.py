@@ -25,7 +25,7 @@ TARGETS = {"aligned_visual": 0.6, "transfer_kept": 0.85, "final_visual": 0.8, "f
 
 
 def make_run(path, right: dict[str, list[bool]], *, text=None, ids=None, targets=TARGETS, stages=STAGES,
-             hallucinated=None, **recipe):
+             hallucinated=None, inputs=None, **recipe):
     """A finished recipe run as `r1v recipe run` leaves it: results.json, outputs/ and recipe.yaml, with
     `right[stage]` the visual items' correct flags (ids i0, i1, ...), `hallucinated[stage]` their flags (the
     wrong answers, unless given) and the same text answers everywhere."""
@@ -43,6 +43,7 @@ def make_run(path, right: dict[str, list[bool]], *, text=None, ids=None, targets
             "".join(json.dumps({"id": f"t{k}", "correct": ok}) + "\n" for k, ok in enumerate(text)))
         st[s] = {"eval": {"visual": {"accuracy": sum(right[s]) / len(right[s]), "n": len(right[s])},
                           "text": {"accuracy": sum(text) / len(text), "n": len(text)}}}
+    st[stages[0]]["inputs"] = inputs or {}  # what `r1v recipe run` records a stage ran with
     (path / "results.json").write_text(json.dumps({"stages": st}))
     (path / "recipe.yaml").write_text(yaml.safe_dump({"claims": targets, "stages": ["align", "transfer", "sft",
                                                                                      "grpo"], **recipe}))
@@ -67,7 +68,8 @@ def runs_with_gains(tmp_path, sft_shares, n=200, name="s"):
         m0 = flags(n, 0.4, seed + 10, transfer)
         m1 = flags(n, share, seed + 20, m0)
         out.append(make_run(tmp_path / f"{name}{seed}", {"align": align, "transfer": transfer, "sft/m0": m0,
-                                                         "sft/m1": m1, "grpo": m1}))
+                                                         "sft/m1": m1, "grpo": m1},
+                            inputs={"seed": seed, "align.lr": 3e-3, "model.vision": "content d7ed"}))
     return out
 
 
@@ -126,18 +128,20 @@ def test_the_verdict_is_the_one_run_rule_on_the_interval_over_the_runs(tmp_path)
     r = row(spread, "each SFT iteration adds")
     assert r["over_runs"]["lo"] < 0 < r["pooled"]["lo"]
     assert r["held"] == sum(x["est"]["lo"] > 0 for x in r["runs"]) >= 2
-    assert r["verdict"] == f"**does not hold** (a gain not distinguishable from 0); holds at {r['held']} of 3 runs"
+    alone = f"each run alone: holds at {r['held']} of 3"
+    assert r["verdict"] == f"**does not hold** (a gain not distinguishable from 0); {alone}"
     steady = row(over_runs(runs_with_gains(tmp_path, [0.5, 0.55, 0.6], name="steady")), "each SFT iteration adds")
-    assert steady["over_runs"]["lo"] > 0 and steady["verdict"] == "**holds**; holds at 3 of 3 runs"
+    assert steady["over_runs"]["lo"] > 0 and steady["verdict"] == "**holds**; each run alone: holds at 3 of 3"
     # floors: align near 70% against 60% holds; the final model's mean is above 80%, its interval is not
-    assert row(spread, "the substitute, once aligned, is a VLM")["verdict"] == "**holds**; holds at 3 of 3 runs"
+    aligned = row(spread, "the substitute, once aligned, is a VLM")
+    assert aligned["verdict"] == "**holds**; each run alone: holds at 3 of 3"
     final = row(spread, "the final model")
     assert final["over_runs"]["lo"] < 0.8 <= final["over_runs"]["gap"]
-    assert final["verdict"].startswith("holds at the estimate (interval reaches below); holds at ")
+    assert final["verdict"].startswith("holds at the estimate (interval reaches below); each run alone: holds at ")
     text = row(spread, "text reasoning survives")
-    assert text["verdict"] == "**holds** (the same answers at every run); holds at 3 of 3 runs"
+    assert text["verdict"] == "**holds** (the same answers at every run); each run alone: holds at 3 of 3"
     md = render(spread)
-    assert f"| **does not hold** (a gain not distinguishable from 0); holds at {r['held']} of 3 runs |" in md
+    assert f"| **does not hold** (a gain not distinguishable from 0); {alone} |" in md
     assert "| the same answers | the same answers | unchanged | **holds** (the same answers at every run)" in md
 
 
@@ -152,14 +156,14 @@ def test_the_transfer_ratio_pools_item_means_and_averages_the_runs_ratios(tmp_pa
     # pooled: the ratio of the item means' sums, which weighs each run by its aligned answers
     assert r["pooled"]["gap"] == pytest.approx(sum(sum(t) for _, t in per) / sum(sum(a) for a, _ in per))
     assert r["pooled"]["lo"] < r["pooled"]["gap"] < r["pooled"]["hi"] < 0.85
-    assert r["verdict"] == "**does not hold**; holds at 0 of 3 runs" and r["target"] == ">= 85.0%"
+    assert r["verdict"] == "**does not hold**; each run alone: holds at 0 of 3" and r["target"] == ">= 85.0%"
 
 
 def test_two_runs_give_no_verdict_over_the_runs(tmp_path):
     result = over_runs(runs_with_gains(tmp_path, [0.3, 0.4]))
     r = row(result, "each SFT iteration adds")
     assert r["over_runs"] is None and r["pooled"] is not None
-    assert r["verdict"] == "three runs or more for a verdict over the runs; holds at 2 of 2 runs"
+    assert r["verdict"] == "three runs or more for a verdict over the runs; each run alone: holds at 2 of 2"
 
 
 def test_runs_on_different_items_pool_nothing(tmp_path):
@@ -195,7 +199,7 @@ def test_refusals(tmp_path):
     runs = runs_with_gains(tmp_path, [0.1, 0.2])
     with pytest.raises(R1VError, match="holds no results.json"):
         over_runs([runs[0], str(tmp_path)])
-    with pytest.raises(R1VError, match="given twice"):
+    with pytest.raises(R1VError, match="are the same run"):
         over_runs([runs[0], runs[1], f"{runs[0]}/."])
     r1v2 = make_run(tmp_path / "r1v2", {s: flags(200, 0.5, 1) for s in ("align", "transfer", "mpo/r1", "grpo")},
                     stages=("align", "transfer", "mpo/r1", "grpo"))
@@ -255,8 +259,8 @@ def test_identical_runs_do_not_turn_a_near_miss_into_a_hold(tmp_path):
     result = over_runs(runs)
     r = row(result, "the substitute, once aligned, is a VLM")
     assert r["over_runs"]["lo"] == pytest.approx(0.62) and r["pooled"]["lo"] < 0.6
-    assert r["verdict"] == ("holds at the estimate (interval reaches below) (pooled over the items); holds at 0 of "
-                            "3 runs, at the estimate at 3 more")
+    assert r["verdict"] == ("holds at the estimate (interval reaches below) (pooled over the items); each run alone: "
+                            "holds at 0 of 3, at the estimate at 3 more")
     assert result["identical"] and "was the seed applied?" in render(result)
 
 
@@ -341,4 +345,24 @@ def test_runs_checked_against_other_targets_are_refused(tmp_path):
     runs.append(make_run(tmp_path / "other", {s: flags(200, 0.7, 5) for s in STAGES},
                          targets={**TARGETS, "final_visual": 0.7}))
     with pytest.raises(R1VError, match="different targets"):
+        over_runs(runs)
+
+
+def test_runs_of_other_settings_or_cut_outputs_are_refused_and_a_repeated_seed_is_named(tmp_path):
+    runs = runs_with_gains(tmp_path, [0.1, 0.2, 0.3])
+    other = make_run(tmp_path / "other-encoder", {s: flags(200, 0.7, 5) for s in STAGES},
+                     inputs={"seed": 7, "align.lr": 3e-3, "model.vision": "content 0b1c"})
+    with pytest.raises(R1VError, match="ran with other settings .*model.vision: content d7ed vs content 0b1c"):
+        over_runs([*runs, other])
+    with pytest.raises(R1VError, match="does not exist"):
+        over_runs([runs[0], str(tmp_path / "typo")])
+    # the same seed twice (a copy, or one seed on two machines): counted, and named under the table
+    twin = tmp_path / "s0-copy"
+    shutil.copytree(runs[0], twin)
+    result = over_runs([*runs, str(twin)])
+    assert result["twins"] == [(runs[0], str(twin))] and "ran at the same seed" in render(result)
+    # an outputs file one line short of what results.json scored
+    f = Path(runs[1]) / "outputs" / "sft-m1-visual.jsonl"
+    f.write_text("".join(f.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(R1VError, match="holds 199 items where results.json scored 200"):
         over_runs(runs)

@@ -67,6 +67,7 @@ def test_floor_verdicts(value, lo, target, word):
 
 @pytest.mark.parametrize("gap,lo,word", [(0.02, 0.001, "**holds**"),
                                          (0.02, -0.01, "**does not hold** (a gain not distinguishable from 0)"),
-                                         (0.0, -0.01, "**does not hold**"), (-0.03, -0.05, "**does not hold**")])
+                                         (0.0, -0.01, "**does not hold**"),
+                                         (-0.03, -0.05, "**does not hold** (a loss: the interval is below 0)")])
 def test_gain_verdicts(gap, lo, word):
     assert _verdict_gap({"gap": gap, "lo": lo, "hi": gap + (gap - lo)}) == word

@@ -54,6 +54,7 @@ class Measure:
     b: dict | None = None  # ... the later one's
     scale: float = 1.0  # the ceiling row: the figure is the accuracy divided by this
     extra: dict = field(default_factory=dict)  # al-cotd: the two arms' easy-item tokens
+    what: str = ""  # what the figure measures ("sft/m4 - sft/m0"), for a table without the run's text
 
 
 def _pct(x: float) -> str:
@@ -122,6 +123,8 @@ def _verdict_gap(g: dict) -> str:
     is not distinguishable from 0, so that it reads apart from a loss."""
     if g["lo"] > 0:
         return "**holds**"
+    if g["hi"] < 0:
+        return "**does not hold** (a loss: the interval is below 0)"
     return "**does not hold** (a gain not distinguishable from 0)" if g["gap"] > 0 else "**does not hold**"
 
 
@@ -155,7 +158,7 @@ def measures(run: Path, results: dict, cfg: dict) -> list[Measure]:
         p, lo, hi = p / scale, lo / scale, hi / scale
         return Measure(claim, paper, text or f"{label or stage}: {_pct(p)} ({_pct(lo)} to {_pct(hi)})",
                        _verdict_at_least(p, lo, targets.get(target, 0)), targets.get(target), "floor",
-                       {"gap": p, "lo": lo, "hi": hi}, outputs(run, stage), scale=scale)
+                       {"gap": p, "lo": lo, "hi": hi}, outputs(run, stage), scale=scale, what=label or stage)
 
     if acc("align"):
         rows.append(floor("the substitute, once aligned, is a VLM", "64.0 MMMU", "align", "aligned_visual"))
@@ -166,7 +169,7 @@ def measures(run: Path, results: dict, cfg: dict) -> list[Measure]:
                             f"transfer / align: {_pct(r['ratio'])} ({_pct(r['lo'])} to {_pct(r['hi'])})",
                             _verdict_at_least(r["ratio"], r["lo"], targets.get("transfer_kept", 0)),
                             targets.get("transfer_kept"), "ratio", {"gap": r["ratio"], "lo": r["lo"], "hi": r["hi"]},
-                            ra, rt))
+                            ra, rt, what="transfer / align"))
     sft = [s for s in order if s.startswith("sft/")]
     if len(sft) >= 2:
         rows += _gain(run, "each SFT iteration adds", "62.5 -> 63.9 -> 64.7 -> 65.2 -> 65.6", sft[0], sft[-1],
@@ -181,7 +184,7 @@ def measures(run: Path, results: dict, cfg: dict) -> list[Measure]:
             rows.append(Measure("text reasoning survives", "94.0 MATH-500 (R1-distilled LLM: 94.3)",
                                 f"{text[0]} {_pct(acc(text[0], 'text')[0])} -> {text[-1]} "
                                 f"{_pct(acc(text[-1], 'text')[0])}: {points(g)}", _verdict_same(g), "unchanged",
-                                "same", g, a, b))
+                                "same", g, a, b, what=f"{text[-1]} - {text[0]}, text-only test"))
     rows += _r1v2(run, results, cfg, order)
     if "sft" in (cfg.get("stages") or ["sft"]):
         rows.append(_al_cotd(run))
@@ -193,7 +196,8 @@ def measures(run: Path, results: dict, cfg: dict) -> list[Measure]:
         if ceiling and ceiling[0] > 0:
             c = ceiling[0]
             m = floor("... of what a perfect projector allows", "-", final, "final_of_ceiling", scale=c)
-            m.text = f"{final} / ceiling {_pct(c)}: {_pct(m.est['gap'])} ({_pct(m.est['lo'])} to {_pct(m.est['hi'])})"
+            m.what = f"{final} / ceiling {_pct(c)}"
+            m.text = f"{m.what}: {_pct(m.est['gap'])} ({_pct(m.est['lo'])} to {_pct(m.est['hi'])})"
             rows.append(m)
         elif ceiling:
             rows.append(Measure("... of what a perfect projector allows", "-", "the ceiling is 0%: no ratio", "-",
@@ -209,7 +213,7 @@ def _gain(run: Path, claim: str, paper: str, a: str, b: str, prefix: str = "", l
     if not g:
         return []
     return [Measure(claim, paper, f"{prefix}{label or f'{b} - {a}'}: {points(g)}", _verdict_gap(g), GAIN, "gain", g,
-                    ra, rb)]
+                    ra, rb, what=label or f"{b} - {a}")]
 
 
 def _r1v2(run: Path, results: dict, cfg: dict, order: list[str]) -> list[Measure]:
@@ -225,7 +229,8 @@ def _r1v2(run: Path, results: dict, cfg: dict, order: list[str]) -> list[Measure
         rows.append(Measure("the reward model ranks held-out pairs", "Skywork-VL Reward (no pair accuracy on R1V2's "
                             "data)", f"{_pct(p)} ({_pct(lo)} to {_pct(hi)}; n={n}; {kinds})",
                             _verdict_at_least(p, lo, targets.get("rm_pair_accuracy", 0)),
-                            targets.get("rm_pair_accuracy"), "share", {"gap": p, "lo": lo, "hi": hi}))
+                            targets.get("rm_pair_accuracy"), "share", {"gap": p, "lo": lo, "hi": hi},
+                            what="held-out pair accuracy"))
     mpo = [s for s in order if s.startswith("mpo/")]
     if mpo and "transfer" in order:
         chain = " -> ".join(f"{100 * st[s]['eval']['visual']['accuracy']:.1f}" for s in ["transfer", *mpo])
@@ -237,7 +242,8 @@ def _r1v2(run: Path, results: dict, cfg: dict, order: list[str]) -> list[Measure
         rows.append(Measure("MPO hallucinates less than the transferred model", "-",
                             f"transfer {_pct(sum(a.values()) / len(a))} -> {mpo[-1]} {_pct(sum(b.values()) / len(b))}: "
                             f"{100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f}, paired)",
-                            _verdict_below(g), "below, interval below 0", "below", g, a, b))
+                            _verdict_below(g), "below, interval below 0", "below", g, a, b,
+                            what=f"{mpo[-1]} - transfer, hallucination rate"))
     if mpo:
         against = Path(targets["against"]) if targets.get("against") else run
         other = json.loads((against / "results.json").read_text()) if (against / "results.json").exists() else None
@@ -253,7 +259,7 @@ def _r1v2(run: Path, results: dict, cfg: dict, order: list[str]) -> list[Measure
                                 f"{sft[-1]}{where} {_pct(sum(a.values()) / len(a))} -> {mpo[-1]} "
                                 f"{_pct(sum(b.values()) / len(b))}: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} "
                                 f"to {100 * g['hi']:+.1f}, paired, n={g['n']})", verdict, "at or below", "below",
-                                g, a, b))
+                                g, a, b, what=f"{mpo[-1]} - {sft[-1]}{where}, hallucination rate"))
     g_st, g_cfg = st.get("grpo", {}), cfg.get("grpo", {}) or {}
     if mpo and "grpo" in order:
         rows += _gain(run, "GRPO adds to MPO", "R1V2: MPO + GRPO 73.6 MMMU", mpo[-1], "grpo")
@@ -268,7 +274,8 @@ def _r1v2(run: Path, results: dict, cfg: dict, order: list[str]) -> list[Measure
         else:
             rows.append(Measure(*ssb, f"{shares}; {g_st['replayed']} groups replayed",
                                 "**holds**" if e >= 0.6 else "**does not hold**", ">= 60%", "share",
-                                {"gap": e, "lo": e, "hi": e}, extra={"target": 0.6}))
+                                {"gap": e, "lo": e, "hi": e}, extra={"target": 0.6},
+                                what="groups trained on with non-zero advantages, last fifth"))
     sel = g_st.get("selected")
     choice = ("the entropy-chosen checkpoint beats the last", "R1V3 (no figure)")
     if sel and sel.get("step") != sel.get("last"):
@@ -303,7 +310,7 @@ def _al_cotd(run: Path) -> Measure:
     return Measure(claim, paper, f"easy-item tokens{at} {base['easy']['tokens']} vs {other['easy']['tokens']} "
                    f"({name}); accuracy {points(g)}{stop}", verdict, "shorter, accuracy not below", "al-cotd", g,
                    a, b, extra={"tokens": base["easy"]["tokens"], "other_tokens": other["easy"]["tokens"],
-                                "arm": name})
+                                "arm": name}, what=f"AL-CoTD - {name}{at}")
 
 
 def claims(run: Path, results: dict, cfg: dict) -> list[str]:
@@ -343,6 +350,10 @@ def _read(run: Path) -> tuple[dict, dict, list[Measure]]:
             for kind, e in results["stages"][s]["eval"].items():
                 _number(e["accuracy"], f"{s}'s {kind} accuracy")
                 _number(e["n"], f"{s}'s {kind} n")
+                got = outputs(run, s, kind)
+                if got is not None and len(got) != e["n"]:
+                    raise R1VError(f"{run}/outputs/{s.replace('/', '-')}-{kind}.jsonl holds {len(got)} items where "
+                                   f"results.json scored {e['n']}: the file was cut or edited; run the stage again")
         cfg = recipe_of(run)
         cfg = cfg if isinstance(cfg, dict) else {}
         ms = measures(run, results, cfg)
@@ -436,7 +447,8 @@ def _count(ms: list[Measure]) -> str:
         return ""
     held = sum(_rank(m.verdict) == 2 for m in ms)
     estimate = sum(_rank(m.verdict) == 1 for m in ms)
-    return f"; holds at {held} of {len(ms)} runs" + (f", at the estimate at {estimate} more" if estimate else "")
+    return f"; each run alone: holds at {held} of {len(ms)}" + (f", at the estimate at {estimate} more"
+                                                                 if estimate else "")
 
 
 def _cell(kind: str, g: dict | None) -> str:
@@ -454,8 +466,19 @@ def _run_cell(kind: str, m: dict) -> str:
     if kind == "same" and m["est"]["lo"] == m["est"]["hi"] == 0:
         return "the same answers"
     if kind == "al-cotd":
-        return f"{m['extra']['tokens']} vs {m['extra']['other_tokens']} tokens; {points(m['est'], unit='')}"
+        return f"{m['extra']['tokens']} vs {m['extra']['other_tokens']} tokens; {points(m['est'])}"
     return m["text"] if kind == "note" else _cell(kind, m["est"])
+
+
+def _settings(results: dict, keep_seed: bool = False) -> dict:
+    """Every stage's recorded inputs (settings, and the content of its backbones and data) but what differs
+    between seeds of one recipe: the seed, and the hash of the stage it started from."""
+    found = {}
+    for s, r in results["stages"].items():
+        for k, v in (r.get("inputs") or {}).items():
+            if k != "from" and (keep_seed or k != "seed"):
+                found[k if k == "seed" else f"{s}: {k}"] = v
+    return found
 
 
 def over_runs(runs: list[str | Path]) -> dict:
@@ -463,13 +486,15 @@ def over_runs(runs: list[str | Path]) -> dict:
     from three runs on), the verdict and the count of runs at which it held."""
     paths = [Path(r) for r in runs]
     for p in paths:
+        if not p.exists():
+            raise R1VError(f"{p} does not exist: give recipe run folders (`r1v recipe run` writes them)")
         if not (p / "results.json").is_file():
             raise R1VError(f"{p} holds no results.json: give recipe run folders (`r1v recipe run` writes them)")
     seen = {}
-    for p in paths:
+    for raw, p in zip(runs, paths):
         if p.resolve() in seen:
-            raise R1VError(f"{p} is given twice (as {seen[p.resolve()]}): each run counts once")
-        seen[p.resolve()] = p
+            raise R1VError(f"{raw} and {seen[p.resolve()]} are the same run: each run counts once")
+        seen[p.resolve()] = raw
     read = [_read(p) for p in paths]
     orders = [stage_order(results) for results, _, _ in read]
     targets = [{k: v for k, v in (cfg.get("claims") or {}).items() if k != "against"} for _, cfg, _ in read]
@@ -481,6 +506,13 @@ def over_runs(runs: list[str | Path]) -> dict:
         if t != targets[0]:
             raise R1VError(f"{paths[0]} and {p} check their claims against different targets ({targets[0]} and {t}, "
                            f"their recipe.yaml's claims.*): give runs of one recipe")
+    settings = [_settings(results) for results, _, _ in read]
+    for p, st in zip(paths[1:], settings[1:]):
+        differ = [f"{k}: {settings[0][k]} vs {st[k]}" for k in settings[0] if k in st and st[k] != settings[0][k]]
+        if differ:  # another recipe (or backbone, or data), not another seed
+            raise R1VError(f"{paths[0]} and {p} ran with other settings ({'; '.join(differ[:3])}): give runs of one "
+                           f"recipe that differ in their seed (to compare two recipes: r1v eval compare --baseline "
+                           f"RUN... --candidate RUN...)")
     names = list(dict.fromkeys(m.claim for _, _, ms in read for m in ms))
     rows, missing = [], []
     for name in names:
@@ -492,7 +524,8 @@ def over_runs(runs: list[str | Path]) -> dict:
         kind = kinds.pop() if len(kinds) == 1 else "note"
         if kind == "al-cotd" and len({m.extra["arm"] for m in per}) > 1:  # each run against another arm
             kind = "note"
-        row = {"claim": name, "paper": per[0].paper, "target": _target(per[0].target), "kind": kind,
+        row = {"claim": name, "what": per[0].what, "paper": per[0].paper, "target": _target(per[0].target),
+               "kind": kind,
                "runs": [{"text": m.text, "verdict": m.verdict, "est": m.est, "extra": m.extra}
                         for m in per]}
         if kind != "note":
@@ -517,7 +550,10 @@ def over_runs(runs: list[str | Path]) -> dict:
         table.append({"stage": s, "runs": accs, "pooled": pooled,
                       "over_runs": t_interval(accs) if len(accs) >= 3 else None})
     last = [outputs(p, orders[0][-1]) for p in paths] if orders[0] else []
-    return {"runs": [str(p) for p in paths], "claims": rows, "missing": missing, "stages": table,
+    seeds = [st.get("seed") for st in (_settings(results, keep_seed=True) for results, _, _ in read)]
+    twins = [(str(paths[i]), str(paths[j])) for i in range(len(paths)) for j in range(i + 1, len(paths))
+             if seeds[i] is not None and seeds[i] == seeds[j]]
+    return {"runs": [str(p) for p in paths], "claims": rows, "missing": missing, "stages": table, "twins": twins,
             "no_outputs": [str(p) for p, d in zip(paths, last) if d is None],
             "same_items": all(set(d) == set(last[0]) for d in last if d is not None and last[0] is not None),
             "identical": same}
@@ -538,23 +574,25 @@ def render(result: dict, command: str = "") -> str:
         lines += [f"Made by `{command}`.", ""]
     if labels != runs:
         lines += ["Runs: " + ", ".join(f"`{x}` = `{p}`" for x, p in zip(labels, runs)) + ".", ""]
-    lines += ["| claim | paper | " + " | ".join(f"`{x}`" for x in labels) + " | pooled over the items | over the runs "
-              "| target | verdict |", "|---|---|" + "---|" * k + "---|---|---|---|"]
+    lines += ["| claim (what is measured) | paper | " + " | ".join(f"`{x}`" for x in labels)
+              + " | pooled over the items (95%) | over the runs (95%, t) | target | verdict |",
+              "|---|---|" + "---|" * k + "---|---|---|---|"]
     for r in result["claims"]:
         kind = r["kind"]
         cells = " | ".join(_run_cell(kind, x) for x in r["runs"])
+        claim = f"{r['claim']} ({r['what']})" if r["what"] else r["claim"]
         if kind == "note":
-            lines.append(f"| {r['claim']} | {r['paper']} | {cells} | - | - | {r['target']} | "
+            lines.append(f"| {claim} | {r['paper']} | {cells} | - | - | {r['target']} | "
                          + "; ".join(dict.fromkeys(x["verdict"] for x in r["runs"])) + " |")
             continue
         over, pooled = _cell(kind, r["over_runs"]), _cell(kind, r["pooled"])
         if kind == "same" and all(x["est"]["lo"] == x["est"]["hi"] == 0 for x in r["runs"]):
-            over = pooled = "the same answers"  # every run answered every item as before: exact, no interval
+            pooled = "the same answers"  # every run answered every item as before: exact, no interval
+            over = pooled if r["over_runs"] else over
         if kind == "al-cotd":
             t = r["tokens"]
             over = f"{t['gap']:+.1f} tokens ({t['lo']:+.1f} to {t['hi']:+.1f}); {over}" if t else "-"
-        lines.append(f"| {r['claim']} | {r['paper']} | {cells} | {pooled} | {over} | {r['target']} | "
-                     f"{r['verdict']} |")
+        lines.append(f"| {claim} | {r['paper']} | {cells} | {pooled} | {over} | {r['target']} | {r['verdict']} |")
     lines += ["", "Each run's figure with its own 95% interval, as its report states it. **Pooled over the items**: "
               "each held-out item's scores averaged over the runs that scored it, then the one-run statistic (an "
               "item is one observation however many runs scored it): the items' sampling, at these seeds. **Over "
@@ -564,14 +602,20 @@ def render(result: dict, command: str = "") -> str:
               "floor, **holds** when the interval is above it, \"holds at the estimate\" when only the estimate is; "
               "a gain when the interval is above 0; text reasoning when 0 is inside it. AL-CoTD holds when the runs' "
               "easy-item token gaps (AL-CoTD minus the fixed-penalty arm, over the runs) are below 0 and the "
-              "accuracy gap's interval reaches 0 or above. \"Holds at j of k runs\": the runs whose own verdict "
-              "is **holds**.", ""]
+              "accuracy gap's interval reaches 0 or above; both of these pass more easily as an interval widens. "
+              "\"Each run alone\": the runs whose own verdict is **holds** (and those that hold only at the estimate). "
+              "Targets: the runs' `claims.*` (recipe.yaml). Two runs give no verdict: a t interval over two "
+              "figures says little.", ""]
     if result["identical"]:
         lines += ["Every stage's held-out outputs are the same in every run (was the seed applied?): over the runs "
                   "has no width, and the verdict rests on the pooled interval.", ""]
+    for a, b in result["twins"]:
+        lines += [f"`{a}` and `{b}` ran at the same seed: over the runs their difference is floating point's (or "
+                  "none: a copy), not a seed's, and two of them narrow the interval.", ""]
     if result["no_outputs"]:
-        lines += [f"{', '.join(result['no_outputs'])}: no held-out outputs (outputs/), so nothing is pooled over the "
-                  "items; over the runs needs only each run's figures.", ""]
+        lines += [f"{', '.join(result['no_outputs'])}: no held-out outputs (outputs/): the claims measured item by "
+                  "item (transfer, the gains, text) cannot be measured there, and nothing is pooled over the items.",
+                  ""]
     elif not result["same_items"]:
         lines += ["The runs were scored on different held-out items (their ids differ): pooled averages each item "
                   "over the runs that scored it.", ""]
@@ -594,6 +638,7 @@ def plot(result: dict, path: Path) -> Path | None:
     rows = [r for r in result["claims"] if r["kind"] != "note"]
     if not rows:
         return None
+    labels = _labels(result["runs"])
     import matplotlib
 
     matplotlib.use("Agg")
@@ -623,10 +668,11 @@ def plot(result: dict, path: Path) -> Path | None:
         target = _parse_target(r["target"]) if r["kind"] in ("floor", "ratio", "share") else 0.0
         if target is not None:
             ax.axhline(target * scale, color="grey", lw=0.8, ls="--")
-        ax.set_xticks(range(k + 2), [str(i + 1) for i in range(k)] + ["pooled", "runs"], fontsize=7)
+        ax.set_xticks(range(k + 2), [textwrap.shorten(x, 12, placeholder="..") for x in labels] + ["pooled", "runs"],
+                      fontsize=6, rotation=30)
         ax.set_title(textwrap.shorten(r["claim"], 44, placeholder="..."), fontsize=8)
         ax.set_ylabel("%" if r["kind"] in ("floor", "ratio", "share") else "points", fontsize=7)
-    axes.flat[0].legend(fontsize=6)
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower right", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -60,16 +60,17 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_report)
     p = rsub.add_parser("claims", help="the paper's claims over several runs (seeds, or machines): each run, "
                                        "pooled, and over the runs",
-                        description="The claims table of each run's report, over several runs of one recipe (the same "
-                                    "held-out files): each run's figure; pooled over the items (each item's scores "
-                                    "averaged over the runs first); and over the runs (the mean of the runs' figures "
-                                    "with a Student t 95% interval, from three runs on: where another seed would fall "
-                                    "on average). The verdict is the one-run rule applied to the interval over the "
-                                    "runs, with the number of runs at which the claim held on its own; a table of "
-                                    "each stage's visual accuracy follows. Runs of one seed on several machines "
-                                    "give the spread floating point adds. Prints the tables; --out also writes "
-                                    "claims.md, claims.json and claims.png (a panel per claim). Nothing is trained "
-                                    "or evaluated.",
+                        description="The claims table of each run's report, over several runs of one recipe that "
+                                    "differ in their seed (runs with other settings, backbones, data or targets are "
+                                    "refused): each run's figure; pooled over the items (each item's scores averaged "
+                                    "over the runs first: the items' sampling); and over the runs (the mean of the "
+                                    "runs' figures with a Student t 95% interval, from three runs on: the seeds' "
+                                    "spread). The verdict applies the one-run rule to both intervals and keeps the "
+                                    "weaker, and says at how many runs the claim held alone; two runs give no "
+                                    "verdict. A table of each stage's visual accuracy follows. Runs of one seed on "
+                                    "several machines give the spread floating point adds. Prints the tables; --out "
+                                    "also writes claims.md, claims.json and claims.png (a panel per claim). Nothing "
+                                    "is trained or evaluated. README: \"What the mini-world run gives\".",
                         epilog="examples:\n  r1v recipe run recipes/tiny.yaml seed=1 name=tiny-s1    # and seed=2\n"
                                "  r1v recipe claims runs/tiny runs/tiny-s1 runs/tiny-s2 --out runs/claims",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
