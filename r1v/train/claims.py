@@ -323,8 +323,9 @@ def claims(run: Path, results: dict, cfg: dict) -> list[str]:
     lines += ["", "Verdicts: against a floor, **holds** when the whole 95% interval is above it, and \"holds at the "
               "estimate\" when only the estimate is; a gain **holds** when its paired 95% interval is above 0, and "
               "otherwise **does not hold**, with \"a gain not distinguishable from 0\" where the estimate is above 0 "
-              "and \"a loss\" where the whole interval is below 0. Intervals: accuracies, normal over the held-out items; gaps, paired over the same items; the "
-              "transfer ratio, a paired bootstrap (2,000 resamples, seeded). Targets are the recipe's `claims.*`.", ""]
+              "and \"a loss\" where the whole interval is below 0. Intervals: accuracies, normal over the held-out "
+              "items; gaps, paired over the same items; the transfer ratio, a paired bootstrap (2,000 resamples, "
+              "seeded). Targets are the recipe's `claims.*`.", ""]
     return lines
 
 
