@@ -28,7 +28,7 @@ demo: $(STAMP)          ## the main job on the embedded default: the R1V recipe 
 
 # The paper's claims over three seeds (README, "The claims over three seeds"): make demo's run is seed 0; seeds
 # 1 and 2 run the same recipe; `r1v world compare` measures AL-CoTD on each; then the claims table over the three.
-# About 80 minutes on 2 cores; every step skips what is already finished, so an interrupted run resumes.
+# About 85 minutes on 2 cores; every step skips what is already finished, so an interrupted run resumes.
 claims: demo            ## the paper's claims over three seeds, each run, pooled and over the runs (runs/claims/)
 	$(VENV)/bin/r1v recipe run recipes/tiny.yaml seed=1 name=tiny-s1
 	$(VENV)/bin/r1v recipe run recipes/tiny.yaml seed=2 name=tiny-s2
