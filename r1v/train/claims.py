@@ -336,6 +336,7 @@ def _target(t) -> str:
 
 # --------------------------------------------------------------------------- several runs
 def _number(x, what: str) -> float:
+    """x, where it is a number (a JSON string or bool in its place is a broken file, not a figure)."""
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise TypeError(f"{what} is {x!r}, not a number")
     return x
@@ -388,9 +389,10 @@ def _pooled(kind: str, ms: list[Measure]) -> dict | None:
     if kind == "floor":
         if len({m.scale for m in ms}) > 1:
             return None
-        p, lo, hi = mean_ci(list(_item_means([m.a for m in ms]).values()))
+        means = _item_means([m.a for m in ms])
+        p, lo, hi = mean_ci(list(means.values()))
         s = 100 * ms[0].scale
-        return {"gap": p / s, "lo": lo / s, "hi": hi / s, "n": len(_item_means([m.a for m in ms]))}
+        return {"gap": p / s, "lo": lo / s, "hi": hi / s, "n": len(means)}
     both = [[k for k in m.a if k in m.b] for m in ms]
     a = _item_means([{k: m.a[k] for k in ks} for m, ks in zip(ms, both)])
     b = _item_means([{k: m.b[k] for k in ks} for m, ks in zip(ms, both)])
