@@ -380,6 +380,14 @@ def _item_means(dicts: list[dict]) -> dict:
     return {k: sum(v) / len(v) for k, v in sums.items()}
 
 
+def _pooled_accuracy(dicts: list[dict]) -> dict:
+    """An accuracy pooled over the items: each item's score averaged over the runs, then the mean over the items
+    with its 95% interval (`mean_ci`), as a share."""
+    means = _item_means(dicts)
+    p, lo, hi = mean_ci(list(means.values()))
+    return {"gap": p / 100, "lo": lo / 100, "hi": hi / 100, "n": len(means)}
+
+
 def _pooled(kind: str, ms: list[Measure]) -> dict | None:
     """The one-run statistic on each item's scores averaged over the runs first: an item is one observation
     however many runs scored it. Gains and ratios average each item over the runs that scored it at both
@@ -389,10 +397,8 @@ def _pooled(kind: str, ms: list[Measure]) -> dict | None:
     if kind == "floor":
         if len({m.scale for m in ms}) > 1:
             return None
-        means = _item_means([m.a for m in ms])
-        p, lo, hi = mean_ci(list(means.values()))
-        s = 100 * ms[0].scale
-        return {"gap": p / s, "lo": lo / s, "hi": hi / s, "n": len(means)}
+        g = _pooled_accuracy([m.a for m in ms])
+        return {**g, **{k: g[k] / ms[0].scale for k in ("gap", "lo", "hi")}}
     both = [[k for k in m.a if k in m.b] for m in ms]
     a = _item_means([{k: m.a[k] for k in ks} for m, ks in zip(ms, both)])
     b = _item_means([{k: m.b[k] for k in ks} for m, ks in zip(ms, both)])
@@ -548,8 +554,7 @@ def over_runs(runs: list[str | Path]) -> dict:
         scored, pooled = [outputs(p, s) for p in paths], None
         same = same and all(d is not None and d == scored[0] for d in scored)
         if all(d is not None for d in scored):
-            p, lo, hi = mean_ci(list(_item_means(scored).values()))
-            pooled = {"gap": p / 100, "lo": lo / 100, "hi": hi / 100, "n": len(_item_means(scored))}
+            pooled = _pooled_accuracy(scored)
         table.append({"stage": s, "runs": accs, "pooled": pooled,
                       "over_runs": t_interval(accs) if len(accs) >= 3 else None})
     last = [outputs(p, orders[0][-1]) for p in paths] if orders[0] else []
