@@ -1,6 +1,7 @@
 """Confidence intervals, in one place: every accuracy, gap and ratio r1v reports comes with one.
 
 * `half_width`: the 95% normal half-width of an accuracy p over n items (the report's "± x");
+* `pct`: a share as the reports print it ("12.3%");
 * `points`: such a gap as the reports print it, in percentage points with its interval;
 * `mean_ci`: the mean of per-item scores with a 95% interval (the CLT over items; Wilson when
   every item scores the same), what `r1v eval` reports;
@@ -33,6 +34,11 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 def half_width(p: float, n: int) -> float:
     """95% normal half-width of a proportion p measured on n items."""
     return Z95 * math.sqrt(max(p * (1 - p), 1e-12) / max(1, n))
+
+
+def pct(x: float | None) -> str:
+    """A share as the reports print it: "12.3%", or "-" where there is none."""
+    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def points(g: dict, unit: str = " points") -> str:

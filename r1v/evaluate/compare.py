@@ -46,7 +46,7 @@ from pathlib import Path
 
 from r1v.errors import R1VError
 from r1v.io import write_atomic, write_json
-from r1v.stats import paired_interval, points, t_interval
+from r1v.stats import paired_interval, pct, points, t_interval
 
 METRICS = {"accuracy": "score", "hallucination": "hallucinated"}
 
@@ -221,10 +221,6 @@ def compare(baselines: list[str], candidates: list[str], *, by: str | None = Non
 
 
 # --------------------------------------------------------------------------- rendering
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
 def _points(g: dict) -> str:
     """A gap with its interval, or "the same on every item" where no item differs (an interval of width 0
     would read as certainty about items not scored)."""
@@ -253,7 +249,7 @@ def render(result: dict) -> str:
                 # n where not every item of both files went in (a partial overlap; a task marking some answers)
                 n = f", n = {g['n']}" if g and (g["n"] < p["n"] or p["only_baseline"] or p["only_candidate"]
                                                   or metric == "hallucination") else ""
-                cells.append(f"{_pct(g['baseline'])} -> {_pct(g['candidate'])}: {_points(g)}{n}" if g else "-")
+                cells.append(f"{pct(g['baseline'])} -> {pct(g['candidate'])}: {_points(g)}{n}" if g else "-")
             if k > 1:
                 g = r["pooled"][metric]
                 cells.append(f"{_points(g)}, {g['n']} items" if g else "-")

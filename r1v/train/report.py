@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from r1v.stats import half_width, paired_interval, points
+from r1v.stats import half_width, paired_interval, pct, points
 from r1v.train.claims import claims, outputs, paired_gap, recipe_of, references, stage_order
 
 
@@ -33,24 +33,20 @@ def _distill_summary(sft: str | None) -> tuple[dict | None, Path | None]:
     return None, None
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
 def _r1v2_sections(st: dict) -> list[str]:
     lines = []
     r = st.get("rm")
     if r and r.get("pairs_eval"):
         ev = r["pairs_eval"]
         lines += ["## Reward model", "", f"Trained on {r.get('pairs')} pairs ({r.get('ties_dropped', 0)} ties dropped); "
-                  f"held-out pair accuracy **{_pct(ev['accuracy'])}** (n={ev['n']}), mean margin {ev['margin']:.2f}."]
+                  f"held-out pair accuracy **{pct(ev['accuracy'])}** (n={ev['n']}), mean margin {ev['margin']:.2f}."]
         phases = r.get("phases") or []
         if len(phases) > 1:  # rm.phases: say what each trained on
             kinds = lambda k: k if isinstance(k, str) else ", ".join(k)  # noqa: E731
             lines[-1] += " In phases: " + "; then ".join(
                 f"{kinds(p['kinds'])} ({p['pairs']} pairs, {p['steps']} steps, lr {p['lr']:g})" for p in phases) + "."
         lines += ["", "| rejected kind | pair accuracy | n |", "|---|---|---|"]
-        lines += [f"| {k} | {_pct(v['accuracy'])} | {v['n']} |" for k, v in ev.get("by_kind", {}).items()] + [""]
+        lines += [f"| {k} | {pct(v['accuracy'])} | {v['n']} |" for k, v in ev.get("by_kind", {}).items()] + [""]
     rounds = sorted((s for s in st if s.startswith("mpo/r") and "sampling" in st[s]), key=lambda s: int(s[5:]))
     if rounds:
         lines += ["## MPO rounds", "", "| round | prompts | pairs (share) | right over wrong / wrong over right | "
@@ -60,7 +56,7 @@ def _r1v2_sections(st: dict) -> list[str]:
             m, loss = st[s]["sampling"], st[s].get("loss") or ["-", "-"]
             fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
             sides = (f"{m['right_over_wrong']} / {m['wrong_over_right']}" if "right_over_wrong" in m else "-")
-            lines.append(f"| {s} | {m['prompts']} | {m['pairs']} ({_pct(m['pair_share'])}) | {sides} | "
+            lines.append(f"| {s} | {m['prompts']} | {m['pairs']} ({pct(m['pair_share'])}) | {sides} | "
                          f"{fmt(m['sample_reward'])} "
                          f"| {fmt(m['sample_accuracy'])} | {fmt(m['sample_format'])} | "
                          f"{fmt(m['sample_hallucination'])} | " + " -> ".join(
@@ -72,7 +68,7 @@ def _r1v2_sections(st: dict) -> list[str]:
     alarms = st.get("grpo", {}).get("hallucination_alarms")
     if alarms:
         lines += ["## Hallucination alarms (GRPO)", ""] + [
-            f"- step {a['step']}: {_pct(a['hallucination'])} above the ceiling {_pct(a['ceiling'])}: {a['action']}"
+            f"- step {a['step']}: {pct(a['hallucination'])} above the ceiling {pct(a['ceiling'])}: {a['action']}"
             for a in alarms] + [""]
     return lines
 

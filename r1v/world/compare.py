@@ -39,7 +39,7 @@ import torch
 from r1v.errors import R1VError
 from r1v.io import write_atomic
 from r1v.model.templates import THINK_CLOSE
-from r1v.stats import paired_interval, points
+from r1v.stats import paired_interval, pct, points
 
 
 # An arm's result.json holds these since the arms go through every SFT iteration; one made before is redone.
@@ -279,18 +279,18 @@ def write(out: Path, results: dict, field: str, start: dict) -> Path:
         gap = "" if name == "AL-CoTD" else _gap(paired_interval(base["correct"], r["correct"]))
         lines.append(f"| {name} | {d['penalty']['mean']:.2f} | {100 * d['teacher_accuracy']:.1f}% | "
                      f"{_num(kept_easy)} / {_num(kept_hard)} | {100 * r['accuracy']:.1f}% | {gap} | "
-                     f"{r['easy']['tokens']} | {r['hard']['tokens']} | {_pct(r['easy']['accuracy'])} / "
-                     f"{_pct(r['hard']['accuracy'])} | {_stop(r['stop']['easy'])} | {_stop(r['stop']['hard'])} |")
+                     f"{r['easy']['tokens']} | {r['hard']['tokens']} | {pct(r['easy']['accuracy'])} / "
+                     f"{pct(r['hard']['accuracy'])} | {_stop(r['stop']['easy'])} | {_stop(r['stop']['hard'])} |")
     its = list(base["by_iteration"])
     lines += ["", "By SFT iteration (accuracy; mean reasoning tokens on easy / hard items):", "",
               "| arm | " + " | ".join(its) + " |", "|---|" + "---|" * len(its)]
     for name, r in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{_pct(c['accuracy'])}; {c['easy']['tokens']} / {c['hard']['tokens']}"
+        lines.append(f"| {name} | " + " | ".join(f"{pct(c['accuracy'])}; {c['easy']['tokens']} / {c['hard']['tokens']}"
                                                  for c in r["by_iteration"].values()) + " |")
     lines += ["", f"By difficulty label ({base['model']}: accuracy, mean reasoning tokens):", "",
               "| arm | " + " | ".join(base["by_difficulty"]) + " |", "|---|" + "---|" * len(base["by_difficulty"])]
     for name, r in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{_pct(c['accuracy'])}, {c['tokens']}"
+        lines.append(f"| {name} | " + " | ".join(f"{pct(c['accuracy'])}, {c['tokens']}"
                                                  for c in r["by_difficulty"].values()) + " |")
     lines += ["", "![data: P and length](data.png)", "", "![models](models.png)", ""]
     plot(next(iter(results.values()))["data"], out / "data.png", arms={k: v["data"] for k, v in results.items()})
@@ -303,10 +303,6 @@ def write(out: Path, results: dict, field: str, start: dict) -> Path:
 
 def _num(x) -> str:
     return "-" if x is None else f"{x:.1f}"
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def _stop(c: dict | None) -> str:
