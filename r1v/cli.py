@@ -278,6 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     except R1VError as e:
         print(f"r1v: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`r1v ... | head`): stop quietly, as a tool that SIGPIPE ends
+        import os
+
+        try:  # nothing more reaches the reader; Python's own flush of stdout at exit would raise again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141  # 128 + SIGPIPE, what the shell reports for such a tool
     except OSError as e:  # a path the user gave that cannot be read or written (permissions, a file in the way)
         import errno
 

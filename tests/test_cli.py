@@ -183,3 +183,15 @@ def test_hub_kernels_stay_off_unless_asked_for(monkeypatch):
     monkeypatch.setenv("USE_HUB_KERNELS", "1")  # a user's choice stands
     _quiet_transformers()
     assert hub_kernels._kernels_enabled()
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`r1v ... | head`: the reader closes its end before r1v writes. r1v stops as a tool that SIGPIPE ends
+    (status 141, nothing on stderr), not with the message for a path it cannot write, nor a traceback."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "r1v", "eval", "examples", "--out", str(tmp_path)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    p.stdout.close()  # before the interpreter has started: the listing meets a closed pipe
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 141, err
+    assert err == ""
