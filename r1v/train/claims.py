@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from r1v.errors import R1VError
-from r1v.stats import half_width, mean_ci, paired_interval, paired_ratio, points, t_interval
+from r1v.stats import half_width, mean_ci, paired_interval, paired_ratio, pct, points, t_interval
 
 GAIN = "> 0, interval above 0"
 
@@ -55,10 +55,6 @@ class Measure:
     scale: float = 1.0  # the ceiling row: the figure is the accuracy divided by this
     extra: dict = field(default_factory=dict)  # al-cotd: the two arms' easy-item tokens
     what: str = ""  # what the figure measures ("sft/m4 - sft/m0"), for a table without the run's text
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
 
 
 def recipe_of(run: Path) -> dict:
@@ -156,7 +152,7 @@ def measures(run: Path, results: dict, cfg: dict) -> list[Measure]:
         p, n = acc(stage)
         lo, hi = max(0.0, p - half_width(p, n)), min(1.0, p + half_width(p, n))
         p, lo, hi = p / scale, lo / scale, hi / scale
-        return Measure(claim, paper, text or f"{label or stage}: {_pct(p)} ({_pct(lo)} to {_pct(hi)})",
+        return Measure(claim, paper, text or f"{label or stage}: {pct(p)} ({pct(lo)} to {pct(hi)})",
                        _verdict_at_least(p, lo, targets.get(target, 0)), targets.get(target), "floor",
                        {"gap": p, "lo": lo, "hi": hi}, outputs(run, stage), scale=scale, what=label or stage)
 
@@ -166,7 +162,7 @@ def measures(run: Path, results: dict, cfg: dict) -> list[Measure]:
     r = paired_ratio(ra, rt) if ra and rt else None
     if r:
         rows.append(Measure("transfer keeps most of it", "60.2 / 64.0 = 94%",
-                            f"transfer / align: {_pct(r['ratio'])} ({_pct(r['lo'])} to {_pct(r['hi'])})",
+                            f"transfer / align: {pct(r['ratio'])} ({pct(r['lo'])} to {pct(r['hi'])})",
                             _verdict_at_least(r["ratio"], r["lo"], targets.get("transfer_kept", 0)),
                             targets.get("transfer_kept"), "ratio", {"gap": r["ratio"], "lo": r["lo"], "hi": r["hi"]},
                             ra, rt, what="transfer / align"))
@@ -182,8 +178,8 @@ def measures(run: Path, results: dict, cfg: dict) -> list[Measure]:
         g = paired_interval(a, b) if a and b else None
         if g:
             rows.append(Measure("text reasoning survives", "94.0 MATH-500 (R1-distilled LLM: 94.3)",
-                                f"{text[0]} {_pct(acc(text[0], 'text')[0])} -> {text[-1]} "
-                                f"{_pct(acc(text[-1], 'text')[0])}: {points(g)}", _verdict_same(g), "unchanged",
+                                f"{text[0]} {pct(acc(text[0], 'text')[0])} -> {text[-1]} "
+                                f"{pct(acc(text[-1], 'text')[0])}: {points(g)}", _verdict_same(g), "unchanged",
                                 "same", g, a, b, what=f"{text[-1]} - {text[0]}, text-only test"))
     rows += _r1v2(run, results, cfg, order)
     if "sft" in (cfg.get("stages") or ["sft"]):
@@ -196,8 +192,8 @@ def measures(run: Path, results: dict, cfg: dict) -> list[Measure]:
         if ceiling and ceiling[0] > 0:
             c = ceiling[0]
             m = floor("... of what a perfect projector allows", "-", final, "final_of_ceiling", scale=c)
-            m.what = f"{final} / ceiling {_pct(c)}"
-            m.text = f"{m.what}: {_pct(m.est['gap'])} ({_pct(m.est['lo'])} to {_pct(m.est['hi'])})"
+            m.what = f"{final} / ceiling {pct(c)}"
+            m.text = f"{m.what}: {pct(m.est['gap'])} ({pct(m.est['lo'])} to {pct(m.est['hi'])})"
             rows.append(m)
         elif ceiling:
             rows.append(Measure("... of what a perfect projector allows", "-", "the ceiling is 0%: no ratio", "-",
@@ -225,9 +221,9 @@ def _r1v2(run: Path, results: dict, cfg: dict, order: list[str]) -> list[Measure
     if ev:
         p, n = ev["accuracy"], ev["n"]
         lo, hi = max(0.0, p - half_width(p, n)), min(1.0, p + half_width(p, n))
-        kinds = ", ".join(f"{k} {_pct(v['accuracy'])}" for k, v in ev.get("by_kind", {}).items())
+        kinds = ", ".join(f"{k} {pct(v['accuracy'])}" for k, v in ev.get("by_kind", {}).items())
         rows.append(Measure("the reward model ranks held-out pairs", "Skywork-VL Reward (no pair accuracy on R1V2's "
-                            "data)", f"{_pct(p)} ({_pct(lo)} to {_pct(hi)}; n={n}; {kinds})",
+                            "data)", f"{pct(p)} ({pct(lo)} to {pct(hi)}; n={n}; {kinds})",
                             _verdict_at_least(p, lo, targets.get("rm_pair_accuracy", 0)),
                             targets.get("rm_pair_accuracy"), "share", {"gap": p, "lo": lo, "hi": hi},
                             what="held-out pair accuracy"))
@@ -240,7 +236,7 @@ def _r1v2(run: Path, results: dict, cfg: dict, order: list[str]) -> list[Measure
     if a and b:
         g = paired_interval(a, b)
         rows.append(Measure("MPO hallucinates less than the transferred model", "-",
-                            f"transfer {_pct(sum(a.values()) / len(a))} -> {mpo[-1]} {_pct(sum(b.values()) / len(b))}: "
+                            f"transfer {pct(sum(a.values()) / len(a))} -> {mpo[-1]} {pct(sum(b.values()) / len(b))}: "
                             f"{100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} to {100 * g['hi']:+.1f}, paired)",
                             _verdict_below(g), "below, interval below 0", "below", g, a, b,
                             what=f"{mpo[-1]} - transfer, hallucination rate"))
@@ -256,8 +252,8 @@ def _r1v2(run: Path, results: dict, cfg: dict, order: list[str]) -> list[Measure
             verdict = "**holds**" if g["hi"] < 0 else ("holds at the estimate (interval reaches above 0)"
                                                         if g["gap"] <= 0 else "**does not hold**")
             rows.append(Measure("MPO hallucinates no more than SFT", "SFT 12.1% -> MPO 8.7% (R1V2 Table 3)",
-                                f"{sft[-1]}{where} {_pct(sum(a.values()) / len(a))} -> {mpo[-1]} "
-                                f"{_pct(sum(b.values()) / len(b))}: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} "
+                                f"{sft[-1]}{where} {pct(sum(a.values()) / len(a))} -> {mpo[-1]} "
+                                f"{pct(sum(b.values()) / len(b))}: {100 * g['gap']:+.1f} points ({100 * g['lo']:+.1f} "
                                 f"to {100 * g['hi']:+.1f}, paired, n={g['n']})", verdict, "at or below", "below",
                                 g, a, b, what=f"{mpo[-1]} - {sft[-1]}{where}, hallucination rate"))
     g_st, g_cfg = st.get("grpo", {}), cfg.get("grpo", {}) or {}
@@ -266,8 +262,8 @@ def _r1v2(run: Path, results: dict, cfg: dict, order: list[str]) -> list[Measure
     ssb = ("SSB keeps the effective-sample share up", "above 60% with SSB, below 40% without (R1V2)")
     if (g_cfg.get("ssb") or {}).get("enabled") and "effective_trained_last" in g_st:
         e = g_st["effective_trained_last"]
-        shares = (f"groups with non-zero advantages, last fifth of steps: {_pct(g_st['effective_last'])} fresh, "
-                  f"{_pct(e)} trained on")
+        shares = (f"groups with non-zero advantages, last fifth of steps: {pct(g_st['effective_last'])} fresh, "
+                  f"{pct(e)} trained on")
         if not g_st.get("replayed"):  # the fresh groups never fell under ssb.target: the buffer did nothing
             rows.append(Measure(*ssb, f"{shares}; no group was replayed (the fresh share never fell under "
                                 "grpo.ssb.target)", "not tested here", ">= 60%"))
@@ -331,7 +327,7 @@ def claims(run: Path, results: dict, cfg: dict) -> list[str]:
 
 def _target(t) -> str:
     """A target as the table prints it: a floor as ">= 85.0%", a rule as its words, none as "-"."""
-    return f">= {_pct(t)}" if isinstance(t, float) and t else t if isinstance(t, str) else "-"
+    return f">= {pct(t)}" if isinstance(t, float) and t else t if isinstance(t, str) else "-"
 
 
 # --------------------------------------------------------------------------- several runs
@@ -465,8 +461,8 @@ def _cell(kind: str, g: dict | None) -> str:
     if not g:
         return "-"
     if kind in ("floor", "ratio", "share"):
-        return _pct(g["gap"]) if g["lo"] == g["hi"] == g["gap"] else \
-            f"{_pct(g['gap'])} ({_pct(g['lo'])} to {_pct(g['hi'])})"
+        return pct(g["gap"]) if g["lo"] == g["hi"] == g["gap"] else \
+            f"{pct(g['gap'])} ({pct(g['lo'])} to {pct(g['hi'])})"
     return points(g, unit="")
 
 
@@ -634,7 +630,7 @@ def render(result: dict, command: str = "") -> str:
         lines += ["## Visual test accuracy by stage", "", "| stage | " + " | ".join(f"`{x}`" for x in labels)
                   + " | pooled over the items | over the runs |", "|---|" + "---|" * k + "---|---|"]
         for s in result["stages"]:
-            lines.append(f"| {s['stage']} | " + " | ".join(_pct(x) for x in s["runs"])
+            lines.append(f"| {s['stage']} | " + " | ".join(pct(x) for x in s["runs"])
                          + f" | {_cell('floor', s['pooled'])} | {_cell('floor', s['over_runs'])} |")
         lines.append("")
     return "\n".join(lines)
@@ -693,11 +689,25 @@ def _parse_target(t: str) -> float | None:
     return float(t[3:-1]) / 100 if isinstance(t, str) and t.startswith(">= ") and t.endswith("%") else None
 
 
+def _plain(result: dict) -> dict:
+    """The result for a program to read: verdicts without markdown, and each verdict's `status` ("holds",
+    "holds at the estimate", "does not hold"; none where no rule applies: a note, or too few runs)."""
+    def verdict(v: str) -> dict:
+        text = v.replace("**", "")
+        status = ("holds", "holds at the estimate", "does not hold")[2 - _rank(v)]
+        judged = v.startswith(("**", "holds at the estimate"))
+        return {"verdict": text, "status": status if judged else None}
+
+    claims = [{**r, **(verdict(r["verdict"]) if "verdict" in r else {}),
+               "runs": [{**x, **verdict(x["verdict"])} for x in r["runs"]]} for r in result["claims"]]
+    return {**result, "claims": claims}
+
+
 def write(result: dict, out: Path, command: str = "") -> list[Path]:
     """OUT/claims.md, claims.json and claims.png."""
     from r1v.io import write_atomic, write_json
 
     out.mkdir(parents=True, exist_ok=True)
-    made = [write_atomic(out / "claims.md", render(result, command)), write_json(out / "claims.json", result)]
+    made = [write_atomic(out / "claims.md", render(result, command)), write_json(out / "claims.json", _plain(result))]
     png = plot(result, out / "claims.png")
     return made + ([png] if png else [])
