@@ -18,7 +18,7 @@ from r1v.cli import main
 from r1v.errors import R1VError
 from r1v.evaluate.compare import compare
 from r1v.stats import t95
-from r1v.train.claims import claims, over_runs, render
+from r1v.train.claims import claims, over_runs, render, write
 
 STAGES = ("align", "transfer", "sft/m0", "sft/m1", "grpo")
 TARGETS = {"aligned_visual": 0.6, "transfer_kept": 0.85, "final_visual": 0.8, "final_of_ceiling": 0.9}
@@ -222,6 +222,9 @@ def test_cli_prints_writes_and_refuses_in_one_line(tmp_path, capsys):
                                                                               "does not hold")
     gain = next(r for r in saved["claims"] if r["kind"] == "gain")
     assert gain["status"] == "does not hold" and gain["verdict"].startswith("does not hold (a gain not")
+    nothing = {**over_runs(runs), "claims": []}  # no claim with a figure: no figure
+    assert [p.name for p in write(nothing, tmp_path / "c")] == ["claims.md", "claims.json"]
+    assert not (tmp_path / "c" / "claims.png").exists()  # the earlier one is gone, not left beside this table
     assert (tmp_path / "c" / "claims.md").read_text().startswith("# The paper's claims over 3 runs")
     (tmp_path / "file").write_text("x")
     for args in ([*runs, "--out", str(tmp_path / "file")], [*runs, "--out", str(tmp_path / "file" / "under")],

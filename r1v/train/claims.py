@@ -641,6 +641,7 @@ def plot(result: dict, path: Path) -> Path | None:
     the target (a floor) or 0 (a gain)."""
     rows = [r for r in result["claims"] if r["kind"] != "note"]
     if not rows:
+        path.unlink(missing_ok=True)  # an earlier run's figure in the same --out would sit beside this table
         return None
     labels = _labels(result["runs"])
     import matplotlib
