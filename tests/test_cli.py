@@ -195,3 +195,26 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     err = p.stderr.read().decode()
     assert p.wait(timeout=300) == 141, err
     assert err == ""
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_claims_runs_the_seeds_it_is_given():
+    """`make claims SEEDS="3 5"` (a dry run): the recipe and AL-CoTD's comparison at each seed, then the claims
+    table over seed 0 and those seeds, in that order; without SEEDS, seeds 1 and 2."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def dry(*args):
+        out = subprocess.run(["make", "-n", "-C", root, "--no-print-directory", "claims", *args],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    lines = dry("SEEDS=3 5")
+    claims = [x for x in lines if "recipe claims" in x]
+    assert claims == [".venv/bin/r1v recipe claims runs/tiny runs/tiny-s3 runs/tiny-s5 --out runs/claims"]
+    text = "\n".join(lines)
+    assert "for s in 3 5; do .venv/bin/r1v recipe run recipes/tiny.yaml seed=$s name=tiny-s$s" in text
+    assert "for s in 3 5; do .venv/bin/r1v world compare --config recipes/tiny.yaml seed=$s name=tiny-s$s" in text
+    assert text.index("recipe run recipes/tiny.yaml seed=") < text.index("world compare") < text.index("recipe claims")
+    assert [x for x in dry() if "recipe claims" in x] == [
+        ".venv/bin/r1v recipe claims runs/tiny runs/tiny-s1 runs/tiny-s2 --out runs/claims"]
