@@ -20,7 +20,8 @@ Verdicts: against a floor, **holds** when the whole interval is above it and "ho
 only the estimate is; a gain **holds** when its interval is above 0. Runs are matched item by item by id,
 as `r1v eval compare` matches them; the recipe's outputs carry no gold, so equal ids are taken to be the
 same items (runs of one world's files). Runs of different recipes (other stages, other `claims.*`
-targets) are refused.
+targets) are refused. `--out` writes claims.md (the table), claims.json (every figure; each verdict as text
+and as a `status` a program can test) and claims.png (a panel per claim).
 """
 
 from __future__ import annotations
