@@ -260,6 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed its end (poll reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no file descriptor (a captured stdout)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         _quiet_transformers()
@@ -274,11 +286,17 @@ def main(argv: list[str] | None = None) -> int:
             args.settings = [*args.settings, *extra]
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is then handled below
+        return code
     except R1VError as e:
         print(f"r1v: error: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # the reader went away (`r1v ... | head`): stop quietly, as a tool that SIGPIPE ends
+    except BrokenPipeError as e:
+        if not _stdout_gone():  # another pipe (a socket to an endpoint, a worker): an error like any other
+            print(f"r1v: error: {e.strerror or e}", file=sys.stderr)
+            return 2
+        # the reader went away (`r1v ... | head`): stop quietly, as a tool that SIGPIPE ends
         import os
 
         try:  # nothing more reaches the reader; Python's own flush of stdout at exit would raise again

@@ -188,13 +188,26 @@ def test_hub_kernels_stay_off_unless_asked_for(monkeypatch):
 def test_a_closed_pipe_ends_quietly(tmp_path):
     """`r1v ... | head`: the reader closes its end before r1v writes. r1v stops as a tool that SIGPIPE ends
     (status 141, nothing on stderr), not with the message for a path it cannot write, nor a traceback."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "r1v", "eval", "examples", "--out", str(tmp_path)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout block-buffered, as usual
+    env["HF_HUB_OFFLINE"] = "1"
+    p = subprocess.Popen([sys.executable, "-m", "r1v", "eval", "examples", "--out", str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     p.stdout.close()  # before the interpreter has started: the listing meets a closed pipe
     err = p.stderr.read().decode()
     assert p.wait(timeout=300) == 141, err
     assert err == ""
+
+
+def test_a_broken_pipe_elsewhere_is_an_error(monkeypatch, capsys):
+    """A BrokenPipeError that is not stdout's (a socket to an endpoint that went away) is not silenced."""
+    import r1v.evaluate.cli as ev
+
+    def broken(_):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(ev, "cmd_examples", broken)
+    assert main(["eval", "examples", "--out", "x"]) == 2
+    assert "Broken pipe" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
@@ -213,8 +226,10 @@ def test_make_claims_runs_the_seeds_it_is_given():
     claims = [x for x in lines if "recipe claims" in x]
     assert claims == [".venv/bin/r1v recipe claims runs/tiny runs/tiny-s3 runs/tiny-s5 --out runs/claims"]
     text = "\n".join(lines)
-    assert "for s in 3 5; do .venv/bin/r1v recipe run recipes/tiny.yaml seed=$s name=tiny-s$s" in text
-    assert "for s in 3 5; do .venv/bin/r1v world compare --config recipes/tiny.yaml seed=$s name=tiny-s$s" in text
+    # set -e: a failed seed stops the loop (and make)
+    assert "set -e; for s in 3 5; do .venv/bin/r1v recipe run recipes/tiny.yaml seed=$s name=tiny-s$s;" in text
+    assert "set -e; for s in 3 5; do .venv/bin/r1v world compare --config recipes/tiny.yaml seed=$s name=tiny-s$s;" \
+        in text
     assert text.index("recipe run recipes/tiny.yaml seed=") < text.index("world compare") < text.index("recipe claims")
     assert [x for x in dry() if "recipe claims" in x] == [
         ".venv/bin/r1v recipe claims runs/tiny runs/tiny-s1 runs/tiny-s2 --out runs/claims"]
