@@ -215,6 +215,7 @@ def test_cli_prints_writes_and_refuses_in_one_line(tmp_path, capsys):
     assert f"Made by `r1v recipe claims {' '.join(runs)} --out {tmp_path / 'c'}`" in out
     saved = json.loads((tmp_path / "c" / "claims.json").read_text())
     assert saved["runs"] == runs and (tmp_path / "c" / "claims.png").stat().st_size > 10_000
+    assert (tmp_path / "c" / "claims.md").read_text().startswith("# The paper's claims over 3 runs")
     # for a program: the verdicts without markdown, each with its status
     for r in saved["claims"]:
         for v in [r, *r["runs"]]:
@@ -222,10 +223,10 @@ def test_cli_prints_writes_and_refuses_in_one_line(tmp_path, capsys):
                                                                               "does not hold")
     gain = next(r for r in saved["claims"] if r["kind"] == "gain")
     assert gain["status"] == "does not hold" and gain["verdict"].startswith("does not hold (a gain not")
+    assert {x["status"] for x in gain["runs"]} == {"holds"} and gain["runs"][0]["verdict"] == "holds"
     nothing = {**over_runs(runs), "claims": []}  # no claim with a figure: no figure
     assert [p.name for p in write(nothing, tmp_path / "c")] == ["claims.md", "claims.json"]
     assert not (tmp_path / "c" / "claims.png").exists()  # the earlier one is gone, not left beside this table
-    assert (tmp_path / "c" / "claims.md").read_text().startswith("# The paper's claims over 3 runs")
     (tmp_path / "file").write_text("x")
     for args in ([*runs, "--out", str(tmp_path / "file")], [*runs, "--out", str(tmp_path / "file" / "under")],
                  [runs[0], str(tmp_path / "nope")], [runs[0], runs[0]], [runs[0]]):
