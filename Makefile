@@ -26,7 +26,7 @@ demo: $(STAMP)          ## the main job on the embedded default: the R1V recipe 
 	$(VENV)/bin/r1v world data       # the recipe's files, D by AL-CoTD (reused when made)
 	$(VENV)/bin/r1v recipe run recipes/tiny.yaml
 
-# The paper's claims over three seeds (README, "The claims over three seeds"): make demo's run is seed 0; the
+# The paper's claims over three seeds (README, "What the mini-world run gives"): make demo's run is seed 0; the
 # SEEDS (1 and 2 unless set: `make claims SEEDS="1 2 3 4"`) run the same recipe; `r1v world compare` measures
 # AL-CoTD on each; then the claims table over them all. About 85 minutes on 2 cores for three seeds (each more
 # seed ~12 min of recipe and ~16 of compare); every step skips what is already finished, so an interrupted run

@@ -114,10 +114,11 @@ class WorldConfig:
     vit_heads: int = field(default=0, metadata={
         "help": "vision encoder attention heads, a divisor of vit_hidden (0: vit_hidden // 16, the shipped encoder's "
                 "6). 12 probe colour at 97.0% against the shipped encoder's 92.3%, yet the recipe's final model "
-                "scores 3.3 points lower on them (three seeds; README)"})
+                "scores 3.3 points lower on them (three seeds; docs/mini-world-backbones.md)"})
     vit_qk_norm: bool = field(default=False, metadata={
         "help": "InternViT's q/k normalisation (InternViT-6B has it; InternViT-300M does not, nor the shipped "
-                "encoder). Without it the encoder reads bars better: probe height 90.3% vs 85.0% (README)"})
+                "encoder). Without it the encoder reads bars better: probe height 90.3% vs 85.0% "
+                "(docs/mini-world-backbones.md)"})
     vit_images: int = field(default=16000, metadata={"help": "pretraining images"})
     vit_steps: int = field(default=4000, metadata={"help": "vision pretraining steps"})
     vit_batch: int = field(default=64, metadata={"help": "images per vision step"})

@@ -48,7 +48,7 @@ class ViTSize:
     heads: int = 4
     intermediate: int = 128
     # InternViT-300M's (6B normalises queries and keys): without q/k norm the empty cells above a bar
-    # learn more of it (README, "the attention, and q/k norm in it")
+    # learn more of it (docs/mini-world-backbones.md, "the attention, and q/k norm in it")
     qk_norm: bool = False
 
 
