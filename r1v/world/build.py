@@ -117,8 +117,8 @@ class WorldConfig:
                 "scores 3.3 points lower on them (three seeds; docs/mini-world-backbones.md)"})
     vit_qk_norm: bool = field(default=False, metadata={
         "help": "InternViT's q/k normalisation (InternViT-6B has it; InternViT-300M does not, nor the shipped "
-                "encoder). On the machine that built both, without it the encoder probed bars' height at 90.3% "
-                "against 85.0%; on another machine type both probe 85.0-85.4% (README, 'The mini-world')"})
+                "encoder). The run that chose it probed bars' height at 90.3% without it, against 85.0% with it; "
+                "on another machine type both probe 85.0-85.4% (README, 'The mini-world')"})
     vit_images: int = field(default=16000, metadata={"help": "pretraining images"})
     vit_steps: int = field(default=4000, metadata={"help": "vision pretraining steps"})
     vit_batch: int = field(default=64, metadata={"help": "images per vision step"})
