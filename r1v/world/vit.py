@@ -47,8 +47,8 @@ class ViTSize:
     layers: int = 4
     heads: int = 4
     intermediate: int = 128
-    # InternViT-300M's (6B normalises queries and keys): without q/k norm the empty cells above a bar
-    # learn more of it (docs/mini-world-backbones.md, "the attention, and q/k norm in it")
+    # InternViT-300M's (6B normalises queries and keys). Chosen on one build whose probe read the bars' height
+    # better without it; on another machine type the two probe alike (README, "On another machine type")
     qk_norm: bool = False
 
 
