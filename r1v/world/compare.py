@@ -19,7 +19,8 @@ Beside the greedy lengths, each model (and the transfer checkpoint they all star
 likely it is to stop where the world's own chain stops: p(`</think>`) right after that chain,
 teacher-forced. The reasoning LLM stays frozen, so its habit of going over its work again can only be
 moved through the projector; greedy decoding turns the move into shorter answers only on the items
-where it carries that probability past the other continuations (README, "AL-CoTD on the mini-world").
+where it carries that probability past the other continuations (docs/mini-world-r1v2.md, "AL-CoTD on the
+mini-world").
 
 Every arm's result is saved when it is finished, and an arm stopped midway resumes its SFT from the last
 finished iteration in its run folder (or a mid-stage checkpoint), so an interrupted comparison loses
