@@ -6,12 +6,14 @@ quality-filtered subset (4e-5), chain-of-thought data (4e-5); one epoch each.
     accelerate launch -m r1v train align --config recipes/r1v-38b.yaml   # many GPUs, unchanged
 
 Saves `runs/<name>/align/` (the substitute R1V model) and scores it on the held-out splits: the
-"substitute model" row of the paper's transfer table. The frozen encoder's features are computed
-once where a pass reads its rows more than once (`align.cache_features`, epochs > 1: the paper's
-one-epoch passes read each row once and gain nothing from it), and samples are packed
-(`align.pack`): `bench/align.py` and `bench/scale.py` measure both. Rows stream from disk step by
-step (`r1v/train/data.py`); the model is prepared once for the three passes (`Engine`), and a
-crash resumes inside the pass it was in (`checkpoint.*`).
+"substitute model" row of the paper's transfer table. results.json records the median norm of the
+visual tokens against the words' (`token_norms`), which `align.projector_norm` can hold down.
+
+The frozen encoder's features are computed once where a pass reads its rows more than once
+(`align.cache_features`, epochs > 1: the paper's one-epoch passes read each row once and gain
+nothing from it), and samples are packed (`align.pack`): `bench/align.py` and `bench/scale.py`
+measure both. Rows stream from disk step by step (`r1v/train/data.py`); the model is prepared once
+for the three passes (`Engine`), and a crash resumes inside the pass it was in (`checkpoint.*`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from r1v.errors import R1VError
 from r1v.train.context import Context
 from r1v.train.engine import Engine
-from r1v.train.loop import supervised
+from r1v.train.loop import supervised, token_norms
 from r1v.train.samples import Encoder
 
 PASS_DATA = {"full": "align_full", "filtered": "align_filtered", "cot": "align_cot"}
@@ -61,10 +63,12 @@ def run(ctx: Context) -> None:
                                     pad_id=tok.pad_token_id, seed=ctx.cfg.seed + i, cache=cache,
                                     pack_rows=cfg.pack, pack_length=cfg.pack_length, workers=ctx.workers,
                                     log=ctx.metrics, name=f"align/{p.name}", start=start,
-                                    losses=losses.get(p.name), on_step=on_step)
+                                    losses=losses.get(p.name), on_step=on_step, projector_norm=cfg.projector_norm)
     ctx.save(engine.model, "align", tok, state=engine.state_dict())
+    first = ctx.data(PASS_DATA[cfg.passes[0].name], enc)
     with engine.generating() as m:
         ctx.evaluate(m, tok, "align")
+        norms = token_norms(m, first[list(range(min(16, len(first))))], tok.pad_token_id)
     ctx.mark_done("align", time.perf_counter() - t0 + ckpt.earlier,
-                  loss={k: [v[0], v[-1]] for k, v in losses.items() if v})
+                  loss={k: [v[0], v[-1]] for k, v in losses.items() if v}, token_norms=norms)
     ckpt.clear()
