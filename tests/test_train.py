@@ -92,6 +92,7 @@ def test_recipe_runs_every_stage_and_reports(recipe_run):
     norms = results["stages"]["align"]["token_norms"]
     assert norms["visual"] > 0 and norms["words"] > 0
     report = (run / "report.md").read_text()
+    assert f"median norm of {norms['visual']:.2f}, {norms['visual'] / norms['words']:.1f} times" in report
     assert "## Held-out accuracy by stage" in report and "| grpo |" in report and "GRPO minus sft/m2" in report
     # the claims table opens the report: every claim the run can speak to, with the paper's figure
     claims = report.split("## The paper's claims on this run")[1].split("## ")[0]

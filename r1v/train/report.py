@@ -282,6 +282,11 @@ def write(run: str | Path) -> Path:
                   f"Substitute model after alignment: **{100 * a.get('accuracy', 0):.1f}%** on the visual test; "
                   f"re-assembled with the reasoning LLM, before any further training: "
                   f"**{100 * t.get('accuracy', 0):.1f}%**.", ""]
+        norms = st["align"].get("token_norms") or {}
+        if norms.get("words"):
+            lines += [f"The aligned projector's visual tokens have a median norm of {norms['visual']:.2f}, "
+                      f"{norms['visual'] / norms['words']:.1f} times the words' input embeddings ({norms['words']:.2f}; "
+                      f"`align.projector_norm` can hold them to a word's length).", ""]
     sft_rows = [s for s in stage_order(results) if s.startswith("sft/m") and s != "sft/m0"]
     if sft_rows:
         lines += ["## Iterative SFT", "", "| iteration | tau | lr | D_rm(tau) | E_{t-1} (of pool) | M_{t-1} on pool | "
