@@ -284,8 +284,9 @@ def write(run: str | Path) -> Path:
                   f"**{100 * t.get('accuracy', 0):.1f}%**.", ""]
         norms = st["align"].get("token_norms") or {}
         if norms.get("words"):
+            ratio = norms["visual"] / norms["words"]
             lines += [f"The aligned projector's visual tokens have a median norm of {norms['visual']:.2f}, "
-                      f"{norms['visual'] / norms['words']:.1f} times the words' input embeddings ({norms['words']:.2f}; "
+                      f"{ratio:.1f} times the words' input embeddings ({norms['words']:.2f}; "
                       f"`align.projector_norm` can hold them to a word's length).", ""]
     sft_rows = [s for s in stage_order(results) if s.startswith("sft/m") and s != "sft/m0"]
     if sft_rows:
