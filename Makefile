@@ -43,7 +43,7 @@ demo-r1v2: $(STAMP)     ## the second main job: R1V2's recipe (rm, MPO, hybrid G
 	$(VENV)/bin/r1v world data
 	$(VENV)/bin/r1v recipe run recipes/r1v2-tiny.yaml
 
-# R1V2's GRPO ablation (README): from demo-r1v2's MPO policy, the rule-only baseline, the Selective Sample
+# R1V2's GRPO ablation (docs/mini-world-r1v2.md): from demo-r1v2's MPO policy, the rule-only baseline, the Selective Sample
 # Buffer and the reward-model term, alone and together, then the runs side by side.
 ABLATE := grpo.base=runs/r1v2-tiny/mpo/r4 grpo.filter_pool=false
 r1v2-ablation: demo-r1v2

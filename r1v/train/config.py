@@ -98,12 +98,6 @@ class AlignConfig:
                                     "(epochs > 1; bounded by data.feature_cache_mb)")
     pack: bool = _f(True, "pack samples into rows (no padding); attention stays within each sample")
     pack_length: int = _f(16384, "tokens per packed row (the paper's context)")
-    projector_norm: float = _f(0.0, "weight of a penalty on visual tokens longer than the LLM's words (the mean "
-                                    "of relu(|v| / r - 1)^2, r the median norm of the step's word embeddings); 0, "
-                                    "the paper: none. Pre-norm LLMs barely change high-norm tokens layer to layer "
-                                    "(arXiv 2512.08374). On the mini-world the projector's tokens grow 22-25x longer "
-                                    "than its words; 0.01 keeps them at a word's length, and aligns 2.9 points "
-                                    "lower and transfers 2.7 lower over three seeds (docs/mini-world-r1v.md)")
 
 
 @dataclass
@@ -411,7 +405,6 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
               "checkpoint.every_steps": cfg.checkpoint.every_steps,
               "checkpoint.every_minutes": cfg.checkpoint.every_minutes,
               "grpo.hallucination_ceiling": cfg.grpo.hallucination_ceiling, "mpo.beta": cfg.mpo.beta,
-              "align.projector_norm": cfg.align.projector_norm,
               "grpo.rm_weight": cfg.grpo.rm_weight, "grpo.ssb.max_age": cfg.grpo.ssb.max_age,
               "grpo.filter_limit": cfg.grpo.filter_limit, "grpo.probe_prompts": cfg.grpo.probe_prompts,
               "mpo.threshold": cfg.mpo.threshold, "mpo.temperature": cfg.mpo.temperature,

@@ -142,7 +142,7 @@ def choose(candidates: Sequence[dict], probes: dict[int, Sequence[torch.Tensor]]
     1 - 0.05/k for k, so that noise moves the choice off the last at most 2.5% of the time however many
     checkpoints are kept. R1V3 names no test; without one the rule follows differences the probe cannot
     see: on `make demo-r1v2` its 64 prompts put the steps' entropies within 0.0032 nats of one another,
-    while drawing the probe's rollouts again moves each by 0.01 or more (README). Returns (chosen,
+    while drawing the probe's rollouts again moves each by 0.01 or more (docs/mini-world-r1v2.md). Returns (chosen,
     {step: its gap to the last, with the interval}). A NaN entropy is never chosen unless all are; when
     the last's is NaN there is nothing to test against, and the highest finite one is taken.
 

@@ -24,13 +24,12 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from r1v.model.builder import Trainable, part_modules, set_trainable
+from r1v.model.builder import Trainable, set_trainable
 from r1v.train.config import Optim, Parts
 from r1v.train.data import Encoded, FeatureCache, batches, schedule
 from r1v.train.samples import Sample, image_inputs, pack, packed_batch, padded_batch
@@ -161,78 +160,10 @@ def lr_at(step: int, steps: int, peak: float, warmup_ratio: float) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def lm_loss(model, *, inputs: dict, samples: Sequence[Sample], cache, n_items, projector_norm: float = 0.0,
-            pad_id: int | None = None):
-    """The mean loss per target token; with `projector_norm`, plus that weight times `norm_penalty`
-    of the step's visual tokens against its words (align.projector_norm; `pad_id`'s are no words)."""
+def lm_loss(model, *, inputs: dict, samples: Sequence[Sample], cache, n_items):
     # use_cache=False matters: transformers reads packed rows from the position ids only when no
     # cache is made; with one, attention would cross samples in a row.
-    def forward():
-        return model(**inputs, **image_inputs(model, samples, cache), use_cache=False,
-                     num_items_in_batch=n_items).loss
-
-    if not projector_norm:
-        return forward()
-    with watched_tokens(model, pad_id) as seen:
-        loss = forward()
-    if not seen["visual"]:
-        return loss
-    # Weighted by the micro-batch's share of the step's target tokens, as the loss is, so that
-    # accumulation and the number of processes leave the step's penalty what one batch would give.
-    share = sum(len(s.response) for s in samples) / n_items
-    return loss + projector_norm * share * norm_penalty(torch.cat(seen["visual"]), torch.cat(seen["words"]))
-
-
-@contextmanager
-def watched_tokens(model, pad_id: int | None = None):
-    """Collects, while the block runs the model, the visual tokens the projector writes (`visual`,
-    with their gradient) and the input embeddings of every other token but padding (`words`, detached).
-    Hooks rather than a second lookup: they see the tensors inside the model's own forward, where
-    FSDP and ZeRO-3 have the weights whole."""
-    seen: dict[str, list[torch.Tensor]] = {"visual": [], "words": []}
-    image_id = model.config.image_token_id
-
-    def on_projector(module, args, out):
-        seen["visual"].append(out.reshape(-1, out.shape[-1]))
-
-    def on_embeddings(module, args, out):  # the image placeholders are replaced by visual tokens: left out
-        ids = args[0]
-        seen["words"].append(out[(ids != image_id) & (ids != pad_id if pad_id is not None else True)].detach())
-
-    hooks = [part_modules(model)["projector"][0].register_forward_hook(on_projector),
-             model.get_input_embeddings().register_forward_hook(on_embeddings)]
-    try:
-        yield seen
-    finally:
-        for h in hooks:
-            h.remove()
-
-
-@torch.no_grad()
-def token_norms(model, samples: Sequence[Sample], pad_id: int) -> dict[str, float]:
-    """The median norm of the visual tokens `samples` make and of their words' input embeddings:
-    how much longer the projector writes than the LLM reads (pre-norm LLMs barely change a long
-    token from layer to layer, arXiv 2512.08374). Recorded by align in results.json. Runs the
-    vision encoder, the projector and the embeddings alone (no decoder layer, no logits), on
-    weights that must be whole (align calls it under `Engine.generating`)."""
-    pixels = image_inputs(model, samples, None).get("pixel_values")
-    if pixels is None:
-        return {}
-    ids = padded_batch(samples, pad_id)["input_ids"].to(pixels.device)
-    with watched_tokens(model, pad_id) as seen:
-        model.model.get_image_features(pixel_values=pixels)
-        model.get_input_embeddings()(ids)
-    visual, words = torch.cat(seen["visual"]).norm(dim=-1), torch.cat(seen["words"]).norm(dim=-1)
-    return {"visual": round(visual.median().item(), 3), "words": round(words.median().item(), 3)}
-
-
-def norm_penalty(visual: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
-    """How far visual tokens (n, d) outgrow the words (m, d) the LLM reads: the mean over visual
-    tokens of relu(|v| / r - 1)^2, r the median norm of the words. Zero for tokens no longer than a
-    typical word; it pulls only on longer ones (the norm, not the direction, so the projector stays free
-    to say anything)."""
-    r = words.norm(dim=-1).median().clamp_min(1e-6)
-    return torch.relu(visual.norm(dim=-1) / r - 1).pow(2).mean()
+    return model(**inputs, **image_inputs(model, samples, cache), use_cache=False, num_items_in_batch=n_items).loss
 
 
 def supervised(
@@ -252,7 +183,6 @@ def supervised(
     start: int = 0,
     losses: list[float] | None = None,
     on_step: Callable[[int, list[float]], None] | None = None,
-    projector_norm: float = 0.0,
 ) -> list[float]:
     """Train on `data` for `optim.epochs` from step `start`; returns the loss of every step.
 
@@ -292,8 +222,7 @@ def supervised(
             inputs = {key: v.to(acc.device) for key, v in inputs.items()}
             with engine.no_sync(last=k == len(chunks) - 1):
                 loss = engine(lm_loss, inputs=inputs, samples=flat, cache=cache,
-                              n_items=torch.tensor(n_targets / acc.num_processes), projector_norm=projector_norm,
-                              pad_id=pad_id)
+                              n_items=torch.tensor(n_targets / acc.num_processes))
                 acc.backward(loss * weight)
             total += loss.item() * weight
         engine.step()

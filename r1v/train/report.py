@@ -286,8 +286,9 @@ def write(run: str | Path) -> Path:
         if norms.get("words"):
             ratio = norms["visual"] / norms["words"]
             lines += [f"The aligned projector's visual tokens have a median norm of {norms['visual']:.2f}, "
-                      f"{ratio:.1f} times the words' input embeddings ({norms['words']:.2f}; "
-                      f"`align.projector_norm` can hold them to a word's length).", ""]
+                      f"{ratio:.1f} times the words' input embeddings ({norms['words']:.2f}): a pre-norm LLM "
+                      f"barely changes tokens much longer than its words from layer to layer (arXiv 2512.08374).",
+                      ""]
     sft_rows = [s for s in stage_order(results) if s.startswith("sft/m") and s != "sft/m0"]
     if sft_rows:
         lines += ["## Iterative SFT", "", "| iteration | tau | lr | D_rm(tau) | E_{t-1} (of pool) | M_{t-1} on pool | "
