@@ -399,6 +399,41 @@ def test_finetune_lr_trains_the_siblings_alone_at_that_rate(small_world, tmp_pat
         assert got["stages"][s]["hash"] != data["stages"][s]["hash"], s
 
 
+def test_embed_noise_perturbs_the_siblings_input_embeddings_while_they_train(small_world, tmp_path, monkeypatch):
+    """`embed_noise` is NEFTune on the siblings' fine-tuning only: their training forwards see noisy
+    input embeddings (the base's do not), the hook is gone from the saved models, and the base is
+    the same build's."""
+    from r1v.errors import R1VError
+    from r1v.world import lm
+    from r1v.world.build import build, config_from
+
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(R1VError, match="embed_noise"):
+            config_from("small", {"embed_noise": bad})
+    noisy = []
+    train = lm.train
+
+    def spy(model, *a, **k):  # is the embedding's output, in training mode, not the plain lookup?
+        emb = model.get_input_embeddings()
+        ids = torch.tensor([[1, 2, 3]])
+        model.train()
+        noisy.append(not torch.equal(emb(ids), emb.weight[ids]))
+        return train(model, *a, **k)
+
+    monkeypatch.setattr(lm, "train", spy)
+    out, data = small_world
+    got = build(config_from("small", {"embed_noise": 5.0}), tmp_path / "w", log=lambda s: None)
+    assert noisy == [False, False, True, True]  # base, its chat steps, substitute, reasoning
+    assert got["stages"]["base"]["hash"] == data["stages"]["base"]["hash"]
+    for s in ("substitute", "reasoning"):
+        assert got["stages"][s]["hash"] != data["stages"][s]["hash"], s
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "w" / "reasoning").train()
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.equal(saved.get_input_embeddings()(ids), saved.get_input_embeddings().weight[ids])
+
+
 def test_a_world_recorded_before_a_setting_existed_is_reused(tmp_path):
     """A world whose world.json predates a setting was built with the value that reproduces it
     (`ADDED_SETTINGS`): it is reused under that value and refused under another."""

@@ -49,7 +49,8 @@ SHIPPED = Path(__file__).parent / "backbones"
 SHIPPED_STAGES = ("tokenizer", "base", "substitute", "reasoning", "vision")
 # Settings added after worlds were built, each with the value that reproduces a build made before it:
 # a world (or the shipped backbones) recorded without the setting was built with that value.
-ADDED_SETTINGS = {"shared_layers": -1, "base_chat_steps": 0, "vit_qk_norm": True, "finetune_lr": 0.0, "vit_heads": 0}
+ADDED_SETTINGS = {"shared_layers": -1, "base_chat_steps": 0, "vit_qk_norm": True, "finetune_lr": 0.0, "vit_heads": 0,
+                  "embed_noise": 0.0}
 # The settings each stage's files depend on: its own and those of the stages it starts from (the
 # tokenizer reads the LM problems; the substitute and the reasoning LM start from the base). A shipped
 # backbone is installed wherever its stage's settings match, so a world that changes the encoder's
@@ -62,8 +63,8 @@ STAGE_SETTINGS = {
     "data": ("seed", "visual_train", "visual_eval", "text_train", "text_eval"),
     "tokenizer": _TOKENIZER,
     "base": _BASE,
-    "substitute": (*_BASE, "substitute_steps", "shared_layers", "finetune_lr"),
-    "reasoning": (*_BASE, "reasoning_steps", "shared_layers", "finetune_lr"),
+    "substitute": (*_BASE, "substitute_steps", "shared_layers", "finetune_lr", "embed_noise"),
+    "reasoning": (*_BASE, "reasoning_steps", "shared_layers", "finetune_lr", "embed_noise"),
     "vision": ("seed", "vit_hidden", "vit_layers", "vit_heads", "vit_qk_norm", "vit_images", "vit_steps", "vit_batch",
                "vit_lr"),
 }
@@ -98,6 +99,10 @@ class WorldConfig:
         "help": "peak learning rate of the substitute's and the reasoning LM's fine-tuning; 0: half of lm_lr (the "
                 "LMs shipped before). The default moves the siblings 6-14% of each layer's weights from their "
                 "base, as light fine-tunes of one base do (half of lm_lr: 28-52%), and transfer keeps more"})
+    embed_noise: float = field(default=0.0, metadata={
+        "help": "NEFTune's alpha while the substitute and the reasoning LM are fine-tuned (transformers' "
+                "activate_neftune: uniform noise of alpha / sqrt(tokens x width) on every input embedding), so that "
+                "both read the neighbourhood of each word alike; 0: none (the shipped LMs)"})
     drill_share: float = field(default=0.4, metadata={"help": "share of arithmetic drills in pretraining"})
     direct_share: float = field(default=0.3, metadata={"help": "share of pretraining problems without a solution"})
     picture_share: float = field(default=0.5, metadata={
@@ -151,6 +156,8 @@ def config_from(preset: str = "default", overrides: dict | None = None) -> World
             ok, rule = True, ""
         elif f.name.endswith("_share"):
             ok, rule = 0 <= v <= 1, "a share in [0, 1]"
+        elif f.name == "embed_noise":
+            ok, rule = v >= 0, "0 (none) or a positive NEFTune alpha"
         elif f.name == "finetune_lr":
             ok, rule = v >= 0, "0 (half of lm_lr) or a positive learning rate"
         elif f.name.endswith("_lr"):
@@ -473,6 +480,7 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
 
     # ---- substitute and reasoning LMs, both from the base
     from transformers import AutoModelForCausalLM
+    from transformers.integrations.neftune import activate_neftune
 
     for name, style in (("substitute", "instruct"), ("reasoning", "reasoning")):
         if (t := stage(name)) is not None:
@@ -485,7 +493,10 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
             pictured = [rng.random() < cfg.picture_share for _ in probs]
             rechecked = [style == "reasoning" and rng.random() < cfg.overthink_share for _ in probs]
             examples = lm.chat_examples(tok, probs, style, pictured, rechecked)
+            noise = activate_neftune(model, cfg.embed_noise) if cfg.embed_noise else None
             losses = train_with_bar(model, examples, steps, cfg.finetune_lr or cfg.lm_lr / 2, f"{name} LM", seed + 1)
+            if noise is not None:
+                noise.remove()
             save_model(model, name, t, losses, tok)
 
     # ---- vision encoder
