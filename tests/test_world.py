@@ -400,13 +400,14 @@ def test_finetune_lr_trains_the_siblings_alone_at_that_rate(small_world, tmp_pat
 
 
 def test_embed_noise_perturbs_the_siblings_input_embeddings_while_they_train(small_world, tmp_path, monkeypatch):
-    """`embed_noise` is NEFTune on the siblings' fine-tuning only: their training forwards see noisy
-    input embeddings (the base's do not), the hook is gone from the saved models, and the base is
-    the same build's."""
+    """`embed_noise` is NEFTune on the siblings' fine-tuning only, on by default: a build without it
+    trains the same base and other siblings, and its training forwards see the plain lookup where
+    the default's siblings see noisy input embeddings; the hook is gone from the saved models."""
     from r1v.errors import R1VError
     from r1v.world import lm
-    from r1v.world.build import build, config_from
+    from r1v.world.build import WorldConfig, build, config_from
 
+    assert WorldConfig().embed_noise == 5.0 and config_from("small").embed_noise == 5.0
     for bad in (-1.0, float("nan")):
         with pytest.raises(R1VError, match="embed_noise"):
             config_from("small", {"embed_noise": bad})
@@ -421,15 +422,20 @@ def test_embed_noise_perturbs_the_siblings_input_embeddings_while_they_train(sma
         return train(model, *a, **k)
 
     monkeypatch.setattr(lm, "train", spy)
-    out, data = small_world
-    got = build(config_from("small", {"embed_noise": 5.0}), tmp_path / "w", log=lambda s: None)
-    assert noisy == [False, False, True, True]  # base, its chat steps, substitute, reasoning
+    out, data = small_world  # the small preset, so embed_noise=5
+    got = build(config_from("small", {"embed_noise": 0.0}), tmp_path / "w", log=lambda s: None)
+    assert noisy == [False] * 4  # base, its chat steps, substitute, reasoning
     assert got["stages"]["base"]["hash"] == data["stages"]["base"]["hash"]
     for s in ("substitute", "reasoning"):
         assert got["stages"][s]["hash"] != data["stages"][s]["hash"], s
+    noisy.clear()
+    again = build(config_from("small"), tmp_path / "d", log=lambda s: None)
+    assert noisy == [False, False, True, True]
+    for s in ("substitute", "reasoning"):  # the default's noise is seeded: the same siblings again
+        assert again["stages"][s]["hash"] == data["stages"][s]["hash"], s
     from transformers import AutoModelForCausalLM
 
-    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "w" / "reasoning").train()
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "d" / "reasoning").train()
     ids = torch.tensor([[1, 2, 3]])
     assert torch.equal(saved.get_input_embeddings()(ids), saved.get_input_embeddings().weight[ids])
 
@@ -453,7 +459,8 @@ def test_a_world_recorded_before_a_setting_existed_is_reused(tmp_path):
     build(cfg, tmp_path / "w", log=logs.append)
     assert logs and all("reused" in line for line in logs)
     with pytest.raises(R1VError, match=r"other settings \(base_chat_steps=0 there, 2 asked, finetune_lr=0.0 there, "
-                       r"0.00025 asked, shared_layers=-1 there, 0 asked, vit_qk_norm=True there"):
+                       r"0.00025 asked, embed_noise=0.0 there, 5.0 asked, shared_layers=-1 there, 0 asked, "
+                       r"vit_qk_norm=True there"):
         build(config_from("small"), tmp_path / "w", log=lambda s: None)
 
 
