@@ -516,18 +516,32 @@ def test_every_setting_belongs_to_a_stage_or_the_scores():
     assert listed == {f.name for f in dataclasses.fields(WorldConfig)}
 
 
+def test_cpu_reads_the_model_name_and_falls_back_without_proc(tmp_path):
+    from r1v.world.build import cpu
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t: fpu\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 7B13\n")
+    assert cpu(str(info)) == "AMD EPYC 7B13"
+    info.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # ARM kernels list no model name
+    assert cpu(str(info)) and "model name" not in cpu(str(info))
+    assert cpu(str(tmp_path / "absent"))
+
+
 def test_shipped_backbones_are_copied_stage_by_stage_where_their_settings_match(small_world, tmp_path):
     """Ship the small world; a world that changes the encoder's settings copies the tokenizer and the
     LMs and trains the encoder, the same files as training every stage; one that changes the reasoning
     LM's steps keeps the base and the substitute. Shipping that world keeps the copied stages'
     provenance."""
     from r1v.errors import R1VError
-    from r1v.world.build import SHIPPED_STAGES, build, config_from, provenance, ship, tree_hash
+    from r1v.world.build import SHIPPED_STAGES, build, config_from, cpu, provenance, ship, tree_hash
 
     out, data = small_world
     folder = tmp_path / "backbones"
     first = ship(out, folder)
     assert all(first["stages"][s]["built"]["code"] == first["code"] for s in SHIPPED_STAGES)
+    # the CPU model travels with each trained stage: other makes train other bytes from the same code
+    assert all(first["stages"][s]["built"]["machine"].endswith(f", {cpu()}") for s in SHIPPED_STAGES)
     hashes = lambda d: {k: v.get("hash") for k, v in d["stages"].items()}  # noqa: E731
     shipped_in = lambda d: sorted(k for k, v in d["stages"].items() if v.get("shipped"))  # noqa: E731
 
