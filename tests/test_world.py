@@ -228,6 +228,11 @@ def test_small_build_writes_every_stage(small_world):
         assert (out / stage).is_dir() and data["stages"][stage]["hash"]
     sc = data["scores"]
     assert 0 <= sc["reasoning_text"] <= 1 and set(sc["probe"]) == {"colour", "shape", "glyph", "height", "hour"}
+    for lm_ in ("base", "substitute", "reasoning"):
+        assert set(sc[f"{lm_}_skills"]) == {"look-up", "counting"}
+    from r1v.world.build import table
+
+    assert "Skills, each LM read as a plain LM" in table(data)
     assert json.loads((out / "world.json").read_text()) == data
     # Where each backbone trained is recorded: floating point differs between devices.
     assert {data["stages"][s]["device"] for s in ("base", "substitute", "reasoning", "vision", "scores")} == {"cpu"}
@@ -770,6 +775,45 @@ def test_probe_accuracy_by_grid_row():
     pred[rows == 0] = 0  # every top-row token wrong
     pred[5] = 0  # one of the two second-row tokens
     assert by_row({"height": (pred, y, rows)}) == {"height": [0.0, 0.5, 1.0, 1.0]}
+
+
+def test_lm_skills_score_the_look_up_and_the_count_each_item_asks(monkeypatch, small_world):
+    """An oracle that reads each prompt scores 100% on both skills; one that always answers the first listed
+    value (what an LM without induction can do) and one that counts every object score low."""
+    from r1v.model.tokenizer import load_tokenizer
+    from r1v.world import lm
+
+    out, _ = small_world
+    tok = load_tokenizer(str(out / "tokenizer"))
+
+    def oracle(look_up, count):
+        def generate(model, tok_, prompts, max_new_tokens):
+            assert max_new_tokens == 1
+            answers = []
+            for p in prompts:
+                text = tok_.decode(p[1:])
+                if text.startswith("Bars: "):
+                    listed, asked = text[len("Bars: "):].split(". ", 1)
+                    pairs = [kv.split() for kv in listed.split(", ")]
+                    answers.append(" " + look_up(pairs, asked.split()[-1]))
+                else:
+                    listed, asked = text[len("Objects: "):].rsplit(". ", 1)
+                    answers.append(" " + count([o.split() for o in listed.split(", ")], asked))
+            return answers
+        return generate
+
+    def right_count(objs, asked):
+        if asked.endswith(" shapes"):
+            return str(sum(c == asked.split()[0] for c, _ in objs))
+        return str(sum(s + "s" == asked for _, s in objs))
+
+    monkeypatch.setattr(lm, "generate", oracle(lambda pairs, key: dict(pairs)[key], right_count))
+    assert lm.skills(None, tok, n=200) == {"look-up": 1.0, "counting": 1.0}
+    monkeypatch.setattr(lm, "generate", oracle(lambda pairs, key: pairs[0][1], lambda objs, asked: str(len(objs))))
+    low = lm.skills(None, tok, n=200)
+    assert low["look-up"] < 0.5 and low["counting"] < 0.3
+    # Seeded: the same items every time.
+    assert lm.skills(None, tok, n=200) == low
 
 
 def test_world_probe_reads_a_checkpoint_at_three_points(recipe_run, capsys):

@@ -538,11 +538,14 @@ def build(cfg: WorldConfig, out: Path = DEFAULT_DIR, *, rebuild: bool = False, s
         scores = {}
         text_test = [r for r in read_jsonl(out / "data" / "text-test.jsonl") if r["steps"] >= 2]
         visual_test = read_jsonl(out / "data" / "visual-test.jsonl")
-        # The base model has no chat template; it is judged through its two children.
+        # The base model has no chat template: it is judged through its two children, and by its skills.
         visual_train = read_jsonl(out / "data" / "visual-train.jsonl")
         right: dict[str, dict] = {}  # per problem id, right or not: what `against_shipped` pairs
-        for name in ("substitute", "reasoning"):
+        for name in ("base", "substitute", "reasoning"):
             model = AutoModelForCausalLM.from_pretrained(out / name).to(device).eval()
+            scores[f"{name}_skills"] = lm.skills(model, tok)
+            if name == "base":
+                continue
             for form, as_picture in (("text", False), ("picture", True)):
                 scores[f"{name}_{form}"], scored = lm.accuracy(model, tok, text_test, as_picture=as_picture)
                 right[f"{name}_{form}"] = by_id(text_test, scored)
@@ -688,6 +691,14 @@ def table(data: dict) -> str:
             f"Ignoring the image: the reasoning LM answers the {sc['visual_items']} visual test questions without "
             f"their pictures {pct(sc['reasoning_blind'])} of the time (substitute {pct(sc['substitute_blind'])}; "
             f"the commonest training answer per question: {pct(sc['majority_blind'])}).")
+        if "base_skills" in sc:
+            lms = ("base", "substitute", "reasoning")
+            lines.append("")
+            lines.append("Skills, each LM read as a plain LM (greedy next token in the drills' format, 300 items; "
+                         "base / substitute / reasoning): " + "; ".join(
+                             f"{k} " + " / ".join(pct(sc[f"{m}_skills"][k]) for m in lms) for k in sc["base_skills"])
+                         + " (look-up: a value by its key, out of order; a guess among the four listed values is right "
+                         "about 34%).")
         if "reasoning_blind_by_family" in sc:
             lines.append("")
             lines.append("Without the picture, by family (reasoning LM / commonest answer): " + ", ".join(
