@@ -28,6 +28,8 @@ def test_shipped_backbones_load_and_match_their_provenance():
     total = sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file())
     assert total <= 50e6
     tok = load_tokenizer(str(SHIPPED / "tokenizer"))
+    # `lm.skills` reads one greedy token as the answer: every value a drill asks is one token
+    assert all(len(tok(f" {v}", add_special_tokens=False)["input_ids"]) == 1 for v in range(9))
     for name in ("base", "substitute", "reasoning"):
         model = AutoModelForCausalLM.from_pretrained(SHIPPED / name)
         assert model.config.vocab_size >= len(tok) and model.config.hidden_size == prov["config"]["lm_hidden"]

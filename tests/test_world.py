@@ -230,6 +230,7 @@ def test_small_build_writes_every_stage(small_world):
     assert 0 <= sc["reasoning_text"] <= 1 and set(sc["probe"]) == {"colour", "shape", "glyph", "height", "hour"}
     for lm_ in ("base", "substitute", "reasoning"):
         assert set(sc[f"{lm_}_skills"]) == {"look-up", "counting"}
+        assert all(0 <= v <= 1 for v in sc[f"{lm_}_skills"].values())
     from r1v.world.build import table
 
     assert "Skills, each LM read as a plain LM" in table(data)
@@ -412,7 +413,7 @@ def test_embed_noise_perturbs_the_siblings_input_embeddings_while_they_train(sma
     from r1v.world import lm
     from r1v.world.build import WorldConfig, build, config_from
 
-    assert WorldConfig().embed_noise == 5.0 and config_from("small").embed_noise == 5.0
+    assert WorldConfig().embed_noise == 3.0 and config_from("small").embed_noise == 3.0
     for bad in (-1.0, float("nan")):
         with pytest.raises(R1VError, match="embed_noise"):
             config_from("small", {"embed_noise": bad})
@@ -427,7 +428,7 @@ def test_embed_noise_perturbs_the_siblings_input_embeddings_while_they_train(sma
         return train(model, *a, **k)
 
     monkeypatch.setattr(lm, "train", spy)
-    out, data = small_world  # the small preset, so embed_noise=5
+    out, data = small_world  # the small preset, so embed_noise=3
     got = build(config_from("small", {"embed_noise": 0.0}), tmp_path / "w", log=lambda s: None)
     assert noisy == [False] * 4  # base, its chat steps, substitute, reasoning
     assert got["stages"]["base"]["hash"] == data["stages"]["base"]["hash"]
@@ -464,7 +465,7 @@ def test_a_world_recorded_before_a_setting_existed_is_reused(tmp_path):
     build(cfg, tmp_path / "w", log=logs.append)
     assert logs and all("reused" in line for line in logs)
     with pytest.raises(R1VError, match=r"other settings \(base_chat_steps=0 there, 2 asked, finetune_lr=0.0 there, "
-                       r"0.00025 asked, embed_noise=0.0 there, 5.0 asked, shared_layers=-1 there, 0 asked, "
+                       r"0.00025 asked, embed_noise=0.0 there, 3.0 asked, shared_layers=-1 there, 0 asked, "
                        r"vit_qk_norm=True there"):
         build(config_from("small"), tmp_path / "w", log=lambda s: None)
 

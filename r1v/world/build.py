@@ -93,18 +93,23 @@ class WorldConfig:
     substitute_steps: int = field(default=1500, metadata={"help": "fine-tuning steps of the substitute LM"})
     reasoning_steps: int = field(default=4000, metadata={"help": "fine-tuning steps of the reasoning LM"})
     lm_batch: int = field(default=32, metadata={"help": "sequences per LM step"})
-    lm_lr: float = field(default=2e-3, metadata={
-        "help": "base LM peak learning rate (its chat steps: half; the siblings' too where finetune_lr is 0)"})
+    lm_lr: float = field(default=5e-4, metadata={
+        "help": "base LM peak learning rate (its chat steps: half; the siblings' too where finetune_lr is 0). At "
+                "2e-3 (the LMs shipped before) the base never learned to look a value up by its key nor to count "
+                "(the build's Skills line: 35% and 37%); at 5e-4 it does (100% and 88%), and the reasoning LM scores "
+                "97% in words against 86% (docs/mini-world-backbones.md)"})
     finetune_lr: float = field(default=2.5e-4, metadata={
         "help": "peak learning rate of the substitute's and the reasoning LM's fine-tuning; 0: half of lm_lr (the "
-                "LMs shipped before). The default moves the siblings 6-14% of each layer's weights from their "
+                "LMs shipped before 1ffc8cf, with lm_lr=2e-3). The default moves the siblings 6-14% of each layer's weights from their "
                 "base, as light fine-tunes of one base do (half of lm_lr: 28-52%), and transfer keeps more"})
-    embed_noise: float = field(default=5.0, metadata={
+    embed_noise: float = field(default=3.0, metadata={
         "help": "NEFTune's alpha while the substitute and the reasoning LM are fine-tuned (transformers' "
                 "activate_neftune: uniform noise of alpha / sqrt(tokens x width) on every input embedding), so that "
-                "both read the neighbourhood of each word alike; 0: none (the LMs shipped before). Against 0, the "
-                "default's siblings transfer 5.5 points higher over five seeds, though the substitute reads the "
-                "picture words 6.9 points worse (docs/mini-world-r1v.md); 5 is the only alpha tried"})
+                "both read the neighbourhood of each word alike; 0: none. On the base shipped before (lm_lr=2e-3) "
+                "alpha 5 transferred 5.5 points higher than 0 over five seeds, 2 no better, and 7 and 10 weakened "
+                "the LMs (docs/mini-world-r1v.md). The noise's scale is fixed, so its effect is relative to the "
+                "base's embeddings: today's base (lm_lr 5e-4) has embeddings 0.61x as large, and at alpha 5 its "
+                "reasoning LM never stopped thinking (17.6%); 3 is 5 scaled by that (docs/mini-world-backbones.md)"})
     drill_share: float = field(default=0.4, metadata={"help": "share of arithmetic drills in pretraining"})
     direct_share: float = field(default=0.3, metadata={"help": "share of pretraining problems without a solution"})
     picture_share: float = field(default=0.5, metadata={
@@ -697,8 +702,8 @@ def table(data: dict) -> str:
             lines.append("Skills, each LM read as a plain LM (greedy next token in the drills' format, 300 items; "
                          "base / substitute / reasoning): " + "; ".join(
                              f"{k} " + " / ".join(pct(sc[f"{m}_skills"][k]) for m in lms) for k in sc["base_skills"])
-                         + " (look-up: a value by its key, out of order; a guess among the four listed values is right "
-                         "about 34%).")
+                         + " (look-up: a value by its key, keys asked in random order; a guess among the four listed "
+                         "values is right about 34%).")
         if "reasoning_blind_by_family" in sc:
             lines.append("")
             lines.append("Without the picture, by family (reasoning LM / commonest answer): " + ", ".join(

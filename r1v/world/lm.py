@@ -271,10 +271,10 @@ def skills(model, tok: PreTrainedTokenizerBase, *, n: int = 300, seed: int = 0) 
     chains lean on, in the drills' own format (`drill_text`), `n` fresh items each:
 
     look-up:  "Bars: red 5, blue 3, green 7, yellow 2. green 7. red 5. blue" -> " 3": the third of three keys
-              asked out of the listed order (a guess among the four listed values: about 34%);
+              asked in random order (a guess among the four listed values: about 34%);
     counting: "Objects: red circle, blue square, red square. red shapes" -> " 2".
 
-    Why it is measured: the shipped LMs never learned the look-up (33-37% here: the induction that copies
+    Why it is measured: the shipped LMs never learned the look-up (33-38% here: the induction that copies
     the value after a key did not form at their base's lm_lr of 2e-3; it does at 5e-4), and that is every
     miss of theirs on the bars in words (docs/mini-world-backbones.md, "Look-up never formed")."""
     rng = random.Random(f"skills:{seed}")
