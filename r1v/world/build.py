@@ -101,7 +101,7 @@ class WorldConfig:
     finetune_lr: float = field(default=2.5e-4, metadata={
         "help": "peak learning rate of the substitute's and the reasoning LM's fine-tuning; 0: half of lm_lr (the "
                 "LMs shipped before 1ffc8cf, with lm_lr=2e-3). The default moves the siblings 6-14% of each layer's weights from their "
-                "base, as light fine-tunes of one base do (half of lm_lr: 28-52%), and transfer keeps more"})
+                "base, as light fine-tunes of one base do (half of the old lm_lr 2e-3: 28-52%), and transfer keeps more"})
     embed_noise: float = field(default=3.0, metadata={
         "help": "NEFTune's alpha while the substitute and the reasoning LM are fine-tuned (transformers' "
                 "activate_neftune: uniform noise of alpha / sqrt(tokens x width) on every input embedding), so that "
