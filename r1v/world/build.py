@@ -100,8 +100,9 @@ class WorldConfig:
                 "97% in words against 86% (docs/mini-world-backbones.md)"})
     finetune_lr: float = field(default=2.5e-4, metadata={
         "help": "peak learning rate of the substitute's and the reasoning LM's fine-tuning; 0: half of lm_lr (the "
-                "LMs shipped before 1ffc8cf, with lm_lr=2e-3). The default moves the siblings 6-14% of each layer's weights from their "
-                "base, as light fine-tunes of one base do (half of the old lm_lr 2e-3: 28-52%), and transfer keeps more"})
+                "LMs shipped before 1ffc8cf, with lm_lr=2e-3). The default moves the siblings 6-14% of each "
+                "layer's weights from their base, as light fine-tunes of one base do (half of the old lm_lr 2e-3: "
+                "28-52%), and transfer keeps more"})
     embed_noise: float = field(default=3.0, metadata={
         "help": "NEFTune's alpha while the substitute and the reasoning LM are fine-tuned (transformers' "
                 "activate_neftune: uniform noise of alpha / sqrt(tokens x width) on every input embedding), so that "
@@ -110,7 +111,8 @@ class WorldConfig:
                 "the LMs (docs/mini-world-r1v.md). The noise's scale is fixed, so its effect is relative to the "
                 "base's embeddings: today's base (lm_lr 5e-4) has embeddings 0.61x as large, and at alpha 5 its "
                 "reasoning LM never stopped thinking (17.6%); 3 is 5 scaled by that (docs/mini-world-backbones.md)"})
-    drill_share: float = field(default=0.4, metadata={"help": "share of arithmetic drills in pretraining"})
+    drill_share: float = field(default=0.4, metadata={
+        "help": "share of skill drills (arithmetic, look-up, counting: lm.drill_text) in pretraining"})
     direct_share: float = field(default=0.3, metadata={"help": "share of pretraining problems without a solution"})
     picture_share: float = field(default=0.5, metadata={
         "help": "share of LM problems stated as the picture's cell words (one token per visual token)"})
