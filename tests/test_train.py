@@ -296,13 +296,14 @@ def test_grpo_cli_moves_the_projector(recipe_run, monkeypatch):
     yaml_path, run, _ = recipe_run
     monkeypatch.setattr(grpo_mod, "accuracy_reward", lambda texts, **_: [float(len(t) % 2) for t in texts])
     before = weights(run / "sft" / "m2")
-    assert main(["train", "grpo", "--config", str(yaml_path), f"out={run}", "grpo.steps=1"]) == 0
+    assert main(["train", "grpo", "--config", str(yaml_path), f"out={run}", "grpo.steps=1", "grpo.lr=1.5e-5"]) == 0
     after = weights(run / "grpo")
     P, V, L = "model.multi_modal_projector.", "model.vision_tower.", "model.language_model."
     assert not same(part(before, P), part(after, P))
     assert same(part(before, V), part(after, V)) and same(part(before, L), part(after, L))
     row = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"grpo"' in x][-1]
     assert row["effective"] > 0
+    assert row["lr"] == 1.5e-5  # logged as set (one step: the warm-up is over), not rounded to 2e-05
 
 
 @pytest.mark.slow

@@ -727,9 +727,10 @@ def run(ctx: Context) -> None:
                    task=ctx.task, buffer=buffer, replay_samples=lambda positions: next(loader(data, [positions])),
                    step_no=i, seed=ctx.cfg.seed, critical=critical, rollouts=rollouts,
                    images=lambda b: ctx.images(prompt_key(ctx), b))
-        row = {"stage": "grpo", "step": i, **row, "lr": lr}
         history.append({k: row[k] for k in ("reward", "effective", "effective_trained", "replayed")})
-        ctx.metrics.log(**{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
+        # the learning rate unrounded, as MPO logs it: rounded to 5 decimals, 1.5e-5 would read 2e-05
+        ctx.metrics.log(stage="grpo", step=i, **{k: round(v, 5) if isinstance(v, float) else v
+                                                  for k, v in row.items()}, lr=lr)
         if cfg.eval_every and (i + 1) % cfg.eval_every == 0 and i + 1 < cfg.steps:
             with scoring(engine, uneven(rollouts)) as m:
                 scored = ctx.evaluate(m, tok, f"grpo@{i + 1}", rollouts=uneven(rollouts))
