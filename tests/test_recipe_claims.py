@@ -349,6 +349,10 @@ def test_al_cotd_needs_shorter_chains_over_the_runs_and_the_same_arm(tmp_path):
     arms(runs[2], 15.2, 17.1, other="fixed-p2")
     r = row(over_runs(runs), "AL-CoTD: shorter chains on easy items, no loss of accuracy")
     assert r["kind"] == "note" and "(fixed-p2)" in render(over_runs(runs))
+    # a run where `r1v world compare` did not run: not combined, and the cell counts the runs' verdicts
+    shutil.rmtree(Path(runs[2]) / "distill-compare")
+    line = next(x for x in render(over_runs(runs)).splitlines() if x.startswith("| AL-CoTD"))
+    assert line.endswith("| not combined; of 3 runs: **holds** at 1, **does not hold** at 1, not measured at 1 |")
 
 
 def test_runs_checked_against_other_targets_are_refused(tmp_path):

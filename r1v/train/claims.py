@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -564,6 +565,16 @@ def over_runs(runs: list[str | Path]) -> dict:
             "identical": same}
 
 
+def _note_verdict(runs: list[dict]) -> str:
+    """The verdict cell of a claim not combined over the runs (measured in some runs only, or against
+    different arms): how many runs gave each verdict, "-" where no run measured it."""
+    counts = Counter(x["verdict"] for x in runs)
+    if set(counts) == {"-"}:
+        return "-"
+    return f"not combined; of {len(runs)} runs: " + ", ".join(
+        f"{'not measured' if v == '-' else v} at {n}" for v, n in counts.items())
+
+
 def _labels(runs: list[str]) -> list[str]:
     """Column names: the folders' names, or their paths where two share a name."""
     names = [Path(r).name for r in runs]
@@ -587,8 +598,7 @@ def render(result: dict, command: str = "") -> str:
         cells = " | ".join(_run_cell(kind, x) for x in r["runs"])
         claim = f"{r['claim']} ({r['what']})" if r["what"] else r["claim"]
         if kind == "note":
-            lines.append(f"| {claim} | {r['paper']} | {cells} | - | - | {r['target']} | "
-                         + "; ".join(dict.fromkeys(x["verdict"] for x in r["runs"])) + " |")
+            lines.append(f"| {claim} | {r['paper']} | {cells} | - | - | {r['target']} | {_note_verdict(r['runs'])} |")
             continue
         over, pooled = _cell(kind, r["over_runs"]), _cell(kind, r["pooled"])
         if kind == "same" and all(x["est"]["lo"] == x["est"]["hi"] == 0 for x in r["runs"]):
