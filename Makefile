@@ -28,9 +28,9 @@ demo: $(STAMP)          ## the main job on the embedded default: the R1V recipe 
 
 # The paper's claims over three seeds (README, "What the mini-world run gives"): make demo's run is seed 0; the
 # SEEDS (1 and 2 unless set: `make claims SEEDS="1 2 3 4"`) run the same recipe; `r1v world compare` measures
-# AL-CoTD on each; then the claims table over them all. About an hour on a 2-core Intel Xeon for three seeds (each
-# more seed ~8 min of recipe and ~11 of compare), 85 minutes on a 2-core AMD EPYC; every step skips what is
-# already finished, so an interrupted run resumes.
+# AL-CoTD on each; then the claims table over them all. About 50 minutes for three seeds on a 2-core AMD EPYC on
+# today's LMs (each more seed ~8 min of recipe and 11-12 of compare); every step skips what is already finished,
+# so an interrupted run resumes.
 SEEDS ?= 1 2
 claims: demo            ## the paper's claims over seed 0 and SEEDS, each run, pooled and over the runs (runs/claims/)
 	set -e; for s in $(SEEDS); do $(VENV)/bin/r1v recipe run recipes/tiny.yaml seed=$$s name=tiny-s$$s; done
