@@ -1,6 +1,6 @@
 """AL-CoTD beside fixed-penalty distillation on the mini-world: the data, and a model trained on each.
 
-    r1v world compare --config recipes/tiny.yaml [--fixed 1.0,2.0]   # ~12 minutes on 2 CPU cores
+    r1v world compare --config recipes/tiny.yaml [--fixed 1.0,2.0]   # ~18 minutes on 2 CPU cores (--fixed 1.0: ~12)
     r1v world compare --config recipes/tiny.yaml --iterations 0     # M0 alone: ~5 minutes
 
 For each arm (AL-CoTD with `r1v world data`'s `distill.*` settings, then every fixed penalty), the same
@@ -10,7 +10,8 @@ previous model's mistakes, all from that arm's D), from the recipe's transfer ch
 folder of the arm's own (`<arm>/run/`, with its report; align and transfer run first when the
 recipe's run folder lacks them). The last model answers the held-out visual problems greedily.
 Reported per arm: accuracy (with a paired 95% interval against AL-CoTD) and mean reasoning tokens on
-easy and hard items, at the last iteration and at each one. Easy: the lowest difficulty label (the
+easy and hard items, at the last iteration and at each one. The run's own report.md, when it has one, is
+written again, as its AL-CoTD claim reads these arms. Easy: the lowest difficulty label (the
 world's `steps`: one computation); hard: the median label and above. The paper's claim is shorter
 chains on easy items with no loss of accuracy; the paper trains every SFT iteration on AL-CoTD's data,
 so the claim is on the last model, and M0 alone (`--iterations 0`) is the quick look.
@@ -97,7 +98,12 @@ def compare(cfg, world: Path, data_cfg, fixed: list[float], iterations: int | No
         r = results[name]
         print(f"  {name}: M{T} accuracy {100 * r['accuracy']:.1f}%, reasoning tokens easy {r['easy']['tokens']} / "
               f"hard {r['hard']['tokens']}")
-    return write(out, results, base.difficulty_field, start)
+    path = write(out, results, base.difficulty_field, start)
+    if (ctx.dir / "report.md").exists():  # the run's own report: its AL-CoTD claim reads these arms
+        from r1v.train.report import write as write_report
+
+        write_report(ctx.dir)
+    return path
 
 
 def _fingerprint(cfg, dcfg, made: list, iterations: int) -> str:
