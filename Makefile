@@ -26,10 +26,10 @@ demo: $(STAMP)          ## the main job on the embedded default: the R1V recipe 
 	$(VENV)/bin/r1v world data       # the recipe's files, D by AL-CoTD (reused when made)
 	$(VENV)/bin/r1v recipe run recipes/tiny.yaml
 
-# The paper's claims over three seeds (README, "What the mini-world run gives"): make demo's run is seed 0; the
-# SEEDS (1 and 2 unless set: `make claims SEEDS="1 2 3 4"`) run the same recipe; `r1v world compare` measures
+# The paper's claims over seeds (README, "What the mini-world run gives", five: `make claims SEEDS="1 2 3 4"`): make
+# demo's run is seed 0; the SEEDS (1 and 2 unless set) run the same recipe; `r1v world compare` measures
 # AL-CoTD against no length penalty (P = 1, the arm the claims table reads) on each; then the claims table over
-# them all. About an hour after `make demo` on a 2-core AMD EPYC (each seed:
+# them all. About an hour after `make demo` for two seeds on a 2-core AMD EPYC (each seed:
 # a run ~11 min, a compare ~12); every step skips what is already finished, so an interrupted run resumes.
 SEEDS ?= 1 2
 CMP   := $(VENV)/bin/r1v world compare --config recipes/tiny.yaml --fixed 1.0

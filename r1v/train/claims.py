@@ -688,8 +688,9 @@ def plot(result: dict, path: Path) -> Path | None:
                       fontsize=6, rotation=30)
         ax.set_title(textwrap.shorten(r["claim"], 44, placeholder="..."), fontsize=8)
         ax.set_ylabel("%" if r["kind"] in ("floor", "ratio", "share") else "points", fontsize=7)
-    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower right", fontsize=7)
-    fig.tight_layout()
+    # below the panels, in a strip of its own: in a corner it covered the last panel's labels
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.3 / (2.6 * nrow), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
