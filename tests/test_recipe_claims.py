@@ -325,6 +325,25 @@ def test_r1v2s_claims_combine_gains_and_falls(tmp_path):
     assert row(result, "the final model")["verdict"] == "no target set"  # no final_visual: no count either
 
 
+def test_r1v2s_sft_comparison_names_a_seed_it_does_not_share(tmp_path):
+    """`claims.against` names one R1V run; an R1V2 run at another seed is compared with that seed's SFT, and
+    the row says so, where the same seed says nothing more."""
+    from r1v.train.claims import measures
+
+    n = 100
+    sft = {"align": flags(n, 0.7, 0), "transfer": flags(n, 0.5, 1), "sft/m0": flags(n, 0.8, 2),
+           "sft/m1": flags(n, 0.9, 3), "grpo": flags(n, 0.9, 4)}
+    r1v = Path(make_run(tmp_path / "tiny", sft, seed=0))
+    right = {"align": flags(n, 0.7, 5), "transfer": flags(n, 0.5, 6), "mpo/r1": flags(n, 0.7, 7),
+             "grpo": flags(n, 0.7, 8)}
+    for seed in (0, 1):
+        run = Path(make_run(tmp_path / f"r1v2-{seed}", right, stages=tuple(right), seed=seed))
+        cfg = {**yaml.safe_load((run / "recipe.yaml").read_text()), "claims": {"against": str(r1v)}}
+        results = json.loads((run / "results.json").read_text())
+        m = next(x for x in measures(run, results, cfg) if x.claim == "MPO hallucinates no more than SFT")
+        assert f"(`{r1v}`" in m.text and ("seed 0, beside this run's seed 1" in m.text) == (seed == 1)
+
+
 def test_al_cotd_needs_shorter_chains_over_the_runs_and_the_same_arm(tmp_path):
     runs = runs_with_gains(tmp_path, [0.1, 0.2, 0.3])
 

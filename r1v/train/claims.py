@@ -251,6 +251,11 @@ def _r1v2(run: Path, results: dict, cfg: dict, order: list[str]) -> list[Measure
         if a and b:
             g = paired_interval(a, b)
             where = "" if against == run else f" (`{against}`)"
+            # `claims.against` names one run: beside a run at another seed it still reads that run's SFT,
+            # which compares the two seeds as well as the two recipes. Say so where the table shows it.
+            seed, its_seed = cfg.get("seed", 0), recipe_of(against).get("seed", 0)
+            if against != run and seed != its_seed:
+                where = f" (`{against}`, seed {its_seed}, beside this run's seed {seed})"
             verdict = "**holds**" if g["hi"] < 0 else ("holds at the estimate (interval reaches above 0)"
                                                         if g["gap"] <= 0 else "**does not hold**")
             rows.append(Measure("MPO hallucinates no more than SFT", "SFT 12.1% -> MPO 8.7% (R1V2 Table 3)",
