@@ -46,8 +46,6 @@ def run(ctx: Context) -> None:
     enc = Encoder(model, tok, template=ctx.cfg.model.template, max_tiles=ctx.cfg.model.max_tiles)
     engine = Engine(model, cfg.parts, weight_decay=cfg.optim.weight_decay,
                     max_grad_norm=cfg.optim.max_grad_norm)
-    if cfg.visual_noise > 0:
-        engine.model.model.multi_modal_projector.register_forward_hook(_noise_hook(cfg.visual_noise))
     ckpt = ctx.checkpoints("align", since=t0)
     pos = ckpt.resume(engine) or {"pass": 0, "step": 0, "losses": {}}
     losses = pos["losses"]
@@ -77,17 +75,6 @@ def run(ctx: Context) -> None:
     ctx.mark_done("align", time.perf_counter() - t0 + ckpt.earlier,
                   loss={k: [v[0], v[-1]] for k, v in losses.items() if v}, token_norms=norms)
     ckpt.clear()
-
-
-def _noise_hook(share: float):
-    """While training, each visual token + N(0, (share x its RMS)^2) per element: noise the projector
-    cannot outgrow by writing longer tokens."""
-    def hook(module, args, out):
-        if not module.training:
-            return out
-        rms = out.detach().float().pow(2).mean(-1, keepdim=True).sqrt()
-        return out + (torch.randn_like(out, dtype=torch.float32) * rms * share).to(out.dtype)
-    return hook
 
 
 @torch.no_grad()

@@ -98,9 +98,6 @@ class AlignConfig:
                                     "(epochs > 1; bounded by data.feature_cache_mb)")
     pack: bool = _f(True, "pack samples into rows (no padding); attention stays within each sample")
     pack_length: int = _f(16384, "tokens per packed row (the paper's context)")
-    visual_noise: float = _f(0.0, "while aligning, add Gaussian noise to each visual token the projector writes, "
-                                  "its standard deviation this share of the token's RMS (0: none; the paper adds "
-                                  "none)")
 
 
 @dataclass
